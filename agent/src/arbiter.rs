@@ -1,0 +1,118 @@
+//! The arbiter: the one owner of the table of watchers (add, remove, look up).
+//!
+//! It only hands out [`WatcherHandle`]s; commands then talk to each watcher directly, so a
+//! slow stop of one watcher never blocks another.
+
+use crate::events::EventSender;
+use crate::watcher::{self, WatcherHandle};
+use std::collections::BTreeMap;
+use tokio::sync::{mpsc, oneshot};
+use troupe::config::WatcherConfig;
+use troupe::protocol::{CommandError, Event};
+
+enum ArbiterMsg {
+    Add {
+        config: WatcherConfig,
+        reply: oneshot::Sender<Result<WatcherHandle, CommandError>>,
+    },
+    Remove {
+        name: String,
+        reply: oneshot::Sender<Option<WatcherHandle>>,
+    },
+    Get {
+        name: String,
+        reply: oneshot::Sender<Option<WatcherHandle>>,
+    },
+    All {
+        reply: oneshot::Sender<Vec<WatcherHandle>>,
+    },
+}
+
+/// A cheap, cloneable reference to the arbiter actor.
+#[derive(Clone)]
+pub struct ArbiterHandle {
+    tx: mpsc::Sender<ArbiterMsg>,
+}
+
+impl ArbiterHandle {
+    /// Spawns the actor.
+    pub fn spawn(events: EventSender) -> Self {
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(run(rx, events));
+        Self { tx }
+    }
+
+    /// Adds a stopped watcher; names are unique ignoring case.
+    pub async fn add(&self, config: WatcherConfig) -> Result<WatcherHandle, CommandError> {
+        self.ask(|reply| ArbiterMsg::Add { config, reply }).await?
+    }
+
+    /// Takes a watcher out of the table; the caller shuts it down.
+    pub async fn remove(&self, name: &str) -> Result<Option<WatcherHandle>, CommandError> {
+        let name = name.to_string();
+        self.ask(|reply| ArbiterMsg::Remove { name, reply }).await
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<WatcherHandle>, CommandError> {
+        let name = name.to_string();
+        self.ask(|reply| ArbiterMsg::Get { name, reply }).await
+    }
+
+    /// Every watcher, sorted by lower-cased name.
+    pub async fn all(&self) -> Result<Vec<WatcherHandle>, CommandError> {
+        self.ask(|reply| ArbiterMsg::All { reply }).await
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> ArbiterMsg,
+    ) -> Result<T, CommandError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || {
+            CommandError::new(
+                troupe::protocol::Errno::BadMsgDataError,
+                "agent is shutting down",
+            )
+        };
+        self.tx.send(make(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<ArbiterMsg>, events: EventSender) {
+    // Keyed by lower-cased name: Circus looks watchers up case-insensitively.
+    let mut watchers: BTreeMap<String, WatcherHandle> = BTreeMap::new();
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ArbiterMsg::Add { config, reply } => {
+                let key = config.name.to_lowercase();
+                let result = if watchers.contains_key(&key) {
+                    Err(CommandError::command(format!(
+                        "'{}' already exist",
+                        config.name
+                    )))
+                } else {
+                    let name = config.name.clone();
+                    watcher::spawn(config, events.clone()).inspect(|handle| {
+                        watchers.insert(key, handle.clone());
+                        events.emit(&name, Event::Add);
+                    })
+                };
+                let _ = reply.send(result);
+            }
+            ArbiterMsg::Remove { name, reply } => {
+                let removed = watchers.remove(&name.to_lowercase());
+                if let Some(handle) = &removed {
+                    events.emit(&handle.name, Event::Remove);
+                }
+                let _ = reply.send(removed);
+            }
+            ArbiterMsg::Get { name, reply } => {
+                let _ = reply.send(watchers.get(&name.to_lowercase()).cloned());
+            }
+            ArbiterMsg::All { reply } => {
+                let _ = reply.send(watchers.values().cloned().collect());
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Read-only commands: list, status, numprocesses, numwatchers, stats, dstats, listsockets,
+//! nodeinfo. They read watcher snapshots and never wait behind a running command.
+
+use super::{fields, watcher, AgentContext, Fields, Props};
+use crate::sampler::SampleTarget;
+use crate::watcher::WatcherView;
+use serde_json::{json, Map, Value};
+use troupe::protocol::{CommandError, ProcessInfo};
+
+const GONE: &str = "No such process (stopped?)";
+
+pub async fn list(ctx: &AgentContext, props: Props<'_>) -> Fields {
+    if let Some(name) = props.opt_str("name")? {
+        let view = watcher(ctx, name).await?.view();
+        return Ok(fields([("pids", json!(view.pids()))]));
+    }
+    let names: Vec<String> = ctx
+        .arbiter
+        .all()
+        .await?
+        .iter()
+        .map(|w| w.name.to_lowercase())
+        .collect();
+    Ok(fields([("watchers", json!(names))]))
+}
+
+pub async fn status(ctx: &AgentContext, props: Props<'_>) -> Fields {
+    if let Some(name) = props.opt_str("name")? {
+        let view = watcher(ctx, name).await?.view();
+        // Circus's quirk, relied upon by circusctl: the state replaces "ok".
+        return Ok(fields([("status", json!(view.state.as_str()))]));
+    }
+    let statuses: Map<String, Value> = ctx
+        .arbiter
+        .all()
+        .await?
+        .iter()
+        .map(|w| (w.name.clone(), json!(w.view().state.as_str())))
+        .collect();
+    Ok(fields([("statuses", Value::Object(statuses))]))
+}
+
+pub async fn numprocesses(ctx: &AgentContext, props: Props<'_>) -> Fields {
+    if let Some(name) = props.opt_str("name")? {
+        let view = watcher(ctx, name).await?.view();
+        return Ok(fields([
+            ("numprocesses", json!(view.processes.len())),
+            ("watcher_name", json!(name)),
+        ]));
+    }
+    let total: usize = ctx
+        .arbiter
+        .all()
+        .await?
+        .iter()
+        .map(|w| w.view().processes.len())
+        .sum();
+    Ok(fields([("numprocesses", json!(total))]))
+}
+
+pub async fn numwatchers(ctx: &AgentContext) -> Fields {
+    Ok(fields([(
+        "numwatchers",
+        json!(ctx.arbiter.all().await?.len()),
+    )]))
+}
+
+/// Process info of every process of `view`, keyed by pid as a string.
+async fn watcher_stats(
+    ctx: &AgentContext,
+    view: &WatcherView,
+    only: Option<u32>,
+) -> Map<String, Value> {
+    let processes: Vec<_> = view
+        .processes
+        .iter()
+        .filter(|p| only.is_none_or(|pid| pid == p.pid))
+        .collect();
+    let targets = processes
+        .iter()
+        .map(|p| SampleTarget {
+            pid: p.pid,
+            started: Some(p.started),
+            wid: Some(p.wid),
+            with_children: true,
+        })
+        .collect();
+    let sampled = ctx.sampler.sample(targets).await;
+    processes
+        .iter()
+        .zip(sampled)
+        .map(|(p, info)| {
+            let value = info.map_or(json!(GONE), |i: ProcessInfo| json!(i));
+            (p.pid.to_string(), value)
+        })
+        .collect()
+}
+
+pub async fn stats(ctx: &AgentContext, props: Props<'_>) -> Fields {
+    let Some(name) = props.opt_str("name")? else {
+        let mut infos = Map::new();
+        for w in ctx.arbiter.all().await? {
+            let view = w.view();
+            infos.insert(
+                w.name.clone(),
+                Value::Object(watcher_stats(ctx, &view, None).await),
+            );
+        }
+        return Ok(fields([("infos", Value::Object(infos))]));
+    };
+    let handle = watcher(ctx, name).await?;
+    let view = handle.view();
+    if let Some(pid) = props.opt_pid("process")? {
+        if !view.pids().contains(&pid) {
+            return Err(CommandError::message(format!(
+                "process {pid} not found in '{}'",
+                handle.name
+            )));
+        }
+        let mut info = watcher_stats(ctx, &view, Some(pid)).await;
+        let single = info.remove(&pid.to_string()).unwrap_or(json!(GONE));
+        return Ok(fields([("process", json!(pid)), ("info", single)]));
+    }
+    let info = watcher_stats(ctx, &view, None).await;
+    Ok(fields([
+        ("name", json!(handle.name)),
+        ("info", Value::Object(info)),
+    ]))
+}
+
+pub async fn dstats(ctx: &AgentContext) -> Fields {
+    let target = SampleTarget {
+        pid: std::process::id(),
+        started: None,
+        wid: None,
+        with_children: false,
+    };
+    let info = ctx.sampler.sample(vec![target]).await.pop().flatten();
+    let mut info =
+        json!(info.ok_or_else(|| CommandError::os("cannot read the agent's own process"))?);
+    if let Value::Object(map) = &mut info {
+        // Circus lists the daemon without its children.
+        map.insert("children".into(), json!([]));
+    }
+    Ok(fields([("info", info)]))
+}
+
+/// troupe-agent binds no sockets for its watchers (Circus's `[socket:*]`), so the list is empty.
+pub fn listsockets() -> Fields {
+    Ok(fields([("sockets", json!([]))]))
+}
+
+pub async fn nodeinfo(ctx: &AgentContext) -> Fields {
+    let s = &ctx.settings;
+    let watchers: Map<String, Value> = ctx
+        .arbiter
+        .all()
+        .await?
+        .iter()
+        .map(|w| {
+            let view = w.view();
+            (
+                w.name.clone(),
+                json!({"status": view.state.as_str(), "numprocesses": view.processes.len()}),
+            )
+        })
+        .collect();
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    Ok(fields([(
+        "node",
+        json!({
+            "id": ctx.node_id,
+            "name": s.name,
+            "cluster": s.cluster,
+            "version": troupe::VERSION,
+            "hostname": hostname,
+            "addresses": addresses(),
+            "endpoints": {
+                "control": s.endpoint(s.control_port),
+                "pubsub": s.endpoint(s.pubsub_port),
+                "stats": s.endpoint(s.stats_port),
+            },
+            "started": ctx.started,
+            "watchers": watchers,
+        }),
+    )]))
+}
+
+/// The host's IPv4 and IPv6 addresses, loopback last.
+fn addresses() -> Vec<String> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut found: Vec<std::net::IpAddr> = interfaces
+        .filter_map(|i| i.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+        })
+        .collect();
+    found.sort_by_key(|ip| (ip.is_loopback(), ip.is_ipv6(), *ip));
+    found.dedup();
+    found.iter().map(ToString::to_string).collect()
+}

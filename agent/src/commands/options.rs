@@ -1,0 +1,118 @@
+//! get, set, options, globaloptions.
+
+use super::lifecycle::run_on;
+use super::{fields, watcher, AgentContext, Caller, Fields, Props};
+use crate::watcher::WatcherMsg;
+use serde_json::{json, Map, Value};
+use troupe::protocol::CommandError;
+
+/// Options that make the agent run a different program or write elsewhere: refused from
+/// remote peers unless `allow_remote_exec = true`.
+fn brings_code(key: &str) -> bool {
+    matches!(
+        key,
+        "cmd" | "args" | "env" | "working_dir" | "shell" | "hooks" | "stdout" | "stderr"
+    ) || key.starts_with("hooks.")
+}
+
+/// Refuses a command that brings a program into the agent from a non-loopback peer.
+pub(super) fn check_remote_exec(
+    ctx: &AgentContext,
+    caller: Caller,
+    what: &str,
+) -> Result<(), CommandError> {
+    if caller.local || ctx.settings.allow_remote_exec {
+        return Ok(());
+    }
+    Err(CommandError::command(format!(
+        "{what} from a remote peer is refused: set allow_remote_exec = true in [agent] to allow it"
+    )))
+}
+
+pub async fn get(ctx: &AgentContext, props: Props<'_>) -> Fields {
+    let handle = watcher(ctx, props.required_str("name")?).await?;
+    let keys = match props.get("keys") {
+        Some(Value::Array(keys)) => keys,
+        Some(_) => {
+            return Err(CommandError::message(
+                "'keys' must be a list of option names",
+            ))
+        }
+        None => return Err(CommandError::message("message invalid 'keys' is missing")),
+    };
+    let all = handle.view().config.options_json();
+    let mut options = Map::new();
+    for key in keys {
+        let key = key.as_str().unwrap_or_default();
+        let value = all
+            .get(key)
+            .ok_or_else(|| CommandError::message(format!("'{key}' option not found")))?;
+        options.insert(key.to_string(), value.clone());
+    }
+    Ok(fields([("options", Value::Object(options))]))
+}
+
+pub async fn options(ctx: &AgentContext, props: Props<'_>) -> Fields {
+    let handle = watcher(ctx, props.required_str("name")?).await?;
+    Ok(fields([(
+        "options",
+        Value::Object(handle.view().config.options_json()),
+    )]))
+}
+
+pub async fn set(ctx: &AgentContext, props: Props<'_>, caller: Caller) -> Fields {
+    let handle = watcher(ctx, props.required_str("name")?).await?;
+    let options: Vec<(String, Value)> = match props.get("options") {
+        Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some(_) => return Err(CommandError::message("'options' must be an object")),
+        None => {
+            return Err(CommandError::message(
+                "message invalid 'options' is missing",
+            ))
+        }
+    };
+    if let Some((key, _)) = options.iter().find(|(k, _)| brings_code(k)) {
+        check_remote_exec(ctx, caller, &format!("set {key}"))?;
+    }
+    // Validate now so a bad value is refused even when the caller does not wait.
+    let mut probe = handle.view().config;
+    for (key, value) in &options {
+        probe
+            .apply(key, value)
+            .map_err(|e| CommandError::message(e.to_string()))?;
+    }
+    probe.check().map_err(CommandError::message)?;
+    run_on(&handle, props.waiting()?, |reply| WatcherMsg::Set {
+        options,
+        reply,
+    })
+    .await?;
+    Ok(Map::new())
+}
+
+pub fn globaloptions(ctx: &AgentContext, props: Props<'_>) -> Fields {
+    let s = &ctx.settings;
+    let all: Map<String, Value> = [
+        ("endpoint", json!(s.endpoint(s.control_port))),
+        ("pubsub_endpoint", json!(s.endpoint(s.pubsub_port))),
+        ("stats_endpoint", json!(s.endpoint(s.stats_port))),
+        // troupe reaps on child exit; there is no housekeeping period.
+        ("check_delay", json!(0.0)),
+        ("multicast_endpoint", json!("udp://237.219.251.97:12027")),
+        ("name", json!(s.name)),
+        ("cluster", json!(s.cluster)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let options = match props.opt_str("option")? {
+        Some(option) => {
+            let value = all.get(option).ok_or_else(|| {
+                CommandError::message(format!("'{option}' not an existing option"))
+            })?;
+            fields([(option, value.clone())])
+        }
+        None => all,
+    };
+    Ok(fields([("options", Value::Object(options))]))
+}

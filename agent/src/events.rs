@@ -1,0 +1,50 @@
+//! The events socket: one task owns the PUB socket; everyone else holds an [`EventSender`].
+
+use futures::SinkExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use troupe::protocol::{event_topic, Event};
+
+/// Events queued beyond this are dropped: PUB is lossy by nature and a stuck socket must never
+/// stall a watcher.
+const QUEUE: usize = 4096;
+
+/// Cheap to clone; publishing never blocks.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: mpsc::Sender<(String, Value)>,
+}
+
+impl EventSender {
+    /// Publishes `event` of watcher `watcher` under Circus's topic.
+    pub fn emit(&self, watcher: &str, event: Event) {
+        let topic = event_topic(watcher, &event);
+        if self.tx.try_send((topic, event.payload())).is_err() {
+            tracing::warn!(watcher, "event queue full, event dropped");
+        }
+    }
+
+    /// A sender whose events go nowhere, for tests of code that emits.
+    pub fn disconnected() -> Self {
+        let (tx, _) = mpsc::channel(1);
+        Self { tx }
+    }
+}
+
+/// Binds the PUB socket and spawns the task that owns it.
+pub fn spawn_publisher(
+    context: &troupe::sockets::Context,
+    endpoint: &str,
+) -> tmq::Result<EventSender> {
+    let mut socket = troupe::sockets::bind_publisher(context, endpoint)?;
+    let (tx, mut rx) = mpsc::channel::<(String, Value)>(QUEUE);
+    tokio::spawn(async move {
+        while let Some((topic, payload)) = rx.recv().await {
+            let frames = vec![topic.into_bytes(), payload.to_string().into_bytes()];
+            if let Err(e) = socket.send(frames).await {
+                tracing::warn!("publishing an event failed: {e}");
+            }
+        }
+    });
+    Ok(EventSender { tx })
+}

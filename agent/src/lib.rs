@@ -1,0 +1,24 @@
+//! troupe-agent: a Circus-compatible process supervisor.
+//!
+//! Layout, from the socket inward:
+//! - [`control`]: the ROUTER socket; decodes frames, keeps each client's requests in order.
+//! - [`commands`]: one handler per Circus command (and troupe's own), over [`AgentContext`].
+//! - [`arbiter`]: the actor that owns the table of watchers.
+//! - [`watcher`]: one actor per watcher, owning its processes (spawn, reap, respawn, stop).
+//! - [`events`]: the PUB socket for `watcher.<name>.<event>` topics.
+//! - [`sampler`], [`output`]: process statistics and output capture.
+
+pub mod arbiter;
+pub mod backoff;
+pub mod commands;
+pub mod control;
+pub mod events;
+pub mod identity;
+pub mod output;
+pub mod sampler;
+pub mod watcher;
+
+mod run;
+
+pub use commands::AgentContext;
+pub use run::run;

@@ -1,0 +1,100 @@
+//! Boot and shutdown of the agent: bind sockets, start actors, apply the config, handle signals.
+
+use crate::arbiter::ArbiterHandle;
+use crate::commands::{self, AgentContext};
+use crate::sampler::Sampler;
+use anyhow::Context;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use troupe::config::AgentConfig;
+use troupe::protocol::now_epoch;
+
+/// Runs the agent until SIGTERM, SIGINT or `quit`; all watchers are stopped before it returns.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let settings = Arc::new(config.agent.clone());
+    let node_id = crate::identity::load_or_create(&settings.state_dir)?;
+    let zmq = troupe::sockets::Context::new();
+    let control_endpoint = settings.endpoint(settings.control_port);
+    let router = troupe::sockets::bind_control(&zmq, &control_endpoint, settings.max_message_size)
+        .with_context(|| format!("binding the control socket on {control_endpoint}"))?;
+    let pubsub_endpoint = settings.endpoint(settings.pubsub_port);
+    let events = crate::events::spawn_publisher(&zmq, &pubsub_endpoint)
+        .with_context(|| format!("binding the events socket on {pubsub_endpoint}"))?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ctx = AgentContext {
+        arbiter: ArbiterHandle::spawn(events.clone()),
+        events,
+        sampler: Sampler::spawn(),
+        settings: settings.clone(),
+        node_id,
+        started: now_epoch(),
+        config_path: config.source.clone(),
+        shutdown: Arc::new(shutdown_tx),
+    };
+    let control = tokio::spawn(crate::control::serve(
+        router,
+        ctx.clone(),
+        shutdown_rx.clone(),
+    ));
+    tracing::info!(
+        name = %settings.name,
+        id = %ctx.node_id,
+        control = %control_endpoint,
+        pubsub = %pubsub_endpoint,
+        "troupe-agent ready"
+    );
+    let boot = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            match commands::apply_config(&ctx, config, true).await {
+                Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+                Err(e) => tracing::error!("applying the config failed: {e}"),
+            }
+        })
+    };
+    wait_for_exit(&ctx, shutdown_rx).await?;
+    boot.abort();
+    tracing::info!("stopping all watchers");
+    commands::stop_everything(&ctx).await;
+    ctx.shutdown.send_replace(true);
+    let _ = control.await;
+    tracing::info!("troupe-agent stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM/SIGINT or a `quit`, reloading the config on each SIGHUP meanwhile.
+async fn wait_for_exit(
+    ctx: &AgentContext,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return Ok(());
+                }
+            }
+            _ = hup.recv() => reload(ctx).await,
+        }
+    }
+}
+
+async fn reload(ctx: &AgentContext) {
+    let Some(path) = &ctx.config_path else {
+        tracing::warn!("SIGHUP ignored: the agent was started without a config file");
+        return;
+    };
+    match AgentConfig::load(path) {
+        Ok(config) => match commands::apply_config(ctx, config, false).await {
+            Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+            Err(e) => tracing::error!("reloading the config failed: {e}"),
+        },
+        Err(e) => tracing::error!("config not reloaded:\n{e}"),
+    }
+}

@@ -1,0 +1,200 @@
+//! One supervised process: how it is spawned, signalled and reaped.
+
+use crate::output::OutputLog;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use troupe::config::WatcherConfig;
+use troupe::protocol::now_epoch;
+
+/// How long a reaped process's output may keep draining before its exit is reported anyway
+/// (a daemonised grandchild can hold the pipe open forever).
+const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Exit as Circus reports it: the status, or the negated signal number.
+pub type ExitCode = Option<i32>;
+
+/// A running (or just exited) process, as its watcher tracks it.
+#[derive(Debug)]
+pub struct Process {
+    pub pid: u32,
+    pub wid: u32,
+    /// Epoch seconds when it was spawned.
+    pub started: f64,
+    pub spawned_at: Instant,
+    /// When `max_age` recycles it, if ever.
+    pub recycle_at: Option<Instant>,
+    /// Becomes `Some` once the process was reaped and its output drained.
+    pub exit: watch::Receiver<Option<ExitCode>>,
+}
+
+/// The watcher's output files, shared by its processes.
+#[derive(Clone, Default)]
+pub struct OutputLogs {
+    pub stdout: Option<OutputLog>,
+    pub stderr: Option<OutputLog>,
+}
+
+/// Spawns one process of `config` with worker id `wid`. The reaper task reports the exit on
+/// `exits` once the process is reaped (at once, via tokio's SIGCHLD-driven wait).
+pub fn spawn(
+    config: &WatcherConfig,
+    wid: u32,
+    logs: &OutputLogs,
+    exits: &mpsc::UnboundedSender<(u32, ExitCode)>,
+) -> std::io::Result<Process> {
+    let argv = config.argv();
+    let Some((program, args)) = argv.split_first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "empty command",
+        ));
+    };
+    let mut command = tokio::process::Command::new(program);
+    command.args(args);
+    if !config.copy_env {
+        command.env_clear();
+    }
+    // Circus's copy_env=false leaves children without PATH; troupe always passes it on.
+    command.env(
+        "PATH",
+        std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+    );
+    command.envs(&config.env);
+    command.env("TROUPE_WATCHER", &config.name);
+    command.env("TROUPE_WID", wid.to_string());
+    if let Some(dir) = &config.working_dir {
+        command.current_dir(dir);
+    }
+    command.stdin(Stdio::null());
+    command.stdout(if logs.stdout.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::inherit()
+    });
+    command.stderr(if logs.stderr.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::inherit()
+    });
+    // Its own process group, so a stop can reach every descendant with one killpg.
+    command.process_group(0);
+    let agent_pid = std::process::id();
+    // SAFETY: only async-signal-safe calls (prctl, getppid, kill) run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // If the agent dies without stopping its children, they get SIGTERM rather than
+            // running on unsupervised.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+            if nix::unistd::getppid().as_raw() as u32 != agent_pid {
+                let _ = nix::sys::signal::raise(Signal::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| std::io::Error::other("spawned child has no pid"))?;
+    let mut captures = Vec::new();
+    if let (Some(log), Some(out)) = (&logs.stdout, child.stdout.take()) {
+        captures.push(log.capture(pid, out));
+    }
+    if let (Some(log), Some(err)) = (&logs.stderr, child.stderr.take()) {
+        captures.push(log.capture(pid, err));
+    }
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let exits = exits.clone();
+    tokio::spawn(async move {
+        let code = match child.wait().await {
+            Ok(status) => exit_code(status),
+            Err(e) => {
+                tracing::error!(pid, "waiting for process failed: {e}");
+                None
+            }
+        };
+        // The leader is gone: nothing it started may outlive it unsupervised, and its
+        // descendants would otherwise hold the output pipes open.
+        kill_group(pid);
+        // Output written before the exit must reach the log before the exit is reported.
+        let drain = futures::future::join_all(captures);
+        let _ = tokio::time::timeout(OUTPUT_DRAIN_LIMIT, drain).await;
+        let _ = exit_tx.send(Some(code));
+        let _ = exits.send((pid, code));
+    });
+    let recycle_at = (!config.max_age.is_zero())
+        .then(|| Instant::now() + config.max_age + jitter(config.max_age_variance, pid));
+    Ok(Process {
+        pid,
+        wid,
+        started: now_epoch(),
+        spawned_at: Instant::now(),
+        recycle_at,
+        exit: exit_rx,
+    })
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().or_else(|| status.signal().map(|s| -s))
+}
+
+/// Spreads recycling over `[0, variance)` so processes started together do not all restart
+/// together; it needs spread, not unpredictability.
+fn jitter(variance: Duration, pid: u32) -> Duration {
+    let nanos = variance.as_nanos() as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    let seed = now_epoch().to_bits() ^ u64::from(pid).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    Duration::from_nanos(seed % nanos)
+}
+
+/// Sends `signal` to the process, or to its whole group.
+pub fn signal(pid: u32, signal: i32, whole_group: bool) -> nix::Result<()> {
+    let signal = Signal::try_from(signal)?;
+    let target = Pid::from_raw(pid as i32);
+    if whole_group {
+        killpg(target, signal)
+    } else {
+        kill(target, signal)
+    }
+}
+
+/// SIGKILLs whatever is left in the process's group (its descendants, after it exited).
+pub fn kill_group(pid: u32) {
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+/// Direct children of `pid`, from `/proc/<pid>/task/*/children`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return children;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    children
+}
+
+/// `pid`'s descendants, depth first.
+pub fn descendants_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut stack = children_of(pid);
+    while let Some(p) = stack.pop() {
+        if !found.contains(&p) {
+            found.push(p);
+            stack.extend(children_of(p));
+        }
+    }
+    found
+}

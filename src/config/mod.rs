@@ -1,0 +1,342 @@
+//! The agent's configuration file, `troupe-agent.toml`: model, defaults and validation.
+//!
+//! Every problem in a file is collected and reported at once, each naming the file, the key,
+//! what was expected and what was found.
+
+pub mod value;
+mod watcher;
+
+pub use watcher::{
+    HookConfig, OptionEffect, OptionError, OutputConfig, WatcherConfig, DEFAULT_TIME_FORMAT,
+    HOOK_NAMES,
+};
+
+use serde_json::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use value::{read_bool, read_duration, read_int, read_size, read_string, toml_to_json};
+
+/// Circus's default control port.
+pub const DEFAULT_CONTROL_PORT: u16 = 5555;
+pub const DEFAULT_PUBSUB_PORT: u16 = 5556;
+pub const DEFAULT_STATS_PORT: u16 = 5557;
+/// Largest control frame the agent decodes.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 1 << 20;
+
+/// The `[agent]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    pub name: String,
+    pub cluster: String,
+    pub bind: String,
+    pub control_port: u16,
+    pub pubsub_port: u16,
+    pub stats_port: u16,
+    pub stats_interval: Duration,
+    pub state_dir: PathBuf,
+    pub data_root: Option<PathBuf>,
+    pub mdns: bool,
+    pub master: Option<String>,
+    pub allow_remote_exec: bool,
+    pub max_message_size: u64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            name: default_node_name(),
+            cluster: "default".into(),
+            bind: "0.0.0.0".into(),
+            control_port: DEFAULT_CONTROL_PORT,
+            pubsub_port: DEFAULT_PUBSUB_PORT,
+            stats_port: DEFAULT_STATS_PORT,
+            stats_interval: Duration::from_secs(1),
+            state_dir: default_state_dir(),
+            data_root: None,
+            mdns: true,
+            master: None,
+            allow_remote_exec: false,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+}
+
+impl AgentSettings {
+    /// `tcp://<bind>:<port>` for one of the agent's sockets.
+    pub fn endpoint(&self, port: u16) -> String {
+        format!("tcp://{}:{}", self.bind, port)
+    }
+}
+
+/// A whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AgentConfig {
+    pub agent: AgentSettings,
+    /// Watchers in file order.
+    pub watchers: Vec<WatcherConfig>,
+    /// The file it came from, for `reloadconfig`.
+    pub source: Option<PathBuf>,
+}
+
+/// One thing wrong in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path (`watcher.web.numprocesses`), empty for the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if p.key.is_empty() {
+                write!(f, "{}: {}", self.file, p.message)?;
+            } else {
+                write!(f, "{}: {}: {}", self.file, p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AgentConfig {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: file.to_string(),
+            problems,
+        };
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| format!("line {}: ", text[..s.start].lines().count().max(1)))
+                .unwrap_or_default();
+            fail(vec![Problem {
+                key: String::new(),
+                message: format!("{line}invalid TOML: {}", e.message()),
+            }])
+        })?;
+        let mut problems = Vec::new();
+        let mut config = AgentConfig::default();
+        for (key, value) in &table {
+            match (key.as_str(), value) {
+                ("agent", toml::Value::Table(agent)) => {
+                    read_agent(&mut config.agent, agent, &mut problems)
+                }
+                ("watcher", toml::Value::Table(watchers)) => {
+                    for (name, spec) in watchers {
+                        if let Some(w) = read_watcher(name, spec, &mut problems) {
+                            config.watchers.push(w);
+                        }
+                    }
+                }
+                ("agent" | "watcher", _) => problems.push(Problem {
+                    key: key.clone(),
+                    message: "expected a table".into(),
+                }),
+                _ => problems.push(Problem {
+                    key: key.clone(),
+                    message: "unknown section (expected [agent] or [watcher.NAME])".into(),
+                }),
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for w in &config.watchers {
+            if !seen.insert(w.name.to_lowercase()) {
+                problems.push(Problem {
+                    key: format!("watcher.{}", w.name),
+                    message: "watcher names must be unique ignoring case".into(),
+                });
+            }
+        }
+        let ports = [
+            ("control_port", config.agent.control_port),
+            ("pubsub_port", config.agent.pubsub_port),
+            ("stats_port", config.agent.stats_port),
+        ];
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                if pa == pb && *pa != 0 {
+                    problems.push(Problem {
+                        key: format!("agent.{b}"),
+                        message: format!("port {pb} is already used by agent.{a}"),
+                    });
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(problems))
+        }
+    }
+}
+
+fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut Vec<Problem>) {
+    for (key, value) in table {
+        let json = toml_to_json(value);
+        let result: Result<(), String> = (|| {
+            let err = |e: value::ValueError| e.to_string();
+            match key.as_str() {
+                "name" => settings.name = read_name(&json)?,
+                "cluster" => settings.cluster = read_name(&json)?,
+                "bind" => settings.bind = read_string(&json).map_err(err)?,
+                "control_port" => settings.control_port = read_port(&json)?,
+                "pubsub_port" => settings.pubsub_port = read_port(&json)?,
+                "stats_port" => settings.stats_port = read_port(&json)?,
+                "stats_interval" => {
+                    let d = read_duration(&json).map_err(err)?;
+                    if d < Duration::from_millis(100) {
+                        return Err(format!("expected at least 100ms, got {}", json));
+                    }
+                    settings.stats_interval = d;
+                }
+                "state_dir" => settings.state_dir = read_string(&json).map_err(err)?.into(),
+                "data_root" => settings.data_root = Some(read_string(&json).map_err(err)?.into()),
+                "mdns" => settings.mdns = read_bool(&json).map_err(err)?,
+                "master" => {
+                    let endpoint = read_string(&json).map_err(err)?;
+                    if !endpoint.starts_with("tcp://") {
+                        return Err(format!("expected a tcp://HOST:PORT endpoint, got {json}"));
+                    }
+                    settings.master = Some(endpoint);
+                }
+                "allow_remote_exec" => {
+                    settings.allow_remote_exec = read_bool(&json).map_err(err)?
+                }
+                "max_message_size" => {
+                    let size = read_size(&json).map_err(err)?;
+                    if !(1024..=(256 << 20)).contains(&size) {
+                        return Err(format!("expected a size from 1KiB to 256MiB, got {json}"));
+                    }
+                    settings.max_message_size = size;
+                }
+                _ => return Err("unknown key".into()),
+            }
+            Ok(())
+        })();
+        if let Err(message) = result {
+            problems.push(Problem {
+                key: format!("agent.{key}"),
+                message,
+            });
+        }
+    }
+}
+
+fn read_name(value: &Value) -> Result<String, String> {
+    let name = read_string(value).map_err(|e| e.to_string())?;
+    if name.is_empty() || name.contains(['.', ':', ' ', '*', '?']) {
+        return Err(format!(
+            "expected a non-empty name without '.', ':', spaces or wildcards, got {value}"
+        ));
+    }
+    Ok(name)
+}
+
+fn read_port(value: &Value) -> Result<u16, String> {
+    read_int(value, 0, 65535)
+        .map(|p| p as u16)
+        .map_err(|e| e.to_string())
+}
+
+fn read_watcher(
+    name: &str,
+    spec: &toml::Value,
+    problems: &mut Vec<Problem>,
+) -> Option<WatcherConfig> {
+    let key = format!("watcher.{name}");
+    let toml::Value::Table(table) = spec else {
+        problems.push(Problem {
+            key,
+            message: "expected a table".into(),
+        });
+        return None;
+    };
+    let before = problems.len();
+    if let Err(message) = check_watcher_name(name) {
+        problems.push(Problem {
+            key: key.clone(),
+            message,
+        });
+    }
+    let mut watcher = WatcherConfig::new(name, "");
+    for (option, value) in table {
+        if let Err(e) = watcher.apply(option, &toml_to_json(value)) {
+            problems.push(Problem {
+                key: format!("{key}.{option}"),
+                message: e.to_string(),
+            });
+        }
+    }
+    if !table.contains_key("cmd") {
+        problems.push(Problem {
+            key: format!("{key}.cmd"),
+            message: "missing: every watcher needs a cmd".into(),
+        });
+    }
+    if let Err(message) = watcher.check() {
+        problems.push(Problem { key, message });
+    }
+    (problems.len() == before).then_some(watcher)
+}
+
+/// Watcher names end up in pubsub and stats topics split on '.', so '.' and ':' are refused.
+pub fn check_watcher_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(['.', ':']) || name.chars().any(char::is_control) {
+        return Err(format!(
+            "watcher name {name:?} must be non-empty and contain no '.', ':' or control characters"
+        ));
+    }
+    Ok(())
+}
+
+fn default_node_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.split('.').next().unwrap_or_default().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "troupe-node".into())
+}
+
+/// `/var/lib/troupe` for root, else `$XDG_STATE_HOME/troupe` or `~/.local/state/troupe`.
+fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/troupe");
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("troupe");
+    }
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".local/state/troupe"))
+        .unwrap_or_else(|| PathBuf::from("/tmp/troupe-state"))
+}
+
+#[cfg(test)]
+mod tests;

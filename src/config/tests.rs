@@ -1,0 +1,221 @@
+//! Config parsing and validation: defaults, every option, and all problems reported at once.
+
+use super::*;
+use serde_json::json;
+
+#[test]
+fn an_empty_file_gives_defaults() {
+    let config = AgentConfig::parse("", "t.toml").unwrap();
+    assert_eq!(config.agent.cluster, "default");
+    assert_eq!(config.agent.bind, "0.0.0.0");
+    assert_eq!(
+        (
+            config.agent.control_port,
+            config.agent.pubsub_port,
+            config.agent.stats_port
+        ),
+        (5555, 5556, 5557)
+    );
+    assert!(config.agent.mdns);
+    assert!(!config.agent.allow_remote_exec);
+    assert_eq!(config.agent.max_message_size, 1 << 20);
+    assert!(config.watchers.is_empty());
+}
+
+#[test]
+fn a_full_watcher_parses_with_circus_names() {
+    let text = r#"
+[agent]
+name = "node-a"
+cluster = "lab"
+bind = "127.0.0.2"
+control_port = 6555
+stats_interval = "2s"
+state_dir = "/tmp/troupe-state"
+allow_remote_exec = true
+max_message_size = "2MiB"
+
+[watcher.web]
+cmd = "python3 -m http.server"
+args = "--bind 127.0.0.1 8000"
+numprocesses = 3
+working_dir = "/srv"
+copy_env = true
+autostart = false
+respawn = true
+max_retry = -1
+warmup_delay = 0.5
+graceful_timeout = "5s"
+stop_signal = "INT"
+stop_children = true
+priority = 10
+max_age = 3600
+max_age_variance = 60
+min_uptime = "2s"
+backoff_max = "30s"
+stdout = { file = "/var/log/web.out", max_bytes = "50MB", backup_count = 3 }
+stderr = "/var/log/web.err"
+
+[watcher.web.env]
+PORT = "8000"
+DEBUG = 1
+
+[watcher.web.hooks]
+before_start = "test -d /srv"
+after_reap = { cmd = "logger reaped", ignore_errors = true, timeout = "5s" }
+"#;
+    let config = AgentConfig::parse(text, "t.toml").unwrap();
+    assert_eq!(config.agent.name, "node-a");
+    assert_eq!(config.agent.control_port, 6555);
+    assert_eq!(config.agent.stats_interval, Duration::from_secs(2));
+    assert_eq!(config.agent.max_message_size, 2 << 20);
+    let web = &config.watchers[0];
+    assert_eq!(web.name, "web");
+    assert_eq!(
+        web.argv(),
+        [
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "8000"
+        ]
+    );
+    assert_eq!(web.numprocesses, 3);
+    assert!(!web.autostart && web.copy_env && web.stop_children);
+    assert_eq!(web.max_retry, -1);
+    assert_eq!(web.warmup_delay, Duration::from_millis(500));
+    assert_eq!(web.graceful_timeout, Duration::from_secs(5));
+    assert_eq!(web.stop_signal, 2);
+    assert_eq!(web.priority, 10);
+    assert_eq!(web.max_age, Duration::from_secs(3600));
+    assert_eq!(web.env["PORT"], "8000");
+    assert_eq!(web.env["DEBUG"], "1");
+    let stdout = web.stdout.as_ref().unwrap();
+    assert_eq!((stdout.max_bytes, stdout.backup_count), (50_000_000, 3));
+    assert_eq!(
+        web.stderr.as_ref().unwrap().file,
+        PathBuf::from("/var/log/web.err")
+    );
+    assert_eq!(web.hooks["before_start"].cmd, "test -d /srv");
+    assert!(web.hooks["after_reap"].ignore_errors);
+    assert_eq!(web.hooks["after_reap"].timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_file_key_expected_and_got() {
+    let text = r#"
+[agent]
+control_port = 70000
+colour = "blue"
+
+[watcher.web]
+cmd = "sleep 1"
+numprocesses = "two"
+stop_signal = "NOPE"
+
+[watcher.db]
+numprocesses = 1
+
+[watcher.sing]
+cmd = "x"
+singleton = true
+numprocesses = 2
+
+[extra]
+"#;
+    let err = AgentConfig::parse(text, "troupe-agent.toml").unwrap_err();
+    let shown = err.to_string();
+    let expected = [
+        "troupe-agent.toml: agent.control_port: expected an integer from 0 to 65535, got 70000",
+        "troupe-agent.toml: agent.colour: unknown key",
+        "troupe-agent.toml: watcher.web.numprocesses: expected an integer from 0 to 100000, got \"two\"",
+        "troupe-agent.toml: watcher.web.stop_signal: expected a signal name or number, got \"NOPE\"",
+        "troupe-agent.toml: watcher.db.cmd: missing: every watcher needs a cmd",
+        "troupe-agent.toml: watcher.sing: singleton watcher 'sing' cannot have numprocesses = 2",
+        "troupe-agent.toml: extra: unknown section",
+    ];
+    for line in expected {
+        assert!(shown.contains(line), "missing {line:?} in:\n{shown}");
+    }
+    assert_eq!(err.problems.len(), expected.len(), "{shown}");
+}
+
+#[test]
+fn toml_syntax_errors_name_the_line() {
+    let err = AgentConfig::parse("[agent]\nname = \"a\"\nbind = \n", "x.toml").unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    let shown = err.to_string();
+    assert!(shown.starts_with("x.toml: line 3: invalid TOML"), "{shown}");
+}
+
+#[test]
+fn duplicate_ports_and_names_are_refused() {
+    let text = "[agent]\npubsub_port = 5555\n[watcher.A]\ncmd = \"x\"\n[watcher.a]\ncmd = \"y\"\n";
+    let shown = AgentConfig::parse(text, "t").unwrap_err().to_string();
+    assert!(
+        shown.contains("agent.pubsub_port: port 5555 is already used by agent.control_port"),
+        "{shown}"
+    );
+    assert!(shown.contains("unique ignoring case"), "{shown}");
+}
+
+#[test]
+fn watcher_names_that_break_topics_are_refused() {
+    for name in ["a.b", "a:b", ""] {
+        assert!(check_watcher_name(name).is_err(), "{name:?}");
+    }
+    assert!(check_watcher_name("echo web").is_ok());
+}
+
+#[test]
+fn set_options_report_their_effect_and_refuse_unknown_keys() {
+    let mut w = WatcherConfig::new("w", "sleep 1");
+    assert_eq!(w.apply("numprocesses", &json!(3)), Ok(OptionEffect::Resize));
+    assert_eq!(w.apply("cmd", &json!("sleep 2")), Ok(OptionEffect::Reload));
+    assert_eq!(
+        w.apply("graceful_timeout", &json!("2")),
+        Ok(OptionEffect::None)
+    );
+    assert_eq!(w.graceful_timeout, Duration::from_secs(2));
+    assert_eq!(
+        w.apply("hooks.after_stop", &json!("true")),
+        Ok(OptionEffect::None)
+    );
+    assert_eq!(w.hooks["after_stop"].cmd, "true");
+    assert_eq!(
+        w.apply("bogus", &json!(1)),
+        Err(OptionError::UnknownKey("bogus".into()))
+    );
+    assert!(matches!(
+        w.apply("hooks.nope", &json!("x")),
+        Err(OptionError::UnknownHook(_))
+    ));
+    assert!(w.apply("cmd", &json!("")).is_err());
+    assert!(w.apply("cmd", &json!("'open")).is_err());
+}
+
+#[test]
+fn options_json_uses_circus_names_and_units() {
+    let w = WatcherConfig::new("w", "sleep 1");
+    let options = w.options_json();
+    assert_eq!(options["numprocesses"], json!(1));
+    assert_eq!(options["stop_signal"], json!(15));
+    assert_eq!(options["graceful_timeout"], json!(30.0));
+    assert_eq!(options["max_retry"], json!(5));
+    assert_eq!(options["env"], json!({}));
+    assert!(options.contains_key("stdout_stream_conf"));
+}
+
+#[test]
+fn shell_mode_runs_through_sh() {
+    let mut w = WatcherConfig::new("w", "echo $HOME | tr a-z A-Z");
+    w.shell = true;
+    assert_eq!(w.argv(), ["/bin/sh", "-c", "echo $HOME | tr a-z A-Z"]);
+    w.args = vec!["it's".into()];
+    assert_eq!(
+        w.argv(),
+        ["/bin/sh", "-c", "echo $HOME | tr a-z A-Z 'it'\\''s'"]
+    );
+}

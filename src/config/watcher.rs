@@ -1,0 +1,464 @@
+//! One watcher's options: defaults, validation, and the Circus option names seen by `get`/`set`.
+
+use super::value::{
+    read_args, read_bool, read_duration, read_int, read_signal, read_size, read_string, ValueError,
+};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The hooks a watcher may run, under Circus's names.
+pub const HOOK_NAMES: [&str; 7] = [
+    "before_start",
+    "after_start",
+    "before_stop",
+    "after_stop",
+    "before_spawn",
+    "after_spawn",
+    "after_reap",
+];
+
+/// A hook is a shell command run by `/bin/sh -c` with the watcher's context in env vars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookConfig {
+    pub cmd: String,
+    /// A failing hook whose errors are ignored does not abort what it guards.
+    pub ignore_errors: bool,
+    pub timeout: Duration,
+}
+
+/// Where one output stream of the watcher's processes goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputConfig {
+    pub file: PathBuf,
+    /// Rotate when the file would pass this size; 0 = never.
+    pub max_bytes: u64,
+    pub backup_count: u32,
+    /// strftime format of the line prefix `<time> [<pid>] | `.
+    pub time_format: String,
+}
+
+/// What a watcher should be, whether it came from the config file or from `add`/`set`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatcherConfig {
+    pub name: String,
+    pub cmd: String,
+    pub args: Vec<String>,
+    pub numprocesses: u32,
+    pub working_dir: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub copy_env: bool,
+    pub autostart: bool,
+    pub respawn: bool,
+    /// Quick deaths in a row before the watcher gives up; -1 = never give up.
+    pub max_retry: i64,
+    pub warmup_delay: Duration,
+    pub graceful_timeout: Duration,
+    pub stop_signal: i32,
+    pub stop_children: bool,
+    pub priority: i64,
+    pub singleton: bool,
+    /// Recycle a process after this long (plus up to `max_age_variance`); zero = never.
+    pub max_age: Duration,
+    pub max_age_variance: Duration,
+    /// Run `cmd args` through `/bin/sh -c`.
+    pub shell: bool,
+    /// `reload` sends SIGHUP instead of replacing processes.
+    pub send_hup: bool,
+    /// A process that dies sooner than this counts as a quick death (backoff, max_retry).
+    pub min_uptime: Duration,
+    /// Ceiling of the respawn backoff.
+    pub backoff_max: Duration,
+    pub hooks: BTreeMap<String, HookConfig>,
+    pub stdout: Option<OutputConfig>,
+    pub stderr: Option<OutputConfig>,
+}
+
+/// What changing one option requires of a running watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionEffect {
+    /// Nothing beyond storing it.
+    None,
+    /// The process count changed: spawn or trim.
+    Resize,
+    /// Processes must be replaced to pick it up (cmd, args, env, ...).
+    Reload,
+}
+
+pub const DEFAULT_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+impl WatcherConfig {
+    /// A watcher with Circus's defaults.
+    pub fn new(name: &str, cmd: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            cmd: cmd.to_string(),
+            args: Vec::new(),
+            numprocesses: 1,
+            working_dir: None,
+            env: BTreeMap::new(),
+            copy_env: false,
+            autostart: true,
+            respawn: true,
+            max_retry: 5,
+            warmup_delay: Duration::ZERO,
+            graceful_timeout: Duration::from_secs(30),
+            stop_signal: nix::sys::signal::Signal::SIGTERM as i32,
+            stop_children: false,
+            priority: 0,
+            singleton: false,
+            max_age: Duration::ZERO,
+            max_age_variance: Duration::from_secs(30),
+            shell: false,
+            send_hup: false,
+            min_uptime: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+            hooks: BTreeMap::new(),
+            stdout: None,
+            stderr: None,
+        }
+    }
+
+    /// The option keys `set` and the config file accept (besides `hooks.<name>`).
+    pub const KEYS: [&'static str; 24] = [
+        "cmd",
+        "args",
+        "numprocesses",
+        "working_dir",
+        "env",
+        "copy_env",
+        "autostart",
+        "respawn",
+        "max_retry",
+        "warmup_delay",
+        "graceful_timeout",
+        "stop_signal",
+        "stop_children",
+        "priority",
+        "singleton",
+        "max_age",
+        "max_age_variance",
+        "shell",
+        "send_hup",
+        "min_uptime",
+        "backoff_max",
+        "hooks",
+        "stdout",
+        "stderr",
+    ];
+
+    /// Applies one option, validating it. `hooks.<name>` sets a single hook.
+    pub fn apply(&mut self, key: &str, value: &Value) -> Result<OptionEffect, OptionError> {
+        use OptionEffect::*;
+        let bad = |e: ValueError| OptionError::Invalid(e);
+        let effect = match key {
+            "cmd" => {
+                let cmd = read_string(value).map_err(bad)?;
+                if shell_words::split(&cmd)
+                    .map(|w| w.is_empty())
+                    .unwrap_or(true)
+                {
+                    return Err(OptionError::Invalid(ValueError::new(
+                        "a non-empty command with balanced quotes",
+                        value,
+                    )));
+                }
+                self.cmd = cmd;
+                Reload
+            }
+            "args" => {
+                self.args = read_args(value).map_err(bad)?;
+                Reload
+            }
+            "numprocesses" => {
+                self.numprocesses = read_int(value, 0, 100_000).map_err(bad)? as u32;
+                Resize
+            }
+            "working_dir" => {
+                self.working_dir = Some(PathBuf::from(read_string(value).map_err(bad)?));
+                Reload
+            }
+            "env" => {
+                self.env = read_env(value).map_err(bad)?;
+                Reload
+            }
+            "copy_env" => {
+                self.copy_env = read_bool(value).map_err(bad)?;
+                Reload
+            }
+            "autostart" => {
+                self.autostart = read_bool(value).map_err(bad)?;
+                None
+            }
+            "respawn" => {
+                self.respawn = read_bool(value).map_err(bad)?;
+                None
+            }
+            "max_retry" => {
+                self.max_retry = read_int(value, -1, i64::MAX).map_err(bad)?;
+                None
+            }
+            "warmup_delay" => {
+                self.warmup_delay = read_duration(value).map_err(bad)?;
+                None
+            }
+            "graceful_timeout" => {
+                self.graceful_timeout = read_duration(value).map_err(bad)?;
+                None
+            }
+            "stop_signal" => {
+                self.stop_signal = read_signal(value).map_err(bad)?;
+                None
+            }
+            "stop_children" => {
+                self.stop_children = read_bool(value).map_err(bad)?;
+                None
+            }
+            "priority" => {
+                self.priority = read_int(value, i64::MIN, i64::MAX).map_err(bad)?;
+                None
+            }
+            "singleton" => {
+                self.singleton = read_bool(value).map_err(bad)?;
+                Resize
+            }
+            "max_age" => {
+                self.max_age = read_duration(value).map_err(bad)?;
+                None
+            }
+            "max_age_variance" => {
+                self.max_age_variance = read_duration(value).map_err(bad)?;
+                None
+            }
+            "shell" => {
+                self.shell = read_bool(value).map_err(bad)?;
+                Reload
+            }
+            "send_hup" => {
+                self.send_hup = read_bool(value).map_err(bad)?;
+                None
+            }
+            "min_uptime" => {
+                self.min_uptime = read_duration(value).map_err(bad)?;
+                None
+            }
+            "backoff_max" => {
+                self.backoff_max = read_duration(value).map_err(bad)?;
+                None
+            }
+            "hooks" => {
+                let Value::Object(hooks) = value else {
+                    return Err(bad(ValueError::new(
+                        "a table of hook name to command",
+                        value,
+                    )));
+                };
+                let mut parsed = BTreeMap::new();
+                for (hook, spec) in hooks {
+                    let hook = known_hook(hook)?;
+                    parsed.insert(hook.to_string(), read_hook(spec).map_err(bad)?);
+                }
+                self.hooks = parsed;
+                None
+            }
+            "stdout" | "stderr" => {
+                let output = match value {
+                    Value::Null => Option::None,
+                    _ => Some(read_output(value)?),
+                };
+                if key == "stdout" {
+                    self.stdout = output;
+                } else {
+                    self.stderr = output;
+                }
+                Reload
+            }
+            other => match other.strip_prefix("hooks.") {
+                Some(hook) => {
+                    let hook = known_hook(hook)?;
+                    if value.is_null() || value == &json!("") {
+                        self.hooks.remove(hook);
+                    } else {
+                        self.hooks
+                            .insert(hook.to_string(), read_hook(value).map_err(bad)?);
+                    }
+                    None
+                }
+                Option::None => return Err(OptionError::UnknownKey(other.to_string())),
+            },
+        };
+        Ok(effect)
+    }
+
+    /// Cross-option rules, checked after every option is applied.
+    pub fn check(&self) -> Result<(), String> {
+        if self.singleton && self.numprocesses > 1 {
+            return Err(format!(
+                "singleton watcher '{}' cannot have numprocesses = {}",
+                self.name, self.numprocesses
+            ));
+        }
+        Ok(())
+    }
+
+    /// The full command line: `cmd` split like a shell, then `args`. With `shell`, `cmd` goes
+    /// to `/bin/sh -c` as written (so `$VAR` and pipes work) followed by the quoted args.
+    pub fn argv(&self) -> Vec<String> {
+        if self.shell {
+            let mut line = self.cmd.clone();
+            if !self.args.is_empty() {
+                line.push(' ');
+                line.push_str(&shell_words::join(&self.args));
+            }
+            return vec!["/bin/sh".to_string(), "-c".to_string(), line];
+        }
+        let mut argv = shell_words::split(&self.cmd).unwrap_or_default();
+        argv.extend(self.args.iter().cloned());
+        argv
+    }
+
+    /// Every option under its Circus name, as `options` and `get` report them.
+    pub fn options_json(&self) -> Map<String, Value> {
+        let secs = |d: Duration| json!(d.as_secs_f64());
+        let hooks: Map<String, Value> = self
+            .hooks
+            .iter()
+            .map(|(k, h)| (k.clone(), json!(h.cmd)))
+            .collect();
+        let output = |o: &Option<OutputConfig>| match o {
+            Some(o) => json!({
+                "file": o.file, "max_bytes": o.max_bytes,
+                "backup_count": o.backup_count, "time_format": o.time_format,
+            }),
+            Option::None => Value::Null,
+        };
+        let mut map = Map::new();
+        map.insert("cmd".into(), json!(self.cmd));
+        map.insert("args".into(), json!(self.args));
+        map.insert("numprocesses".into(), json!(self.numprocesses));
+        map.insert("working_dir".into(), json!(self.working_dir));
+        map.insert("env".into(), json!(self.env));
+        map.insert("copy_env".into(), json!(self.copy_env));
+        map.insert("autostart".into(), json!(self.autostart));
+        map.insert("respawn".into(), json!(self.respawn));
+        map.insert("max_retry".into(), json!(self.max_retry));
+        map.insert("warmup_delay".into(), secs(self.warmup_delay));
+        map.insert("graceful_timeout".into(), secs(self.graceful_timeout));
+        map.insert("stop_signal".into(), json!(self.stop_signal));
+        map.insert("stop_children".into(), json!(self.stop_children));
+        map.insert("priority".into(), json!(self.priority));
+        map.insert("singleton".into(), json!(self.singleton));
+        map.insert("max_age".into(), secs(self.max_age));
+        map.insert("max_age_variance".into(), secs(self.max_age_variance));
+        map.insert("shell".into(), json!(self.shell));
+        map.insert("send_hup".into(), json!(self.send_hup));
+        map.insert("min_uptime".into(), secs(self.min_uptime));
+        map.insert("backoff_max".into(), secs(self.backoff_max));
+        map.insert("hooks".into(), Value::Object(hooks));
+        map.insert("stdout_stream_conf".into(), output(&self.stdout));
+        map.insert("stderr_stream_conf".into(), output(&self.stderr));
+        map
+    }
+}
+
+/// Why an option was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("unknown key '{0}'")]
+    UnknownKey(String),
+    #[error("unknown hook '{0}' (known: {list})", list = HOOK_NAMES.join(", "))]
+    UnknownHook(String),
+    #[error("{0}")]
+    Invalid(ValueError),
+}
+
+fn known_hook(name: &str) -> Result<&'static str, OptionError> {
+    HOOK_NAMES
+        .iter()
+        .find(|h| **h == name)
+        .copied()
+        .ok_or_else(|| OptionError::UnknownHook(name.to_string()))
+}
+
+fn read_env(value: &Value) -> Result<BTreeMap<String, String>, ValueError> {
+    let Value::Object(vars) = value else {
+        return Err(ValueError::new("a table of strings", value));
+    };
+    vars.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), s.clone())),
+            Value::Number(_) | Value::Bool(_) => Ok((k.clone(), v.to_string())),
+            _ => Err(ValueError::new(format!("a string for env var {k}"), v)),
+        })
+        .collect()
+}
+
+/// A hook is `"command"` or `{ cmd = "...", ignore_errors = bool, timeout = "30s" }`.
+fn read_hook(value: &Value) -> Result<HookConfig, ValueError> {
+    let mut hook = HookConfig {
+        cmd: String::new(),
+        ignore_errors: false,
+        timeout: Duration::from_secs(30),
+    };
+    match value {
+        Value::String(cmd) => hook.cmd = cmd.clone(),
+        Value::Object(spec) => {
+            for (key, v) in spec {
+                match key.as_str() {
+                    "cmd" => hook.cmd = read_string(v)?,
+                    "ignore_errors" => hook.ignore_errors = read_bool(v)?,
+                    "timeout" => hook.timeout = read_duration(v)?,
+                    _ => {
+                        return Err(ValueError {
+                            expected: "hook keys cmd, ignore_errors, timeout".into(),
+                            got: format!("'{key}'"),
+                        })
+                    }
+                }
+            }
+        }
+        _ => return Err(ValueError::new("a command string or a hook table", value)),
+    }
+    if hook.cmd.trim().is_empty() {
+        return Err(ValueError::new("a non-empty hook command", value));
+    }
+    Ok(hook)
+}
+
+/// `{ file = "...", max_bytes = "50MB", backup_count = 5, time_format = "..." }` or a path.
+fn read_output(value: &Value) -> Result<OutputConfig, OptionError> {
+    let bad = OptionError::Invalid;
+    let mut output = OutputConfig {
+        file: PathBuf::new(),
+        max_bytes: 0,
+        backup_count: 5,
+        time_format: DEFAULT_TIME_FORMAT.to_string(),
+    };
+    match value {
+        Value::String(path) => output.file = PathBuf::from(path),
+        Value::Object(spec) => {
+            for (key, v) in spec {
+                match key.as_str() {
+                    "file" => output.file = PathBuf::from(read_string(v).map_err(bad)?),
+                    "max_bytes" => output.max_bytes = read_size(v).map_err(bad)?,
+                    "backup_count" => {
+                        output.backup_count = read_int(v, 0, 1000).map_err(bad)? as u32
+                    }
+                    "time_format" => output.time_format = read_string(v).map_err(bad)?,
+                    _ => return Err(OptionError::UnknownKey(key.clone())),
+                }
+            }
+        }
+        _ => {
+            return Err(bad(ValueError::new(
+                "a file path or a table with file, max_bytes, backup_count",
+                value,
+            )))
+        }
+    }
+    if output.file.as_os_str().is_empty() {
+        return Err(bad(ValueError::new("a table with a 'file' path", value)));
+    }
+    Ok(output)
+}

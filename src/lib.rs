@@ -1,0 +1,14 @@
+//! troupe's core library: everything the agent and the controller both speak.
+//!
+//! - [`protocol`]: the Circus wire format (requests, replies, errnos, events, process info).
+//! - [`config`]: the agent's config model and its validation, shared with `add`/`set`.
+//! - [`sockets`]: every ZeroMQ socket is created here, so transport options live in one place.
+//! - [`client`]: a blocking request/reply client, as `circusctl` is.
+
+pub mod client;
+pub mod config;
+pub mod protocol;
+pub mod sockets;
+
+/// troupe's version, reported by `nodeinfo` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,140 @@
+//! Decoding one control frame into a [`Request`], with every malformed case named.
+
+use super::{CommandError, Errno};
+use serde_json::{Map, Value};
+
+/// One decoded control request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Lower-cased command name (Circus dispatches case-insensitively).
+    pub command: String,
+    pub properties: Map<String, Value>,
+    /// Echoed verbatim in the reply; `null` when the client sent none.
+    pub id: Value,
+    /// `msg_type: "cast"`: run the command, never reply.
+    pub cast: bool,
+}
+
+/// Why a frame could not become a request, with the id when one could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestError {
+    pub error: CommandError,
+    pub id: Value,
+}
+
+impl Request {
+    pub fn new(command: &str, properties: Map<String, Value>) -> Self {
+        Self {
+            command: command.to_ascii_lowercase(),
+            properties,
+            id: Value::Null,
+            cast: false,
+        }
+    }
+
+    /// Decodes a frame of at most `max_bytes` bytes.
+    pub fn decode(frame: &[u8], max_bytes: usize) -> Result<Self, RequestError> {
+        let fail = |errno, reason: String, id: Value| RequestError {
+            error: CommandError::new(errno, reason),
+            id,
+        };
+        if frame.len() > max_bytes {
+            return Err(fail(
+                Errno::MessageError,
+                format!(
+                    "message of {} bytes exceeds the limit of {} bytes",
+                    frame.len(),
+                    max_bytes
+                ),
+                Value::Null,
+            ));
+        }
+        let text = std::str::from_utf8(frame).map_err(|e| {
+            fail(
+                Errno::InvalidJson,
+                format!("json invalid: message is not valid UTF-8 ({e})"),
+                Value::Null,
+            )
+        })?;
+        let value: Value = serde_json::from_str(text.trim()).map_err(|e| {
+            fail(
+                Errno::InvalidJson,
+                format!("json invalid: {e}"),
+                Value::Null,
+            )
+        })?;
+        let Value::Object(mut object) = value else {
+            return Err(fail(
+                Errno::InvalidJson,
+                format!("json invalid: expected an object, got {}", kind_of(&value)),
+                Value::Null,
+            ));
+        };
+        let id = object.remove("id").unwrap_or(Value::Null);
+        let command = match object.remove("command") {
+            Some(Value::String(command)) => command.to_ascii_lowercase(),
+            Some(other) => {
+                return Err(fail(
+                    Errno::MessageError,
+                    format!(
+                        "message invalid: 'command' must be a string, got {}",
+                        kind_of(&other)
+                    ),
+                    id,
+                ))
+            }
+            None => {
+                return Err(fail(
+                    Errno::MessageError,
+                    "message invalid: 'command' is missing".into(),
+                    id,
+                ))
+            }
+        };
+        let properties = match object.remove("properties") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(properties)) => properties,
+            Some(other) => {
+                return Err(fail(
+                    Errno::MessageError,
+                    format!(
+                        "message invalid: 'properties' must be an object, got {}",
+                        kind_of(&other)
+                    ),
+                    id,
+                ))
+            }
+        };
+        let cast = matches!(object.get("msg_type"), Some(Value::String(t)) if t == "cast");
+        Ok(Self {
+            command,
+            properties,
+            id,
+            cast,
+        })
+    }
+
+    /// Encodes the request as a client sends it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut object = Map::new();
+        object.insert("command".into(), self.command.clone().into());
+        object.insert("properties".into(), Value::Object(self.properties.clone()));
+        object.insert("id".into(), self.id.clone());
+        if self.cast {
+            object.insert("msg_type".into(), "cast".into());
+        }
+        serde_json::to_vec(&Value::Object(object)).expect("a JSON map always serialises")
+    }
+}
+
+/// The JSON type name used in error messages ("got a string").
+pub fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}

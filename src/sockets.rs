@@ -1,0 +1,42 @@
+//! Every ZeroMQ socket troupe opens is made here, so transport options (linger, size caps, and
+//! later CURVE keys) are set in one place for both binaries.
+
+use std::time::Duration;
+
+/// How much larger than the decoded-message cap a frame may be before ZeroMQ itself drops the
+/// connection. Frames between the cap and this bound get an error reply that names the cap;
+/// frames beyond it never reach memory.
+pub const HARD_LIMIT_FACTOR: u64 = 4;
+
+pub use zmq::Context;
+
+/// The agent's control socket: a ROUTER, as circusd binds.
+pub fn bind_control(
+    context: &Context,
+    endpoint: &str,
+    max_message_size: u64,
+) -> tmq::Result<tmq::router::Router> {
+    let hard_limit = max_message_size.saturating_mul(HARD_LIMIT_FACTOR);
+    tmq::router(context)
+        .set_linger(0)
+        .set_maxmsgsize(i64::try_from(hard_limit).unwrap_or(i64::MAX))
+        .bind(endpoint)
+}
+
+/// A PUB socket (events, stats).
+pub fn bind_publisher(context: &Context, endpoint: &str) -> tmq::Result<tmq::publish::Publish> {
+    tmq::publish(context).set_linger(0).bind(endpoint)
+}
+
+/// A blocking DEALER connected to a control endpoint, as circusctl uses.
+pub fn connect_control(context: &Context, endpoint: &str) -> zmq::Result<zmq::Socket> {
+    let socket = context.socket(zmq::DEALER)?;
+    socket.set_linger(0)?;
+    socket.connect(endpoint)?;
+    Ok(socket)
+}
+
+/// Milliseconds for ZeroMQ's poll, saturating.
+pub fn poll_timeout_ms(timeout: Duration) -> i64 {
+    i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,301 @@
+//! Test support: start real agents on their own loopback addresses, run the stock circusctl,
+//! wait for conditions with deadlines, and clean up every process even when a test fails.
+
+#![allow(dead_code)] // each test module uses a different part of the support kit
+
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use troupe::protocol::Request;
+
+/// Where cargo put the workspace's binaries (next to this test binary's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh loopback address per agent (127.77.x.y), so agents use Circus's default ports
+/// without colliding with each other or with anything on 127.0.0.1.
+pub fn unique_loopback() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) + (std::process::id() % 50) * 1000;
+    format!("127.77.{}.{}", (n / 250) % 250, n % 250 + 2)
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A running `troupe-agent` and its scratch dir. Dropping it stops the agent (SIGTERM, then
+/// SIGKILL) and prints its log if the test is failing.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub address: String,
+    pub config_path: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent on a fresh loopback address with `watchers` (TOML `[watcher.X]`
+    /// sections) and `agent_extra` lines added to `[agent]`, and waits until it answers.
+    pub fn start_with(watchers: &str, agent_extra: &str) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let address = unique_loopback();
+        let config_path = dir.path().join("troupe-agent.toml");
+        let config = format!(
+            "[agent]\nname = \"test-agent\"\nbind = \"{address}\"\nstate_dir = \"{state}\"\nmdns = false\n{agent_extra}\n\n{watchers}\n",
+            state = dir.path().join("state").display(),
+        );
+        std::fs::write(&config_path, config).expect("write config");
+        let mut agent = Agent {
+            child: None,
+            dir,
+            address,
+            config_path,
+        };
+        agent.spawn();
+        agent
+    }
+
+    pub fn start(watchers: &str) -> Agent {
+        Agent::start_with(watchers, "")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path()).expect("agent log");
+        let child = Command::new(bin("troupe-agent"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn troupe-agent");
+        self.child = Some(child);
+        let endpoint = self.endpoint();
+        wait_for("the agent to answer", Duration::from_secs(10), || {
+            troupe::client::call(
+                &endpoint,
+                Request::new("numwatchers", Map::new()),
+                Duration::from_millis(300),
+            )
+            .is_ok()
+        });
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("agent running")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("tcp://{}:5555", self.address)
+    }
+
+    pub fn pubsub_endpoint(&self) -> String {
+        format!("tcp://{}:5556", self.address)
+    }
+
+    /// One request through troupe's own client; panics if there is no reply.
+    pub fn call(&self, command: &str, properties: Value) -> Value {
+        let properties = match properties {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            other => panic!("properties must be an object, got {other}"),
+        };
+        troupe::client::call(
+            &self.endpoint(),
+            Request::new(command, properties),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|e| panic!("{command}: {e}\n--- agent log ---\n{}", self.log()))
+    }
+
+    /// The pids of a watcher, via `list`.
+    pub fn pids(&self, watcher: &str) -> Vec<u32> {
+        let reply = self.call("list", serde_json::json!({ "name": watcher }));
+        reply["pids"]
+            .as_array()
+            .unwrap_or_else(|| panic!("list {watcher}: {reply}"))
+            .iter()
+            .map(|p| p.as_u64().expect("pid") as u32)
+            .collect()
+    }
+
+    /// Sends SIGTERM and waits for the agent to exit; returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agent did not exit within 20 s of SIGTERM\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the agent to exit on its own (after `quit`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agent did not exit within {timeout:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "--- agent {} log ---\n{}", self.address, self.log());
+        }
+    }
+}
+
+/// The venv with the stock Circus 0.19 clients (`scripts/test` creates it).
+pub fn circus_venv() -> PathBuf {
+    let venv = std::env::var_os("TROUPE_CIRCUS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv-circus"));
+    assert!(
+        venv.join("bin/circusctl").exists(),
+        "stock circusctl not found in {}: run scripts/test, which installs circus==0.19.0 there",
+        venv.display()
+    );
+    venv
+}
+
+/// Result of one circusctl run.
+#[derive(Debug)]
+pub struct CtlOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the stock `circusctl --endpoint ENDPOINT ARGS...` as a user would.
+pub fn circusctl(endpoint: &str, args: &[&str]) -> CtlOutput {
+    let output: Output = Command::new(circus_venv().join("bin/circusctl"))
+        .arg("--endpoint")
+        .arg(endpoint)
+        .arg("--timeout")
+        .arg("10")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run circusctl");
+    CtlOutput {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).to_string(),
+    }
+}
+
+/// Whether `pid` is alive and not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Zombie children of `pid`.
+pub fn zombie_children(pid: u32) -> Vec<u32> {
+    let mut zombies = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return zombies;
+    };
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.first() == Some(&"Z") && fields.get(1) == Some(&pid.to_string().as_str()) {
+            zombies.push(child);
+        }
+    }
+    zombies
+}
