@@ -5,6 +5,7 @@
 
 use crate::events::EventSender;
 use crate::watcher::{self, WatcherHandle};
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use tokio::sync::{mpsc, oneshot};
 use troupe::config::WatcherConfig;
@@ -12,7 +13,7 @@ use troupe::protocol::{CommandError, Event};
 
 enum ArbiterMsg {
     Add {
-        config: WatcherConfig,
+        config: Box<WatcherConfig>,
         reply: oneshot::Sender<Result<WatcherHandle, CommandError>>,
     },
     Remove {
@@ -44,7 +45,11 @@ impl ArbiterHandle {
 
     /// Adds a stopped watcher; names are unique ignoring case.
     pub async fn add(&self, config: WatcherConfig) -> Result<WatcherHandle, CommandError> {
-        self.ask(|reply| ArbiterMsg::Add { config, reply }).await?
+        self.ask(|reply| ArbiterMsg::Add {
+            config: Box::new(config),
+            reply,
+        })
+        .await?
     }
 
     /// Takes a watcher out of the table; the caller shuts it down.
@@ -85,18 +90,17 @@ async fn run(mut rx: mpsc::Receiver<ArbiterMsg>, events: EventSender) {
     while let Some(msg) = rx.recv().await {
         match msg {
             ArbiterMsg::Add { config, reply } => {
-                let key = config.name.to_lowercase();
-                let result = if watchers.contains_key(&key) {
-                    Err(CommandError::command(format!(
-                        "'{}' already exist",
-                        config.name
-                    )))
-                } else {
-                    let name = config.name.clone();
-                    watcher::spawn(config, events.clone()).inspect(|handle| {
-                        watchers.insert(key, handle.clone());
-                        events.emit(&name, Event::Add);
-                    })
+                let name = config.name.clone();
+                let result = match watchers.entry(name.to_lowercase()) {
+                    Entry::Occupied(_) => {
+                        Err(CommandError::command(format!("'{name}' already exist")))
+                    }
+                    Entry::Vacant(slot) => {
+                        watcher::spawn(*config, events.clone()).inspect(|handle| {
+                            slot.insert(handle.clone());
+                            events.emit(&name, Event::Add);
+                        })
+                    }
                 };
                 let _ = reply.send(result);
             }

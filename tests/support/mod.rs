@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test module uses a different part of the support kit
 
+pub mod netns;
+
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
