@@ -65,6 +65,67 @@ pub fn call(endpoint: &str, mut request: Request, timeout: Duration) -> Result<V
     }
 }
 
+/// The async twin of [`call`], sharing one ZeroMQ context across many concurrent calls.
+pub async fn call_async(
+    context: &Context,
+    endpoint: &str,
+    mut request: Request,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
+    use futures::{SinkExt, StreamExt};
+    let transport = |e: tmq::TmqError| ClientError::Transport {
+        endpoint: endpoint.to_string(),
+        source: match e {
+            tmq::TmqError::Zmq(z) => z,
+            _ => zmq::Error::EFAULT,
+        },
+    };
+    let mut socket = crate::sockets::connect_control_async(context, endpoint).map_err(|e| {
+        ClientError::Connect {
+            endpoint: endpoint.to_string(),
+            source: match e {
+                tmq::TmqError::Zmq(z) => z,
+                _ => zmq::Error::EINVAL,
+            },
+        }
+    })?;
+    if request.id.is_null() {
+        request.id = Value::String(random_id());
+    }
+    let exchange = async {
+        socket
+            .send(tmq::Multipart::from(vec![request.encode()]))
+            .await
+            .map_err(transport)?;
+        while let Some(message) = socket.next().await {
+            let message = message.map_err(transport)?;
+            let Some(frame) = message.iter().last() else {
+                continue;
+            };
+            let reply: Value =
+                serde_json::from_slice(frame).map_err(|e| ClientError::BadReply {
+                    endpoint: endpoint.to_string(),
+                    detail: e.to_string(),
+                })?;
+            if reply.get("id") == Some(&request.id) || reply.get("id") == Some(&Value::Null) {
+                return Ok(reply);
+            }
+        }
+        Err(ClientError::Timeout {
+            endpoint: endpoint.to_string(),
+            timeout,
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClientError::Timeout {
+                endpoint: endpoint.to_string(),
+                timeout,
+            })
+        })
+}
+
 fn random_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }

@@ -36,6 +36,14 @@ pub fn connect_control(context: &Context, endpoint: &str) -> zmq::Result<zmq::So
     Ok(socket)
 }
 
+/// An async DEALER connected to a control endpoint (probes, heartbeats, forwarding).
+pub fn connect_control_async(
+    context: &Context,
+    endpoint: &str,
+) -> tmq::Result<tmq::dealer::Dealer> {
+    tmq::dealer(context).set_linger(0).connect(endpoint)
+}
+
 /// Milliseconds for ZeroMQ's poll, saturating.
 pub fn poll_timeout_ms(timeout: Duration) -> i64 {
     i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)

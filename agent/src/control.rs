@@ -84,21 +84,20 @@ fn route(
 ) -> Option<Vec<Vec<u8>>> {
     let mut frames: Vec<zmq::Message> = message.into_iter().collect();
     let identity = frames.first()?.to_vec();
-    let (envelope, body_index) = match frames.len() {
-        2 => (vec![identity.clone()], 1),
-        // A REQ client puts an empty delimiter before the body; answer it the same way.
-        3 if frames[1].is_empty() => (vec![identity.clone(), Vec::new()], 2),
-        n => {
-            let error = CommandError::message(format!(
-                "message invalid: expected one JSON frame, got {} frames",
-                n - 1
-            ));
-            return Some(with_envelope(
-                &[identity],
-                &error_reply(&error, &Value::Null),
-            ));
-        }
+    // A REQ client puts an empty delimiter before its body; answer it the same way.
+    let envelope = if frames.len() >= 3 && frames[1].is_empty() {
+        vec![identity.clone(), Vec::new()]
+    } else {
+        vec![identity.clone()]
     };
+    let body_frames = frames.len() - envelope.len();
+    if body_frames != 1 {
+        let error = CommandError::message(format!(
+            "message invalid: expected one JSON frame, got {body_frames} frames"
+        ));
+        return Some(with_envelope(&envelope, &error_reply(&error, &Value::Null)));
+    }
+    let body_index = envelope.len();
     let body = &mut frames[body_index];
     let caller = Caller {
         local: peer_is_local(body.gets("Peer-Address")),

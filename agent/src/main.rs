@@ -20,8 +20,8 @@ struct Args {
     #[arg(long)]
     bind: Option<String>,
     /// Validate the config (this FILE, or --config), print every problem, and exit.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
-    check: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check: Option<Option<PathBuf>>,
     /// Log filter, e.g. info, debug, troupe_agent=trace.
     #[arg(long, default_value = "info", env = "TROUPE_LOG")]
     log_level: String,
@@ -30,11 +30,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(check) = &args.check {
-        let path = if check.as_os_str().is_empty() {
-            args.config.clone()
-        } else {
-            Some(check.clone())
-        };
+        let path = check.clone().or_else(|| args.config.clone());
         let Some(path) = path else {
             eprintln!("troupe-agent: --check needs a FILE (or --config FILE)");
             return ExitCode::from(2);

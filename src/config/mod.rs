@@ -40,6 +40,10 @@ pub struct AgentSettings {
     pub master: Option<String>,
     pub allow_remote_exec: bool,
     pub max_message_size: u64,
+    /// Interfaces to announce on (empty = every usable one).
+    pub announce_interfaces: Vec<String>,
+    /// Interfaces never to announce on.
+    pub ignore_interfaces: Vec<String>,
 }
 
 impl Default for AgentSettings {
@@ -58,6 +62,8 @@ impl Default for AgentSettings {
             master: None,
             allow_remote_exec: false,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            announce_interfaces: Vec::new(),
+            ignore_interfaces: Vec::new(),
         }
     }
 }
@@ -134,7 +140,7 @@ impl AgentConfig {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let line = e
                 .span()
-                .map(|s| format!("line {}: ", text[..s.start].lines().count().max(1)))
+                .map(|s| format!("line {}: ", text[..s.start].matches('\n').count() + 1))
                 .unwrap_or_default();
             fail(vec![Problem {
                 key: String::new(),
@@ -236,6 +242,8 @@ fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut 
                     }
                     settings.max_message_size = size;
                 }
+                "announce_interfaces" => settings.announce_interfaces = read_names(&json)?,
+                "ignore_interfaces" => settings.ignore_interfaces = read_names(&json)?,
                 _ => return Err("unknown key".into()),
             }
             Ok(())
@@ -257,6 +265,19 @@ fn read_name(value: &Value) -> Result<String, String> {
         ));
     }
     Ok(name)
+}
+
+fn read_names(value: &Value) -> Result<Vec<String>, String> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| {
+                read_string(i)
+                    .map_err(|_| format!("expected a list of interface names, got {value}"))
+            })
+            .collect(),
+        _ => Err(format!("expected a list of interface names, got {value}")),
+    }
 }
 
 fn read_port(value: &Value) -> Result<u16, String> {
