@@ -4,9 +4,11 @@
 //! - [`config`]: the agent's config model and its validation, shared with `add`/`set`.
 //! - [`sockets`]: every ZeroMQ socket is created here, so transport options live in one place.
 //! - [`client`]: a blocking request/reply client, as `circusctl` is.
+//! - [`discovery`]: parsing the IP ranges the controller probes for agents (`--probe`).
 
 pub mod client;
 pub mod config;
+pub mod discovery;
 pub mod protocol;
 pub mod sockets;
 

@@ -3,6 +3,7 @@
 //! Every problem in a file is collected and reported at once, each naming the file, the key,
 //! what was expected and what was found.
 
+pub mod controller;
 pub mod value;
 mod watcher;
 
@@ -137,16 +138,7 @@ impl AgentConfig {
             file: file.to_string(),
             problems,
         };
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|s| format!("line {}: ", text[..s.start].matches('\n').count() + 1))
-                .unwrap_or_default();
-            fail(vec![Problem {
-                key: String::new(),
-                message: format!("{line}invalid TOML: {}", e.message()),
-            }])
-        })?;
+        let table = parse_toml(text, file)?;
         let mut problems = Vec::new();
         let mut config = AgentConfig::default();
         for (key, value) in &table {
@@ -201,6 +193,23 @@ impl AgentConfig {
             Err(fail(problems))
         }
     }
+}
+
+/// Parses TOML, turning a syntax error into a problem that names the line.
+pub(crate) fn parse_toml(text: &str, file: &str) -> Result<toml::Table, ConfigError> {
+    text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|s| format!("line {}: ", text[..s.start].matches('\n').count() + 1))
+            .unwrap_or_default();
+        ConfigError {
+            file: file.to_string(),
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("{line}invalid TOML: {}", e.message()),
+            }],
+        }
+    })
 }
 
 fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut Vec<Problem>) {
@@ -347,7 +356,7 @@ fn default_node_name() -> String {
 }
 
 /// `/var/lib/troupe` for root, else `$XDG_STATE_HOME/troupe` or `~/.local/state/troupe`.
-fn default_state_dir() -> PathBuf {
+pub(crate) fn default_state_dir() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/var/lib/troupe");
     }

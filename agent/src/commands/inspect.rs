@@ -5,7 +5,7 @@ use super::{fields, watcher, AgentContext, Fields, Props};
 use crate::sampler::SampleTarget;
 use crate::watcher::WatcherView;
 use serde_json::{json, Map, Value};
-use troupe::protocol::{CommandError, ProcessInfo};
+use troupe::protocol::{CommandError, Endpoints, NodeInfo, ProcessInfo, WatcherSummary};
 
 const GONE: &str = "No such process (stopped?)";
 
@@ -152,41 +152,40 @@ pub fn listsockets() -> Fields {
 
 pub async fn nodeinfo(ctx: &AgentContext) -> Fields {
     let s = &ctx.settings;
-    let watchers: Map<String, Value> = ctx
+    let watchers = ctx
         .arbiter
         .all()
         .await?
         .iter()
         .map(|w| {
             let view = w.view();
-            (
-                w.name.clone(),
-                json!({"status": view.state.as_str(), "numprocesses": view.processes.len()}),
-            )
+            let summary = WatcherSummary {
+                status: view.state.as_str().to_string(),
+                numprocesses: view.processes.len(),
+            };
+            (w.name.clone(), summary)
         })
         .collect();
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default();
-    Ok(fields([(
-        "node",
-        json!({
-            "id": ctx.node_id,
-            "name": s.name,
-            "cluster": s.cluster,
-            "version": troupe::VERSION,
-            "hostname": hostname,
-            "addresses": addresses(),
-            "endpoints": {
-                "control": s.endpoint(s.control_port),
-                "pubsub": s.endpoint(s.pubsub_port),
-                "stats": s.endpoint(s.stats_port),
-            },
-            "started": ctx.started,
-            "watchers": watchers,
-        }),
-    )]))
+    let node = NodeInfo {
+        id: ctx.node_id.clone(),
+        name: s.name.clone(),
+        cluster: s.cluster.clone(),
+        version: troupe::VERSION.to_string(),
+        hostname,
+        addresses: addresses(),
+        endpoints: Endpoints {
+            control: s.endpoint(s.control_port),
+            pubsub: s.endpoint(s.pubsub_port),
+            stats: s.endpoint(s.stats_port),
+        },
+        started: ctx.started,
+        watchers,
+    };
+    Ok(fields([("node", json!(node))]))
 }
 
 /// The host's IPv4 and IPv6 addresses, loopback last.

@@ -1,0 +1,242 @@
+use super::*;
+use std::collections::BTreeMap;
+use troupe::protocol::Endpoints;
+
+fn info(id: &str, name: &str, started: f64) -> NodeFacts {
+    NodeFacts::Troupe(Box::new(NodeInfo {
+        id: id.into(),
+        name: name.into(),
+        cluster: "default".into(),
+        version: "0.1.0".into(),
+        hostname: format!("host-{name}"),
+        addresses: vec![],
+        endpoints: Endpoints {
+            control: String::new(),
+            pubsub: String::new(),
+            stats: String::new(),
+        },
+        started,
+        watchers: BTreeMap::new(),
+    }))
+}
+
+fn kinds(events: &[MemberEvent]) -> Vec<(String, EventKind)> {
+    events.iter().map(|e| (e.name.clone(), e.kind)).collect()
+}
+
+const A: &str = "tcp://10.0.0.1:5555";
+const B: &str = "tcp://10.0.0.2:5555";
+
+fn table_with_a(now: Instant) -> MemberTable {
+    let mut table = MemberTable::new("default");
+    let events = table.answered(A, Some(Source::Probe), info("id-a", "a", 1.0), now);
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Join)]);
+    table
+}
+
+fn state(table: &MemberTable, key: &str) -> MemberState {
+    table.get(key).expect("member").state
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_misses_make_suspect_and_silence_makes_down_within_three_seconds() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    assert!(table.missed("id-a", t0 + Duration::from_secs(1)).is_empty());
+    let events = table.missed("id-a", t0 + Duration::from_secs(2));
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Suspect)]);
+    assert!(table.tick(t0 + Duration::from_millis(2400)).is_empty());
+    let events = table.tick(t0 + Duration::from_millis(2500));
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Down)]);
+    assert_eq!(state(&table, "id-a"), MemberState::Down);
+    // Further ticks say nothing more.
+    assert!(table.tick(t0 + Duration::from_secs(5)).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_clears_misses_so_flapping_does_not_accumulate() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    for second in 1..20u64 {
+        let now = t0 + Duration::from_secs(second);
+        let events = if second % 2 == 0 {
+            table.missed("id-a", now)
+        } else {
+            table.answered(A, None, info("id-a", "a", 1.0), now)
+        };
+        assert!(events.is_empty(), "second {second}: {events:?}");
+    }
+    assert_eq!(state(&table, "id-a"), MemberState::Alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_agent_rejoins_without_a_duplicate() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    table.tick(t0 + Duration::from_secs(3));
+    assert_eq!(state(&table, "id-a"), MemberState::Down);
+    let events = table.answered(
+        A,
+        None,
+        info("id-a", "a", 50.0),
+        t0 + Duration::from_secs(4),
+    );
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Join)]);
+    assert_eq!(table.members().count(), 1);
+    assert_eq!(state(&table, "id-a"), MemberState::Alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn goodbye_makes_left_at_once_and_an_answer_brings_it_back() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    let events = table.goodbye("id-a", t0);
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Leave)]);
+    assert!(
+        table.goodbye("id-a", t0).is_empty(),
+        "a second goodbye is silent"
+    );
+    assert!(
+        table.tick(t0 + Duration::from_secs(5)).is_empty(),
+        "left is not later down"
+    );
+    let events = table.answered(
+        A,
+        Some(Source::Mdns),
+        info("id-a", "a", 2.0),
+        t0 + Duration::from_secs(6),
+    );
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Join)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mdns_goodbye_by_instance_name_only_touches_mdns_members() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    assert!(
+        table.goodbye_by_name("a", t0).is_empty(),
+        "a was found by probing"
+    );
+    table.answered(A, Some(Source::Mdns), info("id-a", "a", 1.0), t0);
+    assert_eq!(
+        kinds(&table.goodbye_by_name("a", t0)),
+        [("a".into(), EventKind::Leave)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_moves_is_updated_not_duplicated() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    table.tick(t0 + Duration::from_secs(3));
+    let events = table.answered(B, None, info("id-a", "a", 9.0), t0 + Duration::from_secs(4));
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Join)]);
+    assert_eq!(table.members().count(), 1);
+    assert_eq!(table.get("id-a").unwrap().endpoint, B);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_agent_seen_at_two_addresses_is_one_member_preferring_ipv4() {
+    let t0 = Instant::now();
+    let mut table = MemberTable::new("default");
+    let v6 = "tcp://[fe80::1]:5555";
+    table.answered(v6, Some(Source::Mdns), info("id-a", "a", 1.0), t0);
+    let events = table.answered(A, Some(Source::Mdns), info("id-a", "a", 1.0), t0);
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Update)]);
+    assert_eq!(table.members().count(), 1);
+    assert_eq!(table.get("id-a").unwrap().endpoint, A);
+    // Seeing the link-local address again does not flip it back.
+    assert!(table
+        .answered(v6, Some(Source::Mdns), info("id-a", "a", 1.0), t0)
+        .is_empty());
+    assert_eq!(table.get("id-a").unwrap().endpoint, A);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_agents_claiming_one_id_are_both_shown_with_a_warning() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    let events = table.answered(B, Some(Source::Probe), info("id-a", "a2", 7.0), t0);
+    assert_eq!(events.len(), 1);
+    assert!(events[0].detail.contains("also claimed"), "{events:?}");
+    assert_eq!(table.members().count(), 2);
+    assert!(table.members().all(|m| m.conflict));
+    // Once one of them is gone, the clash is over and one row remains.
+    table.answered(
+        B,
+        None,
+        info("id-a", "a2", 7.0),
+        t0 + Duration::from_secs(2),
+    );
+    table.tick(t0 + Duration::from_secs(3));
+    let rows: Vec<&Member> = table.members().collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].endpoint, B);
+    assert!(!rows[0].conflict);
+    assert_eq!(rows[0].key, "id-a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_different_agent_at_a_known_address_displaces_the_old_one() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    let events = table.answered(A, None, info("id-new", "n", 1.0), t0);
+    assert_eq!(
+        kinds(&events),
+        [("a".into(), EventKind::Down), ("n".into(), EventKind::Join)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_clusters_are_not_adopted() {
+    let mut table = MemberTable::new("lab");
+    assert!(table
+        .answered(
+            A,
+            Some(Source::Probe),
+            info("id-a", "a", 1.0),
+            Instant::now()
+        )
+        .is_empty());
+    assert_eq!(table.members().count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn circus_nodes_are_members_keyed_by_endpoint() {
+    let t0 = Instant::now();
+    let mut table = MemberTable::new("default");
+    let events = table.answered(
+        A,
+        Some(Source::CircusUdp),
+        NodeFacts::Circus { watchers: 3 },
+        t0,
+    );
+    assert_eq!(
+        kinds(&events),
+        [("circus-10-0-0-1-5555".into(), EventKind::Join)]
+    );
+    let m = table.get(&format!("circus@{A}")).unwrap();
+    assert_eq!((m.kind, m.watchers), (Kind::Circus, 3));
+    table.missed(&m.key.clone(), t0 + Duration::from_secs(1));
+    table.tick(t0 + Duration::from_secs(3));
+    assert_eq!(state(&table, &format!("circus@{A}")), MemberState::Down);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forgotten_after_the_grace_period() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    table.tick(t0 + Duration::from_secs(3));
+    table.tick(t0 + Duration::from_secs(3) + FORGET_AFTER);
+    assert_eq!(table.members().count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sources_accumulate() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    table.answered(A, Some(Source::Mdns), info("id-a", "a", 1.0), t0);
+    table.answered(A, None, info("id-a", "a", 1.0), t0);
+    let sources: Vec<Source> = table.get("id-a").unwrap().sources.iter().copied().collect();
+    assert_eq!(sources, [Source::Mdns, Source::Probe]);
+}

@@ -1,0 +1,206 @@
+//! The controller's configuration, `troupe.toml`, validated like the agent's.
+
+use super::value::{read_bool, read_duration, read_int, read_string, toml_to_json};
+use super::{ConfigError, Problem};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONTROLLER_PORT: u16 = 5558;
+pub const DEFAULT_CONTROLLER_STATS_PORT: u16 = 5559;
+pub const DEFAULT_CONTROLLER_EVENTS_PORT: u16 = 5560;
+
+/// `[serve]`: the long-running controller's sockets and behaviour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSettings {
+    pub bind: String,
+    pub control_port: u16,
+    pub stats_port: u16,
+    pub events_port: u16,
+    pub auto_configure: bool,
+    pub quiet_period: Duration,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            bind: "0.0.0.0".into(),
+            control_port: DEFAULT_CONTROLLER_PORT,
+            stats_port: DEFAULT_CONTROLLER_STATS_PORT,
+            events_port: DEFAULT_CONTROLLER_EVENTS_PORT,
+            auto_configure: false,
+            quiet_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A whole `troupe.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerConfig {
+    pub cluster: String,
+    /// Probe ranges, as written (parsed by `discovery::range`).
+    pub probe: Vec<String>,
+    /// Control endpoints always probed.
+    pub seeds: Vec<String>,
+    pub mdns: bool,
+    /// Per-node command timeout.
+    pub timeout: Duration,
+    /// How often ranges and seeds are probed again.
+    pub probe_interval: Duration,
+    pub state_dir: PathBuf,
+    pub serve: ServeSettings,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            cluster: "default".into(),
+            probe: Vec::new(),
+            seeds: Vec::new(),
+            mdns: true,
+            timeout: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(5),
+            state_dir: super::default_state_dir(),
+            serve: ServeSettings::default(),
+        }
+    }
+}
+
+impl ControllerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let table = super::parse_toml(text, file)?;
+        let mut problems = Vec::new();
+        let mut config = ControllerConfig::default();
+        for (key, value) in &table {
+            let json = toml_to_json(value);
+            let result = if key == "serve" {
+                match &json {
+                    Value::Object(serve) => {
+                        for (k, v) in serve {
+                            if let Err(message) = read_serve(&mut config.serve, k, v) {
+                                problems.push(Problem {
+                                    key: format!("serve.{k}"),
+                                    message,
+                                });
+                            }
+                        }
+                        Ok(())
+                    }
+                    _ => Err("expected a table".to_string()),
+                }
+            } else {
+                read_top(&mut config, key, &json)
+            };
+            if let Err(message) = result {
+                problems.push(Problem {
+                    key: key.clone(),
+                    message,
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                file: file.to_string(),
+                problems,
+            })
+        }
+    }
+}
+
+fn read_top(config: &mut ControllerConfig, key: &str, value: &Value) -> Result<(), String> {
+    let err = |e: super::value::ValueError| e.to_string();
+    match key {
+        "cluster" => config.cluster = read_string(value).map_err(err)?,
+        "probe" => config.probe = read_list(value)?,
+        "seeds" => config.seeds = read_list(value)?,
+        "mdns" => config.mdns = read_bool(value).map_err(err)?,
+        "timeout" => config.timeout = read_duration(value).map_err(err)?,
+        "probe_interval" => config.probe_interval = read_duration(value).map_err(err)?,
+        "state_dir" => config.state_dir = read_string(value).map_err(err)?.into(),
+        _ => return Err("unknown key".into()),
+    }
+    Ok(())
+}
+
+fn read_serve(serve: &mut ServeSettings, key: &str, value: &Value) -> Result<(), String> {
+    let err = |e: super::value::ValueError| e.to_string();
+    let port = |v: &Value| read_int(v, 0, 65535).map(|p| p as u16).map_err(err);
+    match key {
+        "bind" => serve.bind = read_string(value).map_err(err)?,
+        "control_port" => serve.control_port = port(value)?,
+        "stats_port" => serve.stats_port = port(value)?,
+        "events_port" => serve.events_port = port(value)?,
+        "auto_configure" => serve.auto_configure = read_bool(value).map_err(err)?,
+        "quiet_period" => serve.quiet_period = read_duration(value).map_err(err)?,
+        _ => return Err("unknown key".into()),
+    }
+    Ok(())
+}
+
+fn read_list(value: &Value) -> Result<Vec<String>, String> {
+    match value {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| read_string(i).map_err(|e| e.to_string()))
+            .collect(),
+        _ => Err(format!(
+            "expected a list of strings, got {}",
+            super::value::describe(value)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_a_full_file() {
+        let config = ControllerConfig::parse("", "troupe.toml").unwrap();
+        assert_eq!(config.serve.control_port, 5558);
+        assert!(config.mdns);
+        let text = "cluster = \"lab\"\nprobe = [\"10.0.0.1-32\"]\nseeds = [\"tcp://10.0.0.7:5555\"]\nmdns = false\ntimeout = \"2s\"\n[serve]\nbind = \"127.0.0.1\"\nauto_configure = true\nquiet_period = 3\n";
+        let config = ControllerConfig::parse(text, "troupe.toml").unwrap();
+        assert_eq!(config.cluster, "lab");
+        assert_eq!(config.probe, ["10.0.0.1-32"]);
+        assert!(!config.mdns);
+        assert_eq!(config.timeout, Duration::from_secs(2));
+        assert_eq!(config.serve.bind, "127.0.0.1");
+        assert_eq!(config.serve.quiet_period, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn problems_are_reported_together() {
+        let err = ControllerConfig::parse(
+            "mdns = \"maybe\"\nbogus = 1\n[serve]\ncontrol_port = -1\n",
+            "troupe.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("troupe.toml: mdns: expected a boolean, got \"maybe\""),
+            "{err}"
+        );
+        assert!(err.contains("troupe.toml: bogus: unknown key"), "{err}");
+        assert!(
+            err.contains(
+                "troupe.toml: serve.control_port: expected an integer from 0 to 65535, got -1"
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! What an agent announces and how to read it back: the mDNS record and Circus's UDP
+//! discovery datagram.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// The mDNS service type every agent registers.
+pub const SERVICE_TYPE: &str = "_troupe._tcp.local.";
+/// Version of the announce record and node protocol, TXT key `proto`.
+pub const PROTO_VERSION: u32 = 1;
+/// Circus's UDP multicast discovery group and port: a datagram there gets
+/// `{"endpoint": "<control endpoint>"}` back from every circusd (and troupe-agent).
+pub const CIRCUS_MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(237, 219, 251, 97);
+pub const CIRCUS_MULTICAST_PORT: u16 = 12027;
+
+/// The TXT record of an agent's mDNS announcement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceRecord {
+    pub id: String,
+    pub cluster: String,
+    pub version: String,
+    pub pubsub_port: u16,
+    pub stats_port: u16,
+    pub proto: u32,
+}
+
+impl AnnounceRecord {
+    /// TXT key/value pairs: id, cluster, v, pub, stats, proto.
+    pub fn to_txt(&self) -> BTreeMap<String, String> {
+        [
+            ("id", self.id.clone()),
+            ("cluster", self.cluster.clone()),
+            ("v", self.version.clone()),
+            ("pub", self.pubsub_port.to_string()),
+            ("stats", self.stats_port.to_string()),
+            ("proto", self.proto.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Reads a record back through `get` (a TXT lookup); names the first missing or bad key.
+    pub fn from_txt<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, String> {
+        let text = |key: &str| get(key).ok_or_else(|| format!("TXT key '{key}' is missing"));
+        let port = |key: &str| {
+            text(key)?
+                .parse::<u16>()
+                .map_err(|_| format!("TXT key '{key}' is not a port"))
+        };
+        Ok(Self {
+            id: text("id")?.to_string(),
+            cluster: text("cluster")?.to_string(),
+            version: text("v")?.to_string(),
+            pubsub_port: port("pub")?,
+            stats_port: port("stats")?,
+            proto: text("proto")?
+                .parse()
+                .map_err(|_| "TXT key 'proto' is not a number".to_string())?,
+        })
+    }
+}
+
+/// Interface name prefixes of container and VM bridges, skipped by default when announcing:
+/// their addresses are not reachable from other machines.
+pub const VIRTUAL_INTERFACE_PREFIXES: [&str; 7] =
+    ["docker", "br-", "veth", "virbr", "cni", "flannel", "podman"];
+
+/// Whether an agent announces on interface `name`, given `[agent]` announce_interfaces
+/// (empty = all) and ignore_interfaces.
+pub fn announces_on(name: &str, announce: &[String], ignore: &[String]) -> bool {
+    if ignore.iter().any(|i| i == name) {
+        return false;
+    }
+    if !announce.is_empty() {
+        return announce.iter().any(|i| i == name);
+    }
+    !VIRTUAL_INTERFACE_PREFIXES
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txt_round_trips() {
+        let record = AnnounceRecord {
+            id: "1c0d0193-643e-489f-800d-18b848a499b9".into(),
+            cluster: "lab".into(),
+            version: "0.1.0".into(),
+            pubsub_port: 5556,
+            stats_port: 5557,
+            proto: PROTO_VERSION,
+        };
+        let txt = record.to_txt();
+        assert_eq!(txt["pub"], "5556");
+        let back = AnnounceRecord::from_txt(|k| txt.get(k).map(String::as_str)).unwrap();
+        assert_eq!(back, record);
+    }
+
+    #[test]
+    fn a_bad_record_names_the_key() {
+        let err = AnnounceRecord::from_txt(|k| (k != "stats").then_some("1")).unwrap_err();
+        assert!(err.contains("'stats'"), "{err}");
+        let err =
+            AnnounceRecord::from_txt(|k| Some(if k == "pub" { "x" } else { "1" })).unwrap_err();
+        assert!(err.contains("'pub' is not a port"), "{err}");
+    }
+
+    #[test]
+    fn interface_selection() {
+        let none: Vec<String> = Vec::new();
+        assert!(announces_on("eth0", &none, &none));
+        assert!(!announces_on("docker0", &none, &none));
+        assert!(!announces_on("veth12ab", &none, &none));
+        assert!(announces_on("docker0", &["docker0".into()], &none));
+        assert!(!announces_on("eth1", &["eth0".into()], &none));
+        assert!(!announces_on("eth0", &none, &["eth0".into()]));
+    }
+}

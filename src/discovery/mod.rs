@@ -1,0 +1,6 @@
+//! Discovery primitives shared by the agent and the controller.
+
+pub mod announce;
+pub mod range;
+
+pub use range::{parse_targets, ProbeTarget, ProbeTargets, RangeError};
