@@ -64,10 +64,16 @@ fn open_logs(config: &WatcherConfig) -> Result<OutputLogs, CommandError> {
             })
             .transpose()
     };
-    Ok(OutputLogs {
-        stdout: open(&config.stdout)?,
-        stderr: open(&config.stderr)?,
-    })
+    let stdout = open(&config.stdout)?;
+    // One file for both streams gets one writer, so rotation sees every byte.
+    let same_file =
+        matches!((&config.stdout, &config.stderr), (Some(o), Some(e)) if o.file == e.file);
+    let stderr = if same_file {
+        stdout.clone()
+    } else {
+        open(&config.stderr)?
+    };
+    Ok(OutputLogs { stdout, stderr })
 }
 
 /// Why spawning a process failed.
