@@ -1,3 +1,15 @@
 //! troupe's controller: discovery, membership, and the `troupe` CLI built on them.
+//!
+//! - [`membership`]: the member table (pure) and the actor that heartbeats members.
+//! - [`probe`]: asking an endpoint whether it is a troupe agent or a stock circusd.
+//! - [`discovery`]: the sources feeding membership (mDNS, range probing, seeds, Circus UDP).
+//! - [`serve`]: the long-running controller; [`nodes`]: the one-shot listing.
+//! - [`settings`], [`state`]: troupe.toml, env and flags; ranges remembered by `troupe cluster`.
 
+pub mod discovery;
 pub mod membership;
+pub mod nodes;
+pub mod probe;
+pub mod serve;
+pub mod settings;
+pub mod state;

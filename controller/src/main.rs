@@ -1,22 +1,61 @@
-//! `troupe`: the controller CLI. In this first step it sends one raw request to one endpoint.
+//! `troupe`: the controller CLI.
 
 use clap::{Parser, Subcommand};
 use serde_json::{Map, Value};
 use std::process::ExitCode;
 use std::time::Duration;
 use troupe::client::{call, ClientError};
+use troupe::discovery::parse_targets;
 use troupe::protocol::Request;
+use troupe_controller::settings::{parse_duration, NodeFlags};
+use troupe_controller::state::ControllerState;
 
-/// Drive troupe agents (and stock circusd nodes).
+/// Drive a cluster of troupe agents (and stock circusd nodes).
 #[derive(Parser, Debug)]
 #[command(name = "troupe", version)]
 struct Cli {
+    /// Log filter, e.g. info, debug. Env: TROUPE_LOG.
+    #[arg(long, global = true, default_value = "warn", env = "TROUPE_LOG")]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// List the cluster's nodes: from a running `troupe serve`, or discovered on the spot.
+    Nodes {
+        /// How long to discover (when no controller is running).
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        wait: Duration,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        flags: NodeFlags,
+    },
+    /// Run the controller: continuous discovery and membership, control socket 5558,
+    /// events 5560.
+    Serve {
+        #[command(flatten)]
+        flags: NodeFlags,
+        /// Address to bind the controller's sockets on.
+        #[arg(long)]
+        bind: Option<String>,
+        /// Control port (default 5558).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Events port (default 5560).
+        #[arg(long)]
+        events_port: Option<u16>,
+    },
+    /// Remember a probe range (and how many nodes to expect), e.g. `troupe cluster 192.168.0.1-32 32`.
+    Cluster {
+        range: String,
+        count: Option<usize>,
+        #[command(flatten)]
+        flags: NodeFlags,
+    },
     /// Send one raw request to one control endpoint and print the JSON reply.
     Ctl {
         /// Control endpoint, e.g. tcp://127.0.0.1:5555.
@@ -31,15 +70,106 @@ enum Command {
     },
 }
 
-/// Exit codes: 0 ok, 1 the node replied with an error or did not reply, 2 usage error.
+/// Exit codes: 0 ok, 1 a node failed or did not reply, 2 usage or config error.
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
         Command::Ctl {
             endpoint,
             command,
             properties,
             timeout,
         } => ctl(&endpoint, &command, properties.as_deref(), timeout),
+        Command::Nodes { wait, json, flags } => run_async(async move {
+            let settings = flags.settings()?;
+            let nodes = troupe_controller::nodes::list(&flags, &settings, wait).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&nodes)?);
+            } else {
+                println!("{}", troupe_controller::nodes::table(&nodes));
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Serve {
+            flags,
+            bind,
+            port,
+            events_port,
+        } => run_async(async move {
+            let mut settings = flags.settings()?;
+            if let Some(bind) = bind {
+                settings.config.serve.bind = bind;
+            }
+            if let Some(port) = port {
+                settings.config.serve.control_port = port;
+            }
+            if let Some(port) = events_port {
+                settings.config.serve.events_port = port;
+            }
+            troupe_controller::serve::run(settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Cluster {
+            range,
+            count,
+            flags,
+        } => run_async(async move {
+            let targets = parse_targets(&range)?;
+            targets.check_size(flags.force)?;
+            let settings = flags.settings()?;
+            let state = ControllerState {
+                probe: vec![range.clone()],
+                expect: count,
+            };
+            state.save(&settings.config.state_dir)?;
+            let mut properties = Map::new();
+            properties.insert("range".into(), Value::String(range.clone()));
+            let told = call(
+                &flags.controller_endpoint(),
+                Request::new("cluster", properties),
+                Duration::from_millis(500),
+            )
+            .is_ok();
+            println!(
+                "cluster: probing {range} ({} addresses){}{}",
+                targets.len(),
+                count
+                    .map(|c| format!(", expecting {c} nodes"))
+                    .unwrap_or_default(),
+                if told {
+                    "; the running controller was told"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+    }
+}
+
+/// Runs a command on a fresh runtime; errors print and exit 2 (usage or config).
+fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("troupe: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("troupe: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Live membership: who is in the cluster and in what state.
 
+mod actor;
 pub mod table;
 
+pub use actor::{member_json, MembershipHandle, MembershipMsg, PublishedEvent};
 pub use table::{
     EventKind, Kind, Member, MemberEvent, MemberState, MemberTable, NodeFacts, Source,
 };

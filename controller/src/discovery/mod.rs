@@ -1,0 +1,137 @@
+//! The discovery sources, all feeding one membership: mDNS browsing, range probing, static
+//! seeds and Circus UDP discovery (agents that register themselves arrive through the
+//! controller's control socket instead).
+
+pub mod circus_udp;
+pub mod mdns;
+
+use crate::membership::{MembershipHandle, MembershipMsg, Source};
+use crate::probe::{sweep, ProbeLimits};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use troupe::discovery::ProbeTargets;
+
+/// How long a Circus UDP query waits for answers.
+const UDP_WAIT: Duration = Duration::from_millis(700);
+
+/// Where to look.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub cluster: String,
+    /// mDNS browsing and Circus UDP discovery (both multicast).
+    pub multicast: bool,
+    pub probe: ProbeTargets,
+    pub seeds: ProbeTargets,
+    pub probe_interval: Duration,
+    pub limits: ProbeLimits,
+}
+
+/// Running discovery; stops when dropped or on [`Discovery::stop`].
+pub struct Discovery {
+    daemon: Option<mdns_sd::ServiceDaemon>,
+    tasks: Vec<JoinHandle<()>>,
+    ranges: tokio::sync::watch::Sender<ProbeTargets>,
+}
+
+impl Discovery {
+    /// Starts the membership actor and every configured source.
+    pub fn start(sources: Sources) -> anyhow::Result<(MembershipHandle, Discovery)> {
+        let (verify_tx, verify_rx) = mpsc::unbounded_channel();
+        let verify = sources.multicast.then_some(verify_tx);
+        let membership = MembershipHandle::spawn(&sources.cluster, verify);
+        let daemon = if sources.multicast {
+            Some(mdns::start(
+                membership.clone(),
+                sources.cluster.clone(),
+                verify_rx,
+            )?)
+        } else {
+            None
+        };
+        let (ranges, ranges_rx) = tokio::sync::watch::channel(sources.probe.clone());
+        let tasks = vec![tokio::spawn(probe_loop(
+            membership.clone(),
+            sources,
+            ranges_rx,
+        ))];
+        Ok((
+            membership,
+            Discovery {
+                daemon,
+                tasks,
+                ranges,
+            },
+        ))
+    }
+
+    /// Replaces the probed ranges (`troupe cluster`); they are swept at once.
+    pub fn set_ranges(&self, ranges: ProbeTargets) {
+        self.ranges.send_replace(ranges);
+    }
+
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(daemon) = self.daemon.take() {
+            let _ = daemon.shutdown();
+        }
+    }
+}
+
+/// Sweeps the ranges and seeds (and asks over Circus UDP) at once, then every interval.
+async fn probe_loop(
+    membership: MembershipHandle,
+    sources: Sources,
+    mut ranges_rx: tokio::sync::watch::Receiver<ProbeTargets>,
+) {
+    let zmq = zmq::Context::new();
+    let every = sources.probe_interval.max(Duration::from_millis(500));
+    loop {
+        let probe = ranges_rx.borrow_and_update().clone();
+        if probe.is_empty() && sources.seeds.is_empty() && !sources.multicast {
+            if ranges_rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let ranges = sweep(&zmq, &probe, sources.limits);
+        let seeds = sweep(&zmq, &sources.seeds, sources.limits);
+        let udp = async {
+            if sources.multicast {
+                circus_udp::query(UDP_WAIT).await.unwrap_or_default()
+            } else {
+                Default::default()
+            }
+        };
+        let (ranges, seeds, udp) = tokio::join!(ranges, seeds, udp);
+        for (found, source) in [(ranges, Source::Probe), (seeds, Source::Seed)] {
+            for (endpoint, facts) in found {
+                membership
+                    .send(MembershipMsg::Answered {
+                        endpoint,
+                        source,
+                        facts,
+                    })
+                    .await;
+            }
+        }
+        for endpoint in udp {
+            membership
+                .send(MembershipMsg::Seen {
+                    endpoint,
+                    source: Source::CircusUdp,
+                })
+                .await;
+        }
+        // Next sweep after the interval, or at once when the ranges change.
+        let _ = tokio::time::timeout(every, ranges_rx.changed()).await;
+    }
+}

@@ -1,0 +1,125 @@
+//! `troupe nodes`: who is there. Asks a running `troupe serve`, or discovers on the spot.
+
+use crate::discovery::Discovery;
+use crate::membership::{member_json, MemberState};
+use crate::settings::{NodeFlags, Settings};
+use serde_json::{Map, Value};
+use std::time::Duration;
+use tokio::time::Instant;
+use troupe::protocol::Request;
+
+/// How long to wait for a running controller to answer before discovering ourselves.
+const CONTROLLER_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Members as JSON objects (see [`member_json`]), from a running controller or discovered.
+pub async fn list(
+    flags: &NodeFlags,
+    settings: &Settings,
+    wait: Duration,
+) -> anyhow::Result<Vec<Value>> {
+    if let Some(nodes) = from_controller(&flags.controller_endpoint()).await {
+        return Ok(nodes);
+    }
+    let (membership, discovery) = Discovery::start(crate::serve::sources(settings))?;
+    let deadline = Instant::now() + wait;
+    match settings.expect {
+        Some(expect) => {
+            membership
+                .wait_until(wait, |m| {
+                    m.iter().filter(|m| m.state == MemberState::Alive).count() >= expect
+                })
+                .await
+        }
+        None => tokio::time::sleep_until(deadline).await,
+    }
+    let nodes = membership.members().iter().map(member_json).collect();
+    discovery.stop();
+    Ok(nodes)
+}
+
+async fn from_controller(endpoint: &str) -> Option<Vec<Value>> {
+    let address = endpoint.trim_start_matches("tcp://");
+    // A closed port answers at once; only then is a ZeroMQ round trip worth trying.
+    let connect = tokio::net::TcpStream::connect(address);
+    tokio::time::timeout(CONTROLLER_TIMEOUT, connect)
+        .await
+        .ok()?
+        .ok()?;
+    let zmq = zmq::Context::new();
+    let reply = troupe::client::call_async(
+        &zmq,
+        endpoint,
+        Request::new("nodelist", Map::new()),
+        CONTROLLER_TIMEOUT,
+    )
+    .await
+    .ok()?;
+    reply["nodes"].as_array().cloned()
+}
+
+/// The human table: one row per member.
+pub fn table(nodes: &[Value]) -> String {
+    let header = [
+        "NAME", "ID", "ADDRESS", "STATE", "SOURCE", "VERSION", "WATCHERS",
+    ];
+    let rows: Vec<[String; 7]> = nodes
+        .iter()
+        .map(|n| {
+            let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+            let id = n["id"]
+                .as_str()
+                .map(|i| i.chars().take(8).collect())
+                .unwrap_or_else(|| "-".into());
+            let mut state = text(&n["state"]);
+            if n["conflict"] == true {
+                state.push_str(" (id clash!)");
+            }
+            let source = n["source"]
+                .as_array()
+                .map(|s| {
+                    s.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            let version = match n["kind"].as_str() {
+                Some("circus") => "circusd".to_string(),
+                _ => text(&n["version"]),
+            };
+            [
+                text(&n["name"]),
+                id,
+                text(&n["endpoint"])
+                    .trim_start_matches("tcp://")
+                    .to_string(),
+                state,
+                source,
+                version,
+                n["watchers"].to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(header.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
+    out.join("\n")
+}

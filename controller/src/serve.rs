@@ -1,0 +1,194 @@
+//! `troupe serve`: the long-running controller. Continuous discovery and membership, a
+//! control socket (register_node, unregister_node, nodelist, cluster) and an events socket
+//! publishing `node.<name>.join|suspect|down|leave|update`.
+
+use crate::discovery::{Discovery, Sources};
+use crate::membership::{member_json, MembershipHandle, MembershipMsg, Source};
+use crate::settings::Settings;
+use anyhow::Context;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use troupe::discovery::{parse_targets, ProbeTargets};
+use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Registration, Request};
+
+/// Runs until SIGINT/SIGTERM.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let serve = settings.config.serve.clone();
+    let (membership, discovery) = Discovery::start(sources(&settings))?;
+    let zmq = troupe::sockets::Context::new();
+    let control_endpoint = format!("tcp://{}:{}", serve.bind, serve.control_port);
+    let router = troupe::sockets::bind_control(
+        &zmq,
+        &control_endpoint,
+        troupe::config::DEFAULT_MAX_MESSAGE_SIZE,
+    )
+    .with_context(|| format!("binding the controller's control socket on {control_endpoint}"))?;
+    let events_endpoint = format!("tcp://{}:{}", serve.bind, serve.events_port);
+    let mut events = troupe::sockets::bind_publisher(&zmq, &events_endpoint)
+        .with_context(|| format!("binding the controller's events socket on {events_endpoint}"))?;
+    let mut member_events = membership.subscribe();
+    tokio::spawn(async move {
+        while let Ok(event) = member_events.recv().await {
+            let frames = vec![
+                event.topic.into_bytes(),
+                event.payload.to_string().into_bytes(),
+            ];
+            if let Err(e) = events.send(frames).await {
+                tracing::warn!("publishing a member event failed: {e}");
+            }
+        }
+    });
+    tracing::info!(control = %control_endpoint, events = %events_endpoint, multicast = settings.multicast, "troupe serve ready");
+    let context = Arc::new(ServeContext {
+        membership,
+        discovery,
+        settings,
+    });
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = control_loop(router, context) => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("troupe serve stopped");
+    Ok(())
+}
+
+pub fn sources(settings: &Settings) -> Sources {
+    Sources {
+        cluster: settings.config.cluster.clone(),
+        multicast: settings.multicast,
+        probe: settings.probe.clone(),
+        seeds: settings.seeds.clone(),
+        probe_interval: settings.config.probe_interval,
+        limits: Default::default(),
+    }
+}
+
+struct ServeContext {
+    membership: MembershipHandle,
+    discovery: Discovery,
+    settings: Settings,
+}
+
+async fn control_loop(mut router: tmq::router::Router, context: Arc<ServeContext>) {
+    let (replies_tx, mut replies) = mpsc::unbounded_channel::<Vec<Vec<u8>>>();
+    loop {
+        tokio::select! {
+            Some(frames) = replies.recv() => {
+                let _ = router.send(tmq::Multipart::from(frames)).await;
+            }
+            incoming = router.next() => {
+                let Some(Ok(message)) = incoming else { return };
+                let frames: Vec<Vec<u8>> = message.iter().map(|m| m.to_vec()).collect();
+                let context = context.clone();
+                let replies = replies_tx.clone();
+                tokio::spawn(async move {
+                    if let Some(reply) = handle_frames(frames, &context).await {
+                        let _ = replies.send(reply);
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn handle_frames(mut frames: Vec<Vec<u8>>, context: &ServeContext) -> Option<Vec<Vec<u8>>> {
+    let body = frames.pop()?;
+    let envelope = frames;
+    let (reply, cast) =
+        match Request::decode(&body, troupe::config::DEFAULT_MAX_MESSAGE_SIZE as usize) {
+            Err(bad) => (error_reply(&bad.error, &bad.id), false),
+            Ok(request) => {
+                let reply = match handle(&request, context).await {
+                    Ok(fields) => ok_reply(fields, &request.id),
+                    Err(error) => error_reply(&error, &request.id),
+                };
+                (reply, request.cast)
+            }
+        };
+    if cast || envelope.is_empty() {
+        return None;
+    }
+    let mut out = envelope;
+    out.push(reply.to_string().into_bytes());
+    Some(out)
+}
+
+async fn handle(
+    request: &Request,
+    context: &ServeContext,
+) -> Result<Map<String, Value>, CommandError> {
+    let props = Value::Object(request.properties.clone());
+    match request.command.as_str() {
+        "register_node" => {
+            let registration: Registration = serde_json::from_value(props)
+                .map_err(|e| CommandError::message(format!("register_node: {e}")))?;
+            if registration.cluster != context.settings.config.cluster {
+                return Err(CommandError::command(format!(
+                    "this controller serves cluster '{}', not '{}'",
+                    context.settings.config.cluster, registration.cluster
+                )));
+            }
+            context
+                .membership
+                .send(MembershipMsg::Seen {
+                    endpoint: registration.endpoint.clone(),
+                    source: Source::Registered,
+                })
+                .await;
+            Ok(fields([("node", json!(registration.name))]))
+        }
+        "unregister_node" => {
+            let id = props["id"]
+                .as_str()
+                .ok_or_else(|| CommandError::message("message invalid 'id' is missing"))?;
+            context
+                .membership
+                .send(MembershipMsg::Goodbye {
+                    id_or_endpoint: id.to_string(),
+                })
+                .await;
+            Ok(Map::new())
+        }
+        "nodelist" => {
+            let nodes: Vec<Value> = context
+                .membership
+                .members()
+                .iter()
+                .map(member_json)
+                .collect();
+            Ok(fields([("nodes", json!(nodes))]))
+        }
+        "cluster" => {
+            let range = props["range"]
+                .as_str()
+                .ok_or_else(|| CommandError::message("message invalid 'range' is missing"))?;
+            let targets = cluster_ranges(&context.settings, range)?;
+            context.discovery.set_ranges(targets);
+            Ok(fields([("range", json!(range))]))
+        }
+        other => Err(CommandError::new(
+            Errno::UnknownCommand,
+            format!("unknown command: '{other}'"),
+        )),
+    }
+}
+
+/// The configured ranges plus a new one from `cluster`.
+fn cluster_ranges(settings: &Settings, range: &str) -> Result<ProbeTargets, CommandError> {
+    let mut targets = settings.probe.clone();
+    targets.append(parse_targets(range).map_err(|e| CommandError::message(e.to_string()))?);
+    targets
+        .check_size(false)
+        .map_err(|e| CommandError::message(e.to_string()))?;
+    Ok(targets)
+}
+
+fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
