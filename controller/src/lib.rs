@@ -6,10 +6,14 @@
 //! - [`serve`]: the long-running controller; [`nodes`]: the one-shot listing.
 //! - [`settings`], [`state`]: troupe.toml, env and flags; ranges remembered by `troupe cluster`.
 
+pub mod broadcast;
+pub mod circus_args;
+pub mod command;
 pub mod discovery;
 pub mod membership;
 pub mod nodes;
 pub mod probe;
+pub mod render;
 pub mod serve;
 pub mod settings;
 pub mod state;

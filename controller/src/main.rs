@@ -11,8 +11,13 @@ use troupe_controller::settings::{parse_duration, NodeFlags};
 use troupe_controller::state::ControllerState;
 
 /// Drive a cluster of troupe agents (and stock circusd nodes).
+///
+/// Any Circus command (status, start, stop, restart, reload, incr, decr, numprocesses, list,
+/// stats, signal, kill, get, set, options, add, rm, quit, ...) runs on every node:
+/// `troupe status`, `troupe stop web --node 'db-*' --waiting`, `troupe incr web 2 --json`.
+/// Exit codes: 0 all ok, 1 some node failed or timed out, 2 usage error, 3 nothing matched.
 #[derive(Parser, Debug)]
-#[command(name = "troupe", version)]
+#[command(name = "troupe", version, allow_external_subcommands = true)]
 struct Cli {
     /// Log filter, e.g. info, debug. Env: TROUPE_LOG.
     #[arg(long, global = true, default_value = "warn", env = "TROUPE_LOG")]
@@ -68,6 +73,58 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
+    #[command(external_subcommand)]
+    Broadcast(Vec<String>),
+}
+
+/// The flags a broadcast takes besides the command's own.
+#[derive(Parser, Debug)]
+#[command(name = "troupe COMMAND")]
+struct BroadcastFlags {
+    /// Nodes to send to: names or globs, comma-separated (default: all alive nodes).
+    #[arg(long)]
+    node: Option<String>,
+    /// Per-node timeout.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// One JSON object keyed by node instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    flags: NodeFlags,
+}
+
+/// Splits the words after a broadcast command into troupe's flags and the command's own.
+fn split_broadcast_args(words: &[String]) -> (Vec<String>, Vec<String>) {
+    const WITH_VALUE: [&str; 7] = [
+        "--node",
+        "--timeout",
+        "--probe",
+        "--controller",
+        "--config",
+        "--cluster",
+        "--state-dir",
+    ];
+    const SWITCHES: [&str; 3] = ["--json", "--no-mdns", "--force"];
+    let mut ours = vec!["troupe".to_string()];
+    let mut theirs = Vec::new();
+    let mut iter = words.iter();
+    while let Some(word) = iter.next() {
+        let flag = word.split('=').next().unwrap_or(word);
+        if WITH_VALUE.contains(&flag) {
+            ours.push(word.clone());
+            if !word.contains('=') {
+                if let Some(value) = iter.next() {
+                    ours.push(value.clone());
+                }
+            }
+        } else if SWITCHES.contains(&word.as_str()) {
+            ours.push(word.clone());
+        } else {
+            theirs.push(word.clone());
+        }
+    }
+    (ours, theirs)
 }
 
 /// Exit codes: 0 ok, 1 a node failed or did not reply, 2 usage or config error.
@@ -82,6 +139,28 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Broadcast(words) => {
+            let Some((command, rest)) = words.split_first() else {
+                return ExitCode::from(2);
+            };
+            let (ours, theirs) = split_broadcast_args(rest);
+            let parsed = match BroadcastFlags::try_parse_from(&ours) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    let _ = e.print();
+                    return ExitCode::from(2);
+                }
+            };
+            let options = troupe_controller::command::BroadcastOptions {
+                node: parsed.node,
+                timeout: parsed.timeout,
+                json: parsed.json,
+            };
+            let command = command.clone();
+            run_async(async move {
+                troupe_controller::command::run(&command, &theirs, &options, &parsed.flags).await
+            })
+        }
         Command::Ctl {
             endpoint,
             command,

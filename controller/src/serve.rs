@@ -2,6 +2,8 @@
 //! control socket (register_node, unregister_node, nodelist, cluster) and an events socket
 //! publishing `node.<name>.join|suspect|down|leave|update`.
 
+use crate::broadcast::{fan_out, reply_ok, select};
+use crate::command::alive_targets;
 use crate::discovery::{Discovery, Sources};
 use crate::membership::{member_json, MembershipHandle, MembershipMsg, Source};
 use crate::settings::Settings;
@@ -123,6 +125,9 @@ async fn handle(
     request: &Request,
     context: &ServeContext,
 ) -> Result<Map<String, Value>, CommandError> {
+    if let Some(selection) = request.properties.get("node") {
+        return forward(request, selection, context).await;
+    }
     let props = Value::Object(request.properties.clone());
     match request.command.as_str() {
         "register_node" => {
@@ -172,11 +177,122 @@ async fn handle(
             context.discovery.set_ranges(targets);
             Ok(fields([("range", json!(range))]))
         }
+        "status" | "list" | "numwatchers" | "numprocesses" => cluster_view(request, context).await,
+        "globaloptions" => {
+            let serve = &context.settings.config.serve;
+            let endpoint = |port: u16| json!(format!("tcp://{}:{}", serve.bind, port));
+            Ok(fields([(
+                "options",
+                json!({
+                    "endpoint": endpoint(serve.control_port),
+                    "pubsub_endpoint": endpoint(serve.events_port),
+                    "stats_endpoint": endpoint(serve.stats_port),
+                    "cluster": context.settings.config.cluster,
+                }),
+            )]))
+        }
+        other if crate::circus_args::COMMANDS.contains(&other) => Err(CommandError::message(format!(
+            "'{other}' goes to nodes: add a 'node' property (a name, a glob or \"*\") to send it to the cluster"
+        ))),
         other => Err(CommandError::new(
             Errno::UnknownCommand,
             format!("unknown command: '{other}'"),
         )),
     }
+}
+
+/// Sends the request (without `node`) to the selected alive members.
+async fn forward(
+    request: &Request,
+    selection: &Value,
+    context: &ServeContext,
+) -> Result<Map<String, Value>, CommandError> {
+    let selection = match selection {
+        Value::String(s) if s == "*" || s.is_empty() => None,
+        Value::String(s) => Some(s.as_str()),
+        other => {
+            return Err(CommandError::message(format!(
+                "'node' must be a string (names, globs, \"*\"), got {other}"
+            )))
+        }
+    };
+    let targets =
+        select(alive_targets(&context.membership), selection).map_err(CommandError::message)?;
+    let mut inner = request.clone();
+    inner.properties.remove("node");
+    inner.id = Value::Null;
+    let replies = fan_out(&targets, &inner, context.settings.config.timeout, false).await;
+    Ok(fields([("nodes", json!(replies))]))
+}
+
+/// Read commands without `node` answer for the whole cluster in Circus's shapes, with the
+/// node prefixed to each watcher (`node:watcher`), so the stock circusctl shows the cluster.
+async fn cluster_view(
+    request: &Request,
+    context: &ServeContext,
+) -> Result<Map<String, Value>, CommandError> {
+    let targets = alive_targets(&context.membership);
+    let mut inner = request.clone();
+    inner.id = Value::Null;
+    let name = request
+        .properties
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(name) = &name {
+        // `status node:watcher` asks one watcher of one node.
+        let (node, watcher) = name.split_once(':').ok_or_else(|| {
+            CommandError::message(format!("program {name} not found (use node:watcher)"))
+        })?;
+        let target: Vec<_> = targets.into_iter().filter(|t| t.name == node).collect();
+        if target.is_empty() {
+            return Err(CommandError::message(format!("program {name} not found")));
+        }
+        inner.properties.insert("name".into(), json!(watcher));
+        let mut replies = fan_out(&target, &inner, context.settings.config.timeout, false).await;
+        let reply = replies.remove(node).unwrap_or(Value::Null);
+        if !reply.is_object() || !reply_ok(&reply) {
+            let reason = reply["reason"].as_str().unwrap_or("node did not answer");
+            return Err(CommandError::message(reason.to_string()));
+        }
+        let mut map = reply.as_object().cloned().unwrap_or_default();
+        map.remove("id");
+        map.remove("time");
+        return Ok(map);
+    }
+    let replies = fan_out(&targets, &inner, context.settings.config.timeout, false).await;
+    let ok = replies.iter().filter(|(_, r)| reply_ok(r));
+    Ok(match request.command.as_str() {
+        "status" => {
+            let statuses: Map<String, Value> = ok
+                .flat_map(|(node, r)| {
+                    r["statuses"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(move |(w, s)| (format!("{node}:{w}"), s.clone()))
+                })
+                .collect();
+            fields([("statuses", Value::Object(statuses))])
+        }
+        "list" => {
+            let watchers: Vec<String> = ok
+                .flat_map(|(node, r)| {
+                    r["watchers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(move |w| format!("{node}:{w}"))
+                })
+                .collect();
+            fields([("watchers", json!(watchers))])
+        }
+        command => {
+            let total: u64 = ok.filter_map(|(_, r)| r[command].as_u64()).sum();
+            fields([(command, json!(total))])
+        }
+    })
 }
 
 /// The configured ranges plus a new one from `cluster`.

@@ -320,7 +320,14 @@ impl WatcherConfig {
 
     /// Every option under its Circus name, as `options` and `get` report them.
     pub fn options_json(&self) -> Map<String, Value> {
-        let secs = |d: Duration| json!(d.as_secs_f64());
+        // Circus reads whole seconds from its ini as integers and prints them so.
+        let secs = |d: Duration| {
+            if d.subsec_nanos() == 0 {
+                json!(d.as_secs())
+            } else {
+                json!(d.as_secs_f64())
+            }
+        };
         let hooks: Map<String, Value> = self
             .hooks
             .iter()
@@ -331,11 +338,16 @@ impl WatcherConfig {
                 "file": o.file, "max_bytes": o.max_bytes,
                 "backup_count": o.backup_count, "time_format": o.time_format,
             }),
-            Option::None => Value::Null,
+            Option::None => json!({}),
+        };
+        let args = if self.args.is_empty() {
+            json!("")
+        } else {
+            json!(self.args)
         };
         let mut map = Map::new();
         map.insert("cmd".into(), json!(self.cmd));
-        map.insert("args".into(), json!(self.args));
+        map.insert("args".into(), args);
         map.insert("numprocesses".into(), json!(self.numprocesses));
         map.insert("working_dir".into(), json!(self.working_dir));
         map.insert("env".into(), json!(self.env));
@@ -344,7 +356,10 @@ impl WatcherConfig {
         map.insert("respawn".into(), json!(self.respawn));
         map.insert("max_retry".into(), json!(self.max_retry));
         map.insert("warmup_delay".into(), secs(self.warmup_delay));
-        map.insert("graceful_timeout".into(), secs(self.graceful_timeout));
+        map.insert(
+            "graceful_timeout".into(),
+            json!(self.graceful_timeout.as_secs_f64()),
+        );
         map.insert("stop_signal".into(), json!(self.stop_signal));
         map.insert("stop_children".into(), json!(self.stop_children));
         map.insert("priority".into(), json!(self.priority));
@@ -358,6 +373,22 @@ impl WatcherConfig {
         map.insert("hooks".into(), Value::Object(hooks));
         map.insert("stdout_stream_conf".into(), output(&self.stdout));
         map.insert("stderr_stream_conf".into(), output(&self.stderr));
+        // Circus options troupe does not offer, shown with the fixed behaviour troupe has, so
+        // tools that `get` them keep working. `set` refuses them as unknown keys.
+        for (key, value) in [
+            ("close_child_stdin", json!(true)),
+            ("close_child_stdout", json!(false)),
+            ("close_child_stderr", json!(false)),
+            ("executable", Value::Null),
+            ("uid", Value::Null),
+            ("gid", Value::Null),
+            ("on_demand", json!(false)),
+            ("shell_args", Value::Null),
+            ("use_sockets", json!(false)),
+        ] {
+            map.insert(key.into(), value);
+        }
+        map.sort_keys();
         map
     }
 }

@@ -122,8 +122,9 @@ pub async fn stats(ctx: &AgentContext, props: Props<'_>) -> Fields {
         return Ok(fields([("process", json!(pid)), ("info", single)]));
     }
     let info = watcher_stats(ctx, &view, None).await;
+    // Circus echoes the name as the request spelled it.
     Ok(fields([
-        ("name", json!(handle.name)),
+        ("name", json!(name)),
         ("info", Value::Object(info)),
     ]))
 }

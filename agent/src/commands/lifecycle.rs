@@ -183,7 +183,14 @@ pub async fn resize(ctx: &AgentContext, props: Props<'_>, sign: i64) -> Fields {
     let handle = watcher(ctx, props.required_str("name")?).await?;
     let nb = props.opt_int("nb", 0, 100_000)?.unwrap_or(1);
     let waiting = props.waiting()?;
-    let singleton = handle.view().config.singleton;
+    let view = handle.view();
+    if view.config.singleton {
+        // Circus answers a singleton before looking at `waiting`.
+        return Ok(fields([
+            ("numprocesses", json!(view.config.numprocesses)),
+            ("singleton", json!(true)),
+        ]));
+    }
     let result = run_on(&handle, waiting, |reply| WatcherMsg::Resize {
         delta: sign * nb,
         reply,
@@ -192,9 +199,6 @@ pub async fn resize(ctx: &AgentContext, props: Props<'_>, sign: i64) -> Fields {
     let mut reply = Map::new();
     if let Some(n) = result {
         reply.insert("numprocesses".into(), json!(n));
-        if singleton {
-            reply.insert("singleton".into(), json!(true));
-        }
     }
     Ok(reply)
 }

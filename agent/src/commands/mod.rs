@@ -118,7 +118,8 @@ async fn matching(
                 .collect()
         }
         "regex" => {
-            let pattern = regex::RegexBuilder::new(&format!("^(?:{name})$"))
+            // Python's re.match: anchored at the start only, as circusd matches.
+            let pattern = regex::RegexBuilder::new(&format!("^(?:{name})"))
                 .case_insensitive(true)
                 .build()
                 .map_err(|e| CommandError::message(format!("invalid regex {name:?}: {e}")))?;

@@ -82,8 +82,11 @@ pub async fn set(ctx: &AgentContext, props: Props<'_>, caller: Caller) -> Fields
             .map_err(|e| CommandError::message(e.to_string()))?;
     }
     probe.check().map_err(CommandError::message)?;
-    run_on(&handle, props.waiting()?, |reply| WatcherMsg::Set {
+    let waiting = props.waiting()?;
+    // Like circusd, reply once the options are applied, so a `get` right after sees them.
+    run_on(&handle, true, |reply| WatcherMsg::Set {
         options,
+        waiting,
         reply,
     })
     .await?;

@@ -151,9 +151,25 @@ impl WatcherActor {
             WatcherMsg::Resize { delta, reply } => {
                 let _ = reply.send(Ok(self.resize(delta).await));
             }
-            WatcherMsg::Set { options, reply } => {
-                let _ = reply.send(self.set(options).await);
-            }
+            WatcherMsg::Set {
+                options,
+                waiting,
+                reply,
+            } => match self.apply_options(options) {
+                Ok(reload) if waiting => {
+                    let result = self.after_set(reload).await;
+                    let _ = reply.send(result);
+                }
+                Ok(reload) => {
+                    let _ = reply.send(Ok(()));
+                    if let Err(e) = self.after_set(reload).await {
+                        tracing::warn!(watcher = %self.name(), "reload after set failed: {e}");
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             WatcherMsg::Signal {
                 pid,
                 signum,
@@ -453,7 +469,11 @@ impl WatcherActor {
         self.config.numprocesses
     }
 
-    async fn set(&mut self, options: Vec<(String, serde_json::Value)>) -> Result<(), CommandError> {
+    /// Validates and applies options; returns whether processes must be replaced.
+    fn apply_options(
+        &mut self,
+        options: Vec<(String, serde_json::Value)>,
+    ) -> Result<bool, CommandError> {
         let mut updated = self.config.clone();
         let mut reload = false;
         for (key, value) in &options {
@@ -470,6 +490,12 @@ impl WatcherActor {
         for _ in &options {
             self.emit(Event::Updated);
         }
+        self.publish_view();
+        Ok(reload)
+    }
+
+    /// Brings running processes in line with newly set options.
+    async fn after_set(&mut self, reload: bool) -> Result<(), CommandError> {
         if self.state == WatcherState::Active {
             if reload {
                 self.reload(true, false).await?;

@@ -81,8 +81,11 @@ pub enum WatcherMsg {
         delta: i64,
         reply: Reply<u32>,
     },
+    /// Applies options, replying once they are applied (or, with `waiting`, once the reload
+    /// they need is done too).
     Set {
         options: Vec<(String, Value)>,
+        waiting: bool,
         reply: Reply<()>,
     },
     Signal {

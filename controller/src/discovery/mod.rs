@@ -32,6 +32,7 @@ pub struct Discovery {
     daemon: Option<mdns_sd::ServiceDaemon>,
     tasks: Vec<JoinHandle<()>>,
     ranges: tokio::sync::watch::Sender<ProbeTargets>,
+    sweeps: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Discovery {
@@ -50,10 +51,12 @@ impl Discovery {
             None
         };
         let (ranges, ranges_rx) = tokio::sync::watch::channel(sources.probe.clone());
+        let (sweeps_tx, sweeps) = tokio::sync::watch::channel(0);
         let tasks = vec![tokio::spawn(probe_loop(
             membership.clone(),
             sources,
             ranges_rx,
+            sweeps_tx,
         ))];
         Ok((
             membership,
@@ -61,8 +64,15 @@ impl Discovery {
                 daemon,
                 tasks,
                 ranges,
+                sweeps,
             },
         ))
+    }
+
+    /// Resolves once the first sweep of ranges and seeds has been handed to membership.
+    pub async fn first_sweep(&self) {
+        let mut sweeps = self.sweeps.clone();
+        let _ = sweeps.wait_for(|n| *n > 0).await;
     }
 
     /// Replaces the probed ranges (`troupe cluster`); they are swept at once.
@@ -91,12 +101,14 @@ async fn probe_loop(
     membership: MembershipHandle,
     sources: Sources,
     mut ranges_rx: tokio::sync::watch::Receiver<ProbeTargets>,
+    sweeps: tokio::sync::watch::Sender<u64>,
 ) {
     let zmq = zmq::Context::new();
     let every = sources.probe_interval.max(Duration::from_millis(500));
     loop {
         let probe = ranges_rx.borrow_and_update().clone();
         if probe.is_empty() && sources.seeds.is_empty() && !sources.multicast {
+            sweeps.send_modify(|n| *n += 1);
             if ranges_rx.changed().await.is_err() {
                 return;
             }
@@ -131,6 +143,7 @@ async fn probe_loop(
                 })
                 .await;
         }
+        sweeps.send_modify(|n| *n += 1);
         // Next sweep after the interval, or at once when the ranges change.
         let _ = tokio::time::timeout(every, ranges_rx.changed()).await;
     }

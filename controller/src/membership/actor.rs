@@ -29,6 +29,8 @@ pub enum MembershipMsg {
     Goodbye { id_or_endpoint: String },
     /// mDNS goodbye of an instance (node name).
     GoodbyeByName { name: String },
+    /// Answers once every message sent before it was handled.
+    Sync(tokio::sync::oneshot::Sender<()>),
 }
 
 /// One published member event: topic `node.<name>.<kind>` and its JSON payload.
@@ -67,6 +69,13 @@ impl MembershipHandle {
 
     pub async fn send(&self, msg: MembershipMsg) {
         let _ = self.tx.send(msg).await;
+    }
+
+    /// Waits until everything sent so far is reflected in [`Self::members`].
+    pub async fn sync(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(MembershipMsg::Sync(tx)).await;
+        let _ = rx.await;
     }
 
     /// The members now, sorted by name.
@@ -146,6 +155,12 @@ impl Actor {
             } => self.table.answered(&endpoint, Some(source), facts, now),
             MembershipMsg::Goodbye { id_or_endpoint } => self.table.goodbye(&id_or_endpoint, now),
             MembershipMsg::GoodbyeByName { name } => self.table.goodbye_by_name(&name, now),
+            MembershipMsg::Sync(done) => {
+                // Publish the view before answering, so the caller reads it up to date.
+                self.publish(Vec::new());
+                let _ = done.send(());
+                Vec::new()
+            }
         }
     }
 
