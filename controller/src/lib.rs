@@ -9,6 +9,7 @@
 pub mod broadcast;
 pub mod circus_args;
 pub mod command;
+pub mod demo;
 pub mod discovery;
 pub mod membership;
 pub mod nodes;

@@ -61,6 +61,16 @@ enum Command {
         #[command(flatten)]
         flags: NodeFlags,
     },
+    /// Zero-setup first run: N agents on 127.0.0.2.. with sample watchers, discovery, a
+    /// broadcast and stats; Ctrl-C stops everything. Sends no multicast.
+    Demo {
+        /// How many agents.
+        #[arg(long, default_value_t = 3)]
+        agents: u8,
+        /// Address of the first agent (the others follow).
+        #[arg(long, default_value = "127.0.0.2")]
+        first_address: std::net::Ipv4Addr,
+    },
     /// Send one raw request to one control endpoint and print the JSON reply.
     Ctl {
         /// Control endpoint, e.g. tcp://127.0.0.1:5555.
@@ -161,6 +171,13 @@ fn main() -> ExitCode {
                 troupe_controller::command::run(&command, &theirs, &options, &parsed.flags).await
             })
         }
+        Command::Demo {
+            agents,
+            first_address,
+        } => run_async(async move {
+            troupe_controller::demo::run(agents, first_address).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Ctl {
             endpoint,
             command,

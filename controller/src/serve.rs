@@ -18,6 +18,41 @@ use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Registration,
 
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let serving = start(settings)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    serving.stop();
+    tracing::info!("troupe serve stopped");
+    Ok(())
+}
+
+/// A running controller; it stops when dropped.
+pub struct Serving {
+    pub membership: MembershipHandle,
+    pub control_endpoint: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Serving {
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Binds the controller's sockets and starts discovery, membership and the control loop.
+pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     let serve = settings.config.serve.clone();
     let (membership, discovery) = Discovery::start(sources(&settings))?;
     let zmq = troupe::sockets::Context::new();
@@ -32,7 +67,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut events = troupe::sockets::bind_publisher(&zmq, &events_endpoint)
         .with_context(|| format!("binding the controller's events socket on {events_endpoint}"))?;
     let mut member_events = membership.subscribe();
-    tokio::spawn(async move {
+    let publisher = tokio::spawn(async move {
         while let Ok(event) = member_events.recv().await {
             let frames = vec![
                 event.topic.into_bytes(),
@@ -45,19 +80,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     tracing::info!(control = %control_endpoint, events = %events_endpoint, multicast = settings.multicast, "troupe serve ready");
     let context = Arc::new(ServeContext {
-        membership,
+        membership: membership.clone(),
         discovery,
         settings,
     });
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = control_loop(router, context) => {}
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("troupe serve stopped");
-    Ok(())
+    let control = tokio::spawn(control_loop(router, context));
+    Ok(Serving {
+        membership,
+        control_endpoint,
+        tasks: vec![publisher, control],
+    })
 }
 
 pub fn sources(settings: &Settings) -> Sources {

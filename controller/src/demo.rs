@@ -1,0 +1,253 @@
+//! `troupe demo`: the zero-setup first run. Starts N agents on 127.0.0.2.. with sample
+//! watchers and a controller, shows discovery (range probing on loopback: no multicast, so
+//! nothing leaves the machine), a broadcast and a stats line per node, then stops
+//! everything on Ctrl-C.
+
+use crate::broadcast::fan_out;
+use crate::command::alive_targets;
+use crate::discovery::{Discovery, Sources};
+use crate::membership::{MemberState, MembershipHandle};
+use crate::settings::Settings;
+use anyhow::Context;
+use serde_json::{Map, Value};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use troupe::discovery::parse_targets;
+use troupe::protocol::Request;
+
+const WATCHERS: &str = r#"
+[watcher.worker]
+cmd = "sh"
+args = ["-c", "while :; do sleep 1; done"]
+numprocesses = 2
+graceful_timeout = 2
+
+[watcher.ticker]
+cmd = "sh"
+args = ["-c", "while :; do echo tick from $TROUPE_WATCHER $TROUPE_WID; sleep 5; done"]
+graceful_timeout = 2
+"#;
+
+/// The demo's agents, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Agents {
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for child in &self.children {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for child in &mut self.children {
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs the demo with `count` agents from `first` on, until Ctrl-C (or SIGTERM).
+pub async fn run(count: u8, first: Ipv4Addr) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=50).contains(&count), "--agents must be from 1 to 50");
+    anyhow::ensure!(
+        first.is_loopback(),
+        "the demo runs on loopback addresses only (127.x.y.z)"
+    );
+    let agent_bin = sibling_binary("troupe-agent")?;
+    let addresses: Vec<Ipv4Addr> = (0..count)
+        .map(|i| Ipv4Addr::from(u32::from(first) + u32::from(i)))
+        .collect();
+    for address in &addresses {
+        if std::net::TcpListener::bind((*address, 5555)).is_err() {
+            anyhow::bail!("{address}:5555 is in use: stop what runs there or pass --first-address");
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("troupe-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut agents = Agents {
+        children: Vec::new(),
+        dir: dir.clone(),
+    };
+    println!("Starting {count} agents (logs in {}):", dir.display());
+    for (i, address) in addresses.iter().enumerate() {
+        let name = format!("demo-{}", i + 1);
+        let child = start_agent(&agent_bin, &dir, &name, *address)?;
+        println!("  {name}  tcp://{address}:5555  (pid {})", child.id());
+        agents.children.push(child);
+    }
+    let range = format!("{}-{}", first, addresses.last().copied().unwrap_or(first));
+    println!("\nDiscovering by probing {range} (no multicast: nothing leaves this machine)...");
+    let (membership, _controller) = start_controller(&range)?;
+    let all_up = |m: &[crate::membership::Member]| {
+        m.iter().filter(|m| m.state == MemberState::Alive).count() >= count as usize
+    };
+    membership.wait_until(Duration::from_secs(15), all_up).await;
+    let nodes: Vec<Value> = membership
+        .members()
+        .iter()
+        .map(crate::membership::member_json)
+        .collect();
+    println!("{}\n", crate::nodes::table(&nodes));
+    anyhow::ensure!(
+        all_up(&membership.members()),
+        "not every agent answered: see the logs in {}",
+        dir.display()
+    );
+
+    let targets = alive_targets(&membership);
+    let status = Request::new("status", Map::new());
+    let replies = fan_out(&targets, &status, Duration::from_secs(5), false).await;
+    println!(
+        "$ troupe status\n{}\n",
+        crate::render::render("status", &Map::new(), &replies)
+    );
+
+    let stats = Request::new("stats", Map::new());
+    let replies = fan_out(&targets, &stats, Duration::from_secs(5), false).await;
+    println!("Stats per node:");
+    for (node, reply) in &replies {
+        println!("  {}", stats_line(node, reply));
+    }
+    println!(
+        "\nThe agents speak the Circus protocol: try `circusctl --endpoint tcp://{first}:5555 status`,\n\
+         or `troupe status` / `troupe stats` in another shell. Ctrl-C stops everything."
+    );
+    wait_for_stop().await;
+    println!("\nStopping...");
+    drop(agents);
+    println!("All agents stopped.");
+    Ok(())
+}
+
+/// Runs a controller on 127.0.0.1:5558 when that port is free (so `troupe status` in
+/// another shell uses it), else discovery alone.
+fn start_controller(range: &str) -> anyhow::Result<(MembershipHandle, KeepRunning)> {
+    let probe = parse_targets(range)?;
+    let port = troupe::config::controller::DEFAULT_CONTROLLER_PORT;
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut config = troupe::config::controller::ControllerConfig {
+            mdns: false,
+            probe_interval: Duration::from_secs(2),
+            ..Default::default()
+        };
+        config.serve.bind = "127.0.0.1".into();
+        let settings = Settings {
+            config,
+            probe,
+            seeds: Default::default(),
+            multicast: false,
+            expect: None,
+        };
+        let serving = crate::serve::start(settings)?;
+        println!(
+            "Controller on {} (events on port 5560).",
+            serving.control_endpoint
+        );
+        return Ok((serving.membership.clone(), Box::new(serving)));
+    }
+    println!("Port {port} is taken: running without a controller socket.");
+    let sources = Sources {
+        cluster: "default".into(),
+        multicast: false,
+        probe,
+        seeds: Default::default(),
+        probe_interval: Duration::from_secs(2),
+        limits: Default::default(),
+    };
+    let (membership, discovery) = Discovery::start(sources)?;
+    Ok((membership, Box::new(discovery)))
+}
+
+/// Keeps discovery (and the controller, if any) running until dropped.
+type KeepRunning = Box<dyn Send>;
+
+/// `demo-1: 3 processes, cpu 0.2%, rss 5.1 MiB`.
+pub fn stats_line(node: &str, reply: &Value) -> String {
+    if reply["status"] == "error" {
+        return format!("{node}: error: {}", reply["reason"].as_str().unwrap_or("?"));
+    }
+    let (mut processes, mut cpu, mut mem) = (0, 0.0, 0.0);
+    for per_pid in reply["infos"]
+        .as_object()
+        .into_iter()
+        .flat_map(|w| w.values())
+    {
+        for info in per_pid.as_object().into_iter().flat_map(|p| p.values()) {
+            processes += 1;
+            cpu += info["cpu"].as_f64().unwrap_or(0.0);
+            mem += info["mem"].as_f64().unwrap_or(0.0);
+        }
+    }
+    format!("{node}: {processes} processes, cpu {cpu:.1}%, mem {mem:.2}%")
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn start_agent(bin: &Path, dir: &Path, name: &str, address: Ipv4Addr) -> anyhow::Result<Child> {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nname = \"{name}\"\nbind = \"{address}\"\nmdns = false\nstate_dir = \"{}\"\n{WATCHERS}",
+            dir.join(name).display()
+        ),
+    )?;
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let mut command = Command::new(bin);
+    command
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own group: a terminal's Ctrl-C reaches the demo, which stops the agents itself.
+        .process_group(0);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only prctl runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            // If the demo dies without stopping its agents, they stop too.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
+/// A binary installed next to `troupe` (cargo puts the workspace's binaries together).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the troupe binary")?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found next to {} (build it with `cargo build --workspace`)",
+        name,
+        exe.display()
+    );
+    Ok(path)
+}
