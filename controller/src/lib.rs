@@ -17,4 +17,5 @@ pub mod probe;
 pub mod render;
 pub mod serve;
 pub mod settings;
+pub mod shell;
 pub mod state;

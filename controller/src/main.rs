@@ -7,6 +7,7 @@ use std::time::Duration;
 use troupe::client::{call, ClientError};
 use troupe::discovery::parse_targets;
 use troupe::protocol::Request;
+use troupe_controller::command::BroadcastFlags;
 use troupe_controller::settings::{parse_duration, NodeFlags};
 use troupe_controller::state::ControllerState;
 
@@ -71,6 +72,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.2")]
         first_address: std::net::Ipv4Addr,
     },
+    /// Interactive console: the same commands, with history and completion.
+    Shell {
+        #[command(flatten)]
+        flags: NodeFlags,
+    },
     /// Send one raw request to one control endpoint and print the JSON reply.
     Ctl {
         /// Control endpoint, e.g. tcp://127.0.0.1:5555.
@@ -85,56 +91,6 @@ enum Command {
     },
     #[command(external_subcommand)]
     Broadcast(Vec<String>),
-}
-
-/// The flags a broadcast takes besides the command's own.
-#[derive(Parser, Debug)]
-#[command(name = "troupe COMMAND")]
-struct BroadcastFlags {
-    /// Nodes to send to: names or globs, comma-separated (default: all alive nodes).
-    #[arg(long)]
-    node: Option<String>,
-    /// Per-node timeout.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    timeout: Duration,
-    /// One JSON object keyed by node instead of a table.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    flags: NodeFlags,
-}
-
-/// Splits the words after a broadcast command into troupe's flags and the command's own.
-fn split_broadcast_args(words: &[String]) -> (Vec<String>, Vec<String>) {
-    const WITH_VALUE: [&str; 7] = [
-        "--node",
-        "--timeout",
-        "--probe",
-        "--controller",
-        "--config",
-        "--cluster",
-        "--state-dir",
-    ];
-    const SWITCHES: [&str; 3] = ["--json", "--no-mdns", "--force"];
-    let mut ours = vec!["troupe".to_string()];
-    let mut theirs = Vec::new();
-    let mut iter = words.iter();
-    while let Some(word) = iter.next() {
-        let flag = word.split('=').next().unwrap_or(word);
-        if WITH_VALUE.contains(&flag) {
-            ours.push(word.clone());
-            if !word.contains('=') {
-                if let Some(value) = iter.next() {
-                    ours.push(value.clone());
-                }
-            }
-        } else if SWITCHES.contains(&word.as_str()) {
-            ours.push(word.clone());
-        } else {
-            theirs.push(word.clone());
-        }
-    }
-    (ours, theirs)
 }
 
 /// Exit codes: 0 ok, 1 a node failed or did not reply, 2 usage or config error.
@@ -153,24 +109,26 @@ fn main() -> ExitCode {
             let Some((command, rest)) = words.split_first() else {
                 return ExitCode::from(2);
             };
-            let (ours, theirs) = split_broadcast_args(rest);
-            let parsed = match BroadcastFlags::try_parse_from(&ours) {
+            let (parsed, theirs) = match BroadcastFlags::parse_words(rest) {
                 Ok(parsed) => parsed,
                 Err(e) => {
                     let _ = e.print();
                     return ExitCode::from(2);
                 }
             };
-            let options = troupe_controller::command::BroadcastOptions {
-                node: parsed.node,
-                timeout: parsed.timeout,
-                json: parsed.json,
-            };
+            let options = parsed.options();
             let command = command.clone();
             run_async(async move {
                 troupe_controller::command::run(&command, &theirs, &options, &parsed.flags).await
             })
         }
+        Command::Shell { flags } => match troupe_controller::shell::run(flags) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("troupe shell: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Demo {
             agents,
             first_address,
