@@ -9,6 +9,7 @@
 pub mod broadcast;
 pub mod circus_args;
 pub mod command;
+pub mod configure;
 pub mod demo;
 pub mod discovery;
 pub mod membership;

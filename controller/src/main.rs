@@ -7,7 +7,8 @@ use std::time::Duration;
 use troupe::client::{call, ClientError};
 use troupe::discovery::parse_targets;
 use troupe::protocol::Request;
-use troupe_controller::command::BroadcastFlags;
+use troupe_controller::command::{print_replies, BroadcastFlags, ClusterLink};
+use troupe_controller::configure;
 use troupe_controller::settings::{parse_duration, NodeFlags};
 use troupe_controller::state::ControllerState;
 
@@ -54,6 +55,12 @@ enum Command {
         /// Events port (default 5560).
         #[arg(long)]
         events_port: Option<u16>,
+        /// Re-push `configure` when membership changes (debounced by --quiet-period).
+        #[arg(long)]
+        auto_configure: bool,
+        /// Quiet time after the last membership change before an auto-configure push.
+        #[arg(long, value_parser = parse_duration)]
+        quiet_period: Option<Duration>,
     },
     /// Remember a probe range (and how many nodes to expect), e.g. `troupe cluster 192.168.0.1-32 32`.
     Cluster {
@@ -71,6 +78,32 @@ enum Command {
         /// Address of the first agent (the others follow).
         #[arg(long, default_value = "127.0.0.2")]
         first_address: std::net::Ipv4Addr,
+    },
+    /// Push the peer list to every node (or --node ...) so each renders its service config.
+    Configure {
+        /// Restart watchers whose rendered files changed.
+        #[arg(long)]
+        restart: bool,
+        /// Render and show, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        broadcast: BroadcastFlags,
+    },
+    /// Stop WATCHER, wipe its data_dir contents, run its reset_hook, start it again.
+    Reset {
+        /// Watcher name or glob.
+        watcher: String,
+        #[command(flatten)]
+        broadcast: BroadcastFlags,
+    },
+    /// The whole cycle: stop all -> (reset) -> configure -> start.
+    Reconfigure {
+        /// Also wipe every watcher's data_dir, for a clean repeat.
+        #[arg(long)]
+        reset: bool,
+        #[command(flatten)]
+        broadcast: BroadcastFlags,
     },
     /// Interactive console: the same commands, with history and completion.
     Shell {
@@ -122,6 +155,46 @@ fn main() -> ExitCode {
                 troupe_controller::command::run(&command, &theirs, &options, &parsed.flags).await
             })
         }
+        Command::Configure {
+            restart,
+            dry_run,
+            broadcast,
+        } => run_async(async move {
+            let link = ClusterLink::connect(&broadcast.flags).await?;
+            let cluster = broadcast.flags.settings()?.config.cluster;
+            let nodes = link.nodes().await;
+            let options = broadcast.options();
+            let replies = configure::push(&nodes, &cluster, &options, restart, dry_run).await?;
+            if replies.is_empty() {
+                eprintln!("troupe: no troupe node to configure");
+                return Ok(ExitCode::from(3));
+            }
+            if options.json {
+                println!("{}", serde_json::to_string_pretty(&replies)?);
+            } else {
+                println!("{}", configure::render_configure(&replies, dry_run));
+            }
+            let ok = replies.values().all(troupe_controller::broadcast::reply_ok);
+            Ok(ExitCode::from(if ok { 0 } else { 1 }))
+        }),
+        Command::Reset { watcher, broadcast } => run_async(async move {
+            let options = broadcast.options();
+            let link = ClusterLink::connect(&broadcast.flags).await?;
+            let mut props = Map::new();
+            props.insert("name".into(), Value::String(watcher));
+            props.insert("waiting".into(), Value::Bool(true));
+            let request = Request::new("reset", props);
+            let replies = link.send(&request, &options).await?;
+            Ok(ExitCode::from(print_replies(&request, &replies, &options)?))
+        }),
+        Command::Reconfigure { reset, broadcast } => run_async(async move {
+            let link = ClusterLink::connect(&broadcast.flags).await?;
+            let cluster = broadcast.flags.settings()?.config.cluster;
+            let (table, ok) =
+                configure::reconfigure(&link, &cluster, &broadcast.options(), reset).await?;
+            println!("{table}");
+            Ok(ExitCode::from(if ok { 0 } else { 1 }))
+        }),
         Command::Shell { flags } => match troupe_controller::shell::run(flags) {
             Ok(code) => code,
             Err(e) => {
@@ -157,6 +230,8 @@ fn main() -> ExitCode {
             bind,
             port,
             events_port,
+            auto_configure,
+            quiet_period,
         } => run_async(async move {
             let mut settings = flags.settings()?;
             if let Some(bind) = bind {
@@ -167,6 +242,10 @@ fn main() -> ExitCode {
             }
             if let Some(port) = events_port {
                 settings.config.serve.events_port = port;
+            }
+            settings.config.serve.auto_configure |= auto_configure;
+            if let Some(quiet) = quiet_period {
+                settings.config.serve.quiet_period = quiet;
             }
             troupe_controller::serve::run(settings).await?;
             Ok(ExitCode::SUCCESS)

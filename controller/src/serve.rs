@@ -84,12 +84,71 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         discovery,
         settings,
     });
-    let control = tokio::spawn(control_loop(router, context));
+    let mut tasks = vec![publisher];
+    if context.settings.config.serve.auto_configure {
+        tasks.push(tokio::spawn(auto_configure(context.clone())));
+    }
+    tasks.push(tokio::spawn(control_loop(router, context)));
     Ok(Serving {
         membership,
         control_endpoint,
-        tasks: vec![publisher, control],
+        tasks,
     })
+}
+
+/// `--auto-configure`: re-push `configure` (restarting only what changed) once membership
+/// has been quiet for `quiet_period` after a join, leave, down or address change, so a node
+/// joining mid-experiment is folded in without a storm of pushes.
+async fn auto_configure(context: Arc<ServeContext>) {
+    use crate::membership::EventKind;
+    let quiet = context.settings.config.serve.quiet_period;
+    let mut events = context.membership.subscribe();
+    loop {
+        // Wait for a change that alters the peer list.
+        loop {
+            match events.recv().await {
+                Ok(event) if !event.topic.ends_with(EventKind::Suspect.as_str()) => break,
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                Err(_) => return,
+            }
+        }
+        // Debounce: every further change restarts the quiet period.
+        loop {
+            match tokio::time::timeout(quiet, events.recv()).await {
+                Err(_) => break,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
+                Ok(_) => continue,
+            }
+        }
+        let nodes: Vec<Value> = context
+            .membership
+            .members()
+            .iter()
+            .map(member_json)
+            .collect();
+        let options = crate::command::BroadcastOptions {
+            node: None,
+            timeout: context.settings.config.timeout,
+            json: false,
+        };
+        let cluster = &context.settings.config.cluster;
+        match crate::configure::push(&nodes, cluster, &options, true, false).await {
+            Ok(replies) => {
+                let failed: Vec<&String> = replies
+                    .iter()
+                    .filter(|(_, r)| !reply_ok(r))
+                    .map(|(n, _)| n)
+                    .collect();
+                tracing::info!(
+                    nodes = replies.len(),
+                    ?failed,
+                    "auto-configure pushed the peer list"
+                );
+            }
+            Err(e) => tracing::warn!("auto-configure failed: {e:#}"),
+        }
+    }
 }
 
 pub fn sources(settings: &Settings) -> Sources {

@@ -256,7 +256,11 @@ pub fn member_json(m: &Member) -> Value {
     let now = Instant::now();
     let last_seen = now_epoch() - now.duration_since(m.last_ok).as_secs_f64();
     let endpoints = m.info.as_ref().map(|i| {
-        json!({"control": m.endpoint, "pubsub": i.endpoints.pubsub, "stats": i.endpoints.stats})
+        json!({
+            "control": m.endpoint,
+            "pubsub": reachable(&i.endpoints.pubsub, &m.endpoint),
+            "stats": reachable(&i.endpoints.stats, &m.endpoint),
+        })
     });
     json!({
         "name": m.name,
@@ -271,4 +275,49 @@ pub fn member_json(m: &Member) -> Value {
         "last_seen": last_seen,
         "conflict": m.conflict,
     })
+}
+
+/// An agent bound to every interface (`bind = "0.0.0.0"`, the default) reports its pubsub and
+/// stats sockets as `tcp://0.0.0.0:PORT`, which means nothing elsewhere: others reach them at
+/// the host they reach its control socket on.
+fn reachable(endpoint: &str, control: &str) -> String {
+    let host_port = |e: &str| {
+        e.strip_prefix("tcp://")
+            .and_then(|rest| rest.rsplit_once(':'))
+            .map(|(host, port)| (host.to_string(), port.to_string()))
+    };
+    match (host_port(endpoint), host_port(control)) {
+        (Some((host, port)), Some((control_host, _)))
+            if matches!(host.as_str(), "0.0.0.0" | "*" | "::" | "[::]") =>
+        {
+            format!("tcp://{control_host}:{port}")
+        }
+        _ => endpoint.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reachable;
+
+    #[test]
+    fn wildcard_endpoints_take_the_control_host() {
+        let control = "tcp://10.0.0.7:5555";
+        for wildcard in [
+            "tcp://0.0.0.0:5556",
+            "tcp://*:5556",
+            "tcp://:::5556",
+            "tcp://[::]:5556",
+        ] {
+            assert_eq!(reachable(wildcard, control), "tcp://10.0.0.7:5556");
+        }
+        assert_eq!(
+            reachable("tcp://[::]:5557", "tcp://[fd00::7]:5555"),
+            "tcp://[fd00::7]:5557"
+        );
+        assert_eq!(
+            reachable("tcp://127.0.0.2:5556", control),
+            "tcp://127.0.0.2:5556"
+        );
+    }
 }
