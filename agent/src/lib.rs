@@ -6,6 +6,7 @@
 //! - [`arbiter`]: the actor that owns the table of watchers.
 //! - [`watcher`]: one actor per watcher, owning its processes (spawn, reap, respawn, stop).
 //! - [`events`]: the PUB socket for `watcher.<name>.<event>` topics.
+//! - [`stats`]: the stats stream (`stat.<watcher>.<pid>`), as circusd-stats publishes it.
 //! - [`sampler`], [`output`]: process statistics and output capture.
 
 pub mod arbiter;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod identity;
 pub mod output;
 pub mod sampler;
+pub mod stats;
 pub mod watcher;
 
 mod run;

@@ -22,10 +22,21 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let events = crate::events::spawn_publisher(&zmq, &pubsub_endpoint)
         .with_context(|| format!("binding the events socket on {pubsub_endpoint}"))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let arbiter = ArbiterHandle::spawn(events.clone());
+    let sampler = Sampler::spawn();
+    let stats_endpoint = settings.endpoint(settings.stats_port);
+    let stats = crate::stats::spawn_stats(
+        &zmq,
+        &stats_endpoint,
+        settings.stats_interval,
+        arbiter.clone(),
+        sampler.clone(),
+    )
+    .with_context(|| format!("binding the stats socket on {stats_endpoint}"))?;
     let ctx = AgentContext {
-        arbiter: ArbiterHandle::spawn(events.clone()),
+        arbiter,
         events,
-        sampler: Sampler::spawn(),
+        sampler,
         settings: settings.clone(),
         node_id,
         started: now_epoch(),
@@ -55,6 +66,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     };
     wait_for_exit(&ctx, shutdown_rx).await?;
     boot.abort();
+    stats.abort();
     tracing::info!("stopping all watchers");
     commands::stop_everything(&ctx).await;
     ctx.shutdown.send_replace(true);

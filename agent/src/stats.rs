@@ -1,0 +1,140 @@
+//! The stats stream: every `stats_interval`, one `stat.<watcher>.<pid>` sample per process,
+//! a `stat.<watcher>` aggregate per watcher and `stat.circus.<pid>` for the agent itself, in
+//! circusd-stats' format, so the stock circus-top reads the agent directly.
+
+use crate::arbiter::ArbiterHandle;
+use crate::sampler::{SampleTarget, Sampler};
+use futures::SinkExt;
+use serde_json::{json, Value};
+use std::time::Duration;
+use troupe::protocol::ProcessInfo;
+
+/// Binds the stats PUB socket and spawns the publishing loop.
+pub fn spawn_stats(
+    context: &troupe::sockets::Context,
+    endpoint: &str,
+    interval: Duration,
+    arbiter: ArbiterHandle,
+    sampler: Sampler,
+) -> tmq::Result<tokio::task::JoinHandle<()>> {
+    let mut socket = troupe::sockets::bind_publisher(context, endpoint)?;
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(messages) = collect(&arbiter, &sampler).await else {
+                return;
+            };
+            for (topic, payload) in messages {
+                let frames = vec![topic.into_bytes(), payload.to_string().into_bytes()];
+                if socket.send(frames).await.is_err() {
+                    tracing::debug!("stats sample not published");
+                }
+            }
+        }
+    }))
+}
+
+/// One round of samples as `(topic, payload)` pairs.
+pub async fn collect(
+    arbiter: &ArbiterHandle,
+    sampler: &Sampler,
+) -> Result<Vec<(String, Value)>, troupe::protocol::CommandError> {
+    let watchers = arbiter.all().await?;
+    let mut targets = Vec::new();
+    let mut owners = Vec::new();
+    for watcher in &watchers {
+        let view = watcher.view();
+        for process in &view.processes {
+            targets.push(SampleTarget {
+                pid: process.pid,
+                started: Some(process.started),
+                wid: Some(process.wid),
+                with_children: true,
+            });
+            owners.push(watcher.name.to_lowercase());
+        }
+    }
+    let agent_pid = std::process::id();
+    targets.push(SampleTarget {
+        pid: agent_pid,
+        started: None,
+        wid: None,
+        with_children: false,
+    });
+    owners.push("circus".into());
+    let samples = sampler.sample(targets).await;
+    let mut messages = Vec::new();
+    let mut per_watcher: std::collections::BTreeMap<String, Vec<ProcessInfo>> = Default::default();
+    for (owner, sample) in owners.into_iter().zip(samples) {
+        // A process that exited between listing and sampling is simply left out.
+        let Some(info) = sample else { continue };
+        let mut payload = json!(info);
+        payload["subtopic"] = json!(info.pid);
+        payload["name"] = if owner == "circus" {
+            json!("troupe-agent")
+        } else {
+            Value::Null
+        };
+        messages.push((format!("stat.{owner}.{}", info.pid), payload));
+        per_watcher.entry(owner).or_default().push(info);
+    }
+    for watcher in &watchers {
+        per_watcher.entry(watcher.name.to_lowercase()).or_default();
+    }
+    for (owner, infos) in per_watcher {
+        messages.push((format!("stat.{owner}"), aggregate(&infos)));
+    }
+    Ok(messages)
+}
+
+/// Circus's aggregate: `{pid: [..], cpu: average, mem: sum, age: max}`.
+pub fn aggregate(infos: &[ProcessInfo]) -> Value {
+    let pids: Vec<u32> = infos.iter().map(|i| i.pid).collect();
+    let cpu = if infos.is_empty() {
+        0.0
+    } else {
+        infos.iter().map(|i| i.cpu).sum::<f64>() / infos.len() as f64
+    };
+    let mem: f64 = infos.iter().map(|i| i.mem).sum();
+    let age = infos.iter().map(|i| i.age).fold(0.0, f64::max);
+    json!({"pid": pids, "cpu": cpu, "mem": troupe::protocol::round_mem_percent(mem), "age": age})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(pid: u32, cpu: f64, mem: f64, age: f64) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            mem_info1: "1.00M".into(),
+            mem_info2: "2.00M".into(),
+            cpu,
+            mem,
+            ctime: "0:00.00".into(),
+            username: "root".into(),
+            nice: 0,
+            create_time: 0.0,
+            age,
+            cmdline: "sleep".into(),
+            children: None,
+            started: None,
+            wid: None,
+        }
+    }
+
+    #[test]
+    fn aggregate_averages_cpu_sums_mem_and_takes_the_oldest_age() {
+        let value = aggregate(&[info(1, 10.0, 0.5, 3.0), info(2, 30.0, 0.25, 9.0)]);
+        assert_eq!(
+            value,
+            json!({"pid": [1, 2], "cpu": 20.0, "mem": 0.75, "age": 9.0})
+        );
+        assert_eq!(
+            aggregate(&[]),
+            json!({"pid": [], "cpu": 0.0, "mem": 0.0, "age": 0.0})
+        );
+    }
+}
