@@ -1,6 +1,7 @@
 //! Integration tests: the real `troupe-agent` and `troupe` binaries, driven over real sockets,
 //! by the stock Python Circus clients and by raw ZeroMQ frames. One binary, so it links once.
 
+mod announce;
 mod circusctl;
 mod cli;
 mod raw_frames;

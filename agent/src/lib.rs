@@ -8,9 +8,12 @@
 //! - [`events`]: the PUB socket for `watcher.<name>.<event>` topics.
 //! - [`stats`]: the stats stream (`stat.<watcher>.<pid>`), as circusd-stats publishes it.
 //! - [`sampler`], [`output`]: process statistics and output capture.
+//! - [`announce`]: mDNS announcement, Circus UDP discovery answers, registration with a master.
 
+pub mod announce;
 pub mod arbiter;
 pub mod backoff;
+pub mod cli;
 pub mod commands;
 pub mod control;
 pub mod events;

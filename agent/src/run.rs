@@ -55,6 +55,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         pubsub = %pubsub_endpoint,
         "troupe-agent ready"
     );
+    // Announce once the sockets answer; say goodbye before stopping the watchers, so
+    // controllers stop sending commands early.
+    let announcer = crate::announce::Announcer::start(&settings, &ctx.node_id)?;
     let boot = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
@@ -65,6 +68,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         })
     };
     wait_for_exit(&ctx, shutdown_rx).await?;
+    announcer.shutdown().await;
     boot.abort();
     stats.abort();
     tracing::info!("stopping all watchers");

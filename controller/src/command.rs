@@ -243,6 +243,12 @@ async fn via_controller(
         "node".into(),
         json!(options.node.clone().unwrap_or_else(|| "*".into())),
     );
+    // The per-node timeout travels with the request: the controller's own default would
+    // outlast the margin this call allows it.
+    forwarded.properties.insert(
+        crate::serve::NODE_TIMEOUT.into(),
+        json!(options.timeout.as_secs_f64()),
+    );
     let zmq = zmq::Context::new();
     // The controller applies the per-node timeout itself; allow it that plus a margin.
     let margin = options.timeout + Duration::from_secs(2);

@@ -66,7 +66,10 @@ pub async fn run(count: u8, first: Ipv4Addr) -> anyhow::Result<()> {
         first.is_loopback(),
         "the demo runs on loopback addresses only (127.x.y.z)"
     );
-    let agent_bin = sibling_binary("troupe-agent")?;
+    // Ctrl-C is handled from here on: during startup too (the agents and the temp dir go
+    // either way), and with no window between the prompt and the handler.
+    let mut stop = StopSignals::new()?;
+    let agent_bin = std::env::current_exe().context("locating the troupe binary")?;
     let addresses: Vec<Ipv4Addr> = (0..count)
         .map(|i| Ipv4Addr::from(u32::from(first) + u32::from(i)))
         .collect();
@@ -89,8 +92,24 @@ pub async fn run(count: u8, first: Ipv4Addr) -> anyhow::Result<()> {
         agents.children.push(child);
     }
     let range = format!("{}-{}", first, addresses.last().copied().unwrap_or(first));
+    let shown = tokio::select! {
+        shown = show(count, first, &range, &dir) => Some(shown?),
+        _ = stop.wait() => None,
+    };
+    if let Some(_controller) = shown {
+        stop.wait().await;
+    }
+    println!("\nStopping...");
+    drop(agents);
+    println!("All agents stopped.");
+    Ok(())
+}
+
+/// Discovery, a broadcast and stats, then the prompt; returns what keeps the controller (or
+/// discovery) running.
+async fn show(count: u8, first: Ipv4Addr, range: &str, dir: &Path) -> anyhow::Result<KeepRunning> {
     println!("\nDiscovering by probing {range} (no multicast: nothing leaves this machine)...");
-    let (membership, _controller) = start_controller(&range)?;
+    let (membership, controller) = start_controller(range)?;
     let all_up = |m: &[crate::membership::Member]| {
         m.iter().filter(|m| m.state == MemberState::Alive).count() >= count as usize
     };
@@ -125,11 +144,7 @@ pub async fn run(count: u8, first: Ipv4Addr) -> anyhow::Result<()> {
         "\nThe agents speak the Circus protocol: try `circusctl --endpoint tcp://{first}:5555 status`,\n\
          or `troupe status` / `troupe stats` in another shell. Ctrl-C stops everything."
     );
-    wait_for_stop().await;
-    println!("\nStopping...");
-    drop(agents);
-    println!("All agents stopped.");
-    Ok(())
+    Ok(controller)
 }
 
 /// Runs a controller on 127.0.0.1:5558 when that port is free (so `troupe status` in
@@ -194,15 +209,27 @@ pub fn stats_line(node: &str, reply: &Value) -> String {
     format!("{node}: {processes} processes, cpu {cpu:.1}%, mem {mem:.2}%")
 }
 
-async fn wait_for_stop() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGINT (Ctrl-C) and SIGTERM, caught from the moment this is made: one arriving before
+/// [`StopSignals::wait`] is polled is not lost.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+            term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
     }
 }
 
@@ -218,6 +245,7 @@ fn start_agent(bin: &Path, dir: &Path, name: &str, address: Ipv4Addr) -> anyhow:
     let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
     let mut command = Command::new(bin);
     command
+        .arg("agent")
         .arg("--config")
         .arg(&config)
         .stdin(Stdio::null())
@@ -237,17 +265,4 @@ fn start_agent(bin: &Path, dir: &Path, name: &str, address: Ipv4Addr) -> anyhow:
     command
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))
-}
-
-/// A binary installed next to `troupe` (cargo puts the workspace's binaries together).
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the troupe binary")?;
-    let path = exe.with_file_name(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} not found next to {} (build it with `cargo build --workspace`)",
-        name,
-        exe.display()
-    );
-    Ok(path)
 }

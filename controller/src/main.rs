@@ -128,6 +128,14 @@ enum Command {
 
 /// Exit codes: 0 ok, 1 a node failed or did not reply, 2 usage or config error.
 fn main() -> ExitCode {
+    // `troupe agent ...` runs a troupe-agent from this binary (what `troupe demo` starts),
+    // with the agent's own arguments and logging.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "agent") {
+        let mut agent_argv = vec![std::ffi::OsString::from("troupe agent")];
+        agent_argv.extend(argv.into_iter().skip(2));
+        return troupe_agent::cli::main_with_args(agent_argv);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -11,6 +11,7 @@ use anyhow::Context;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use troupe::discovery::{parse_targets, ProbeTargets};
@@ -292,7 +293,11 @@ async fn handle(
     }
 }
 
-/// Sends the request (without `node`) to the selected alive members.
+/// A property of a forwarded request (next to `node`): the per-node timeout in seconds,
+/// instead of the controller's configured one. Removed before the request goes to nodes.
+pub const NODE_TIMEOUT: &str = "node_timeout";
+
+/// Sends the request (without `node` and `node_timeout`) to the selected alive members.
 async fn forward(
     request: &Request,
     selection: &Value,
@@ -311,8 +316,20 @@ async fn forward(
         select(alive_targets(&context.membership), selection).map_err(CommandError::message)?;
     let mut inner = request.clone();
     inner.properties.remove("node");
+    let timeout = match inner.properties.remove(NODE_TIMEOUT) {
+        None => context.settings.config.timeout,
+        Some(value) => value
+            .as_f64()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| {
+                CommandError::message(format!(
+                    "'{NODE_TIMEOUT}' must be a positive number of seconds, got {value}"
+                ))
+            })?,
+    };
     inner.id = Value::Null;
-    let replies = fan_out(&targets, &inner, context.settings.config.timeout, false).await;
+    let replies = fan_out(&targets, &inner, timeout, false).await;
     Ok(fields([("nodes", json!(replies))]))
 }
 

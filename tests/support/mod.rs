@@ -67,11 +67,17 @@ impl Agent {
     /// Starts an agent on a fresh loopback address with `watchers` (TOML `[watcher.X]`
     /// sections) and `agent_extra` lines added to `[agent]`, and waits until it answers.
     pub fn start_with(watchers: &str, agent_extra: &str) -> Agent {
+        Agent::start_named("test-agent", &unique_loopback(), watchers, agent_extra)
+    }
+
+    /// Like [`Agent::start_with`], with the node's name and the address it binds (default
+    /// ports 5555-5557 there). mDNS stays off: agents outside a namespace must not multicast.
+    pub fn start_named(name: &str, address: &str, watchers: &str, agent_extra: &str) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
-        let address = unique_loopback();
+        let address = address.to_string();
         let config_path = dir.path().join("troupe-agent.toml");
         let config = format!(
-            "[agent]\nname = \"test-agent\"\nbind = \"{address}\"\nstate_dir = \"{state}\"\nmdns = false\n{agent_extra}\n\n{watchers}\n",
+            "[agent]\nname = \"{name}\"\nbind = \"{address}\"\nstate_dir = \"{state}\"\nmdns = false\n{agent_extra}\n\n{watchers}\n",
             state = dir.path().join("state").display(),
         );
         std::fs::write(&config_path, config).expect("write config");
@@ -90,7 +96,11 @@ impl Agent {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.log_path()).expect("agent log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("agent log");
         let child = Command::new(bin("troupe-agent"))
             .arg("--config")
             .arg(&self.config_path)
@@ -179,6 +189,20 @@ impl Agent {
         }
     }
 
+    /// SIGKILL (no goodbye of any kind), and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("agent running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the agent again after [`Agent::stop`] or [`Agent::kill`]: same config, same
+    /// state dir (so the same node id), same log file (appended).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the agent is still running");
+        self.spawn();
+    }
+
     /// Waits for the agent to exit on its own (after `quit`).
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("agent running");
@@ -217,6 +241,172 @@ impl Drop for Agent {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "--- agent {} log ---\n{}", self.address, self.log());
         }
+    }
+}
+
+/// Any long-running process a test starts besides a loopback [`Agent`] (a controller, a
+/// stock circusd, an agent inside a namespace). Its stdout and stderr are appended to a log
+/// file; dropping it stops it (SIGTERM, SIGKILL after 10 s) and prints the log if the test is
+/// failing.
+pub struct Daemon {
+    what: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Spawns `command`, `what` naming it in messages.
+    pub fn spawn(what: &str, mut command: Command, log: &Path) -> Daemon {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what} ({command:?}): {e}"));
+        Daemon {
+            what: what.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it has not exited yet (a zombie counts as exited: it is reaped here).
+    pub fn running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Panics with the log if the process has exited.
+    #[track_caller]
+    pub fn assert_running(&mut self) {
+        if !self.running() {
+            panic!("{} exited early\n--- log ---\n{}", self.what, self.log());
+        }
+    }
+
+    /// SIGTERM, then waits up to 20 s for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not exit within 20 s of SIGTERM\n{}",
+                    self.what,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "--- {} log ---\n{}", self.what, self.log());
+        }
+    }
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
+/// Exit code and output of one finished command.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` to completion, killing it (and failing) if it takes longer than `timeout`.
+pub fn run_command(mut command: Command, timeout: Duration) -> Run {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    // Drain both pipes while waiting, so a chatty command cannot block on a full pipe.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (out, err) = (
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default(),
+            );
+            panic!(
+                "{command:?} still running after {timeout:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned(),
     }
 }
 

@@ -1,0 +1,98 @@
+//! The agent's command line, shared by `troupe-agent` and the hidden `troupe agent` (which
+//! lets `troupe demo` run agents from the one `troupe` binary).
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use troupe::config::AgentConfig;
+
+/// A Circus-compatible process supervisor: one per node, driven by `troupe` or `circusctl`.
+#[derive(Parser, Debug)]
+#[command(name = "troupe-agent", version)]
+struct Args {
+    /// Config file (TOML). Without one the agent supervises nothing until told.
+    #[arg(short, long, env = "TROUPE_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Node name (overrides [agent] name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Address to bind the sockets on (overrides [agent] bind).
+    #[arg(long)]
+    bind: Option<String>,
+    /// Validate the config (this FILE, or --config), print every problem, and exit.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check: Option<Option<PathBuf>>,
+    /// Log filter, e.g. info, debug, troupe_agent=trace.
+    #[arg(long, default_value = "info", env = "TROUPE_LOG")]
+    log_level: String,
+}
+
+/// Parses `argv` (program name first) and runs the agent; returns the exit code.
+pub fn main_with_args<I, T>(argv: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = Args::parse_from(argv);
+    if let Some(check) = &args.check {
+        let path = check.clone().or_else(|| args.config.clone());
+        let Some(path) = path else {
+            eprintln!("troupe-agent: --check needs a FILE (or --config FILE)");
+            return ExitCode::from(2);
+        };
+        return match AgentConfig::load(&path) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} watcher{})",
+                    path.display(),
+                    config.watchers.len(),
+                    if config.watchers.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut config = match &args.config {
+        Some(path) => match AgentConfig::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => AgentConfig::default(),
+    };
+    if let Some(name) = args.name {
+        config.agent.name = name;
+    }
+    if let Some(bind) = args.bind {
+        config.agent.bind = bind;
+    }
+    let runtime = match tokio::runtime::Runtime::new().context("starting the runtime") {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("troupe-agent: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("troupe-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
