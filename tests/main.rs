@@ -2,6 +2,7 @@
 //! by the stock Python Circus clients and by raw ZeroMQ frames. One binary, so it links once.
 
 mod announce;
+mod broadcast;
 mod circusctl;
 mod cli;
 mod raw_frames;
