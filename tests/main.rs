@@ -4,7 +4,9 @@
 mod announce;
 mod broadcast;
 mod circusctl;
+mod configure;
 mod cli;
+mod discovery;
 mod raw_frames;
 mod remote_exec;
 mod supervision;

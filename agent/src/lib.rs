@@ -9,16 +9,19 @@
 //! - [`stats`]: the stats stream (`stat.<watcher>.<pid>`), as circusd-stats publishes it.
 //! - [`sampler`], [`output`]: process statistics and output capture.
 //! - [`announce`]: mDNS announcement, Circus UDP discovery answers, registration with a master.
+//! - [`configure`], [`reset`]: rendering service configs from the peer list; wiping data dirs.
 
 pub mod announce;
 pub mod arbiter;
 pub mod backoff;
 pub mod cli;
 pub mod commands;
+pub mod configure;
 pub mod control;
 pub mod events;
 pub mod identity;
 pub mod output;
+pub mod reset;
 pub mod sampler;
 pub mod stats;
 pub mod watcher;

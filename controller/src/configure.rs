@@ -159,7 +159,8 @@ pub fn render_configure(replies: &BTreeMap<String, Value>, dry_run: bool) -> Str
     crate::render::table(&["NODE", "CONFIGURE"], &rows)
 }
 
-/// `troupe reconfigure [--reset]`: stop all -> (reset) -> configure -> start, one row a node.
+/// `troupe reconfigure [--reset]`: stop all -> (reset) -> configure -> start (autostart
+/// watchers and every configured one), one row a node.
 pub async fn reconfigure(
     link: &ClusterLink,
     cluster: &str,
@@ -189,14 +190,33 @@ pub async fn reconfigure(
         steps.push(("RESET", link.send(&request, &slow).await?));
     }
     let nodes = link.nodes().await;
-    steps.push((
-        "CONFIGURE",
-        push(&nodes, cluster, options, false, false).await?,
-    ));
-    steps.push((
-        "START",
-        link.send(&waiting("start", Value::Null), &slow).await?,
-    ));
+    let configured = push(&nodes, cluster, options, false, false).await?;
+    // Start what starts by itself, and every watcher configure rendered files for (a
+    // service waiting for its peer list is usually autostart = false).
+    let mut started = link.send(&waiting("start", Value::Null), &slow).await?;
+    for (node, reply) in &configured {
+        let mut watchers: Vec<&str> = reply["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["watcher"].as_str())
+            .collect();
+        watchers.dedup();
+        let one_node = BroadcastOptions {
+            node: Some(node.clone()),
+            ..slow.clone()
+        };
+        for watcher in watchers {
+            let request = waiting("start", json!({"name": watcher}));
+            for (name, reply) in link.send(&request, &one_node).await? {
+                if !reply_ok(&reply) {
+                    started.insert(name, reply);
+                }
+            }
+        }
+    }
+    steps.push(("CONFIGURE", configured));
+    steps.push(("START", started));
     let names: std::collections::BTreeSet<&String> =
         steps.iter().flat_map(|(_, r)| r.keys()).collect();
     let mut all_ok = true;

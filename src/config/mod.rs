@@ -4,9 +4,13 @@
 //! what was expected and what was found.
 
 pub mod controller;
+mod data_dir;
+mod service;
 pub mod value;
 mod watcher;
 
+pub use data_dir::{check_data_dir, DataDirRefusal, DataDirRule, SYSTEM_DIRS};
+pub use service::{read_knob, KnobKind, Profile, ServiceOptions, TemplateConfig, PER_NODE_KEY};
 pub use watcher::{
     HookConfig, OptionEffect, OptionError, OutputConfig, WatcherConfig, DEFAULT_TIME_FORMAT,
     HOOK_NAMES,

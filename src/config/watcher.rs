@@ -1,5 +1,6 @@
 //! One watcher's options: defaults, validation, and the Circus option names seen by `get`/`set`.
 
+use super::service::ServiceOptions;
 use super::value::{
     read_args, read_bool, read_duration, read_int, read_signal, read_size, read_string, ValueError,
 };
@@ -73,6 +74,8 @@ pub struct WatcherConfig {
     pub hooks: BTreeMap<String, HookConfig>,
     pub stdout: Option<OutputConfig>,
     pub stderr: Option<OutputConfig>,
+    /// troupe's own: what `configure` renders and `reset` wipes.
+    pub service: ServiceOptions,
 }
 
 /// What changing one option requires of a running watcher.
@@ -117,11 +120,12 @@ impl WatcherConfig {
             hooks: BTreeMap::new(),
             stdout: None,
             stderr: None,
+            service: ServiceOptions::default(),
         }
     }
 
     /// The option keys `set` and the config file accept (besides `hooks.<name>`).
-    pub const KEYS: [&'static str; 24] = [
+    pub const KEYS: [&'static str; 30] = [
         "cmd",
         "args",
         "numprocesses",
@@ -146,6 +150,12 @@ impl WatcherConfig {
         "hooks",
         "stdout",
         "stderr",
+        "profile",
+        "profile_dir",
+        "profile_options",
+        "template",
+        "data_dir",
+        "reset_hook",
     ];
 
     /// Applies one option, validating it. `hooks.<name>` sets a single hook.
@@ -274,6 +284,10 @@ impl WatcherConfig {
                 }
                 Reload
             }
+            key if ServiceOptions::KEYS.contains(&key) => {
+                self.service.apply(key, value)?;
+                None
+            }
             other => match other.strip_prefix("hooks.") {
                 Some(hook) => {
                     let hook = known_hook(hook)?;
@@ -299,7 +313,7 @@ impl WatcherConfig {
                 self.name, self.numprocesses
             ));
         }
-        Ok(())
+        self.service.check()
     }
 
     /// The full command line: `cmd` split like a shell, then `args`. With `shell`, `cmd` goes
@@ -373,6 +387,7 @@ impl WatcherConfig {
         map.insert("hooks".into(), Value::Object(hooks));
         map.insert("stdout_stream_conf".into(), output(&self.stdout));
         map.insert("stderr_stream_conf".into(), output(&self.stderr));
+        self.service.write_options(&mut map);
         // Circus options troupe does not offer, shown with the fixed behaviour troupe has, so
         // tools that `get` them keep working. `set` refuses them as unknown keys.
         for (key, value) in [
@@ -426,7 +441,7 @@ fn read_env(value: &Value) -> Result<BTreeMap<String, String>, ValueError> {
 }
 
 /// A hook is `"command"` or `{ cmd = "...", ignore_errors = bool, timeout = "30s" }`.
-fn read_hook(value: &Value) -> Result<HookConfig, ValueError> {
+pub(super) fn read_hook(value: &Value) -> Result<HookConfig, ValueError> {
     let mut hook = HookConfig {
         cmd: String::new(),
         ignore_errors: false,

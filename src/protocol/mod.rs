@@ -2,11 +2,16 @@
 //!
 //! Defined once here and used by the agent (server side) and the controller (client side).
 
+mod configure;
 mod event;
 mod node;
 mod process_info;
 pub(crate) mod request;
 
+pub use configure::{
+    ClusterInfo, ConfigureReply, ConfigureRequest, ConfiguredFile, FieldError, NodeRef, Peer,
+    PeerList, RenderedText, ResetReply, ResetRequest, WipedPath,
+};
 pub use event::{event_topic, Event};
 pub use node::{Endpoints, NodeInfo, Registration, WatcherSummary};
 pub use process_info::{format_cpu_time, format_mem, round_mem_percent, ProcessInfo};

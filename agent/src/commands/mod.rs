@@ -2,11 +2,13 @@
 //!
 //! A handler returns the reply's fields; [`dispatch`] wraps them in Circus's envelope.
 
+mod configure;
 mod inspect;
 mod lifecycle;
 mod manage;
 mod options;
 mod props;
+mod reset;
 mod signals;
 
 pub use manage::{apply_config, stop_everything};
@@ -72,6 +74,8 @@ pub async fn dispatch(ctx: &AgentContext, request: &Request, caller: Caller) -> 
         "dstats" => inspect::dstats(ctx).await,
         "listsockets" => inspect::listsockets(),
         "nodeinfo" => inspect::nodeinfo(ctx).await,
+        "configure" => configure::configure(ctx, props).await,
+        "reset" => reset::reset(ctx, props).await,
         "get" => options::get(ctx, props).await,
         "set" => options::set(ctx, props, caller).await,
         "options" => options::options(ctx, props).await,

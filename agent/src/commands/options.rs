@@ -7,11 +7,26 @@ use serde_json::{json, Map, Value};
 use troupe::protocol::CommandError;
 
 /// Options that make the agent run a different program or write elsewhere: refused from
-/// remote peers unless `allow_remote_exec = true`.
+/// remote peers unless `allow_remote_exec = true`. The `configure`/`reset` keys count: they
+/// decide which files `configure` writes and which dirs `reset` empties (the commands
+/// themselves are allowed remotely, as they only act on what the config declares).
 fn brings_code(key: &str) -> bool {
     matches!(
         key,
-        "cmd" | "args" | "env" | "working_dir" | "shell" | "hooks" | "stdout" | "stderr"
+        "cmd"
+            | "args"
+            | "env"
+            | "working_dir"
+            | "shell"
+            | "hooks"
+            | "stdout"
+            | "stderr"
+            | "profile"
+            | "profile_dir"
+            | "profile_options"
+            | "template"
+            | "data_dir"
+            | "reset_hook"
     ) || key.starts_with("hooks.")
 }
 
@@ -118,4 +133,15 @@ pub fn globaloptions(ctx: &AgentContext, props: Props<'_>) -> Fields {
         None => all,
     };
     Ok(fields([("options", Value::Object(options))]))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn configure_and_reset_keys_are_protected_like_cmd() {
+        for key in troupe::config::ServiceOptions::KEYS {
+            assert!(super::brings_code(key), "{key}");
+        }
+        assert!(!super::brings_code("numprocesses"));
+    }
 }

@@ -1,0 +1,83 @@
+//! The variables a template sees: `self`, `peers`, `cluster`, `options`, `env`, `profile_dir`
+//! and `watcher`, each node carrying its resolved `knobs`.
+
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use troupe::config::{read_knob, Profile, WatcherConfig, PER_NODE_KEY};
+use troupe::protocol::{Peer, PeerList};
+
+/// A node's knobs: the profile's defaults, then `profile_options`, then
+/// `profile_options.nodes.<node>`. Knob values are normalized (ports as integers).
+pub fn knobs_for(
+    node: &str,
+    profile: Option<Profile>,
+    defaults: &Map<String, Value>,
+    options: &Map<String, Value>,
+) -> Map<String, Value> {
+    let normalize = |key: &str, value: &Value| {
+        profile
+            .and_then(|p| p.knobs().iter().find(|(k, _)| *k == key))
+            .and_then(|(_, kind)| read_knob(*kind, value).ok())
+            .unwrap_or_else(|| value.clone())
+    };
+    let mut knobs = defaults.clone();
+    for (key, value) in options {
+        if key != PER_NODE_KEY {
+            knobs.insert(key.clone(), normalize(key, value));
+        }
+    }
+    if let Some(Value::Object(own)) = options.get(PER_NODE_KEY).and_then(|nodes| nodes.get(node)) {
+        for (key, value) in own {
+            knobs.insert(key.clone(), normalize(key, value));
+        }
+    }
+    knobs
+}
+
+/// Builds the whole context of one watcher's templates.
+pub fn build(
+    watcher: &WatcherConfig,
+    peers: &PeerList,
+    profile_dir: &Path,
+    defaults: &Map<String, Value>,
+    process_env: &BTreeMap<String, String>,
+) -> Value {
+    let service = &watcher.service;
+    let knobs = |name: &str| knobs_for(name, service.profile, defaults, &service.profile_options);
+    let peer_json = |p: &Peer| {
+        json!({
+            "id": p.id,
+            "name": p.name,
+            "address": p.address,
+            "index": p.index,
+            "endpoints": p.endpoints,
+            "knobs": knobs(&p.name),
+        })
+    };
+    let me = &peers.me;
+    let endpoints = peers
+        .peers
+        .iter()
+        .find(|p| p.name == me.name)
+        .map(|p| p.endpoints.clone())
+        .unwrap_or_default();
+    let mut env = process_env.clone();
+    env.extend(watcher.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    json!({
+        "self": {
+            "id": me.id,
+            "name": me.name,
+            "address": me.address,
+            "index": me.index,
+            "endpoints": endpoints,
+            "knobs": knobs(&me.name),
+        },
+        "peers": peers.by_index().into_iter().map(peer_json).collect::<Vec<_>>(),
+        "cluster": peers.cluster,
+        "options": watcher.options_json(),
+        "env": env,
+        "profile_dir": profile_dir,
+        "watcher": watcher.name,
+    })
+}

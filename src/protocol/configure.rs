@@ -1,0 +1,290 @@
+//! troupe's `configure` and `reset` messages: the peer list the controller pushes, and what the
+//! agent answers.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `cluster` of a peer list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub name: String,
+    /// Number of peers.
+    pub size: usize,
+}
+
+/// `self` of a peer list: the node receiving it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    pub id: String,
+    pub name: String,
+    /// Host part of the node's control endpoint, as the controller reaches it.
+    pub address: String,
+    /// 1-based position in the peer list.
+    pub index: usize,
+}
+
+/// One member of the peer list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    pub index: usize,
+    /// `control`, and `pubsub`/`stats` when known, as `tcp://HOST:PORT`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
+}
+
+/// Everything a node needs to render its service config: who the cluster is and who it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerList {
+    pub cluster: ClusterInfo,
+    #[serde(rename = "self")]
+    pub me: NodeRef,
+    /// Sorted by name; `index` is the 1-based position.
+    pub peers: Vec<Peer>,
+}
+
+/// A property of a request that is missing or wrong: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{field}': {message}")]
+pub struct FieldError {
+    /// Dotted path of the property (`peers[1].index`).
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl PeerList {
+    /// Sorts `peers` by name, numbers them from 1 and picks `me` among them: what the
+    /// controller sends each node. None when `me` is not one of the peers.
+    pub fn assign(cluster: &str, mut peers: Vec<Peer>, me: &str) -> Option<PeerList> {
+        peers.sort_by(|a, b| a.name.cmp(&b.name));
+        for (i, peer) in peers.iter_mut().enumerate() {
+            peer.index = i + 1;
+        }
+        let own = peers.iter().find(|p| p.name == me)?;
+        Some(PeerList {
+            cluster: ClusterInfo {
+                name: cluster.to_string(),
+                size: peers.len(),
+            },
+            me: NodeRef {
+                id: own.id.clone(),
+                name: own.name.clone(),
+                address: own.address.clone(),
+                index: own.index,
+            },
+            peers,
+        })
+    }
+
+    /// The rules a peer list keeps: names unique and non-empty, indexes exactly 1..=size,
+    /// `cluster.size` the number of peers, `self` one of the peers with the same index.
+    pub fn check(&self) -> Result<(), FieldError> {
+        if self.cluster.name.is_empty() {
+            return Err(FieldError::new("cluster.name", "must not be empty"));
+        }
+        if self.peers.is_empty() {
+            return Err(FieldError::new("peers", "must list at least this node"));
+        }
+        if self.cluster.size != self.peers.len() {
+            return Err(FieldError::new(
+                "cluster.size",
+                format!(
+                    "is {} but peers lists {}",
+                    self.cluster.size,
+                    self.peers.len()
+                ),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut indexes = BTreeSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let field = |f: &str| format!("peers[{i}].{f}");
+            if peer.name.is_empty() {
+                return Err(FieldError::new(field("name"), "must not be empty"));
+            }
+            if peer.address.is_empty() {
+                return Err(FieldError::new(field("address"), "must not be empty"));
+            }
+            if !names.insert(peer.name.as_str()) {
+                return Err(FieldError::new(
+                    field("name"),
+                    format!("{:?} appears twice", peer.name),
+                ));
+            }
+            if peer.index == 0 || peer.index > self.peers.len() || !indexes.insert(peer.index) {
+                return Err(FieldError::new(
+                    field("index"),
+                    format!(
+                        "{} is not a unique 1-based position among {} peers",
+                        peer.index,
+                        self.peers.len()
+                    ),
+                ));
+            }
+        }
+        let Some(own) = self.peers.iter().find(|p| p.name == self.me.name) else {
+            return Err(FieldError::new(
+                "self.name",
+                format!("{:?} is not among the peers", self.me.name),
+            ));
+        };
+        if own.index != self.me.index {
+            return Err(FieldError::new(
+                "self.index",
+                format!(
+                    "is {} but peer {:?} has index {}",
+                    self.me.index, own.name, own.index
+                ),
+            ));
+        }
+        if self.me.address.is_empty() {
+            return Err(FieldError::new("self.address", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// Peers in index order.
+    pub fn by_index(&self) -> Vec<&Peer> {
+        let mut peers: Vec<&Peer> = self.peers.iter().collect();
+        peers.sort_by_key(|p| p.index);
+        peers
+    }
+}
+
+/// Properties of `configure`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigureRequest {
+    #[serde(flatten)]
+    pub peers: PeerList,
+    /// Restart the running watchers whose files changed.
+    #[serde(default)]
+    pub restart: bool,
+    /// Render and report, write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl ConfigureRequest {
+    /// Reads and checks a request's properties; the error names the first bad field.
+    pub fn from_properties(props: &Map<String, Value>) -> Result<Self, FieldError> {
+        let cluster: ClusterInfo = field(props, "cluster")?;
+        let me: NodeRef = field(props, "self")?;
+        let peers = match props.get("peers") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| decode(item, &format!("peers[{i}]")))
+                .collect::<Result<Vec<Peer>, _>>()?,
+            Some(_) => return Err(FieldError::new("peers", "must be a list of peers")),
+            None => return Err(FieldError::new("peers", "is missing")),
+        };
+        let flag = |key: &str| match props.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(FieldError::new(key, "must be a boolean")),
+        };
+        let request = ConfigureRequest {
+            peers: PeerList { cluster, me, peers },
+            restart: flag("restart")?,
+            dry_run: flag("dry_run")?,
+        };
+        request.peers.check()?;
+        Ok(request)
+    }
+
+    /// The request's properties, as a client sends them.
+    pub fn to_properties(&self) -> Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map,
+            _ => unreachable!("a struct serialises to a JSON object"),
+        }
+    }
+}
+
+fn field<T: DeserializeOwned>(props: &Map<String, Value>, key: &str) -> Result<T, FieldError> {
+    match props.get(key) {
+        None | Some(Value::Null) => Err(FieldError::new(key, "is missing")),
+        Some(value) => decode(value, key),
+    }
+}
+
+fn decode<T: DeserializeOwned>(value: &Value, path: &str) -> Result<T, FieldError> {
+    serde_json::from_value(value.clone()).map_err(|e| FieldError::new(path, e.to_string()))
+}
+
+/// One file of a `configure` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfiguredFile {
+    pub watcher: String,
+    pub path: String,
+    /// Hex SHA-256 of the rendered content.
+    pub sha256: String,
+    /// Whether the content (or mode) on disk differs / differed from the rendering.
+    pub changed: bool,
+}
+
+/// The rendered text of one file, in a `dry_run` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderedText {
+    pub watcher: String,
+    pub path: String,
+    pub text: String,
+}
+
+/// The fields of a `configure` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigureReply {
+    pub files: Vec<ConfiguredFile>,
+    /// Only with `dry_run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<Vec<RenderedText>>,
+    pub restarted: Vec<String>,
+}
+
+/// Properties of `reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetRequest {
+    /// A watcher name or a glob.
+    pub name: String,
+    /// Start the watcher again even when its `reset_hook` failed.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One directory a `reset` emptied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WipedPath {
+    pub path: String,
+    /// Bytes of regular files deleted.
+    pub bytes: u64,
+}
+
+/// The fields of a `reset` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetReply {
+    pub wiped: Vec<WipedPath>,
+    pub restarted: Vec<String>,
+    /// Watchers a glob matched that declare neither data_dir nor reset_hook.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// Failures that did not stop the reset (a failed hook under `force`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+#[path = "configure_tests.rs"]
+mod tests;

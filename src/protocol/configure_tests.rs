@@ -1,0 +1,159 @@
+//! The `configure` request: its shape, the peer-index assignment, and each bad field named.
+
+use super::*;
+use serde_json::json;
+
+fn props() -> Map<String, Value> {
+    let peer = |i: usize, name: &str| {
+        json!({"id": format!("id-{i}"), "name": name, "address": format!("127.0.0.{i}"),
+               "index": i, "endpoints": {"control": format!("tcp://127.0.0.{i}:5555")}})
+    };
+    match json!({
+        "cluster": {"name": "lab", "size": 3},
+        "self": {"id": "id-2", "name": "b", "address": "127.0.0.2", "index": 2},
+        "peers": [peer(1, "a"), peer(2, "b"), peer(3, "c")],
+        "restart": true,
+        "waiting": true,
+    }) {
+        Value::Object(map) => map,
+        _ => unreachable!(),
+    }
+}
+
+fn field_error(edit: impl FnOnce(&mut Map<String, Value>)) -> FieldError {
+    let mut p = props();
+    edit(&mut p);
+    ConfigureRequest::from_properties(&p).unwrap_err()
+}
+
+#[test]
+fn a_good_request_parses_and_round_trips() {
+    let request = ConfigureRequest::from_properties(&props()).unwrap();
+    assert_eq!(request.peers.me.index, 2);
+    assert_eq!(
+        request.peers.peers[2].endpoints["control"],
+        "tcp://127.0.0.3:5555"
+    );
+    assert!(request.restart);
+    assert!(!request.dry_run);
+    let again = ConfigureRequest::from_properties(&request.to_properties()).unwrap();
+    assert_eq!(again, request);
+}
+
+#[test]
+fn assign_sorts_by_name_and_numbers_from_one() {
+    let peer = |name: &str| Peer {
+        id: format!("id-{name}"),
+        name: name.into(),
+        address: format!("{name}.lan"),
+        index: 0,
+        endpoints: Default::default(),
+    };
+    let list = PeerList::assign("lab", vec![peer("c"), peer("a"), peer("b")], "c").unwrap();
+    let order: Vec<(&str, usize)> = list
+        .peers
+        .iter()
+        .map(|p| (p.name.as_str(), p.index))
+        .collect();
+    assert_eq!(order, [("a", 1), ("b", 2), ("c", 3)]);
+    assert_eq!((list.me.name.as_str(), list.me.index), ("c", 3));
+    assert_eq!(list.cluster.size, 3);
+    list.check().unwrap();
+    assert!(PeerList::assign("lab", vec![peer("a")], "z").is_none());
+}
+
+#[test]
+fn each_bad_field_is_named() {
+    type Edit = Box<dyn FnOnce(&mut Map<String, Value>)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "cluster",
+            Box::new(|p| {
+                p.remove("cluster");
+            }),
+        ),
+        (
+            "cluster",
+            Box::new(|p| {
+                p.insert("cluster".into(), json!({"name": "lab"}));
+            }),
+        ),
+        (
+            "cluster.size",
+            Box::new(|p| {
+                p["cluster"]["size"] = json!(4);
+            }),
+        ),
+        (
+            "cluster.name",
+            Box::new(|p| {
+                p["cluster"]["name"] = json!("");
+            }),
+        ),
+        (
+            "self",
+            Box::new(|p| {
+                p.insert("self".into(), json!("b"));
+            }),
+        ),
+        (
+            "self.name",
+            Box::new(|p| {
+                p["self"]["name"] = json!("z");
+            }),
+        ),
+        (
+            "self.index",
+            Box::new(|p| {
+                p["self"]["index"] = json!(3);
+            }),
+        ),
+        (
+            "peers",
+            Box::new(|p| {
+                p.insert("peers".into(), json!({}));
+            }),
+        ),
+        (
+            "peers[1]",
+            Box::new(|p| {
+                p["peers"][1]["index"] = json!("two");
+            }),
+        ),
+        (
+            "peers[2].index",
+            Box::new(|p| {
+                p["peers"][2]["index"] = json!(1);
+            }),
+        ),
+        (
+            "peers[1].name",
+            Box::new(|p| {
+                p["peers"][1]["name"] = json!("a");
+            }),
+        ),
+        (
+            "peers[0].address",
+            Box::new(|p| {
+                p["peers"][0]["address"] = json!("");
+            }),
+        ),
+        (
+            "restart",
+            Box::new(|p| {
+                p.insert("restart".into(), json!("yes please"));
+            }),
+        ),
+        (
+            "dry_run",
+            Box::new(|p| {
+                p.insert("dry_run".into(), json!(1));
+            }),
+        ),
+    ];
+    for (field, edit) in cases {
+        let e = field_error(edit);
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.to_string().starts_with(&format!("'{field}': ")), "{e}");
+    }
+}

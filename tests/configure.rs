@@ -1,0 +1,394 @@
+//! `configure` and `reset` against real agents: templates rendered from a 3-peer list and
+//! written to disk, dry runs, restarts limited to the watchers whose files changed, data dirs
+//! wiped under a running watcher, and a real 3-member etcd cluster formed from the profile.
+
+use crate::support::{run_command, wait_for, Agent};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use troupe::protocol::{ConfigureRequest, Peer, PeerList};
+
+/// The `configure` properties for `me` among `nodes` (name, address), as the controller
+/// builds them.
+fn configure_props(nodes: &[(&str, &str)], me: &str, restart: bool, dry_run: bool) -> Value {
+    let peers = nodes
+        .iter()
+        .map(|(name, address)| Peer {
+            id: format!("id-{name}"),
+            name: name.to_string(),
+            address: address.to_string(),
+            index: 0,
+            endpoints: [("control".to_string(), format!("tcp://{address}:5555"))].into(),
+        })
+        .collect();
+    let request = ConfigureRequest {
+        peers: PeerList::assign("lab", peers, me).expect("me among the peers"),
+        restart,
+        dry_run,
+    };
+    Value::Object(request.to_properties())
+}
+
+const THREE: [(&str, &str); 3] = [
+    ("node-c", "127.0.0.13"),
+    ("node-a", "127.0.0.11"),
+    ("node-b", "127.0.0.12"),
+];
+
+const TEMPLATE: &str = "node={{ self.name }} index={{ self.index }} of {{ cluster.size }}\n\
+{% for p in peers %}\npeer.{{ p.index }}={{ p.name }}@{{ p.address }}\n{% endfor %}\n";
+
+const RENDERED_FOR_B: &str = "node=node-b index=2 of 3\n\
+peer.1=node-a@127.0.0.11\npeer.2=node-b@127.0.0.12\npeer.3=node-c@127.0.0.13\n";
+
+/// A `[watcher.NAME]` running `sleep` that renders `<dir>/NAME.j2` to `<dir>/out/NAME.conf`.
+fn template_watcher(dir: &Path, name: &str, template: &str) -> String {
+    std::fs::write(dir.join(format!("{name}.j2")), template).unwrap();
+    format!(
+        "[watcher.{name}]\ncmd = \"sleep 1000\"\n\n[[watcher.{name}.template]]\nsource = \"{src}\"\ndest = \"{dest}\"\nmode = \"0640\"\n\n",
+        src = dir.join(format!("{name}.j2")).display(),
+        dest = dir.join(format!("out/{name}.conf")).display(),
+    )
+}
+
+fn sha256_of(path: &Path) -> String {
+    let run = run_command(
+        {
+            let mut c = Command::new("sha256sum");
+            c.arg(path);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    run.stdout.split_whitespace().next().unwrap().to_string()
+}
+
+fn ok(reply: &Value) -> &Value {
+    assert_eq!(reply["status"], "ok", "{reply}");
+    reply
+}
+
+fn files_changed(reply: &Value) -> Vec<(String, bool)> {
+    reply["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["watcher"].as_str().unwrap().to_string(),
+                f["changed"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn configure_writes_the_rendered_templates_to_disk() {
+    let work = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&template_watcher(work.path(), "web", TEMPLATE));
+    let dest = work.path().join("out/web.conf");
+
+    let reply = agent.call("configure", configure_props(&THREE, "node-b", false, false));
+    ok(&reply);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), RENDERED_FOR_B);
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640);
+    let file = &reply["files"][0];
+    assert_eq!(file["watcher"], "web");
+    assert_eq!(file["path"], json!(dest));
+    assert_eq!(file["sha256"], json!(sha256_of(&dest)));
+    assert_eq!(file["changed"], true);
+    assert_eq!(reply["restarted"], json!([]));
+    assert!(reply.get("rendered").is_none(), "{reply}");
+
+    let again = agent.call("configure", configure_props(&THREE, "node-b", false, false));
+    assert_eq!(files_changed(ok(&again)), [("web".to_string(), false)]);
+    assert!(!work.path().join("out/web.conf.bak").exists());
+}
+
+#[test]
+fn a_dry_run_returns_the_text_and_writes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&template_watcher(work.path(), "web", TEMPLATE));
+    let reply = agent.call("configure", configure_props(&THREE, "node-b", true, true));
+    ok(&reply);
+    assert_eq!(reply["rendered"][0]["text"], RENDERED_FOR_B);
+    assert_eq!(reply["rendered"][0]["watcher"], "web");
+    assert_eq!(reply["files"][0]["changed"], true);
+    assert_eq!(reply["restarted"], json!([]));
+    assert!(!work.path().join("out").exists());
+}
+
+#[test]
+fn restart_restarts_only_the_watcher_whose_files_changed() {
+    let work = tempfile::tempdir().unwrap();
+    let config = template_watcher(work.path(), "alpha", TEMPLATE)
+        + &template_watcher(work.path(), "beta", TEMPLATE);
+    let agent = Agent::start(&config);
+    wait_for("both watchers", Duration::from_secs(5), || {
+        agent.pids("alpha").len() == 1 && agent.pids("beta").len() == 1
+    });
+    let first = agent.call("configure", configure_props(&THREE, "node-b", true, false));
+    let both: Vec<String> = ok(&first)["restarted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(both, ["alpha", "beta"], "first rendering changes both");
+    let (alpha, beta) = (agent.pids("alpha"), agent.pids("beta"));
+
+    std::fs::write(work.path().join("alpha.j2"), format!("{TEMPLATE}# v2\n")).unwrap();
+    let reply = agent.call("configure", configure_props(&THREE, "node-b", true, false));
+    assert_eq!(ok(&reply)["restarted"], json!(["alpha"]));
+    assert_eq!(
+        files_changed(&reply),
+        [("alpha".to_string(), true), ("beta".to_string(), false)]
+    );
+    let new_alpha = agent.pids("alpha");
+    assert_eq!(new_alpha.len(), 1);
+    assert_ne!(new_alpha, alpha, "alpha was restarted");
+    assert_eq!(agent.pids("beta"), beta, "beta was left alone");
+}
+
+#[test]
+fn a_template_error_is_an_error_reply_and_nothing_is_written() {
+    let work = tempfile::tempdir().unwrap();
+    let config = template_watcher(work.path(), "alpha", TEMPLATE)
+        + &template_watcher(work.path(), "beta", "ok\n{{ self.nope }}\n");
+    let agent = Agent::start(&config);
+    let reply = agent.call("configure", configure_props(&THREE, "node-b", false, false));
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert_eq!(reply["errno"], 5);
+    let reason = reply["reason"].as_str().unwrap();
+    assert!(reason.contains("beta.j2, line 2"), "{reason}");
+    assert!(reason.contains("undefined"), "{reason}");
+    assert!(
+        !work.path().join("out").exists(),
+        "alpha's file was not written"
+    );
+
+    let mut bad = configure_props(&THREE, "node-b", false, false);
+    bad["peers"][1]["index"] = json!(7);
+    let reply = agent.call("configure", bad);
+    assert_eq!(reply["errno"], 3, "{reply}");
+    assert!(
+        reply["reason"]
+            .as_str()
+            .unwrap()
+            .contains("'peers[1].index'"),
+        "{reply}"
+    );
+}
+
+/// A watcher running `sleep` with `data_dir = [<dir>]`.
+fn data_watcher(name: &str, dir: &Path, hook: &str) -> String {
+    format!(
+        "[watcher.{name}]\ncmd = \"sleep 1000\"\ndata_dir = [\"{}\"]\n{hook}\n",
+        dir.display()
+    )
+}
+
+fn fill(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("a.db"), "0123456789").unwrap();
+    std::fs::write(dir.join("sub/b.log"), "abcde").unwrap();
+}
+
+#[test]
+fn reset_wipes_a_running_watcher_and_starts_it_again() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data/db");
+    fill(&data);
+    let watchers = data_watcher(
+        "db",
+        &data,
+        "reset_hook = \"echo 1 > \\\"$TROUPE_DATA_DIRS/myid\\\"\"",
+    ) + "[watcher.web]\ncmd = \"sleep 1000\"\n";
+    let agent = Agent::start_with(
+        &watchers,
+        &format!("data_root = \"{}\"", work.path().join("data").display()),
+    );
+    wait_for("db running", Duration::from_secs(5), || {
+        agent.pids("db").len() == 1
+    });
+    let before = agent.pids("db");
+
+    // What the controller's `reconfigure --reset` sends: a glob; web has nothing to reset.
+    let reply = agent.call("reset", json!({"name": "*"}));
+    ok(&reply);
+    assert_eq!(reply["skipped"], json!(["web"]));
+    assert_eq!(reply["wiped"], json!([{"path": data, "bytes": 15}]));
+    assert_eq!(reply["restarted"], json!(["db"]));
+    let left: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["myid"], "only what the reset_hook wrote");
+    let after = agent.pids("db");
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "the watcher runs again, with a new process");
+}
+
+#[test]
+fn reset_refuses_a_dir_outside_data_root_and_touches_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("elsewhere/db");
+    fill(&data);
+    let agent = Agent::start_with(
+        &data_watcher("db", &data, ""),
+        &format!("data_root = \"{}\"", work.path().join("data").display()),
+    );
+    wait_for("db running", Duration::from_secs(5), || {
+        agent.pids("db").len() == 1
+    });
+    let before = agent.pids("db");
+    let reply = agent.call("reset", json!({"name": "d*"}));
+    assert_eq!(reply["status"], "error", "{reply}");
+    assert!(
+        reply["reason"]
+            .as_str()
+            .unwrap()
+            .contains("under-data-root"),
+        "{reply}"
+    );
+    assert!(data.join("a.db").exists());
+    assert_eq!(agent.pids("db"), before, "never stopped");
+}
+
+#[test]
+fn a_three_member_etcd_cluster_forms_from_the_profile() {
+    // scripts/test installs them; a missing service is a failure, not a silent pass.
+    assert!(
+        Path::new("/usr/bin/etcd").exists() && Path::new("/usr/bin/etcdctl").exists(),
+        "etcd-server and etcd-client are not installed: run scripts/test as root"
+    );
+    let names = ["etcd-1", "etcd-2", "etcd-3"];
+    let addresses: Vec<String> = names
+        .iter()
+        .map(|_| crate::support::unique_loopback())
+        .collect();
+    let work = tempfile::tempdir().unwrap();
+    let agents: Vec<Agent> = names
+        .iter()
+        .zip(&addresses)
+        .map(|(name, address)| {
+            // The profile writes etcd.env (and etcd keeps its data) in the working_dir.
+            let dir = work.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let watcher = format!(
+                "[watcher.etcd]\ncmd = \"/bin/sh\"\nargs = [\"-c\", \"set -a && . ./etcd.env && exec etcd\"]\n\
+                 working_dir = \"{}\"\nprofile = \"etcd\"\nautostart = false\ngraceful_timeout = 5\n",
+                dir.display()
+            );
+            Agent::start_named(name, address, &watcher, "")
+        })
+        .collect();
+    let nodes: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&addresses)
+        .map(|(n, a)| (*n, a.as_str()))
+        .collect();
+    for (agent, name) in agents.iter().zip(names) {
+        ok(&agent.call("configure", configure_props(&nodes, name, false, false)));
+        ok(&agent.call("start", json!({"name": "etcd", "waiting": true})));
+    }
+    let endpoints = addresses
+        .iter()
+        .map(|a| format!("http://{a}:2379"))
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for("3 healthy etcd members", Duration::from_secs(30), || {
+        let mut c = Command::new("etcdctl");
+        c.args([
+            "--endpoints",
+            &endpoints,
+            "--command-timeout=2s",
+            "endpoint",
+            "health",
+        ])
+        .env("ETCDCTL_API", "3");
+        let run = run_command(c, Duration::from_secs(10));
+        run.code == Some(0)
+            && run.stdout.matches("is healthy").count() + run.stderr.matches("is healthy").count()
+                == 3
+    });
+    let mut c = Command::new("etcdctl");
+    c.args(["--endpoints", &endpoints, "member", "list"])
+        .env("ETCDCTL_API", "3");
+    let members = run_command(c, Duration::from_secs(10)).stdout;
+    eprintln!("etcd members:\n{members}");
+    for name in names {
+        assert!(members.contains(name), "{name} missing from\n{members}");
+    }
+}
+
+/// ZooKeeper's `srvr` four-letter command: the server's mode (leader, follower, standalone).
+fn zookeeper_mode(address: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = format!("{address}:2181").parse().ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"srvr").ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("Mode: "))
+        .map(str::to_string)
+}
+
+#[test]
+fn a_three_server_zookeeper_ensemble_forms_from_the_profile() {
+    let jar = "/usr/share/java/zookeeper.jar";
+    assert!(
+        Path::new(jar).exists() && Path::new("/usr/bin/java").exists(),
+        "zookeeper (and java) are not installed: run scripts/test as root"
+    );
+    let names = ["zk-1", "zk-2", "zk-3"];
+    let addresses: Vec<String> = names
+        .iter()
+        .map(|_| crate::support::unique_loopback())
+        .collect();
+    let work = tempfile::tempdir().unwrap();
+    let agents: Vec<Agent> = names
+        .iter()
+        .zip(&addresses)
+        .map(|(name, address)| {
+            let dir = work.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let watcher = format!(
+                "[watcher.zk]\ncmd = \"java\"\n\
+                 args = \"-Xmx128m -cp /etc/zookeeper/conf:{jar} org.apache.zookeeper.server.quorum.QuorumPeerMain zoo.cfg\"\n\
+                 working_dir = \"{}\"\nprofile = \"zookeeper\"\nautostart = false\ngraceful_timeout = 5\n",
+                dir.display(),
+            );
+            Agent::start_named(name, address, &watcher, "")
+        })
+        .collect();
+    let nodes: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&addresses)
+        .map(|(n, a)| (*n, a.as_str()))
+        .collect();
+    for (i, (agent, name)) in agents.iter().zip(names).enumerate() {
+        ok(&agent.call("configure", configure_props(&nodes, name, false, false)));
+        let myid = work.path().join(name).join("data/myid");
+        assert_eq!(
+            std::fs::read_to_string(myid).unwrap(),
+            format!("{}\n", i + 1)
+        );
+        ok(&agent.call("start", json!({"name": "zk", "waiting": true})));
+    }
+    wait_for(
+        "a leader and two followers",
+        Duration::from_secs(60),
+        || {
+            let mut modes: Vec<String> =
+                addresses.iter().filter_map(|a| zookeeper_mode(a)).collect();
+            modes.sort();
+            modes == ["follower", "follower", "leader"]
+        },
+    );
+}
