@@ -28,6 +28,22 @@ pub fn bind_publisher(context: &Context, endpoint: &str) -> tmq::Result<tmq::pub
     tmq::publish(context).set_linger(0).bind(endpoint)
 }
 
+/// An async SUB connected to a PUB endpoint (a node's stats or events), subscribed to
+/// `prefix`. `max_message_size` bounds one frame, so a hostile publisher cannot make us
+/// allocate more; ZeroMQ reconnects by itself when the publisher restarts.
+pub fn connect_subscriber(
+    context: &Context,
+    endpoint: &str,
+    prefix: &[u8],
+    max_message_size: u64,
+) -> tmq::Result<tmq::subscribe::Subscribe> {
+    tmq::subscribe(context)
+        .set_linger(0)
+        .set_maxmsgsize(i64::try_from(max_message_size).unwrap_or(i64::MAX))
+        .connect(endpoint)?
+        .subscribe(prefix)
+}
+
 /// A blocking DEALER connected to a control endpoint, as circusctl uses.
 pub fn connect_control(context: &Context, endpoint: &str) -> zmq::Result<zmq::Socket> {
     let socket = context.socket(zmq::DEALER)?;

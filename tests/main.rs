@@ -4,10 +4,11 @@
 mod announce;
 mod broadcast;
 mod circusctl;
-mod configure;
 mod cli;
+mod configure;
 mod discovery;
 mod raw_frames;
 mod remote_exec;
+mod stats;
 mod supervision;
 mod support;

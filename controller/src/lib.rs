@@ -5,6 +5,8 @@
 //! - [`discovery`]: the sources feeding membership (mDNS, range probing, seeds, Circus UDP).
 //! - [`serve`]: the long-running controller; [`nodes`]: the one-shot listing.
 //! - [`settings`], [`state`]: troupe.toml, env and flags; ranges remembered by `troupe cluster`.
+//! - [`stats`]: live stats aggregation (`troupe serve`'s stats socket, `troupe stats`);
+//!   [`top`]: the `troupe top` terminal view.
 
 pub mod broadcast;
 pub mod circus_args;
@@ -20,3 +22,5 @@ pub mod serve;
 pub mod settings;
 pub mod shell;
 pub mod state;
+pub mod stats;
+pub mod top;

@@ -15,7 +15,7 @@ use troupe_controller::state::ControllerState;
 /// Drive a cluster of troupe agents (and stock circusd nodes).
 ///
 /// Any Circus command (status, start, stop, restart, reload, incr, decr, numprocesses, list,
-/// stats, signal, kill, get, set, options, add, rm, quit, ...) runs on every node:
+/// signal, kill, get, set, options, add, rm, quit, ...) runs on every node:
 /// `troupe status`, `troupe stop web --node 'db-*' --waiting`, `troupe incr web 2 --json`.
 /// Exit codes: 0 all ok, 1 some node failed or timed out, 2 usage error, 3 nothing matched.
 #[derive(Parser, Debug)]
@@ -42,7 +42,7 @@ enum Command {
         flags: NodeFlags,
     },
     /// Run the controller: continuous discovery and membership, control socket 5558,
-    /// events 5560.
+    /// stats 5559, events 5560.
     Serve {
         #[command(flatten)]
         flags: NodeFlags,
@@ -55,6 +55,9 @@ enum Command {
         /// Events port (default 5560).
         #[arg(long)]
         events_port: Option<u16>,
+        /// Stats port (default 5559): every member's stats, node-prefixed, for circus-top.
+        #[arg(long)]
+        stats_port: Option<u16>,
         /// Re-push `configure` when membership changes (debounced by --quiet-period).
         #[arg(long)]
         auto_configure: bool,
@@ -104,6 +107,14 @@ enum Command {
         reset: bool,
         #[command(flatten)]
         broadcast: BroadcastFlags,
+    },
+    /// CPU and memory of every process on every node: one snapshot (from a running
+    /// `troupe serve`, else asked of each node), or with --since the history serve keeps.
+    Stats(troupe_controller::stats::cli::StatsArgs),
+    /// Live view of the whole cluster (q quits, c/m/a sort, / filters).
+    Top {
+        #[command(flatten)]
+        flags: NodeFlags,
     },
     /// Interactive console: the same commands, with history and completion.
     Shell {
@@ -203,6 +214,8 @@ fn main() -> ExitCode {
             println!("{table}");
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }),
+        Command::Stats(args) => run_async(troupe_controller::stats::cli::run(args)),
+        Command::Top { flags } => run_async(troupe_controller::top::run(flags)),
         Command::Shell { flags } => match troupe_controller::shell::run(flags) {
             Ok(code) => code,
             Err(e) => {
@@ -238,6 +251,7 @@ fn main() -> ExitCode {
             bind,
             port,
             events_port,
+            stats_port,
             auto_configure,
             quiet_period,
         } => run_async(async move {
@@ -250,6 +264,9 @@ fn main() -> ExitCode {
             }
             if let Some(port) = events_port {
                 settings.config.serve.events_port = port;
+            }
+            if let Some(port) = stats_port {
+                settings.config.serve.stats_port = port;
             }
             settings.config.serve.auto_configure |= auto_configure;
             if let Some(quiet) = quiet_period {

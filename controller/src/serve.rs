@@ -1,6 +1,7 @@
 //! `troupe serve`: the long-running controller. Continuous discovery and membership, a
-//! control socket (register_node, unregister_node, nodelist, cluster) and an events socket
-//! publishing `node.<name>.join|suspect|down|leave|update`.
+//! control socket (register_node, unregister_node, nodelist, cluster, stats_snapshot,
+//! stats_history), an events socket publishing `node.<name>.join|suspect|down|leave|update`,
+//! and a stats socket re-publishing every member's stats (see [`crate::stats`]).
 
 use crate::broadcast::{fan_out, reply_ok, select};
 use crate::command::alive_targets;
@@ -67,6 +68,13 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     let events_endpoint = format!("tcp://{}:{}", serve.bind, serve.events_port);
     let mut events = troupe::sockets::bind_publisher(&zmq, &events_endpoint)
         .with_context(|| format!("binding the controller's events socket on {events_endpoint}"))?;
+    let stats_endpoint = format!("tcp://{}:{}", serve.bind, serve.stats_port);
+    let stats_socket = troupe::sockets::bind_publisher(&zmq, &stats_endpoint)
+        .with_context(|| format!("binding the controller's stats socket on {stats_endpoint}"))?;
+    let (stats, stats_actor) = crate::stats::spawn(
+        crate::stats::Feed::Members(membership.clone()),
+        Some(stats_socket),
+    );
     let mut member_events = membership.subscribe();
     let publisher = tokio::spawn(async move {
         while let Ok(event) = member_events.recv().await {
@@ -79,13 +87,14 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
             }
         }
     });
-    tracing::info!(control = %control_endpoint, events = %events_endpoint, multicast = settings.multicast, "troupe serve ready");
+    tracing::info!(control = %control_endpoint, events = %events_endpoint, stats = %stats_endpoint, multicast = settings.multicast, "troupe serve ready");
     let context = Arc::new(ServeContext {
         membership: membership.clone(),
         discovery,
         settings,
+        stats,
     });
-    let mut tasks = vec![publisher];
+    let mut tasks = vec![publisher, stats_actor];
     if context.settings.config.serve.auto_configure {
         tasks.push(tokio::spawn(auto_configure(context.clone())));
     }
@@ -167,6 +176,7 @@ struct ServeContext {
     membership: MembershipHandle,
     discovery: Discovery,
     settings: Settings,
+    stats: crate::stats::StatsHandle,
 }
 
 async fn control_loop(mut router: tmq::router::Router, context: Arc<ServeContext>) {
@@ -217,6 +227,10 @@ async fn handle(
     request: &Request,
     context: &ServeContext,
 ) -> Result<Map<String, Value>, CommandError> {
+    // Before forwarding: `node` is a filter for these, not a destination.
+    if let Some(reply) = crate::stats::control::handle(request, &context.stats).await {
+        return reply;
+    }
     if let Some(selection) = request.properties.get("node") {
         return forward(request, selection, context).await;
     }

@@ -1,0 +1,281 @@
+//! The stats actor: owns the subscriptions (one SUB reader task per member), the
+//! [`ClusterStats`] and the optional PUB socket it re-publishes on. Readers, the control
+//! socket and `troupe top` talk to it through one channel.
+
+use super::history::{HistoryQuery, Series};
+use super::model::ClusterStats;
+use super::reader::{self, StatsSource, Stream};
+use super::snapshot::Snapshot;
+use super::topic::{cluster_topic, node_total_topic, Topic};
+use crate::membership::{Kind, Member, MemberState, MembershipHandle};
+use futures::SinkExt;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{interval, Instant, MissedTickBehavior};
+use troupe::protocol::now_epoch;
+
+/// How often node totals are published and the state is pruned and reconciled.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the actor is told.
+#[derive(Debug)]
+pub enum StatsMsg {
+    /// One message of a stream (from a reader task), its topic already read.
+    Sample {
+        node: String,
+        topic: Topic,
+        body: Vec<u8>,
+    },
+    Snapshot(oneshot::Sender<Snapshot>),
+    History(HistoryQuery, oneshot::Sender<Vec<Series>>),
+}
+
+/// Where the samples come from.
+pub enum Feed {
+    /// Every member's own stream, following membership (`troupe serve`, one-shot `top`).
+    Members(MembershipHandle),
+    /// One controller's re-published stream (`troupe top` against `troupe serve`).
+    Controller(String),
+}
+
+/// A cheap, cloneable reference to the stats actor.
+#[derive(Clone)]
+pub struct StatsHandle {
+    tx: mpsc::Sender<StatsMsg>,
+}
+
+impl StatsHandle {
+    /// The latest snapshot; None once the actor has stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(StatsMsg::Snapshot(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn history(&self, query: HistoryQuery) -> Option<Vec<Series>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(StatsMsg::History(query, tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Starts the actor. With `publisher`, every sample is re-published there with the node
+/// prefixed to the watcher, plus node totals (`stat.<node>`).
+pub fn spawn(
+    feed: Feed,
+    publisher: Option<tmq::publish::Publish>,
+) -> (StatsHandle, JoinHandle<()>) {
+    // Bounded: a slow actor makes readers wait, and ZeroMQ drops at the SUB's high-water mark
+    // instead of this process growing without limit.
+    let (tx, rx) = mpsc::channel(4096);
+    let zmq = zmq::Context::new();
+    let mut actor = Actor {
+        stats: ClusterStats::default(),
+        subscriptions: BTreeMap::new(),
+        publisher,
+        zmq,
+        tx: tx.clone(),
+    };
+    let (membership, controller) = match feed {
+        Feed::Members(membership) => (Some(membership), None),
+        Feed::Controller(endpoint) => (None, Some(endpoint)),
+    };
+    if let Some(endpoint) = controller {
+        actor.subscribe_controller(endpoint);
+    }
+    let task = tokio::spawn(actor.run(rx, membership));
+    (StatsHandle { tx }, task)
+}
+
+struct Subscription {
+    node: String,
+    source: StatsSource,
+    task: JoinHandle<()>,
+}
+
+struct Actor {
+    stats: ClusterStats,
+    /// By member key ("" for a controller's stream).
+    subscriptions: BTreeMap<String, Subscription>,
+    publisher: Option<tmq::publish::Publish>,
+    zmq: zmq::Context,
+    tx: mpsc::Sender<StatsMsg>,
+}
+
+impl Drop for Actor {
+    fn drop(&mut self) {
+        for subscription in self.subscriptions.values() {
+            subscription.task.abort();
+        }
+    }
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<StatsMsg>, membership: Option<MembershipHandle>) {
+        let mut events = membership.as_ref().map(MembershipHandle::subscribe);
+        if let Some(membership) = &membership {
+            self.reconcile(&membership.members());
+        }
+        let mut tick = interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.on_message(msg).await,
+                    None => return,
+                },
+                // Membership publishes an event just before its new view, so this may read
+                // the old one; the next tick catches up.
+                changed = member_event(&mut events) => {
+                    if changed.is_err() {
+                        events = None; // membership is gone; keep serving what we have
+                    }
+                    if let Some(membership) = &membership {
+                        self.reconcile(&membership.members());
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Some(membership) = &membership {
+                        self.reconcile(&membership.members());
+                    }
+                    self.on_tick().await;
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, msg: StatsMsg) {
+        let now = Instant::now();
+        match msg {
+            StatsMsg::Sample { node, topic, body } => {
+                let Some(payload) = reader::decode(&body) else {
+                    return;
+                };
+                self.stats.ingest(&node, &topic, &payload, now);
+                self.publish(cluster_topic(&node, &topic), body).await;
+            }
+            StatsMsg::Snapshot(reply) => {
+                let _ = reply.send(self.stats.snapshot(now, now_epoch()));
+            }
+            StatsMsg::History(query, reply) => {
+                let _ = reply.send(self.stats.history(&query, now, now_epoch()));
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        for (node, totals) in self.stats.take_fresh_totals(now) {
+            let payload = json!({
+                "pid": totals.pid, "cpu": totals.cpu, "mem": totals.mem, "age": totals.age,
+                "rss": totals.rss,
+            });
+            self.publish(node_total_topic(&node), payload.to_string().into_bytes())
+                .await;
+        }
+        self.stats.prune(now);
+    }
+
+    async fn publish(&mut self, topic: String, body: Vec<u8>) {
+        if let Some(socket) = &mut self.publisher {
+            if let Err(e) = socket.send(vec![topic.into_bytes(), body]).await {
+                tracing::debug!("stats not re-published: {e}");
+            }
+        }
+    }
+
+    /// Subscribes to alive (and suspect: it may still be sending) members, unsubscribes from
+    /// those down, left or forgotten, and re-subscribes when a stats endpoint changes. Down
+    /// and left nodes stay in the stats, to be shown stale; forgotten ones go.
+    fn reconcile(&mut self, members: &[Member]) {
+        let now = Instant::now();
+        let wanted: BTreeMap<String, (String, StatsSource)> = members
+            .iter()
+            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .filter_map(|m| Some((m.key.clone(), (m.name.clone(), stats_source(m)?))))
+            .collect();
+        let stale: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|(key, s)| {
+                wanted
+                    .get(*key)
+                    .is_none_or(|(node, source)| *node != s.node || *source != s.source)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            if let Some(subscription) = self.subscriptions.remove(&key) {
+                tracing::debug!(node = %subscription.node, "unsubscribing from stats");
+                subscription.task.abort();
+            }
+        }
+        for (key, (node, source)) in wanted {
+            if self.subscriptions.contains_key(&key) {
+                continue;
+            }
+            self.stats.add_node(&node, now);
+            let stream = Stream::Node {
+                node: node.clone(),
+                source: source.clone(),
+            };
+            let task = tokio::spawn(reader::read(self.zmq.clone(), stream, self.tx.clone()));
+            self.subscriptions
+                .insert(key, Subscription { node, source, task });
+        }
+        let known: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        let forgotten: Vec<String> = self
+            .stats
+            .nodes()
+            .filter(|node| !known.contains(node))
+            .map(String::from)
+            .collect();
+        for node in forgotten {
+            self.stats.forget(&node);
+        }
+    }
+
+    /// A controller's stream: the only subscription when there is no membership to follow.
+    fn subscribe_controller(&mut self, endpoint: String) {
+        let stream = Stream::Controller {
+            endpoint: endpoint.clone(),
+        };
+        let task = tokio::spawn(reader::read(self.zmq.clone(), stream, self.tx.clone()));
+        let subscription = Subscription {
+            node: String::new(),
+            source: StatsSource::Known(endpoint),
+            task,
+        };
+        self.subscriptions.insert(String::new(), subscription);
+    }
+}
+
+/// Where a member's stats are: its reported stats port at the host we reach it on, or (a
+/// stock circusd, which has no `nodeinfo`) whatever its `globaloptions` say.
+fn stats_source(member: &Member) -> Option<StatsSource> {
+    match (&member.kind, &member.info) {
+        (Kind::Troupe, Some(info)) => {
+            reader::reachable(&info.endpoints.stats, &member.endpoint).map(StatsSource::Known)
+        }
+        (Kind::Circus, _) => Some(StatsSource::AskCircus {
+            control: member.endpoint.clone(),
+        }),
+        (Kind::Troupe, None) => None,
+    }
+}
+
+/// The next member event, or never when there is no membership to follow.
+async fn member_event(
+    events: &mut Option<broadcast::Receiver<crate::membership::PublishedEvent>>,
+) -> Result<(), ()> {
+    match events {
+        None => std::future::pending().await,
+        Some(rx) => match rx.recv().await {
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+            Err(broadcast::error::RecvError::Closed) => Err(()),
+        },
+    }
+}

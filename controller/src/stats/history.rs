@@ -1,0 +1,272 @@
+//! Stats history: a ring buffer of samples per process (and per node total) covering the last
+//! [`WINDOW`], for `troupe stats --since` and the dashboard's charts.
+//!
+//! Memory is bounded three ways: points older than the window are dropped as new ones come;
+//! a series never holds more than [`MAX_POINTS`] (the window at 100 ms samples); and a
+//! series with no point in the window (its process is gone) is removed by [`History::prune`].
+
+use super::snapshot::{Figures, Totals};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How far back the history goes.
+pub const WINDOW: Duration = Duration::from_secs(600);
+/// Most points one series keeps: the window at the fastest interval we expect (100 ms).
+pub const MAX_POINTS: usize = 6000;
+
+/// Which series: a process of a watcher, or (watcher and pid None) a node's total.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub node: String,
+    pub watcher: Option<String>,
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Point {
+    at: Instant,
+    figures: Figures,
+}
+
+/// One series as `stats_history` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub node: String,
+    /// None for the node's total.
+    pub watcher: Option<String>,
+    pub pid: Option<u32>,
+    pub points: Vec<HistoryPoint>,
+}
+
+/// One sample: epoch seconds and the figures (None where the node said "N/A").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub time: f64,
+    pub cpu: Option<f64>,
+    pub mem: Option<f64>,
+    pub rss: Option<u64>,
+    pub age: Option<f64>,
+}
+
+/// What `stats_history` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub since: Duration,
+    pub nodes: super::snapshot::NameFilter,
+    pub watchers: super::snapshot::NameFilter,
+    /// Whether a watcher selection was given: node totals then stay out.
+    pub watcher_given: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct History {
+    series: BTreeMap<SeriesKey, VecDeque<Point>>,
+}
+
+impl History {
+    pub fn record(&mut self, key: SeriesKey, figures: Figures, now: Instant) {
+        let ring = self.series.entry(key).or_default();
+        while ring
+            .front()
+            .is_some_and(|p| now.duration_since(p.at) > WINDOW)
+        {
+            ring.pop_front();
+        }
+        if ring.len() >= MAX_POINTS {
+            ring.pop_front();
+        }
+        ring.push_back(Point { at: now, figures });
+    }
+
+    /// Records a node's total as a series of its own.
+    pub fn record_total(&mut self, node: &str, totals: &Totals, now: Instant) {
+        let figures = Figures {
+            cpu: Some(totals.cpu),
+            mem: Some(totals.mem),
+            age: Some(totals.age),
+            rss: Some(totals.rss),
+        };
+        let key = SeriesKey {
+            node: node.to_string(),
+            watcher: None,
+            pid: None,
+        };
+        self.record(key, figures, now);
+    }
+
+    /// Drops every series whose last point left the window (its process or node is gone).
+    pub fn prune(&mut self, now: Instant) {
+        self.series.retain(|_, ring| {
+            ring.back()
+                .is_some_and(|p| now.duration_since(p.at) <= WINDOW)
+        });
+    }
+
+    /// Points newer than `query.since`, times in epoch seconds (`now` is `now_epoch`).
+    pub fn query(&self, query: &HistoryQuery, now: Instant, now_epoch: f64) -> Vec<Series> {
+        let since = query.since.min(WINDOW);
+        self.series
+            .iter()
+            .filter(|(key, _)| query.nodes.matches(&key.node))
+            .filter(|(key, _)| match &key.watcher {
+                Some(watcher) => query.watchers.matches(watcher),
+                None => !query.watcher_given,
+            })
+            .filter_map(|(key, ring)| {
+                let points: Vec<HistoryPoint> = ring
+                    .iter()
+                    .filter(|p| now.duration_since(p.at) <= since)
+                    .map(|p| HistoryPoint {
+                        time: now_epoch - now.duration_since(p.at).as_secs_f64(),
+                        cpu: p.figures.cpu,
+                        mem: p.figures.mem,
+                        rss: p.figures.rss,
+                        age: p.figures.age,
+                    })
+                    .collect();
+                (!points.is_empty()).then(|| Series {
+                    node: key.node.clone(),
+                    watcher: key.watcher.clone(),
+                    pid: key.pid,
+                    points,
+                })
+            })
+            .collect()
+    }
+
+    /// How many series and points are held (for tests and logs).
+    pub fn size(&self) -> (usize, usize) {
+        (
+            self.series.len(),
+            self.series.values().map(VecDeque::len).sum(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::snapshot::NameFilter;
+
+    fn key(node: &str, watcher: &str, pid: u32) -> SeriesKey {
+        SeriesKey {
+            node: node.into(),
+            watcher: Some(watcher.into()),
+            pid: Some(pid),
+        }
+    }
+
+    fn cpu(value: f64) -> Figures {
+        Figures {
+            cpu: Some(value),
+            ..Figures::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ring_holds_the_window_and_no_more() {
+        let mut history = History::default();
+        let start = Instant::now();
+        // 15 minutes of 1 s samples: only the last 10 minutes stay.
+        for i in 0..900 {
+            history.record(
+                key("a", "w", 1),
+                cpu(i as f64),
+                start + Duration::from_secs(i),
+            );
+        }
+        let now = start + Duration::from_secs(899);
+        assert_eq!(history.size(), (1, 601));
+        let query = HistoryQuery {
+            since: Duration::from_secs(3600),
+            ..HistoryQuery::default()
+        };
+        let series = history.query(&query, now, 10_000.0);
+        assert_eq!(series[0].points.len(), 601);
+        assert_eq!(series[0].points[0].cpu, Some(299.0));
+        assert_eq!(series[0].points[600].time, 10_000.0);
+        assert_eq!(series[0].points[0].time, 9_400.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_stream_is_capped_at_max_points() {
+        let mut history = History::default();
+        let start = Instant::now();
+        for i in 0..(MAX_POINTS as u64 + 500) {
+            history.record(
+                key("a", "w", 1),
+                cpu(1.0),
+                start + Duration::from_millis(i * 10),
+            );
+        }
+        assert_eq!(history.size(), (1, MAX_POINTS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gone_processes_are_dropped_after_the_window() {
+        let mut history = History::default();
+        let start = Instant::now();
+        history.record(key("a", "gone", 1), cpu(1.0), start);
+        for s in 0..=601 {
+            history.record(
+                key("a", "kept", 2),
+                cpu(1.0),
+                start + Duration::from_secs(s),
+            );
+        }
+        history.prune(start + Duration::from_secs(599));
+        assert_eq!(history.size().0, 2, "still inside the window");
+        history.prune(start + Duration::from_secs(601));
+        assert_eq!(history.size().0, 1);
+        let all = HistoryQuery {
+            since: WINDOW,
+            ..HistoryQuery::default()
+        };
+        let series = history.query(&all, start + Duration::from_secs(601), 0.0);
+        assert_eq!(series[0].watcher.as_deref(), Some("kept"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queries_select_by_time_node_and_watcher() {
+        let mut history = History::default();
+        let start = Instant::now();
+        for s in 0..10 {
+            let at = start + Duration::from_secs(s);
+            history.record(key("a", "web", 1), cpu(1.0), at);
+            history.record(key("b", "db", 2), cpu(2.0), at);
+            history.record_total("a", &Totals::default(), at);
+        }
+        let now = start + Duration::from_secs(9);
+        let last = |since: u64, nodes: Option<&str>, watchers: Option<&str>| {
+            let query = HistoryQuery {
+                since: Duration::from_secs(since),
+                nodes: NameFilter::parse(nodes).unwrap(),
+                watchers: NameFilter::parse(watchers).unwrap(),
+                watcher_given: watchers.is_some(),
+            };
+            history
+                .query(&query, now, 100.0)
+                .into_iter()
+                .map(|s| (s.node, s.watcher, s.points.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            last(3, None, None),
+            [
+                ("a".to_string(), None, 4),
+                ("a".to_string(), Some("web".to_string()), 4),
+                ("b".to_string(), Some("db".to_string()), 4),
+            ]
+        );
+        assert_eq!(
+            last(60, Some("b"), None),
+            [("b".to_string(), Some("db".to_string()), 10)]
+        );
+        assert_eq!(
+            last(60, None, Some("web")),
+            [("a".to_string(), Some("web".to_string()), 10)]
+        );
+    }
+}
