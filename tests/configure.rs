@@ -326,7 +326,7 @@ fn a_three_member_etcd_cluster_forms_from_the_profile() {
 }
 
 /// ZooKeeper's `srvr` four-letter command: the server's mode (leader, follower, standalone).
-fn zookeeper_mode(address: &str) -> Option<String> {
+pub(crate) fn zookeeper_mode(address: &str) -> Option<String> {
     use std::io::{Read, Write};
     let addr = format!("{address}:2181").parse().ok()?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;

@@ -5,6 +5,7 @@ mod announce;
 mod broadcast;
 mod circusctl;
 mod cli;
+mod cluster_e2e;
 mod configure;
 mod discovery;
 mod raw_frames;

@@ -6,39 +6,29 @@ use crate::command::{BroadcastOptions, ClusterLink};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use troupe::protocol::Request;
+use troupe::protocol::{ConfigureRequest, Peer, PeerList, Request};
 
-/// One peer as `configure` sends it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Peer {
-    pub id: String,
-    pub name: String,
-    pub address: String,
-    pub index: usize,
-    pub endpoints: Value,
-    pub control: String,
-}
-
-/// The peer list: troupe members (alive) sorted by name, indexed from 1. Stock circusd nodes
-/// cannot render configs and are left out.
-pub fn peer_list(nodes: &[Value]) -> Vec<Peer> {
-    let mut peers: Vec<&Value> = nodes
+/// The peers: alive troupe members without an id clash (stock circusd nodes cannot render
+/// configs), with the host the controller reaches each at. Sorting and indexing is
+/// [`PeerList::assign`]'s job.
+pub fn peers(nodes: &[Value]) -> Vec<Peer> {
+    nodes
         .iter()
         .filter(|n| n["state"] == "alive" && n["kind"] == "troupe" && n["conflict"] != true)
-        .collect();
-    peers.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    peers
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
+        .map(|n| {
             let control = n["endpoint"].as_str().unwrap_or_default().to_string();
+            let endpoints: BTreeMap<String, String> = n["endpoints"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect();
             Peer {
                 id: n["id"].as_str().unwrap_or_default().to_string(),
                 name: n["name"].as_str().unwrap_or_default().to_string(),
                 address: host_of(&control),
-                index: i + 1,
-                endpoints: n["endpoints"].clone(),
-                control,
+                index: 0,
+                endpoints,
             }
         })
         .collect()
@@ -53,31 +43,21 @@ pub fn host_of(endpoint: &str) -> String {
         .to_string()
 }
 
-/// The `configure` request for `me`.
+/// The `configure` request for the peer called `me`.
 pub fn configure_request(
     cluster: &str,
     peers: &[Peer],
-    me: &Peer,
+    me: &str,
     restart: bool,
     dry_run: bool,
-) -> Request {
-    let peer_json = |p: &Peer| json!({"id": p.id, "name": p.name, "address": p.address, "index": p.index, "endpoints": p.endpoints});
-    let mut props = Map::new();
-    props.insert(
-        "cluster".into(),
-        json!({"name": cluster, "size": peers.len()}),
-    );
-    props.insert(
-        "self".into(),
-        json!({"id": me.id, "name": me.name, "address": me.address, "index": me.index}),
-    );
-    props.insert(
-        "peers".into(),
-        json!(peers.iter().map(peer_json).collect::<Vec<_>>()),
-    );
-    props.insert("restart".into(), json!(restart));
-    props.insert("dry_run".into(), json!(dry_run));
-    Request::new("configure", props)
+) -> Option<Request> {
+    let peers = PeerList::assign(cluster, peers.to_vec(), me)?;
+    let request = ConfigureRequest {
+        peers,
+        restart,
+        dry_run,
+    };
+    Some(Request::new("configure", request.to_properties()))
 }
 
 /// Pushes `configure` to the selected peers (every peer gets the full list); replies keyed
@@ -89,23 +69,25 @@ pub async fn push(
     restart: bool,
     dry_run: bool,
 ) -> anyhow::Result<BTreeMap<String, Value>> {
-    let peers = peer_list(nodes);
+    let peers = peers(nodes);
     let selected: Vec<Target> = crate::broadcast::select(
-        peers.iter().map(|p| Target {
-            name: p.name.clone(),
-            endpoint: p.control.clone(),
-        }),
+        nodes
+            .iter()
+            .filter(|n| {
+                peers
+                    .iter()
+                    .any(|p| Some(p.name.as_str()) == n["name"].as_str())
+            })
+            .map(|n| Target {
+                name: n["name"].as_str().unwrap_or_default().to_string(),
+                endpoint: n["endpoint"].as_str().unwrap_or_default().to_string(),
+            }),
         options.node.as_deref(),
     )
     .map_err(|e| anyhow::anyhow!(e))?;
-    let sends = selected.iter().map(|target| {
-        let me = peers
-            .iter()
-            .find(|p| p.name == target.name)
-            .expect("selected from peers");
-        let request = configure_request(cluster, &peers, me, restart, dry_run);
-        let target = target.clone();
-        async move {
+    let sends = selected.into_iter().filter_map(|target| {
+        let request = configure_request(cluster, &peers, &target.name, restart, dry_run)?;
+        Some(async move {
             let mut replies = fan_out(
                 std::slice::from_ref(&target),
                 &request,
@@ -113,11 +95,9 @@ pub async fn push(
                 false,
             )
             .await;
-            (
-                target.name.clone(),
-                replies.remove(&target.name).unwrap_or(Value::Null),
-            )
-        }
+            let reply = replies.remove(&target.name).unwrap_or(Value::Null);
+            (target.name, reply)
+        })
     });
     Ok(futures::future::join_all(sends).await.into_iter().collect())
 }
@@ -256,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn peers_are_alive_troupe_members_sorted_by_name_indexed_from_one() {
+    fn peers_are_alive_troupe_members_indexed_from_one_by_name() {
         let nodes = vec![
             node("c", "tcp://10.0.0.3:5555", "alive"),
             node("a", "tcp://10.0.0.1:5555", "alive"),
@@ -264,10 +244,16 @@ mod tests {
             json!({"name": "circus-x", "kind": "circus", "state": "alive", "endpoint": "tcp://10.0.0.9:5555"}),
             node("d", "tcp://[2001:db8::4]:5555", "alive"),
         ];
-        let peers = peer_list(&nodes);
-        let summary: Vec<(String, usize, String)> = peers
+        let request = configure_request("lab", &peers(&nodes), "c", false, false).unwrap();
+        let props = Value::Object(request.properties);
+        let summary: Vec<(String, u64, String)> = props["peers"]
+            .as_array()
+            .unwrap()
             .iter()
-            .map(|p| (p.name.clone(), p.index, p.address.clone()))
+            .map(|p| {
+                let text = |k: &str| p[k].as_str().unwrap().to_string();
+                (text("name"), p["index"].as_u64().unwrap(), text("address"))
+            })
             .collect();
         assert_eq!(
             summary,
@@ -277,21 +263,25 @@ mod tests {
                 ("d".into(), 3, "2001:db8::4".into())
             ]
         );
+        assert_eq!(props["self"]["name"], "c");
+        assert_eq!(props["self"]["index"], 2);
+        assert_eq!(props["cluster"], json!({"name": "lab", "size": 3}));
+        assert_eq!(props["restart"], false);
+        assert!(
+            configure_request("lab", &peers(&nodes), "b", false, false).is_none(),
+            "a down node is no peer"
+        );
     }
 
     #[test]
-    fn the_request_carries_self_peers_and_cluster() {
+    fn the_request_is_what_the_agent_accepts() {
         let nodes = vec![
             node("a", "tcp://10.0.0.1:5555", "alive"),
             node("b", "tcp://10.0.0.2:5555", "alive"),
         ];
-        let peers = peer_list(&nodes);
-        let request = configure_request("lab", &peers, &peers[1], true, false);
-        let props = Value::Object(request.properties);
-        assert_eq!(props["cluster"], json!({"name": "lab", "size": 2}));
-        assert_eq!(props["self"]["index"], 2);
-        assert_eq!(props["self"]["address"], "10.0.0.2");
-        assert_eq!(props["peers"].as_array().unwrap().len(), 2);
-        assert_eq!(props["restart"], true);
+        let request = configure_request("lab", &peers(&nodes), "b", true, true).unwrap();
+        let parsed = ConfigureRequest::from_properties(&request.properties).unwrap();
+        assert_eq!(parsed.peers.me.address, "10.0.0.2");
+        assert!(parsed.restart && parsed.dry_run);
     }
 }
