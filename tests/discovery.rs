@@ -12,7 +12,7 @@ use crate::support::{
 };
 use serde_json::{Map, Value};
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -552,9 +552,6 @@ fn range_probe_on_loopback_lists_exactly_the_agents() {
             );
         }
     }
-    if TcpStream::connect("127.0.0.1:5558").is_ok() {
-        panic!("something listens on 127.0.0.1:5558, where `troupe nodes` looks for a running controller first; this test needs on-the-spot discovery");
-    }
     let _garbage = GarbageServer::start("127.0.0.12:5555");
     let agents: Vec<Agent> = addresses
         .iter()
@@ -574,6 +571,9 @@ fn range_probe_on_loopback_lists_exactly_the_agents() {
             "--json",
             "--state-dir",
             &state,
+            // On-the-spot discovery, even if a controller (e.g. a demo) runs on 5558.
+            "--controller",
+            "tcp://127.0.0.1:1",
         ],
     );
     let nodes = nodes_of(&run);
@@ -626,6 +626,9 @@ fn range_probe_on_loopback_lists_exactly_the_agents() {
             "--no-mdns",
             "--state-dir",
             &state,
+            // On-the-spot discovery, even if a controller (e.g. a demo) runs on 5558.
+            "--controller",
+            "tcp://127.0.0.1:1",
         ],
     );
     assert_eq!(run.code, Some(0), "{run:#?}");

@@ -1,0 +1,81 @@
+//! `troupe shell` driven as a user would, through its standard input: the same commands as
+//! the CLI, plus nodes, cluster, help and exit.
+
+use crate::support::{bin, Agent};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[test]
+fn the_shell_runs_commands_line_by_line_and_remembers_a_cluster_range() {
+    let watchers = "[watcher.sleeper]\ncmd = \"sleep 1000\"\ngraceful_timeout = 1\n";
+    let first = Agent::start_named("shell-a", &crate::support::unique_loopback(), watchers, "");
+    let second = Agent::start_named("shell-b", &crate::support::unique_loopback(), watchers, "");
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin("troupe"))
+        .args(["shell", "--no-mdns", "--controller", "tcp://127.0.0.1:1"])
+        .args(["--probe", &first.address])
+        .arg("--state-dir")
+        .arg(state.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "nodes\nstatus\nincr sleeper 2 --waiting --node shell-a\nbogus\ncluster {} 2\nnodes\nstop --waiting\nhelp\nexit\n",
+        second.address
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    // `nodes` before `cluster` knows only the probed agent; after it, both.
+    let tables: Vec<&str> = stdout.split("NAME ").collect();
+    assert_eq!(tables.len(), 3, "two node tables:\n{stdout}");
+    assert!(
+        tables[1].contains("shell-a") && !tables[1].contains("shell-b"),
+        "{stdout}"
+    );
+    assert!(
+        tables[2].contains("shell-a") && tables[2].contains("shell-b"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["shell-a", "sleeper", "active"]),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["shell-a", "3"]),
+        "{stdout}"
+    );
+    assert!(stderr.contains("unknown command 'bogus'"), "{stderr}");
+    assert!(stdout.contains("probing"), "{stdout}");
+    assert!(stdout.contains("Shell commands"), "help:\n{stdout}");
+    // The commands really ran: incr on shell-a only, then stop on both.
+    assert!(first.pids("sleeper").is_empty() && second.pids("sleeper").is_empty());
+    assert_eq!(
+        first.call("numprocesses", serde_json::json!({"name": "sleeper"}))["numprocesses"],
+        0
+    );
+    assert_eq!(
+        first.call(
+            "get",
+            serde_json::json!({"name": "sleeper", "keys": ["numprocesses"]})
+        )["options"]["numprocesses"],
+        3
+    );
+    assert!(
+        state.path().join("shell_history").exists(),
+        "history is kept"
+    );
+}
