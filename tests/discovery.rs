@@ -933,3 +933,60 @@ fn serve_refuses_a_bad_config_naming_the_key() {
     assert!(run.stderr.contains("serve.control_port"), "{run:#?}");
     assert!(run.stderr.contains("troupe.toml"), "{run:#?}");
 }
+
+/// `troupe serve --auto-configure`: a node joining mid-experiment is folded in; every node's
+/// rendered file ends up naming all peers, pushed once membership is quiet.
+#[test]
+fn serve_auto_configure_pushes_the_peer_list_when_a_node_joins() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let start = |name: &str, address: &str| {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("peers.j2"),
+            "{% for p in peers %}{{ p.index }}={{ p.name }}@{{ p.address }}\n{% endfor %}",
+        )
+        .unwrap();
+        let watcher = format!(
+            "[watcher.svc]\ncmd = \"sleep 1000\"\ngraceful_timeout = 1\n\
+             [[watcher.svc.template]]\nsource = \"{dir}/peers.j2\"\ndest = \"{dir}/peers.txt\"\n",
+            dir = dir.display()
+        );
+        Agent::start_named(name, address, &watcher, "")
+    };
+    let addresses: Vec<String> = (0..3).map(|_| unique_loopback()).collect();
+    let _a = start("auto-a", &addresses[0]);
+    let _b = start("auto-b", &addresses[1]);
+    let probe = addresses.join(",");
+    let _serve = LoopbackServe::start(&[
+        "--probe",
+        &probe,
+        "--auto-configure",
+        "--quiet-period",
+        "1s",
+    ]);
+    let rendered = |name: &str| {
+        std::fs::read_to_string(work.path().join(name).join("peers.txt")).unwrap_or_default()
+    };
+    let two = format!("1=auto-a@{}\n2=auto-b@{}\n", addresses[0], addresses[1]);
+    wait_for(
+        "both nodes configured with 2 peers",
+        Duration::from_secs(20),
+        || rendered("auto-a") == two && rendered("auto-b") == two,
+    );
+    let _c = start("auto-c", &addresses[2]);
+    let three = format!("{two}3=auto-c@{}\n", addresses[2]);
+    wait_for(
+        "every node configured with 3 peers",
+        Duration::from_secs(20),
+        || {
+            ["auto-a", "auto-b", "auto-c"]
+                .iter()
+                .all(|n| rendered(n) == three)
+        },
+    );
+    assert!(
+        work.path().join("auto-a").join("peers.txt.bak").exists(),
+        "the 2-peer version is kept as .bak"
+    );
+}
