@@ -9,7 +9,7 @@
 //! and a broadcast without `--controller` would go through it).
 
 use crate::support::{
-    alive, bin, circusctl, run_command, unique_loopback, wait_for, Agent, Daemon, Run,
+    alive, bin, circusctl, troupe, unique_loopback, wait_for, Agent, Daemon, Run,
 };
 use serde_json::Value;
 use std::io::BufRead;
@@ -29,27 +29,6 @@ const NODES: [&str; 5] = ["bc-db-1", "bc-db-2", "bc-web-1", "bc-web-2", "bc-web-
 
 // ----------------------------------------------------------------------------------------------
 // Helpers
-
-/// `troupe ARGS...` run from `dir`, isolated from the caller's environment (no TROUPE_*
-/// variables, no troupe.toml in the working dir, no user config), killed after 30 s.
-fn troupe(dir: &Path, args: &[&str]) -> Run {
-    let mut command = Command::new(bin("troupe"));
-    command
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env("XDG_CONFIG_HOME", dir);
-    for var in [
-        "TROUPE_CONTROLLER",
-        "TROUPE_PROBE",
-        "TROUPE_MDNS",
-        "TROUPE_CONFIG",
-        "TROUPE_LOG",
-    ] {
-        command.env_remove(var);
-    }
-    command.args(args);
-    run_command(command, Duration::from_secs(30))
-}
 
 /// The whitespace-separated cells of every table row (the header excluded).
 fn rows(run: &Run) -> Vec<Vec<String>> {

@@ -8,7 +8,7 @@
 
 use crate::support::netns::{Host, Netns, Segment};
 use crate::support::{
-    bin, circus_venv, run_command, unique_loopback, wait_for, Agent, Daemon, Run,
+    bin, circus_venv, isolated, run_command, troupe, unique_loopback, wait_for, Agent, Daemon, Run,
 };
 use serde_json::{Map, Value};
 use std::io::Write;
@@ -26,33 +26,6 @@ const DOWN_BOUND: Duration = Duration::from_secs(6);
 
 // ----------------------------------------------------------------------------------------------
 // Helpers
-
-/// `command` (a `troupe` invocation, possibly behind `ip netns exec`) isolated from the
-/// caller's environment: no TROUPE_* variables, no troupe.toml in the working dir, no user
-/// config.
-fn isolated(mut command: Command, dir: &Path) -> Command {
-    command
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env("XDG_CONFIG_HOME", dir);
-    for var in [
-        "TROUPE_CONTROLLER",
-        "TROUPE_PROBE",
-        "TROUPE_MDNS",
-        "TROUPE_CONFIG",
-        "TROUPE_LOG",
-    ] {
-        command.env_remove(var);
-    }
-    command
-}
-
-/// `troupe ARGS...` in the root namespace, run from `dir`.
-fn troupe(dir: &Path, args: &[&str]) -> Run {
-    let mut command = isolated(Command::new(bin("troupe")), dir);
-    command.args(args);
-    run_command(command, Duration::from_secs(30))
-}
 
 /// `troupe ARGS...` inside `ns`, run from `dir`.
 fn troupe_in(ns: &Netns, dir: &Path, args: &[&str]) -> Run {

@@ -6,9 +6,7 @@
 //! `--no-mdns`, an explicit `--controller` and its own `--state-dir`. Terminal programs run in
 //! a tmux server of their own (`tmux -L <unique>`), killed by a guard.
 
-use crate::support::{
-    bin, circus_venv, run_command, unique_loopback, wait_for, Agent, Daemon, Run,
-};
+use crate::support::{bin, circus_venv, troupe, unique_loopback, wait_for, Agent, Daemon, Run};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -75,26 +73,6 @@ fn parse_mem(text: &str) -> u64 {
     let (number, unit) = text.split_at(split);
     let power = "BKMGT".find(unit).expect("known unit") as i32;
     (number.parse::<f64>().expect("number") * 1024f64.powi(power)) as u64
-}
-
-/// `troupe ARGS...` from `dir`, isolated from the caller's environment and config.
-fn troupe(dir: &Path, args: &[&str]) -> Run {
-    let mut command = Command::new(bin("troupe"));
-    command
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env("XDG_CONFIG_HOME", dir);
-    for var in [
-        "TROUPE_CONTROLLER",
-        "TROUPE_PROBE",
-        "TROUPE_MDNS",
-        "TROUPE_CONFIG",
-        "TROUPE_LOG",
-    ] {
-        command.env_remove(var);
-    }
-    command.args(args);
-    run_command(command, Duration::from_secs(30))
 }
 
 #[track_caller]

@@ -491,3 +491,30 @@ pub fn zombie_children(pid: u32) -> Vec<u32> {
     }
     zombies
 }
+
+/// `command` (a `troupe` invocation, possibly behind `ip netns exec`) isolated from the
+/// caller's environment: no TROUPE_* variables, no troupe.toml in the working dir, no user
+/// config.
+pub fn isolated(mut command: Command, dir: &Path) -> Command {
+    command
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir);
+    for var in [
+        "TROUPE_CONTROLLER",
+        "TROUPE_PROBE",
+        "TROUPE_MDNS",
+        "TROUPE_CONFIG",
+        "TROUPE_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// `troupe ARGS...` in the root namespace, run from `dir`, isolated, killed after 30 s.
+pub fn troupe(dir: &Path, args: &[&str]) -> Run {
+    let mut command = isolated(Command::new(bin("troupe")), dir);
+    command.args(args);
+    run_command(command, Duration::from_secs(30))
+}
