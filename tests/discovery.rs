@@ -597,6 +597,9 @@ fn range_probe_on_loopback_lists_exactly_the_agents() {
             "--probe",
             "127.0.0.1-16",
             "--no-mdns",
+            // Probing is complete after one sweep: no listening time is needed.
+            "--wait",
+            "0s",
             "--state-dir",
             &state,
             // On-the-spot discovery, even if a controller (e.g. a demo) runs on 5558.

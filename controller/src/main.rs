@@ -32,7 +32,8 @@ struct Cli {
 enum Command {
     /// List the cluster's nodes: from a running `troupe serve`, or discovered on the spot.
     Nodes {
-        /// How long to discover (when no controller is running).
+        /// How long to listen for mDNS answers (when no controller runs); probing is
+        /// complete after one sweep.
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         wait: Duration,
         /// Print JSON instead of a table.

@@ -22,16 +22,21 @@ pub async fn list(
     }
     let (membership, discovery) = Discovery::start(crate::serve::sources(settings))?;
     let deadline = Instant::now() + wait;
-    match settings.expect {
-        Some(expect) => {
-            membership
-                .wait_until(wait, |m| {
-                    m.iter().filter(|m| m.state == MemberState::Alive).count() >= expect
+    // Probing is complete after its first sweep, whatever --wait says; mDNS answers keep
+    // arriving, so with multicast on, listen until --wait (or the expected count).
+    discovery.first_sweep().await;
+    if settings.multicast {
+        let expect = settings.expect;
+        let left = deadline.saturating_duration_since(Instant::now());
+        membership
+            .wait_until(left, |m| {
+                expect.is_some_and(|n| {
+                    m.iter().filter(|m| m.state == MemberState::Alive).count() >= n
                 })
-                .await
-        }
-        None => tokio::time::sleep_until(deadline).await,
+            })
+            .await;
     }
+    membership.sync().await;
     let nodes = membership.members().iter().map(member_json).collect();
     discovery.stop();
     Ok(nodes)
