@@ -1,0 +1,1202 @@
+#!/usr/bin/env python3
+"""troupe at cluster level: discovery, broadcast, configure and stats figures (not tests).
+
+Run through `bench/run mesh` (as root, with the venv's python: stdlib + pyzmq only). Reuses
+bench/compare.py's client and helpers.
+
+Nothing here runs in the root network namespace. The outer part creates, and finally deletes:
+  <tag>-m   lo (127.0.0.0/8, multicast on, route 224.0.0.0/4 dev lo: circusd joins a group)
+            and a veth pair whose both ends stay inside, v0 = 10.78.0.1/24 (the /24 probe)
+  <tag>-d   lo only: mDNS on lo
+  <tag>-br  a bridge (multicast snooping off) joining <tag>-h1 (10.78.1.1) and <tag>-h2
+            (10.78.1.2): mDNS between two "hosts"
+and runs the inner part once per phase inside one of them (`ip netns exec NS python mesh.py
+--inner PHASE ...`): `mdns-lo` in <tag>-d, `mdns-bridge` in <tag>-h2 (the agent is started in
+<tag>-h1), `main` in <tag>-m (probing, membership, broadcast, configure, etcd, stats, circusd).
+Whatever happens, the outer part kills every process left in its namespaces and deletes them.
+Agents get `mdns = false` and serves `--no-mdns` except in the two mDNS phases; each serve
+probes only the loopback addresses of its own agents (127.0.x.y inside <tag>-m) or the /24
+that exists only in <tag>-m.
+
+Figures (see report() for the exact list):
+  discovery   agent start -> `alive` at a running serve: mDNS (lo only; two hosts on a bridge)
+              and probing (probe_interval 5 s = default, and 1 s); SIGKILL -> `down` (nodelist
+              polled every 20 ms, and the node.<name>.down event); `troupe nodes --probe
+              10.78.0.0/24 --wait 0s`; a serve with 200 agents: time to 200 alive, CPU and RSS
+              at steady state
+  broadcast   `troupe status --controller` to 32 and 128 agents (p50/p99 of 20 runs, wall time
+              of the CLI process); one agent SIGSTOPped: total with --timeout 1s
+  configure   `troupe reconfigure` -> 3 healthy etcd members; `troupe configure` to 100 agents
+  stats       troupe-agent sampling 1000 processes at 1 Hz (CPU over 20 s minus idle);
+              circusd-stats (and circusd) on 1000 processes; serve aggregating 32 x 50 processes
+"""
+
+import argparse
+import json
+import os
+import random
+import resource
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from compare import (  # noqa: E402  (bench/compare.py: same directory)
+    CallError,
+    Client,
+    kill_namespace_except_self,
+    netns_pids,
+    own_netns,
+    percentile,
+    rss_kb,
+    source_state,
+)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PHASE_TIMEOUTS = {"mdns-lo": 90, "mdns-bridge": 90, "main": 560}
+
+# Targets from the issue.
+TARGET_DOWN_S = 3.0
+TARGET_PROBE24_S = 1.0
+TARGET_STATUS128_P50_MS = 50.0
+TARGET_BLACKHOLE_EXTRA_MS = 50.0
+TARGET_SAMPLING_CPU = 1.0  # % of one core
+
+FLEET = 200
+STATUS_RUNS = 20
+STATUS_WARMUP = 2
+BLACKHOLE_RUNS = 3
+CONFIGURE_RUNS = 10
+ETCD_RUNS = 3
+STATS_PROCS = 1000
+STATS_WINDOW_S = 20.0
+IDLE_WINDOW_S = 10.0
+SERVE_WINDOW_S = 10.0
+SUB_WINDOW_S = 10.0
+LOAD_PROCS = 50
+LOAD_NODES = 32
+
+
+def log(msg):
+    print(f"[mesh {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def loadavg():
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
+class Terminated(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# Outer part: root namespace. Creates the namespaces, runs each phase in one, cleans up.
+# --------------------------------------------------------------------------------------------
+
+
+def ip(*args):
+    out = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=15)
+    if out.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {out.stderr.strip()}")
+
+
+def outer(args):
+    if os.geteuid() != 0:
+        sys.exit("mesh.py: needs root (it creates network namespaces)")
+    for path in (args.agent, args.troupe, args.circusd, "/usr/bin/etcd", "/usr/bin/etcdctl"):
+        if not os.access(path, os.X_OK):
+            sys.exit(f"mesh.py: {path} is missing or not executable")
+    tag = f"trm{os.getpid()}"
+    ns_m, ns_d, ns_br, ns_h1, ns_h2 = (f"{tag}-{s}" for s in ("m", "d", "br", "h1", "h2"))
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_term)
+    created = []
+    inner_proc = None
+    outdir = tempfile.mkdtemp(prefix="troupe-mesh-out-")
+    results = {}
+    started = time.monotonic()
+    load_start = loadavg()
+    try:
+        def add(name):
+            ip("netns", "add", name)
+            created.append(name)
+            ip("-n", name, "link", "set", "lo", "up")
+
+        add(ns_m)
+        ip("-n", ns_m, "link", "set", "lo", "multicast", "on")
+        ip("-n", ns_m, "route", "add", "224.0.0.0/4", "dev", "lo")
+        ip("-n", ns_m, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        ip("-n", ns_m, "addr", "add", "10.78.0.1/24", "dev", "v0")
+        ip("-n", ns_m, "link", "set", "v0", "up")
+        ip("-n", ns_m, "link", "set", "v1", "up")
+        add(ns_d)
+        add(ns_br)
+        ip("-n", ns_br, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+        ip("-n", ns_br, "link", "set", "br0", "up")
+        for i, host in ((1, ns_h1), (2, ns_h2)):
+            add(host)
+            ip("-n", ns_br, "link", "add", f"v{i}", "type", "veth", "peer", "name", "eth0", "netns", host)
+            ip("-n", ns_br, "link", "set", f"v{i}", "master", "br0", "up")
+            ip("-n", host, "addr", "add", f"10.78.1.{i}/24", "dev", "eth0")
+            ip("-n", host, "link", "set", "eth0", "up")
+            ip("-n", host, "route", "add", "224.0.0.0/4", "dev", "eth0")
+        log(f"namespaces {', '.join(created)} created")
+
+        for phase, ns, extra in (
+            ("mdns-lo", ns_d, []),
+            ("mdns-bridge", ns_h2, ["--agent-netns", ns_h1]),
+            ("main", ns_m, []),
+        ):
+            out = os.path.join(outdir, f"{phase}.json")
+            cmd = [
+                "ip", "netns", "exec", ns,
+                sys.executable, "-u", os.path.abspath(__file__), "--inner", phase,
+                "--outer-netns", own_netns(), "--out", out,
+                "--agent", os.path.abspath(args.agent), "--troupe", os.path.abspath(args.troupe),
+                "--circusd", os.path.abspath(args.circusd), *extra,
+            ]
+            log(f"phase {phase} in {ns}")
+            inner_proc = subprocess.Popen(cmd)
+            try:
+                rc = inner_proc.wait(timeout=PHASE_TIMEOUTS[phase])
+            except subprocess.TimeoutExpired:
+                log(f"phase {phase} exceeded {PHASE_TIMEOUTS[phase]} s: stopping it")
+                inner_proc.send_signal(signal.SIGINT)
+                try:
+                    inner_proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    inner_proc.kill()
+                    inner_proc.wait(timeout=10)
+                rc = f"stopped after {PHASE_TIMEOUTS[phase]} s"
+            inner_proc = None
+            try:
+                with open(out) as f:
+                    results[phase] = json.load(f)
+            except (OSError, ValueError) as e:
+                results[phase] = {"figures": {}, "failures": [
+                    {"what": f"phase {phase}", "detail": f"no results ({e}); exit {rc}"}]}
+            results[phase]["rc"] = rc
+    except (KeyboardInterrupt, Terminated):
+        log("interrupted: cleaning up")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if inner_proc is not None and inner_proc.poll() is None:
+            try:
+                inner_proc.send_signal(signal.SIGINT)
+                inner_proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                inner_proc.kill()
+                inner_proc.wait(timeout=10)
+        # Everything still in the namespaces was started by this run.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pids = [p for ns in created for p in netns_pids(ns)]
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        for ns in created:
+            left = netns_pids(ns)
+            if left:
+                log(f"warning: processes still in {ns}: {left}")
+        for ns in reversed(created):
+            subprocess.run(["ip", "netns", "del", ns], timeout=15)
+        if created:
+            log(f"namespaces {', '.join(created)} deleted")
+    elapsed = time.monotonic() - started
+    return report(results, load_start, loadavg(), elapsed, outdir)
+
+
+def fmt_s(values, digits=2):
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
+def report(results, load_start, load_end, elapsed, outdir):
+    fig = {}
+    failures = []
+    loads = []
+    for phase in ("mdns-lo", "mdns-bridge", "main"):
+        r = results.get(phase, {})
+        fig.update(r.get("figures", {}))
+        failures += [dict(f, phase=phase) for f in r.get("failures", [])]
+        loads += r.get("loads", [])
+        if r.get("rc") not in (0, None) and not r.get("failures"):
+            failures.append({"phase": phase, "what": "phase exit", "detail": f"exit {r.get('rc')}"})
+
+    rows = []
+
+    def row(section, label, value, target="", ok=None):
+        rows.append((section, label, value, target, "" if ok is None else ("PASS" if ok else "FAIL")))
+
+    def med(key):
+        v = fig.get(key)
+        return statistics.median(v) if v else None
+
+    def runs(key, unit="s", digits=2):
+        v = fig.get(key)
+        if not v:
+            return "n/a"
+        return f"median {statistics.median(v):.{digits}f} {unit} ({fmt_s(v, digits)})"
+
+    S = "Discovery"
+    row(S, "agent start -> alive, mDNS, one namespace, lo only", runs("mdns_lo_alive_s"))
+    row(S, "agent start -> alive, mDNS, 2 namespaces on a bridge", runs("mdns_bridge_alive_s"))
+    row(S, "agent start -> alive, probing, probe_interval 5 s (default)", runs("probe5_alive_s"))
+    row(S, "agent start -> alive, probing, probe_interval 1 s", runs("probe1_alive_s"))
+    m = med("down_poll_s")
+    row(S, "SIGKILL -> down in nodelist (polled every 20 ms)", runs("down_poll_s"),
+        f"<= {TARGET_DOWN_S:g} s", None if m is None else max(fig["down_poll_s"]) <= TARGET_DOWN_S)
+    row(S, "SIGKILL -> node.<name>.down event", runs("down_event_s"))
+    row(S, "SIGKILL -> node.<name>.suspect event",
+        runs("suspect_event_s") if fig.get("suspect_event_s") else "none published (alive -> down directly)")
+    if fig.get("probe24_nodes_s"):
+        row(S, "troupe nodes --probe 10.78.0.0/24 --no-mdns --wait 0s (1 live agent)",
+            f"{runs('probe24_nodes_s', digits=3)}; nodes listed: {fig.get('probe24_nodes_listed')}")
+    m = med("probe24_s")
+    row(S, "troupe numwatchers --probe 10.78.0.0/24 --no-mdns (first sweep + 1 call)", runs("probe24_s", digits=3),
+        f"<= {TARGET_PROBE24_S:g} s", None if m is None else max(fig["probe24_s"]) <= TARGET_PROBE24_S)
+    if "probe_fleet_s" in fig:
+        row(S, f"troupe numwatchers --probe 127.0.1.1-{FLEET} (one-shot: sweep + {FLEET} calls)",
+            f"{fig['probe_fleet_s']:.2f} s, {fig.get('probe_fleet_found', '?')} found")
+    if "fleet_alive_s" in fig:
+        row(S, f"serve start -> {FLEET} agents alive", f"{fig['fleet_alive_s']:.2f} s")
+    if "fleet_serve_cpu" in fig:
+        row(S, f"serve CPU with {FLEET} members, steady state over {SERVE_WINDOW_S:g} s",
+            f"{fig['fleet_serve_cpu']:.1f} % of a core ({fig.get('fleet_alive_end', '?')} alive at the end)")
+        row(S, f"serve RSS with {FLEET} members (VmRSS / VmHWM)",
+            f"{fig['fleet_serve_rss_mb']:.1f} / {fig.get('fleet_serve_hwm_mb', 0):.1f} MiB")
+        row(S, f"  (for scale: the {FLEET} agents' CPU together)", f"{fig.get('fleet_agents_cpu', 0):.1f} % of a core")
+
+    S = "Broadcast"
+    for n in (32, 128):
+        key = f"status{n}_ms"
+        if fig.get(key):
+            v = fig[key]
+            p50, p99 = statistics.median(v), percentile(v, 99)
+            target, ok = ("", None)
+            if n == 128:
+                target, ok = f"p50 <= {TARGET_STATUS128_P50_MS:g} ms", p50 <= TARGET_STATUS128_P50_MS
+            row(S, f"troupe status --controller, {n} agents, p50 / p99 ({len(v)} runs)",
+                f"{p50:.1f} / {p99:.1f} ms (min {min(v):.1f}, max {max(v):.1f})", target, ok)
+            r = fig.get(f"status{n}_serve_ms")
+            if r:
+                row(S, "  the same request straight to the serve (pyzmq), p50 / p99",
+                    f"{statistics.median(r):.1f} / {percentile(r, 99):.1f} ms")
+        else:
+            row(S, f"troupe status --controller, {n} agents", "n/a")
+    for n in (32, 128):
+        key = f"blackhole{n}_s"
+        if fig.get(key):
+            v = fig[key]
+            extra = [(x - 1.0) * 1000 for x in v]
+            row(S, f"one agent SIGSTOPped, --timeout 1s, {n} agents: total",
+                f"{fmt_s(v, 3)} s (timeout + {fmt_s(extra, 0)} ms)",
+                f"1 s + <= {TARGET_BLACKHOLE_EXTRA_MS:g} ms", max(extra) <= TARGET_BLACKHOLE_EXTRA_MS)
+        else:
+            row(S, f"one agent SIGSTOPped, --timeout 1s, {n} agents", "n/a")
+
+    S = "Configure"
+    if fig.get("etcd_healthy_s"):
+        row(S, "troupe reconfigure -> 3 healthy etcd members (run 1 fresh, then --reset)",
+            runs("etcd_healthy_s"))
+        row(S, "  of which the reconfigure command itself", runs("etcd_reconfigure_s"))
+    else:
+        row(S, "troupe reconfigure -> 3 healthy etcd members", "n/a")
+    if fig.get("configure100_ms"):
+        v = fig["configure100_ms"]
+        row(S, f"troupe configure to 100 agents, p50 ({len(v)} runs, files unchanged)",
+            f"{statistics.median(v):.0f} ms (min {min(v):.0f}, max {max(v):.0f}); "
+            f"first push (files written) {fig.get('configure100_first_ms', 0):.0f} ms")
+    else:
+        row(S, "troupe configure to 100 agents", "n/a")
+
+    S = "Stats"
+    if "agent_cpu_loaded" in fig:
+        d = fig["agent_cpu_loaded"] - fig["agent_cpu_idle"]
+        row(S, f"troupe-agent sampling {STATS_PROCS} processes at 1 Hz, no subscriber (CPU, loaded - idle)",
+            f"{d:.2f} % of a core ({fig['agent_cpu_loaded']:.2f} over {STATS_WINDOW_S:g} s - "
+            f"{fig['agent_cpu_idle']:.2f} idle over {IDLE_WINDOW_S:g} s)",
+            f"<= {TARGET_SAMPLING_CPU:g} %", d <= TARGET_SAMPLING_CPU)
+        row(S, f"  with one subscriber reading the stream ({SUB_WINDOW_S:g} s)",
+            f"{fig.get('agent_cpu_sub', 0) - fig['agent_cpu_idle']:.2f} % of a core; "
+            f"{fig.get('agent_rate', 0):.0f} samples/s read, {fig.get('agent_pids_seen', 0)} distinct pids; "
+            f"agent RSS {fig.get('agent_rss_mb', 0):.1f} MiB")
+    else:
+        row(S, f"troupe-agent sampling {STATS_PROCS} processes", "n/a")
+    if "cstats_cpu_loaded" in fig:
+        d = fig["cstats_cpu_loaded"] - fig["cstats_cpu_idle"]
+        row(S, f"circusd-stats on the same {STATS_PROCS} processes, no subscriber (CPU, loaded - idle)",
+            f"{d:.2f} % of a core ({fig['cstats_cpu_loaded']:.2f} - {fig['cstats_cpu_idle']:.2f} idle)")
+        row(S, f"  with one subscriber reading the stream ({SUB_WINDOW_S:g} s)",
+            f"{fig.get('cstats_cpu_sub', 0) - fig['cstats_cpu_idle']:.2f} % of a core; "
+            f"{fig.get('cstats_rate', 0):.0f} samples/s read, {fig.get('cstats_pids_seen', 0)} distinct pids; "
+            f"circusd-stats RSS {fig.get('cstats_rss_mb', 0):.1f} MiB")
+        row(S, f"  circusd itself with {STATS_PROCS} processes (check_delay 5)",
+            f"{fig['circusd_cpu_loaded']:.2f} % of a core ({fig['circusd_cpu_idle']:.2f} idle)")
+    else:
+        row(S, f"circusd-stats on {STATS_PROCS} processes", "n/a")
+    if "serve_cpu_32x50" in fig:
+        d = fig["serve_cpu_32x50"] - fig["serve_cpu_32x1"]
+        row(S, f"serve aggregating {LOAD_NODES} agents x {LOAD_PROCS + 1} processes (CPU)",
+            f"{fig['serve_cpu_32x50']:.2f} % of a core; {fig['serve_cpu_32x1']:.2f} with "
+            f"{LOAD_NODES} x 1 (difference {d:.2f}); {fig.get('serve_procs_seen', '?')} processes in its snapshot")
+    else:
+        row(S, f"serve aggregating {LOAD_NODES} x {LOAD_PROCS}", "n/a")
+
+    print()
+    print(f"troupe at cluster level  ({time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs, "
+          f"load average at start {load_start}, at end {load_end}; {elapsed:.0f} s)")
+    print(f"troupe and troupe-agent built from {source_state()}")
+    print("Everything in network namespaces of the benchmark's own; loopback agents on 127.0.x.y there.")
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    section = None
+    for r in rows:
+        if r[0] != section:
+            section = r[0]
+            print()
+            print(section)
+        print("  " + "  ".join([r[1].ljust(widths[1]), r[2].ljust(widths[2]), r[3].ljust(widths[3]), r[4]]).rstrip())
+    if loads:
+        print()
+        print("load average (1 5 15 min) when each measurement started:")
+        for what, load in loads:
+            print(f"  {load}  {what}")
+    if failures:
+        print()
+        print("failures and oddities (exact command and output):")
+        for f in failures:
+            print(f"  [{f.get('phase')}] {f.get('what')}:")
+            for line in str(f.get("detail", "")).splitlines():
+                print(f"      {line}")
+        print(f"\nper-phase results and logs kept in {outdir} (and the workdirs named there)")
+    else:
+        shutil.rmtree(outdir, ignore_errors=True)
+    return 1 if failures else 0
+
+
+# --------------------------------------------------------------------------------------------
+# Inner part: inside one namespace.
+# --------------------------------------------------------------------------------------------
+
+
+class Failure(Exception):
+    """A measurement that could not be made: what was run and what came back."""
+
+
+def clean_env(workdir):
+    """The environment of every troupe process: no TROUPE_* variables, no user config, no
+    proxies (etcd health checks go straight to loopback)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TROUPE_") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env["HOME"] = workdir
+    env["XDG_CONFIG_HOME"] = workdir
+    return env
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def status_kb(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Inner:
+    def __init__(self, args):
+        self.args = args
+        self.workdir = tempfile.mkdtemp(prefix=f"troupe-mesh-{args.inner}-")
+        self.env = clean_env(self.workdir)
+        self.procs = []  # (what, Popen)
+        self.figures = {}
+        self.failures = []
+        self.loads = []
+        import zmq
+
+        self.zmq = zmq
+
+    # ---- bookkeeping -----------------------------------------------------------------------
+
+    def save(self):
+        tmp = self.args.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"figures": self.figures, "failures": self.failures, "loads": self.loads,
+                       "workdir": self.workdir}, f)
+        os.replace(tmp, self.args.out)
+
+    def note_load(self, what):
+        self.loads.append((what, loadavg()))
+
+    def fail(self, what, detail):
+        log(f"FAILURE {what}: {detail}")
+        self.failures.append({"what": what, "detail": detail})
+        self.save()
+
+    def attempt(self, what, fn, *a):
+        try:
+            return fn(*a)
+        except Failure as e:
+            self.fail(what, str(e))
+        except CallError as e:
+            self.fail(what, f"{e}")
+        except Exception:
+            self.fail(what, traceback.format_exc())
+        finally:
+            self.save()
+        return None
+
+    # ---- processes -------------------------------------------------------------------------
+
+    def spawn(self, what, argv, log_name, cwd=None):
+        logf = open(os.path.join(self.workdir, log_name), "ab")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                start_new_session=True, cwd=cwd or self.workdir, env=self.env)
+        logf.close()
+        self.procs.append((what, proc))
+        return proc
+
+    def stop(self, procs, timeout=20):
+        """SIGTERM to all, wait, SIGKILL what is left."""
+        procs = [p for p in procs if p is not None and p.poll() is None]
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+        ids = {id(p) for p in procs}
+        self.procs = [(w, p) for w, p in self.procs if id(p) not in ids and p.poll() is None]
+
+    def stop_all(self):
+        self.stop([p for _, p in self.procs], timeout=20)
+
+    def run(self, argv, timeout=60, expect=(0,)):
+        """Runs a command; returns (rc, stdout, stderr, wall seconds); Failure if rc unexpected."""
+        t0 = time.perf_counter()
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                               env=self.env, cwd=self.workdir, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            raise Failure(f"$ {shlex.join(argv)}\n(no exit within {timeout} s)\n"
+                          f"stdout: {(e.stdout or b'')[-1500:]!r}\nstderr: {(e.stderr or b'')[-1500:]!r}")
+        dt = time.perf_counter() - t0
+        if expect is not None and r.returncode not in expect:
+            raise Failure(f"$ {shlex.join(argv)}\nexit {r.returncode}\nstdout: {r.stdout[-1500:]}\n"
+                          f"stderr: {r.stderr[-1500:]}")
+        return r.returncode, r.stdout, r.stderr, dt
+
+    def troupe(self, *args, timeout=60, expect=(0,)):
+        return self.run([self.args.troupe, *args], timeout=timeout, expect=expect)
+
+    # ---- agents and serves -----------------------------------------------------------------
+
+    def agent_config(self, name, bind, cluster, mdns=False, watchers="", extra=""):
+        d = os.path.join(self.workdir, name)
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "troupe-agent.toml")
+        with open(path, "w") as f:
+            f.write(f'[agent]\nname = "{name}"\ncluster = "{cluster}"\nbind = "{bind}"\n'
+                    f'state_dir = "{d}/state"\nmdns = {"true" if mdns else "false"}\n{extra}\n\n{watchers}\n')
+        return d, path
+
+    def start_agent(self, name, bind, cluster, mdns=False, watchers="", extra="", prefix=(),
+                    level="warn"):
+        d, path = self.agent_config(name, bind, cluster, mdns, watchers, extra)
+        argv = [*prefix, self.args.agent, "--config", path, "--log-level", level]
+        return self.spawn(f"troupe-agent {name}", argv, f"{name}/agent.log", cwd=d)
+
+    def wait_answer(self, endpoint, proc, what, timeout=15, command="nodelist"):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise Failure(f"{what} exited with {proc.returncode} (log in {self.workdir})")
+            client = Client(self.zmq, endpoint)
+            try:
+                client.call(command, timeout=0.5)
+                return client
+            except CallError as e:
+                last = e
+                client.close()
+            time.sleep(0.05)
+        raise Failure(f"{what} did not answer {command} on {endpoint} within {timeout} s: {last}")
+
+    def start_serve(self, label, bind, *extra):
+        state = os.path.join(self.workdir, f"{label}-state")
+        argv = [self.args.troupe, "serve", "--bind", bind, "--port", "5558", "--stats-port", "5559",
+                "--events-port", "5560", "--state-dir", state, "--log-level", "info", *extra]
+        t0 = time.perf_counter()
+        proc = self.spawn(f"troupe serve {label}", argv, f"{label}.log")
+        client = self.wait_answer(f"tcp://{bind}:5558", proc, f"troupe serve {label} ({shlex.join(argv)})")
+        return proc, client, t0
+
+    @staticmethod
+    def states(client):
+        try:
+            reply = client.call("nodelist", timeout=3)
+        except CallError:
+            return None
+        return {n.get("name"): n.get("state") for n in reply.get("nodes", [])}
+
+    def wait_alive(self, client, names, timeout, poll=0.05):
+        """Waits until every name is alive; returns perf_counter() then, or Failure."""
+        names = set(names)
+        deadline = time.monotonic() + timeout
+        st = {}
+        while time.monotonic() < deadline:
+            st = self.states(client) or st
+            if all(st.get(n) == "alive" for n in names):
+                return time.perf_counter()
+            time.sleep(poll)
+        missing = sorted(n for n in names if st.get(n) != "alive")
+        raise Failure(f"not alive within {timeout} s: {len(missing)} of {len(names)} "
+                      f"(e.g. {missing[:5]}, states {[st.get(n) for n in missing[:5]]})")
+
+    def cpu_percent(self, pids, seconds, during=None):
+        """CPU of `pids` (sum, % of one core) over `seconds`; `during(deadline)` runs meanwhile."""
+        return self.cpu_groups({"": pids}, seconds, during)[""]
+
+    @staticmethod
+    def cpu_groups(groups, seconds, during=None):
+        """CPU (% of one core) of each group of pids {key: [pid]} over the same `seconds`."""
+        t0 = {k: sum(cpu_ticks(p) for p in pids) for k, pids in groups.items()}
+        w0 = time.monotonic()
+        deadline = w0 + seconds
+        if during:
+            during(deadline)
+        left = deadline - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+        t1 = {k: sum(cpu_ticks(p) for p in pids) for k, pids in groups.items()}
+        w1 = time.monotonic()
+        return {k: (t1[k] - t0[k]) / CLK_TCK / (w1 - w0) * 100 for k in groups}
+
+    # ---- mDNS phases -----------------------------------------------------------------------
+
+    def mdns(self, key, bind_prefix=()):
+        _, client, _ = self.start_serve("serve-mdns", "127.0.0.1", "--cluster", "bm-mdns")
+        self.note_load(f"mDNS discovery ({key})")
+        times = []
+        prev = None
+        for i in range(3):
+            name = f"{key.replace('_', '-')}-{i + 1}"  # a valid hostname too
+            if prev is not None:
+                self.stop([prev])  # SIGTERM: a goodbye; frees the ports for the next agent
+                time.sleep(0.3)
+            t0 = time.perf_counter()
+            prev = self.start_agent(name, "0.0.0.0", "bm-mdns", mdns=True,
+                                    watchers='[watcher.idle]\ncmd = "sleep 1000"\ngraceful_timeout = 1\n',
+                                    prefix=bind_prefix(name) if callable(bind_prefix) else bind_prefix,
+                                    level="info")
+            t1 = self.wait_alive(client, [name], 20, poll=0.02)
+            times.append(t1 - t0)
+            log(f"{name}: alive {times[-1]:.2f} s after start")
+            self.figures[f"{key}_alive_s"] = times
+            self.save()
+        client.close()
+
+    def phase_mdns_lo(self):
+        self.attempt("mDNS discovery, lo only", self.mdns, "mdns_lo")
+
+    def phase_mdns_bridge(self):
+        h1 = self.args.agent_netns
+
+        def prefix(name):
+            return ["ip", "netns", "exec", h1, "unshare", "--uts", "--", "sh", "-c",
+                    'hostname "$0" && exec "$@"', name]
+
+        self.attempt("mDNS discovery, bridge", self.mdns, "mdns_bridge", prefix)
+
+    # ---- main phase ------------------------------------------------------------------------
+
+    def probe_and_down(self):
+        zmq = self.zmq
+        idle = '[watcher.idle]\ncmd = "sleep 1000"\ngraceful_timeout = 1\n'
+        config1 = os.path.join(self.workdir, "probe1s.toml")
+        with open(config1, "w") as f:
+            f.write('cluster = "bm-probe"\nprobe_interval = "1s"\nmdns = false\n')
+        variants = [
+            ("probe5", "127.0.0.11", "127.0.4.1-3", ["--cluster", "bm-probe"]),
+            ("probe1", "127.0.0.12", "127.0.4.11-13", ["--config", config1]),
+        ]
+        for key, bind, rng, extra in variants:
+            proc, client, _ = self.start_serve(f"serve-{key}", bind, "--no-mdns", "--probe", rng, *extra)
+            sub = zmq.Context.instance().socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.connect(f"tcp://{bind}:5560")
+            sub.setsockopt(zmq.SUBSCRIBE, b"node.")
+            self.note_load(f"probing discovery and SIGKILL -> down ({key})")
+            first = int(rng.split("-")[0].rsplit(".", 1)[1])
+            try:
+                for i in range(3):
+                    name = f"{key}-{i + 1}"
+                    address = f"127.0.4.{first + i}"
+                    # Start at a random phase of the probe interval.
+                    time.sleep(random.uniform(0, 1))
+                    t0 = time.perf_counter()
+                    agent = self.start_agent(name, address, "bm-probe", watchers=idle)
+                    t1 = self.wait_alive(client, [name], 20, poll=0.02)
+                    self.figures.setdefault(f"{key}_alive_s", []).append(t1 - t0)
+                    log(f"{name}: alive {t1 - t0:.2f} s after start (probing)")
+                    time.sleep(2.5)  # a few heartbeats answered
+                    while sub.poll(0):
+                        sub.recv_multipart()
+                    t_kill = time.perf_counter()
+                    agent.kill()
+                    agent.wait(timeout=10)
+                    got = {}
+                    deadline = time.monotonic() + 15
+                    next_poll = 0.0
+                    while time.monotonic() < deadline and not {"poll", "down"} <= got.keys():
+                        if sub.poll(5):
+                            while sub.poll(0):
+                                topic = sub.recv_multipart()[0].decode()
+                                now = time.perf_counter() - t_kill
+                                for ev in ("suspect", "down"):
+                                    if topic == f"node.{name}.{ev}":
+                                        got.setdefault(ev, now)
+                        if "poll" not in got and time.perf_counter() >= next_poll:
+                            next_poll = time.perf_counter() + 0.02
+                            st = self.states(client)
+                            if st and st.get(name) == "down":
+                                got["poll"] = time.perf_counter() - t_kill
+                    for k, fkey in (("poll", "down_poll_s"), ("down", "down_event_s"),
+                                    ("suspect", "suspect_event_s")):
+                        if k in got:
+                            self.figures.setdefault(fkey, []).append(got[k])
+                    if "poll" not in got or "down" not in got:
+                        raise Failure(f"{name}: after SIGKILL, within 15 s: {got} (nodelist: "
+                                      f"{self.states(client)})")
+                    log(f"{name}: down {got['poll']:.2f} s after SIGKILL (event {got['down']:.2f} s)")
+                    self.save()
+            finally:
+                sub.close(0)
+                client.close()
+                self.stop([proc])
+
+    def probe24(self):
+        agent = self.start_agent("p24", "10.78.0.1", "bm-p24",
+                                 watchers='[watcher.idle]\ncmd = "sleep 1000"\ngraceful_timeout = 1\n')
+        try:
+            self.wait_answer("tcp://10.78.0.1:5555", agent, "troupe-agent p24", command="numwatchers").close()
+            self.note_load("troupe nodes --probe 10.78.0.0/24")
+            state = os.path.join(self.workdir, "cli-state")
+            common = ["--probe", "10.78.0.0/24", "--no-mdns", "--cluster", "bm-p24", "--state-dir", state,
+                      "--controller", "tcp://127.0.0.1:1"]
+            # As asked: `troupe nodes ... --wait 0s`, and what it listed.
+            times, listed = [], []
+            for _ in range(3):
+                argv = ["nodes", *common, "--wait", "0s", "--json"]
+                _, out, err, dt = self.troupe(*argv, timeout=30)
+                nodes = json.loads(out)
+                times.append(dt)
+                listed.append(len(nodes))
+                log(f"/24 nodes --wait 0s: {dt:.3f} s, {len(nodes)} listed")
+            self.figures["probe24_nodes_s"] = times
+            self.figures["probe24_nodes_listed"] = listed
+            if listed != [1] * len(listed):
+                self.fail("troupe nodes --wait 0s",
+                          f"$ troupe {shlex.join(argv)}\n{out.strip()}\n(exit 0 after {dt:.3f} s; nodes listed "
+                          f"per run: {listed}; the agent on 10.78.0.1 answers: the command returns before "
+                          f"its first probe sweep has completed)")
+            # A one-shot command waits for the first sweep: the time of a /24 sweep plus one call.
+            times = []
+            for _ in range(3):
+                argv = ["numwatchers", *common, "--json"]
+                _, out, err, dt = self.troupe(*argv, timeout=30)
+                replies = json.loads(out)
+                if list(replies) != ["p24"] or replies["p24"].get("status") != "ok":
+                    raise Failure(f"$ troupe {shlex.join(argv)}\n{out[:1500]}\nstderr {err[:500]}")
+                times.append(dt)
+                log(f"/24 sweep + numwatchers: {dt:.3f} s")
+            self.figures["probe24_s"] = times
+        finally:
+            self.stop([agent])
+
+    def fleet_start(self):
+        template = os.path.join(self.workdir, "peers.j2")
+        with open(template, "w") as f:
+            f.write("{% for p in peers %}{{ p.index }}={{ p.name }}@{{ p.address }}\n{% endfor %}")
+        self.fleet = []
+        self.fleet_dirs = []
+        self.note_load(f"starting {FLEET} agents")
+        t0 = time.perf_counter()
+        for i in range(1, FLEET + 1):
+            name = f"f{i:03d}"
+            d = os.path.join(self.workdir, name)
+            watchers = (
+                f'[watcher.svc]\ncmd = "sleep 1000"\ngraceful_timeout = 1\n'
+                f'[[watcher.svc.template]]\nsource = "{template}"\ndest = "{d}/peers.txt"\n\n'
+                f'[watcher.load]\ncmd = "sleep 1000"\nnumprocesses = {LOAD_PROCS}\nautostart = false\n'
+                f'graceful_timeout = 1\n'
+            )
+            self.fleet.append(self.start_agent(name, f"127.0.1.{i}", "bm-fleet", watchers=watchers))
+            self.fleet_dirs.append(d)
+        spawned = time.perf_counter() - t0
+        # All up? One-shot probes until every agent answers (also a figure).
+        state = os.path.join(self.workdir, "cli-state")
+        found = 0
+        for attempt in range(6):
+            dead = [i for i, p in enumerate(self.fleet) if p.poll() is not None]
+            if dead:
+                raise Failure(f"agents exited: {[f'f{i + 1:03d}' for i in dead[:5]]} (logs in {self.workdir})")
+            argv = ["numwatchers", "--probe", f"127.0.1.1-{FLEET}", "--no-mdns", "--json", "--timeout", "5s",
+                    "--cluster", "bm-fleet", "--state-dir", state, "--controller", "tcp://127.0.0.1:1"]
+            _, out, _, dt = self.troupe(*argv, timeout=60, expect=(0, 1, 3))
+            found = sum(1 for r in json.loads(out or "{}").values() if r.get("status") == "ok")
+            if found == FLEET:
+                self.figures["probe_fleet_s"] = dt
+                self.figures["probe_fleet_found"] = found
+                break
+            time.sleep(1)
+        log(f"{FLEET} agents spawned in {spawned:.2f} s; {found} answer a probe")
+        if found != FLEET:
+            raise Failure(f"only {found} of {FLEET} agents answer `troupe {shlex.join(argv)}`")
+
+    def fleet_membership(self):
+        names = [f"f{i:03d}" for i in range(1, FLEET + 1)]
+        proc, client, t0 = self.start_serve("serve-200", "127.0.0.20", "--no-mdns", "--cluster", "bm-fleet",
+                                            "--probe", f"127.0.1.1-{FLEET}")
+        try:
+            t1 = self.wait_alive(client, names, 60, poll=0.1)
+            self.figures["fleet_alive_s"] = t1 - t0
+            log(f"serve start -> {FLEET} alive: {t1 - t0:.2f} s; settling 3 s")
+            time.sleep(3)
+            self.note_load(f"serve CPU with {FLEET} members")
+            agent_pids = [p.pid for p in self.fleet]
+            a0 = sum(cpu_ticks(p) for p in agent_pids)
+            w0 = time.monotonic()
+            self.figures["fleet_serve_cpu"] = self.cpu_percent([proc.pid], SERVE_WINDOW_S)
+            a1 = sum(cpu_ticks(p) for p in agent_pids)
+            self.figures["fleet_agents_cpu"] = (a1 - a0) / CLK_TCK / (time.monotonic() - w0) * 100
+            self.figures["fleet_serve_rss_mb"] = (rss_kb(proc.pid) or 0) / 1024
+            self.figures["fleet_serve_hwm_mb"] = (status_kb(proc.pid, "VmHWM") or 0) / 1024
+            st = self.states(client) or {}
+            self.figures["fleet_alive_end"] = sum(1 for s in st.values() if s == "alive")
+            log(f"serve with {FLEET}: CPU {self.figures['fleet_serve_cpu']:.1f} %, "
+                f"RSS {self.figures['fleet_serve_rss_mb']:.1f} MiB")
+        finally:
+            client.close()
+            self.stop([proc])
+
+    def status_runs(self, n, endpoint):
+        self.note_load(f"troupe status to {n} agents")
+        for _ in range(STATUS_WARMUP):
+            self.troupe("status", "--controller", endpoint, "--timeout", "5s")
+        _, out, _, _ = self.troupe("status", "--controller", endpoint, "--timeout", "5s", "--json")
+        replies = json.loads(out)
+        ok = [k for k, v in replies.items() if v.get("status") == "ok"]
+        if len(ok) != n:
+            raise Failure(f"$ troupe status --controller {endpoint} --json: {len(ok)} ok replies of {len(replies)}")
+        times = []
+        for _ in range(STATUS_RUNS):
+            _, _, _, dt = self.troupe("status", "--controller", endpoint, "--timeout", "5s")
+            times.append(dt * 1000)
+        self.figures[f"status{n}_ms"] = times
+        log(f"status to {n}: p50 {statistics.median(times):.1f} ms, max {max(times):.1f} ms")
+        # For scale: the request the CLI sends, straight to the serve from a warm pyzmq client
+        # (no process start, no discovery check, no rendering).
+        client = Client(self.zmq, endpoint)
+        try:
+            rts = []
+            for _ in range(STATUS_RUNS):
+                msg, reply, dt = client.raw("status", {"node": "*", "node_timeout": 5.0}, timeout=10)
+                nodes = reply.get("nodes") or {}
+                if reply.get("status") != "ok" or sum(1 for r in nodes.values() if r.get("status") == "ok") != n:
+                    raise Failure(f"request {msg}\n-> reply status {reply.get('status')}, {len(nodes)} nodes")
+                rts.append(dt * 1000)
+            self.figures[f"status{n}_serve_ms"] = rts
+        finally:
+            client.close()
+
+    def blackhole(self, n, endpoint, client, victim_index):
+        victim = self.fleet[victim_index]
+        name = f"f{victim_index + 1:03d}"
+        self.note_load(f"black-holed agent among {n}")
+        totals = []
+        for _ in range(BLACKHOLE_RUNS):
+            self.wait_alive(client, [name], 15)
+            time.sleep(1.2)
+            argv = ["status", "--controller", endpoint, "--timeout", "1s", "--json"]
+            os.kill(victim.pid, signal.SIGSTOP)
+            try:
+                rc, out, err, dt = self.troupe(*argv, timeout=30, expect=None)
+            finally:
+                os.kill(victim.pid, signal.SIGCONT)
+            try:
+                replies = json.loads(out)
+            except ValueError:
+                raise Failure(f"$ troupe {shlex.join(argv)}\nexit {rc}\nstdout {out[:1500]}\nstderr {err[:1500]}")
+            mine = replies.get(name)
+            others_ok = sum(1 for k, v in replies.items() if k != name and v.get("status") == "ok")
+            if not (mine and mine.get("timeout") is True) or others_ok != n - 1 or rc != 1:
+                raise Failure(f"$ troupe {shlex.join(argv)} (with {name} stopped)\nexit {rc}; "
+                              f"{name}: {json.dumps(mine)}; {others_ok} others ok of {len(replies) - 1}\n"
+                              f"stderr {err[:500]}")
+            totals.append(dt)
+            log(f"black hole among {n}: {dt:.3f} s")
+        self.figures[f"blackhole{n}_s"] = totals
+
+    def serve_stats(self, endpoint, proc, client):
+        def procs_seen():
+            snap = client.call("stats_snapshot", timeout=5)["snapshot"]
+            return sum(len(w.get("processes", {})) for node in snap.get("nodes", {}).values()
+                       for w in node.get("watchers", {}).values())
+
+        self.note_load(f"serve CPU, {LOAD_NODES} x 1 process")
+        self.figures["serve_cpu_32x1"] = self.cpu_percent([proc.pid], SERVE_WINDOW_S)
+        self.troupe("start", "load", "--waiting", "--controller", endpoint, "--timeout", "60s", timeout=120)
+        want = LOAD_NODES * (LOAD_PROCS + 1)
+        deadline = time.monotonic() + 30
+        seen = 0
+        while time.monotonic() < deadline:
+            seen = procs_seen()
+            if seen >= want:
+                break
+            time.sleep(0.5)
+        if seen < want:
+            raise Failure(f"serve's stats_snapshot shows {seen} processes, expected {want}")
+        time.sleep(3)
+        self.note_load(f"serve CPU, {LOAD_NODES} x {LOAD_PROCS + 1} processes")
+        self.figures["serve_cpu_32x50"] = self.cpu_percent([proc.pid], SERVE_WINDOW_S)
+        self.figures["serve_procs_seen"] = procs_seen()
+        log(f"serve CPU 32 x 1: {self.figures['serve_cpu_32x1']:.2f} %, "
+            f"32 x 51: {self.figures['serve_cpu_32x50']:.2f} %")
+
+    def fleet_broadcast(self, n, with_stats=False):
+        bind = f"127.0.0.{n}" if n < 255 else "127.0.0.250"
+        proc, client, _ = self.start_serve(f"serve-{n}", bind, "--no-mdns", "--cluster", "bm-fleet",
+                                           "--probe", f"127.0.1.1-{n}")
+        endpoint = f"tcp://{bind}:5558"
+        try:
+            self.wait_alive(client, [f"f{i:03d}" for i in range(1, n + 1)], 30, poll=0.1)
+            time.sleep(1)
+            self.attempt(f"troupe status to {n} agents", self.status_runs, n, endpoint)
+            self.attempt(f"black-holed agent among {n}", self.blackhole, n, endpoint, client, n - 1)
+            if with_stats:
+                try:
+                    self.attempt(f"serve aggregating {LOAD_NODES} x {LOAD_PROCS}", self.serve_stats,
+                                 endpoint, proc, client)
+                finally:
+                    self.attempt("stopping the load watchers", self.troupe, "stop", "load", "--waiting",
+                                 "--controller", endpoint, "--timeout", "30s")
+        finally:
+            client.close()
+            self.stop([proc])
+
+    def fleet_configure(self):
+        n = 100
+        proc, client, _ = self.start_serve("serve-100", "127.0.0.100", "--no-mdns", "--cluster", "bm-fleet",
+                                           "--probe", f"127.0.1.1-{n}")
+        endpoint = f"tcp://127.0.0.100:5558"
+        try:
+            self.wait_alive(client, [f"f{i:03d}" for i in range(1, n + 1)], 30, poll=0.1)
+            time.sleep(1)
+            self.note_load("troupe configure to 100 agents")
+            argv = ["configure", "--controller", endpoint, "--timeout", "10s"]
+            _, _, _, dt = self.troupe(*argv)
+            self.figures["configure100_first_ms"] = dt * 1000
+            for d in (self.fleet_dirs[0], self.fleet_dirs[n - 1]):
+                lines = open(os.path.join(d, "peers.txt")).read().splitlines()
+                if len(lines) != n:
+                    raise Failure(f"$ troupe {shlex.join(argv)}: {d}/peers.txt has {len(lines)} lines, not {n}")
+            times = []
+            for _ in range(CONFIGURE_RUNS):
+                _, _, _, dt = self.troupe(*argv)
+                times.append(dt * 1000)
+            self.figures["configure100_ms"] = times
+            log(f"configure to 100: p50 {statistics.median(times):.0f} ms")
+        finally:
+            client.close()
+            self.stop([proc])
+
+    def etcd(self):
+        names = ["etcd-a", "etcd-b", "etcd-c"]
+        addresses = [f"127.0.2.{i}" for i in (1, 2, 3)]
+        agents = []
+        for name, address in zip(names, addresses):
+            d = os.path.join(self.workdir, name)
+            watcher = (f'[watcher.etcd]\ncmd = "/bin/sh"\nargs = ["-c", "set -a && . ./etcd.env && exec etcd"]\n'
+                       f'working_dir = "{d}"\nprofile = "etcd"\ndata_dir = ["{d}/data"]\n'
+                       f'autostart = false\ngraceful_timeout = 5\n')
+            agents.append(self.start_agent(name, address, "bm-etcd", watchers=watcher))
+        proc, client, _ = self.start_serve("serve-etcd", "127.0.0.40", "--no-mdns", "--cluster", "bm-etcd",
+                                           "--probe", "127.0.2.1-3")
+        endpoint = "tcp://127.0.0.40:5558"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        def healthy(address):
+            try:
+                with opener.open(f"http://{address}:2379/health", timeout=0.5) as r:
+                    return json.load(r).get("health") == "true"
+            except Exception:
+                return False
+
+        try:
+            self.wait_alive(client, names, 20)
+            for run in range(ETCD_RUNS):
+                argv = ["reconfigure", "--controller", endpoint, "--timeout", "20s"]
+                if run > 0:
+                    argv.append("--reset")
+                self.note_load(f"troupe {' '.join(argv[:1] + argv[5:])} -> etcd healthy (run {run + 1})")
+                t0 = time.perf_counter()
+                _, out, _, dt = self.troupe(*argv, timeout=90)
+                deadline = time.monotonic() + 60
+                ok = False
+                while time.monotonic() < deadline:
+                    if all(healthy(a) for a in addresses):
+                        ok = True
+                        break
+                    time.sleep(0.05)
+                t1 = time.perf_counter()
+                if not ok:
+                    raise Failure(f"$ troupe {shlex.join(argv)}\n{out}\nno 3 healthy members within 60 s: "
+                                  f"{[healthy(a) for a in addresses]}")
+                members = self.run(["etcdctl", "--endpoints", ",".join(f"http://{a}:2379" for a in addresses),
+                                    "--command-timeout=3s", "member", "list"], timeout=15)[1]
+                if len(members.strip().splitlines()) != 3:
+                    raise Failure(f"etcdctl member list after run {run + 1}:\n{members}")
+                self.figures.setdefault("etcd_reconfigure_s", []).append(dt)
+                self.figures.setdefault("etcd_healthy_s", []).append(t1 - t0)
+                log(f"etcd run {run + 1}: reconfigure {dt:.2f} s, healthy after {t1 - t0:.2f} s")
+                self.save()
+                time.sleep(1)
+        finally:
+            client.close()
+            self.stop([proc])
+            self.stop(agents, timeout=20)
+
+    def count_stats(self, endpoint, prefix):
+        """A SUB counting `prefix<pid>` samples until a deadline: returns (run, result dict)."""
+        zmq = self.zmq
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.connect(endpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        result = {"n": 0, "pids": set(), "seconds": 0.0}
+
+        def during(deadline):
+            # Let the subscription settle, then count over the rest of the window.
+            time.sleep(1)
+            while sub.poll(0):
+                sub.recv_multipart()
+            t0 = time.monotonic()
+            while time.monotonic() < deadline:
+                if sub.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                    topic = sub.recv_multipart()[0].decode(errors="replace")
+                    rest = topic[len(prefix):]
+                    if rest.isdigit():
+                        result["n"] += 1
+                        result["pids"].add(rest)
+            result["seconds"] = time.monotonic() - t0
+            sub.close(0)
+
+        return during, result
+
+    def agent_stats(self):
+        watcher = (f'[watcher.many]\ncmd = "sleep 1000"\nnumprocesses = {STATS_PROCS}\nautostart = false\n'
+                   f'graceful_timeout = 2\n')
+        agent = self.start_agent("stats-agent", "127.0.3.1", "bm-stats", watchers=watcher)
+        client = None
+        try:
+            client = self.wait_answer("tcp://127.0.3.1:5555", agent, "troupe-agent stats-agent",
+                                      command="numwatchers")
+            time.sleep(2)
+            self.note_load("troupe-agent idle")
+            self.figures["agent_cpu_idle"] = self.cpu_percent([agent.pid], IDLE_WINDOW_S)
+            client.call("start", {"name": "many", "waiting": True}, timeout=120)
+            deadline = time.monotonic() + 60
+            n = 0
+            while time.monotonic() < deadline:
+                n = len(client.pids("many"))
+                if n >= STATS_PROCS:
+                    break
+                time.sleep(0.2)
+            if n < STATS_PROCS:
+                raise Failure(f"troupe-agent runs {n} of {STATS_PROCS} processes 60 s after start")
+            time.sleep(3)
+            self.note_load(f"troupe-agent sampling {STATS_PROCS} processes")
+            self.figures["agent_cpu_loaded"] = self.cpu_percent([agent.pid], STATS_WINDOW_S)
+            self.note_load(f"troupe-agent sampling {STATS_PROCS} processes, one subscriber")
+            during, counted = self.count_stats("tcp://127.0.3.1:5557", "stat.many.")
+            self.figures["agent_cpu_sub"] = self.cpu_percent([agent.pid], SUB_WINDOW_S, during)
+            self.figures["agent_rate"] = counted["n"] / max(counted["seconds"], 1e-9)
+            self.figures["agent_pids_seen"] = len(counted["pids"])
+            self.figures["agent_rss_mb"] = (rss_kb(agent.pid) or 0) / 1024
+            log(f"troupe-agent: idle {self.figures['agent_cpu_idle']:.2f} %, with {STATS_PROCS}: "
+                f"{self.figures['agent_cpu_loaded']:.2f} %, {self.figures['agent_rate']:.0f} samples/s")
+            client.call("stop", {"name": "many", "waiting": True}, timeout=60)
+        finally:
+            if client is not None:
+                client.close()
+            self.stop([agent], timeout=30)
+
+    def circus_stats(self):
+        ini = os.path.join(self.workdir, "circus.ini")
+        with open(ini, "w") as f:
+            f.write("[circus]\ncheck_delay = 5\nendpoint = tcp://127.0.0.1:6555\n"
+                    "pubsub_endpoint = tcp://127.0.0.1:6556\nstats_endpoint = tcp://127.0.0.1:6557\n"
+                    "statsd = true\n\n"
+                    f"[watcher:many]\ncmd = sleep 1000\nnumprocesses = {STATS_PROCS}\nautostart = false\n"
+                    "graceful_timeout = 2\n")
+        circusd = self.spawn("circusd", [self.args.circusd, "--log-level", "info", ini], "circusd.log")
+        client = None
+        try:
+            client = self.wait_answer("tcp://127.0.0.1:6555", circusd, "circusd", timeout=30, command="list")
+            deadline = time.monotonic() + 30
+            stats_pids = []
+            while time.monotonic() < deadline and not stats_pids:
+                try:
+                    stats_pids = client.pids("circusd-stats")
+                except CallError:
+                    pass
+                time.sleep(0.2)
+            if not stats_pids:
+                raise Failure("circusd-stats is not running (statsd = true)")
+            log_text = open(os.path.join(self.workdir, "circusd.log"), errors="replace").read()
+            if "Multicast discovery is disabled" in log_text:
+                self.fail("circusd", "circusd could not open its multicast discovery socket")
+            time.sleep(2)
+            self.note_load("circusd + circusd-stats idle")
+            cpu = self.cpu_groups({"circusd": [circusd.pid], "stats": stats_pids}, IDLE_WINDOW_S)
+            self.figures["circusd_cpu_idle"] = cpu["circusd"]
+            self.figures["cstats_cpu_idle"] = cpu["stats"]
+            client.call("start", {"name": "many", "waiting": True}, timeout=180, retry_locked=True)
+            deadline = time.monotonic() + 120
+            n = 0
+            while time.monotonic() < deadline:
+                try:
+                    n = len(client.pids("many"))
+                except CallError:
+                    pass
+                if n >= STATS_PROCS:
+                    break
+                time.sleep(0.5)
+            if n < STATS_PROCS:
+                raise Failure(f"circusd runs {n} of {STATS_PROCS} processes 120 s after start")
+            stats_pids = client.pids("circusd-stats")
+            time.sleep(3)
+            self.note_load(f"circusd + circusd-stats with {STATS_PROCS} processes")
+            groups = {"circusd": [circusd.pid], "stats": stats_pids}
+            cpu = self.cpu_groups(groups, STATS_WINDOW_S)
+            self.figures["circusd_cpu_loaded"] = cpu["circusd"]
+            self.figures["cstats_cpu_loaded"] = cpu["stats"]
+            self.note_load(f"circusd + circusd-stats with {STATS_PROCS} processes, one subscriber")
+            during, counted = self.count_stats("tcp://127.0.0.1:6557", "stat.many.")
+            self.figures["cstats_cpu_sub"] = self.cpu_groups(groups, SUB_WINDOW_S, during)["stats"]
+            self.figures["cstats_rate"] = counted["n"] / max(counted["seconds"], 1e-9)
+            self.figures["cstats_pids_seen"] = len(counted["pids"])
+            self.figures["cstats_rss_mb"] = sum(rss_kb(p) or 0 for p in stats_pids) / 1024
+            log(f"circusd-stats: idle {self.figures['cstats_cpu_idle']:.2f} %, with {STATS_PROCS}: "
+                f"{self.figures['cstats_cpu_loaded']:.2f} %; circusd {self.figures['circusd_cpu_loaded']:.2f} %")
+        finally:
+            if client is not None:
+                client.close()
+            self.stop([circusd], timeout=40)
+
+    def phase_main(self):
+        self.attempt("probing discovery and SIGKILL -> down", self.probe_and_down)
+        self.attempt("/24 probe", self.probe24)
+        try:
+            self.attempt(f"starting {FLEET} agents", self.fleet_start)
+            if self.figures.get("probe_fleet_found") == FLEET:
+                self.attempt(f"serve with {FLEET} members", self.fleet_membership)
+                self.attempt("broadcast to 32", self.fleet_broadcast, 32, True)
+                self.attempt("broadcast to 128", self.fleet_broadcast, 128)
+                self.attempt("configure to 100", self.fleet_configure)
+        finally:
+            log(f"stopping the {FLEET} agents")
+            self.stop(getattr(self, "fleet", []), timeout=30)
+        self.attempt("etcd", self.etcd)
+        self.attempt("troupe-agent stats", self.agent_stats)
+        self.attempt("circusd-stats", self.circus_stats)
+
+    def main(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 65536 and hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+        try:
+            {"mdns-lo": self.phase_mdns_lo, "mdns-bridge": self.phase_mdns_bridge,
+             "main": self.phase_main}[self.args.inner]()
+        finally:
+            self.stop_all()
+            kill_namespace_except_self()
+            self.save()
+        if self.failures:
+            log(f"logs kept in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return 1 if self.failures else 0
+
+
+def inner(args):
+    if not args.outer_netns or own_netns() == args.outer_netns:
+        sys.exit("mesh.py --inner: still in the root network namespace; refusing to run")
+    run = Inner(args)
+    try:
+        return run.main()
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--inner", choices=sorted(PHASE_TIMEOUTS), help=argparse.SUPPRESS)
+    p.add_argument("--outer-netns", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--agent-netns", help=argparse.SUPPRESS)
+    p.add_argument("--agent", default=os.path.join(ROOT, "target/release/troupe-agent"))
+    p.add_argument("--troupe", default=os.path.join(ROOT, "target/release/troupe"))
+    p.add_argument("--circusd", default=os.path.join(ROOT, ".venv-circus/bin/circusd"))
+    args = p.parse_args()
+    if args.inner:
+        def interrupt(signum, frame):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            raise KeyboardInterrupt()
+
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
+        sys.exit(inner(args))
+    sys.exit(outer(args))
+
+
+if __name__ == "__main__":
+    main()
