@@ -739,6 +739,9 @@ fn serve_marks_a_killed_agent_down_and_its_restart_alive() {
         took.as_secs_f64()
     );
     assert!(took <= DOWN_BOUND, "SIGKILL -> down took {took:?}");
+    // Two missed heartbeats (the second asked at once) make it suspect before it is down.
+    let suspect = events.wait("node.lb-crash.suspect", Duration::from_secs(5));
+    assert_eq!(suspect["state"], "suspect", "{suspect}");
     let down = events.wait("node.lb-crash.down", Duration::from_secs(5));
     assert_eq!(down["name"], "lb-crash", "{down}");
     assert_eq!(down["id"], id, "{down}");

@@ -11,7 +11,9 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 use troupe::protocol::now_epoch;
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(800);
+/// Short enough that a silent member is asked twice before it is declared down (a miss is
+/// retried at once), so `suspect` comes before `down`; one late answer alone changes nothing.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
 const TICK_EVERY: Duration = Duration::from_millis(250);
 
 /// What discovery sources and the control socket tell the actor.
@@ -126,7 +128,7 @@ impl Actor {
                     Some(msg) => self.on_message(msg, &results_tx),
                     None => return,
                 },
-                Some(result) = results.recv() => self.on_result(result),
+                Some(result) = results.recv() => self.on_result(result, &results_tx),
                 _ = heartbeat.tick() => {
                     self.heartbeat(&results_tx);
                     Vec::new()
@@ -164,7 +166,11 @@ impl Actor {
         }
     }
 
-    fn on_result(&mut self, result: ProbeResult) -> Vec<MemberEvent> {
+    fn on_result(
+        &mut self,
+        result: ProbeResult,
+        results: &mpsc::UnboundedSender<ProbeResult>,
+    ) -> Vec<MemberEvent> {
         let now = Instant::now();
         self.in_flight
             .remove(result.key.as_deref().unwrap_or(&result.endpoint));
@@ -179,7 +185,15 @@ impl Actor {
                         let _ = verify.send(member.name.clone());
                     }
                 }
-                self.table.missed(&key, now)
+                let events = self.table.missed(&key, now);
+                // Ask again at once rather than at the next tick, while it still counts.
+                if let Some(member) = self.table.get(&key) {
+                    if matches!(member.state, MemberState::Alive | MemberState::Suspect) {
+                        let endpoint = member.endpoint.clone();
+                        self.spawn_probe(Some(key), endpoint, None, results);
+                    }
+                }
+                events
             }
             (Probed::Nothing, None) => Vec::new(),
         }
