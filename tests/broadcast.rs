@@ -723,19 +723,11 @@ fn agents_of(dir: &Path) -> Vec<u32> {
 impl Drop for Demo {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
+            crate::support::stop_child(
+                &mut child,
                 nix::sys::signal::Signal::SIGINT,
+                Duration::from_secs(20),
             );
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         // The demo's agents die with it (parent-death signal); make sure of it.
         for pid in agents_of(&self.dir) {

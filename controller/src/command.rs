@@ -161,6 +161,15 @@ impl ClusterLink {
     /// Uses the controller at `flags.controller_endpoint()` if it answers; otherwise
     /// discovers (first probe sweep, plus a moment for mDNS answers when multicast is on).
     pub async fn connect(flags: &NodeFlags) -> anyhow::Result<ClusterLink> {
+        Self::connect_listening(flags, MDNS_LISTEN).await
+    }
+
+    /// [`Self::connect`], listening up to `listen` for mDNS answers (or until the expected
+    /// node count from `troupe cluster` is alive). Probing is complete after its first sweep.
+    pub async fn connect_listening(
+        flags: &NodeFlags,
+        listen: Duration,
+    ) -> anyhow::Result<ClusterLink> {
         let endpoint = flags.controller_endpoint();
         if controller_answers(&endpoint).await {
             return Ok(ClusterLink::Controller(endpoint));
@@ -171,7 +180,7 @@ impl ClusterLink {
         if settings.multicast {
             let expect = settings.expect;
             membership
-                .wait_until(MDNS_LISTEN, |m| {
+                .wait_until(listen, |m| {
                     expect.is_some_and(|n| {
                         m.iter().filter(|m| m.state == MemberState::Alive).count() >= n
                     })
@@ -213,17 +222,14 @@ impl ClusterLink {
                     .and_then(|r| r["nodes"].as_array().cloned())
                     .unwrap_or_default()
             }
-            ClusterLink::Local { membership, .. } => membership
-                .members()
-                .iter()
-                .map(crate::membership::member_json)
-                .collect(),
+            ClusterLink::Local { membership, .. } => membership.members_json(),
         }
     }
 }
 
-/// A TCP connect first: a closed port answers at once, so no ZeroMQ timeout is paid.
-async fn controller_answers(endpoint: &str) -> bool {
+/// Whether something accepts TCP at a controller endpoint: a closed port answers at once,
+/// so no ZeroMQ timeout is paid when no controller runs.
+pub async fn controller_answers(endpoint: &str) -> bool {
     let address = endpoint.trim_start_matches("tcp://");
     let connect = tokio::net::TcpStream::connect(address);
     matches!(

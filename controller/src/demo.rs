@@ -114,11 +114,7 @@ async fn show(count: u8, first: Ipv4Addr, range: &str, dir: &Path) -> anyhow::Re
         m.iter().filter(|m| m.state == MemberState::Alive).count() >= count as usize
     };
     membership.wait_until(Duration::from_secs(15), all_up).await;
-    let nodes: Vec<Value> = membership
-        .members()
-        .iter()
-        .map(crate::membership::member_json)
-        .collect();
+    let nodes = membership.members_json();
     println!("{}\n", crate::nodes::table(&nodes));
     anyhow::ensure!(
         all_up(&membership.members()),

@@ -238,8 +238,7 @@ fn main() -> ExitCode {
             timeout,
         } => ctl(&endpoint, &command, properties.as_deref(), timeout),
         Command::Nodes { wait, json, flags } => run_async(async move {
-            let settings = flags.settings()?;
-            let nodes = troupe_controller::nodes::list(&flags, &settings, wait).await?;
+            let nodes = troupe_controller::nodes::list(&flags, wait).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&nodes)?);
             } else {

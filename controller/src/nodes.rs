@@ -1,65 +1,15 @@
 //! `troupe nodes`: who is there. Asks a running `troupe serve`, or discovers on the spot.
 
-use crate::discovery::Discovery;
-use crate::membership::{member_json, MemberState};
-use crate::settings::{NodeFlags, Settings};
-use serde_json::{Map, Value};
+use crate::command::ClusterLink;
+use crate::settings::NodeFlags;
+use serde_json::Value;
 use std::time::Duration;
-use tokio::time::Instant;
-use troupe::protocol::Request;
 
-/// How long to wait for a running controller to answer before discovering ourselves.
-const CONTROLLER_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Members as JSON objects (see [`member_json`]), from a running controller or discovered.
-pub async fn list(
-    flags: &NodeFlags,
-    settings: &Settings,
-    wait: Duration,
-) -> anyhow::Result<Vec<Value>> {
-    if let Some(nodes) = from_controller(&flags.controller_endpoint()).await {
-        return Ok(nodes);
-    }
-    let (membership, discovery) = Discovery::start(crate::serve::sources(settings))?;
-    let deadline = Instant::now() + wait;
-    // Probing is complete after its first sweep, whatever --wait says; mDNS answers keep
-    // arriving, so with multicast on, listen until --wait (or the expected count).
-    discovery.first_sweep().await;
-    if settings.multicast {
-        let expect = settings.expect;
-        let left = deadline.saturating_duration_since(Instant::now());
-        membership
-            .wait_until(left, |m| {
-                expect.is_some_and(|n| {
-                    m.iter().filter(|m| m.state == MemberState::Alive).count() >= n
-                })
-            })
-            .await;
-    }
-    membership.sync().await;
-    let nodes = membership.members().iter().map(member_json).collect();
-    discovery.stop();
-    Ok(nodes)
-}
-
-async fn from_controller(endpoint: &str) -> Option<Vec<Value>> {
-    let address = endpoint.trim_start_matches("tcp://");
-    // A closed port answers at once; only then is a ZeroMQ round trip worth trying.
-    let connect = tokio::net::TcpStream::connect(address);
-    tokio::time::timeout(CONTROLLER_TIMEOUT, connect)
-        .await
-        .ok()?
-        .ok()?;
-    let zmq = zmq::Context::new();
-    let reply = troupe::client::call_async(
-        &zmq,
-        endpoint,
-        Request::new("nodelist", Map::new()),
-        CONTROLLER_TIMEOUT,
-    )
-    .await
-    .ok()?;
-    reply["nodes"].as_array().cloned()
+/// Members as JSON objects (see [`crate::membership::member_json`]): from a running
+/// controller, or discovered on the spot, listening `wait` for mDNS answers.
+pub async fn list(flags: &NodeFlags, wait: Duration) -> anyhow::Result<Vec<Value>> {
+    let link = ClusterLink::connect_listening(flags, wait).await?;
+    Ok(link.nodes().await)
 }
 
 /// The human table: one row per member.

@@ -6,7 +6,7 @@
 use crate::broadcast::{fan_out, reply_ok, select};
 use crate::command::alive_targets;
 use crate::discovery::{Discovery, Sources};
-use crate::membership::{member_json, MembershipHandle, MembershipMsg, Source};
+use crate::membership::{MembershipHandle, MembershipMsg, Source};
 use crate::settings::Settings;
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
@@ -131,12 +131,7 @@ async fn auto_configure(context: Arc<ServeContext>) {
                 Ok(_) => continue,
             }
         }
-        let nodes: Vec<Value> = context
-            .membership
-            .members()
-            .iter()
-            .map(member_json)
-            .collect();
+        let nodes = context.membership.members_json();
         let options = crate::command::BroadcastOptions {
             node: None,
             timeout: context.settings.config.timeout,
@@ -267,12 +262,7 @@ async fn handle(
             Ok(Map::new())
         }
         "nodelist" => {
-            let nodes: Vec<Value> = context
-                .membership
-                .members()
-                .iter()
-                .map(member_json)
-                .collect();
+            let nodes = context.membership.members_json();
             Ok(fields([("nodes", json!(nodes))]))
         }
         "cluster" => {

@@ -68,13 +68,7 @@ impl Default for ControllerConfig {
 
 impl ControllerConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            problems: vec![Problem {
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
+        let text = super::read_file(path)?;
         Self::parse(&text, &path.display().to_string())
     }
 

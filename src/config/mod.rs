@@ -124,13 +124,7 @@ impl fmt::Display for ConfigError {
 impl AgentConfig {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            problems: vec![Problem {
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
+        let text = read_file(path)?;
         let mut config = Self::parse(&text, &path.display().to_string())?;
         config.source = Some(path.to_path_buf());
         Ok(config)
@@ -197,6 +191,17 @@ impl AgentConfig {
             Err(fail(problems))
         }
     }
+}
+
+/// Reads a config file; a read error is a problem naming the file.
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        problems: vec![Problem {
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }],
+    })
 }
 
 /// Parses TOML, turning a syntax error into a problem that names the line.

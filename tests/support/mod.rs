@@ -223,19 +223,11 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
+            stop_child(
+                &mut child,
                 nix::sys::signal::Signal::SIGTERM,
+                Duration::from_secs(10),
             );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         if std::thread::panicking() {
             let mut err = std::io::stderr().lock();
@@ -332,22 +324,32 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(child.id(), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_child(
+                &mut child,
+                nix::sys::signal::Signal::SIGTERM,
+                Duration::from_secs(10),
+            );
         }
         if std::thread::panicking() {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "--- {} log ---\n{}", self.what, self.log());
         }
     }
+}
+
+/// Sends `signal`, waits up to `grace` for the child to exit, then SIGKILLs and reaps it:
+/// what every guard does when a test ends, passing or failing.
+pub fn stop_child(child: &mut Child, signal: nix::sys::signal::Signal, grace: Duration) {
+    self::signal(child.id(), signal);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn signal(pid: u32, signal: nix::sys::signal::Signal) {

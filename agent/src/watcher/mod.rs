@@ -2,7 +2,7 @@
 //! [`WatcherHandle`] that queues commands in order and reads a [`WatcherView`] snapshot.
 
 mod actor;
-mod hooks;
+pub(crate) mod hooks;
 pub mod process;
 
 use serde_json::Value;

@@ -85,6 +85,11 @@ impl MembershipHandle {
         self.view.borrow().clone()
     }
 
+    /// The members as JSON objects (see [`member_json`]).
+    pub fn members_json(&self) -> Vec<Value> {
+        self.members().iter().map(member_json).collect()
+    }
+
     /// Waits until `condition` holds for the member list or `timeout` passes.
     pub async fn wait_until(&self, timeout: Duration, condition: impl Fn(&[Member]) -> bool) {
         let mut view = self.view.clone();

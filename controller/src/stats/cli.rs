@@ -44,7 +44,7 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let endpoint = flags.controller_endpoint();
-    let serving = listening(&endpoint).await;
+    let serving = crate::command::controller_answers(&endpoint).await;
     let mut properties = Map::new();
     properties.insert("node".into(), json!(options.node));
     properties.insert("watcher".into(), json!(args.watcher));
@@ -141,17 +141,6 @@ async fn ask(
         );
     }
     Ok(reply)
-}
-
-/// Whether something accepts TCP at the controller endpoint (a closed port answers at once,
-/// so no ZeroMQ timeout is paid when no controller runs).
-async fn listening(endpoint: &str) -> bool {
-    let address = endpoint.trim_start_matches("tcp://");
-    let connect = tokio::net::TcpStream::connect(address);
-    matches!(
-        tokio::time::timeout(Duration::from_millis(300), connect).await,
-        Ok(Ok(_))
-    )
 }
 
 /// A snapshot from the nodes' replies to Circus `stats` (`infos`: watcher -> pid -> info).
