@@ -470,13 +470,28 @@ impl State {
                     .without_tasks(),
             );
         }
-        let refreshed: HashSet<u32> = refresh.iter().map(|p| p.as_u32()).collect();
+        // An exec between our stat read and sysinfo's argv read would pair the old command name
+        // with the new argv, and an exec back to the old name (`sh -c 'exec nice sh ...'`) would
+        // then never be noticed: a name that changed across the refresh is recorded as unknown,
+        // so the next sample reads argv again.
+        let mut refreshed: HashMap<u32, bool> = HashMap::with_capacity(refresh.len());
+        for pid in refresh.iter().map(|p| p.as_u32()) {
+            let before = seen
+                .get(&pid)
+                .and_then(|o| o.as_ref())
+                .map(|o| &o.stat.comm);
+            let settled = match (before, self.read_stat(pid).map(|s| s.comm)) {
+                (Some(before), Some(after)) => *before == after,
+                _ => true,
+            };
+            refreshed.insert(pid, settled);
+        }
 
         // 3. One ProcessInfo (without started/wid/children) per live pid.
         let mut infos: HashMap<u32, ProcessInfo> = HashMap::with_capacity(seen.len());
         for (pid, observed) in seen {
-            let info =
-                observed.and_then(|o| self.describe(pid, o, refreshed.contains(&pid), now_wall));
+            let info = observed
+                .and_then(|o| self.describe(pid, o, refreshed.get(&pid).copied(), now_wall));
             match info {
                 Some(info) => {
                     infos.insert(pid, info);
@@ -516,23 +531,29 @@ impl State {
     }
 
     /// The process info of one pid read in this batch, updating its history. `refreshed`: sysinfo
-    /// has just read its uid and argv. None if the process vanished meanwhile.
+    /// has just read its uid and argv, and whether its command name stayed the same meanwhile.
+    /// None if the process vanished meanwhile.
     fn describe(
         &mut self,
         pid: u32,
         observed: Observed,
-        refreshed: bool,
+        refreshed: Option<bool>,
         now_wall: f64,
     ) -> Option<ProcessInfo> {
         let Observed { stat, vms, rss, at } = observed;
         let create_time = self.boot_time + stat.start_ticks as f64 / self.clock_ticks;
         let age = (now_wall - create_time).max(0.0);
-        let meta = if refreshed {
+        let meta = if let Some(settled) = refreshed {
             let process = self.sys.process(Pid::from_u32(pid))?;
             Some(Meta {
                 cmdline: cmdline_name(process.cmd(), &stat.comm),
                 uid: process.user_id().map(|uid| **uid),
-                comm: stat.comm.clone(),
+                // The kernel's comm is never empty, so an empty one is always due again.
+                comm: if settled {
+                    stat.comm.clone()
+                } else {
+                    String::new()
+                },
                 at,
                 every: Duration::try_from_secs_f64(age)
                     .unwrap_or(META_MAX)

@@ -115,6 +115,15 @@ async fn busy_loop_reads_full_cpu_idle_reads_none_first_sample_zero() {
     // without the privilege, nice warns and runs the loop anyway.
     let busy = Proc::sh("exec nice -n -10 sh -c 'while :; do :; done' 2>/dev/null");
     let idle = Proc::sleep();
+    // This test is about CPU readings: it starts once both execs (sh -> nice -> sh) are done;
+    // noticing execs is `exec_is_noticed`'s.
+    let cmdline = format!("/proc/{}/cmdline", busy.pid());
+    for _ in 0..250 {
+        if std::fs::read(&cmdline).is_ok_and(|argv| argv.starts_with(b"sh\0-c\0while")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let sampler = Sampler::spawn();
     let first = sampler
         .sample(vec![target(busy.pid()), target(idle.pid())])
