@@ -74,21 +74,6 @@ fn fails(agent: &Agent, args: &[&str], code: i32, stderr: &str) {
     );
 }
 
-/// Waits until `watcher` lists exactly `n` live processes, and returns them.
-#[track_caller]
-fn wait_pids(agent: &Agent, watcher: &str, n: usize) -> Vec<u32> {
-    let mut pids = Vec::new();
-    wait_for(
-        &format!("{n} live processes in '{watcher}'"),
-        TIMEOUT,
-        || {
-            pids = agent.pids(watcher);
-            pids.len() == n && pids.iter().all(|p| alive(*p))
-        },
-    );
-    pids
-}
-
 /// Waits until `watcher` lists `n` live processes, none of them in `old`.
 #[track_caller]
 fn wait_replaced(agent: &Agent, watcher: &str, old: &[u32], n: usize) -> Vec<u32> {
@@ -278,8 +263,8 @@ fn list_prints_sorted_lowercase_names_and_comma_joined_pids() {
         sleeper("Alpha", 1),
         manual_sleeper("gamma", 1)
     ));
-    let beta = wait_pids(&agent, "beta", 2);
-    let alpha = wait_pids(&agent, "alpha", 1);
+    let beta = agent.running_pids("beta", 2);
+    let alpha = agent.running_pids("alpha", 1);
     prints(&agent, &["list"], "alpha,beta,gamma");
     prints(&agent, &["list", "beta"], &joined(&beta));
     prints(&agent, &["list", "Alpha"], &joined(&alpha));
@@ -309,8 +294,8 @@ fn numprocesses_and_numwatchers_print_the_counts() {
         sleeper("b", 3),
         manual_sleeper("c", 1)
     ));
-    wait_pids(&agent, "a", 2);
-    wait_pids(&agent, "b", 3);
+    agent.running_pids("a", 2);
+    agent.running_pids("b", 3);
     prints(&agent, &["numprocesses"], "5");
     prints(&agent, &["numprocesses", "b"], "3");
     prints(&agent, &["numprocesses", "c"], "0");
@@ -320,7 +305,7 @@ fn numprocesses_and_numwatchers_print_the_counts() {
 #[test]
 fn watcher_names_are_case_insensitive_and_echoed_as_given() {
     let agent = Agent::start(&sleeper("Web", 1));
-    let pids = wait_pids(&agent, "web", 1);
+    let pids = agent.running_pids("web", 1);
     prints(&agent, &["list"], "web");
     prints(&agent, &["status", "WEB"], "active");
     prints(&agent, &["list", "WEB"], &joined(&pids));
@@ -346,7 +331,7 @@ fn stop_and_start_one_watcher_with_waiting_and_all_watchers() {
         sleeper("w", 2),
         manual_sleeper("manual", 1)
     ));
-    let first = wait_pids(&agent, "w", 2);
+    let first = agent.running_pids("w", 2);
 
     prints(&agent, &["stop", "w", "--waiting"], "ok");
     prints(&agent, &["status", "w"], "stopped");
@@ -365,7 +350,7 @@ fn stop_and_start_one_watcher_with_waiting_and_all_watchers() {
     wait_gone(&second);
     prints(&agent, &["start", "--waiting"], "ok");
     prints(&agent, &["status"], "manual: stopped\nw: active");
-    wait_pids(&agent, "w", 2);
+    agent.running_pids("w", 2);
 
     // Naming it starts it anyway.
     prints(&agent, &["start", "manual", "--waiting"], "ok");
@@ -383,9 +368,9 @@ fn start_and_stop_select_watchers_with_match() {
         sleeper("web2", 1),
         sleeper("db", 1)
     ));
-    let db = wait_pids(&agent, "db", 1);
-    wait_pids(&agent, "web1", 1);
-    wait_pids(&agent, "web2", 1);
+    let db = agent.running_pids("db", 1);
+    agent.running_pids("web1", 1);
+    agent.running_pids("web2", 1);
 
     // The default match is glob.
     prints(&agent, &["stop", "web*", "--waiting"], "ok");
@@ -405,8 +390,8 @@ fn start_and_stop_select_watchers_with_match() {
         &["status"],
         "db: active\nweb1: active\nweb2: active",
     );
-    wait_pids(&agent, "web1", 1);
-    wait_pids(&agent, "web2", 1);
+    agent.running_pids("web1", 1);
+    agent.running_pids("web2", 1);
 
     prints(
         &agent,
@@ -466,8 +451,8 @@ fn regex_match_is_anchored_at_the_start_only_as_in_circus() {
 #[test]
 fn restart_replaces_every_process() {
     let agent = Agent::start(&format!("{}{}", sleeper("w", 2), sleeper("other", 1)));
-    let first = wait_pids(&agent, "w", 2);
-    let other = wait_pids(&agent, "other", 1);
+    let first = agent.running_pids("w", 2);
+    let other = agent.running_pids("other", 1);
 
     prints(&agent, &["restart", "w", "--waiting"], "ok");
     let second = agent.pids("w");
@@ -488,11 +473,11 @@ fn restart_replaces_every_process() {
 #[test]
 fn incr_and_decr_resize_and_print_the_new_count_when_waiting() {
     let agent = Agent::start(&sleeper("w", 1));
-    let first = wait_pids(&agent, "w", 1)[0];
+    let first = agent.running_pids("w", 1)[0];
 
     // Without --waiting the reply carries no count: circusctl prints "ok".
     prints(&agent, &["incr", "w"], "ok");
-    let two = wait_pids(&agent, "w", 2);
+    let two = agent.running_pids("w", 2);
     assert!(two.contains(&first));
 
     prints(&agent, &["incr", "w", "2", "--waiting"], "4");
@@ -510,7 +495,7 @@ fn incr_and_decr_resize_and_print_the_new_count_when_waiting() {
     assert!(!agent.pids("w").contains(&first));
 
     prints(&agent, &["decr", "w", "2"], "ok");
-    assert_eq!(wait_pids(&agent, "w", 1), vec![four[3]]);
+    assert_eq!(agent.running_pids("w", 1), vec![four[3]]);
 
     // The count never goes below 0.
     prints(&agent, &["decr", "w", "5", "--waiting"], "0");
@@ -525,7 +510,7 @@ fn incr_and_decr_on_a_singleton_print_the_notice() {
     let agent = Agent::start(
         "[watcher.single]\ncmd = \"sleep 1000\"\nsingleton = true\ngraceful_timeout = 1\n",
     );
-    let pid = wait_pids(&agent, "single", 1);
+    let pid = agent.running_pids("single", 1);
     // Circus answers a singleton before looking at `waiting`: the notice comes either way.
     prints(&agent, &["incr", "single", "--waiting"], NOTICE);
     prints(&agent, &["decr", "single", "--waiting"], NOTICE);
@@ -542,7 +527,7 @@ fn incr_and_decr_on_a_singleton_print_the_notice() {
 #[test]
 fn stats_print_one_line_per_process_for_all_one_watcher_or_one_pid() {
     let agent = Agent::start(&format!("{}{}", sleeper("w", 2), manual_sleeper("idle", 1)));
-    let pids = wait_pids(&agent, "w", 2);
+    let pids = agent.running_pids("w", 2);
 
     let one = ok(&agent, &["stats", "w"]);
     assert_eq!(one.lines().next(), Some("w:"), "{one}");
@@ -736,10 +721,10 @@ fn options_and_get_know_every_circus_option_with_circus_defaults() {
 #[test]
 fn set_numprocesses_and_graceful_timeout() {
     let agent = Agent::start(&sleeper("w", 1));
-    let first = wait_pids(&agent, "w", 1)[0];
+    let first = agent.running_pids("w", 1)[0];
 
     prints(&agent, &["set", "w", "numprocesses", "3"], "ok");
-    let three = wait_pids(&agent, "w", 3);
+    let three = agent.running_pids("w", 3);
     assert!(three.contains(&first), "growing keeps the running process");
     prints(&agent, &["get", "w", "numprocesses"], "numprocesses: 3");
 
@@ -771,7 +756,7 @@ fn set_stop_signal_int_is_what_stop_sends() {
         "[watcher.w]\ncmd = \"sh {}\"\ngraceful_timeout = 5\n",
         path.display()
     ));
-    let pid = wait_pids(&agent, "w", 1)[0];
+    let pid = agent.running_pids("w", 1)[0];
     wait_for("the traps to be set", TIMEOUT, || {
         lines_of(&ready) == vec![pid.to_string()]
     });
@@ -793,7 +778,7 @@ fn set_stop_signal_int_is_what_stop_sends() {
 fn set_cmd_reloads_the_processes_with_the_new_command() {
     // Also: `set cmd` is allowed from a loopback peer (the agent binds 127.77.x.y).
     let agent = Agent::start(&sleeper("w", 2));
-    let old = wait_pids(&agent, "w", 2);
+    let old = agent.running_pids("w", 2);
     prints(&agent, &["set", "w", "cmd", "sleep 999"], "ok");
     let new = wait_replaced(&agent, "w", &old, 2);
     for pid in &new {
@@ -807,7 +792,7 @@ fn set_cmd_reloads_the_processes_with_the_new_command() {
 #[test]
 fn set_with_a_bad_option_exits_3_with_the_reason_and_changes_nothing() {
     let agent = Agent::start(&sleeper("w", 1));
-    let pid = wait_pids(&agent, "w", 1);
+    let pid = agent.running_pids("w", 1);
     // circusctl passes rlimit_* through; circusd refuses an unknown rlimit with errno 3
     // ("'rlimit_bogus' isn't a valid rlimit setting").
     let out = ctl(&agent, &["set", "w", "rlimit_bogus", "5"]);
@@ -876,7 +861,7 @@ fn add_creates_a_stopped_watcher_and_add_start_runs_it() {
     prints(&agent, &["list", "x"], "");
 
     prints(&agent, &["add", "--start", "y", "sleep", "1000"], "ok");
-    let pid = wait_pids(&agent, "y", 1)[0];
+    let pid = agent.running_pids("y", 1)[0];
     assert_eq!(cmdline(pid), "sleep 1000");
     prints(&agent, &["status", "y"], "active");
     prints(&agent, &["list"], "x,y");
@@ -895,8 +880,8 @@ fn add_creates_a_stopped_watcher_and_add_start_runs_it() {
 #[test]
 fn rm_removes_the_watcher_and_stops_its_processes() {
     let agent = Agent::start(&format!("{}{}", sleeper("w", 2), sleeper("keep", 1)));
-    let doomed = wait_pids(&agent, "w", 2);
-    let kept = wait_pids(&agent, "keep", 1);
+    let doomed = agent.running_pids("w", 2);
+    let kept = agent.running_pids("keep", 1);
     prints(&agent, &["rm", "w"], "ok");
     prints(&agent, &["list"], "keep");
     prints(&agent, &["numwatchers"], "1");
@@ -923,7 +908,7 @@ fn signal_hup_reaches_every_process_or_one_pid() {
         "[watcher.w]\ncmd = \"sh {}\"\nnumprocesses = 2\ngraceful_timeout = 1\n",
         path.display()
     ));
-    let pids = wait_pids(&agent, "w", 2);
+    let pids = agent.running_pids("w", 2);
     let expected_ready: BTreeSet<String> = pids.iter().map(u32::to_string).collect();
     wait_for("the traps to be set", TIMEOUT, || {
         lines_of(&ready).into_iter().collect::<BTreeSet<_>>() == expected_ready
@@ -949,7 +934,7 @@ fn signal_hup_reaches_every_process_or_one_pid() {
 #[test]
 fn kill_one_pid_or_all_and_the_watcher_respawns() {
     let agent = Agent::start(&sleeper("w", 2));
-    let pids = wait_pids(&agent, "w", 2);
+    let pids = agent.running_pids("w", 2);
     let (victim, survivor) = (pids[0], pids[1]);
 
     prints(&agent, &["kill", "w", &victim.to_string()], "ok");
@@ -972,8 +957,8 @@ fn kill_one_pid_or_all_and_the_watcher_respawns() {
 #[test]
 fn reload_replaces_processes_gracefully_and_sequentially() {
     let agent = Agent::start(&format!("{}{}", sleeper("w", 2), sleeper("other", 1)));
-    let first = wait_pids(&agent, "w", 2);
-    let other = wait_pids(&agent, "other", 1);
+    let first = agent.running_pids("w", 2);
+    let other = agent.running_pids("other", 1);
 
     prints(&agent, &["reload", "w"], "ok");
     let second = wait_replaced(&agent, "w", &first, 2);
@@ -1004,9 +989,9 @@ fn reloadconfig_applies_the_edited_file() {
         sleeper("grow", 1),
         sleeper("gone", 1)
     ));
-    let keep = wait_pids(&agent, "keep", 1);
-    let grow = wait_pids(&agent, "grow", 1);
-    let gone = wait_pids(&agent, "gone", 1);
+    let keep = agent.running_pids("keep", 1);
+    let grow = agent.running_pids("grow", 1);
+    let gone = agent.running_pids("gone", 1);
 
     let text = std::fs::read_to_string(&agent.config_path).unwrap();
     let head = &text[..text.find("[watcher.").expect("watchers in the config")];
@@ -1022,12 +1007,12 @@ fn reloadconfig_applies_the_edited_file() {
     wait_for("the new set of watchers", TIMEOUT, || {
         ctl(&agent, &["list"]).stdout == "fresh,grow,keep"
     });
-    let grown = wait_pids(&agent, "grow", 3);
+    let grown = agent.running_pids("grow", 3);
     assert!(
         grown.contains(&grow[0]),
         "a numprocesses-only change is applied live: {grown:?}"
     );
-    wait_pids(&agent, "fresh", 1);
+    agent.running_pids("fresh", 1);
     wait_gone(&gone);
     assert_eq!(
         agent.pids("keep"),
@@ -1042,8 +1027,8 @@ fn reloadconfig_applies_the_edited_file() {
 #[test]
 fn quit_stops_every_process_and_the_agent_exits_0() {
     let mut agent = Agent::start(&format!("{}{}", sleeper("w", 2), sleeper("other", 1)));
-    let mut pids = wait_pids(&agent, "w", 2);
-    pids.extend(wait_pids(&agent, "other", 1));
+    let mut pids = agent.running_pids("w", 2);
+    pids.extend(agent.running_pids("other", 1));
     prints(&agent, &["quit"], "ok");
     let status = agent.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "{status:?}");
@@ -1053,7 +1038,7 @@ fn quit_stops_every_process_and_the_agent_exits_0() {
 #[test]
 fn quit_waiting_replies_once_the_processes_are_gone() {
     let mut agent = Agent::start(&sleeper("w", 2));
-    let pids = wait_pids(&agent, "w", 2);
+    let pids = agent.running_pids("w", 2);
     prints(&agent, &["quit", "--waiting"], "ok");
     for pid in &pids {
         assert!(!alive(*pid), "{pid} still runs after `quit --waiting`");
@@ -1096,7 +1081,7 @@ fn unknown_watcher_exits_3_for_every_command() {
 #[test]
 fn json_output_is_the_raw_reply_with_the_request_id() {
     let agent = Agent::start(&sleeper("w", 1));
-    wait_pids(&agent, "w", 1);
+    agent.running_pids("w", 1);
     let is_request_id = |id: &Value| {
         id.as_str()
             .is_some_and(|s| s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit()))

@@ -186,7 +186,7 @@ fn output_is_captured_with_circus_prefix_and_rotated() {
         "[watcher.talker]\ncmd = \"sh\"\nargs = [\"-c\", \"i=0; while [ $i -lt 200 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done; sleep 1000\"]\nstdout = {{ file = \"{}\", max_bytes = 4000, backup_count = 2 }}\n",
         log.display()
     ));
-    let pid = agent.pids("talker")[0];
+    let pid = agent.running_pids("talker", 1)[0];
     wait_for("the last line", Duration::from_secs(5), || {
         std::fs::read_to_string(&log).is_ok_and(|s| s.contains("line-199-"))
     });
@@ -210,7 +210,7 @@ fn sighup_reloads_the_config_file() {
         ),
     )
     .unwrap();
-    let one_before = agent.pids("one");
+    let one_before = agent.running_pids("one", 1);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.pid() as i32),
         nix::sys::signal::Signal::SIGHUP,
@@ -236,9 +236,8 @@ fn sigterm_stops_every_process_and_exits_cleanly() {
     let mut agent = Agent::start(
         "[watcher.a]\ncmd = \"sleep 1000\"\nnumprocesses = 3\n\n[watcher.b]\ncmd = \"sleep 1000\"\n",
     );
-    let mut pids = agent.pids("a");
-    pids.extend(agent.pids("b"));
-    assert_eq!(pids.len(), 4);
+    let mut pids = agent.running_pids("a", 3);
+    pids.extend(agent.running_pids("b", 1));
     let status = agent.stop();
     assert!(status.success(), "{status:?}");
     for pid in pids {

@@ -169,6 +169,22 @@ impl Agent {
             .collect()
     }
 
+    /// The pids of `watcher` once it lists `count` live processes: the agent answers while its
+    /// config is still being applied, so a test must not read the pids just after start.
+    #[track_caller]
+    pub fn running_pids(&self, watcher: &str, count: usize) -> Vec<u32> {
+        let mut pids = Vec::new();
+        wait_for(
+            &format!("{count} live processes in '{watcher}'"),
+            Duration::from_secs(15),
+            || {
+                pids = self.pids(watcher);
+                pids.len() == count && pids.iter().all(|p| alive(*p))
+            },
+        );
+        pids
+    }
+
     /// Sends SIGTERM and waits for the agent to exit; returns its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("agent running");
