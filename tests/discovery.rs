@@ -764,7 +764,7 @@ fn serve_marks_a_killed_agent_down_and_its_restart_alive() {
 }
 
 /// `troupe cluster RANGE COUNT --controller EP` remembers the range and tells the running
-/// serve, which probes it at once: the agents there join.
+/// serve, which probes it at once and replies once the agents there joined.
 #[test]
 fn troupe_cluster_makes_a_running_serve_probe_a_new_range() {
     let serve = LoopbackServe::start(&[]);
@@ -794,17 +794,19 @@ fn troupe_cluster_makes_a_running_serve_probe_a_new_range() {
     );
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(
-        run.stdout.contains("the running controller was told"),
+        run.stdout
+            .contains("the running controller swept it: 2 nodes alive, expecting 2"),
         "{run:#?}"
     );
-    wait_for("both agents to join", Duration::from_secs(15), || {
-        let nodes = serve.nodes();
-        ["lb-cluster-a", "lb-cluster-b"]
-            .iter()
-            .all(|name| state_of(&nodes, name).as_deref() == Some("alive"))
-    });
     let nodes = serve.nodes();
     assert_eq!(nodes.len(), 2, "{nodes:#?}");
+    for name in ["lb-cluster-a", "lb-cluster-b"] {
+        assert_eq!(
+            state_of(&nodes, name).as_deref(),
+            Some("alive"),
+            "{nodes:#?}"
+        );
+    }
     for node in &nodes {
         assert_eq!(sources(node), ["probe"], "{node}");
     }

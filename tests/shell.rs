@@ -59,7 +59,13 @@ fn the_shell_runs_commands_line_by_line_and_remembers_a_cluster_range() {
         "{stdout}"
     );
     assert!(stderr.contains("unknown command 'bogus'"), "{stderr}");
-    assert!(stdout.contains("probing"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "probed {}: 2 nodes alive, expecting 2",
+            second.address
+        )),
+        "{stdout}"
+    );
     assert!(stdout.contains("Shell commands"), "help:\n{stdout}");
     // The commands really ran: incr on shell-a only, then stop on both.
     assert!(first.pids("sleeper").is_empty() && second.pids("sleeper").is_empty());

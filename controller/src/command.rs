@@ -227,6 +227,10 @@ impl ClusterLink {
     }
 }
 
+/// How long a `cluster` request may take: serve replies once it has swept the new range (a
+/// /16 of mostly unanswered addresses takes a while).
+pub const CLUSTER_SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Whether something accepts TCP at a controller endpoint: a closed port answers at once,
 /// so no ZeroMQ timeout is paid when no controller runs.
 pub async fn controller_answers(endpoint: &str) -> bool {

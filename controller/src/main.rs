@@ -4,10 +4,12 @@ use clap::{Parser, Subcommand};
 use serde_json::{Map, Value};
 use std::process::ExitCode;
 use std::time::Duration;
-use troupe::client::{call, ClientError};
+use troupe::client::{call, call_async, ClientError};
 use troupe::discovery::parse_targets;
 use troupe::protocol::Request;
-use troupe_controller::command::{print_replies, BroadcastFlags, ClusterLink};
+use troupe_controller::command::{
+    controller_answers, print_replies, BroadcastFlags, ClusterLink, CLUSTER_SWEEP_TIMEOUT,
+};
 use troupe_controller::configure;
 use troupe_controller::settings::{parse_duration, NodeFlags};
 use troupe_controller::state::ControllerState;
@@ -290,24 +292,34 @@ fn main() -> ExitCode {
             state.save(&settings.config.state_dir)?;
             let mut properties = Map::new();
             properties.insert("range".into(), Value::String(range.clone()));
-            let told = call(
-                &flags.controller_endpoint(),
-                Request::new("cluster", properties),
-                Duration::from_millis(500),
-            )
-            .is_ok();
-            println!(
-                "cluster: probing {range} ({} addresses){}{}",
-                targets.len(),
-                count
-                    .map(|c| format!(", expecting {c} nodes"))
-                    .unwrap_or_default(),
-                if told {
-                    "; the running controller was told"
-                } else {
-                    ""
-                }
-            );
+            let endpoint = flags.controller_endpoint();
+            let swept = if controller_answers(&endpoint).await {
+                let reply = call_async(
+                    &zmq::Context::new(),
+                    &endpoint,
+                    Request::new("cluster", properties),
+                    CLUSTER_SWEEP_TIMEOUT,
+                )
+                .await?;
+                Some(reply["alive"].as_u64().unwrap_or_default())
+            } else {
+                None
+            };
+            let expecting = count
+                .map(|c| format!(", expecting {c}"))
+                .unwrap_or_default();
+            match swept {
+                Some(alive) => println!(
+                    "cluster: {range} ({} addresses) remembered; the running controller swept it: \
+                     {alive} nodes alive{expecting}",
+                    targets.len()
+                ),
+                None => println!(
+                    "cluster: {range} ({} addresses) remembered{expecting}; no controller runs: \
+                     commands probe it when they discover",
+                    targets.len()
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }),
     }

@@ -270,8 +270,14 @@ async fn handle(
                 .as_str()
                 .ok_or_else(|| CommandError::message("message invalid 'range' is missing"))?;
             let targets = cluster_ranges(&context.settings, range)?;
-            context.discovery.set_ranges(targets);
-            Ok(fields([("range", json!(range))]))
+            context.discovery.sweep_ranges(targets).await;
+            let alive = context
+                .membership
+                .members_json()
+                .iter()
+                .filter(|member| member["state"] == "alive")
+                .count();
+            Ok(fields([("range", json!(range)), ("alive", json!(alive))]))
         }
         "status" | "list" | "numwatchers" | "numprocesses" => cluster_view(request, context).await,
         "globaloptions" => {

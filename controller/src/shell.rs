@@ -148,7 +148,8 @@ async fn broadcast(link: &ClusterLink, command: &str, rest: &[String]) -> u8 {
     }
 }
 
-/// `cluster RANGE [COUNT]`: remember the range and probe it now.
+/// `cluster RANGE [COUNT]`: remember the range and probe it now, then say how many nodes are
+/// alive.
 fn cluster(
     runtime: &tokio::runtime::Runtime,
     link: &ClusterLink,
@@ -173,7 +174,7 @@ fn cluster(
             ClusterLink::Local { discovery, .. } => {
                 let mut all = settings.probe.clone();
                 all.append(targets);
-                discovery.set_ranges(all);
+                runtime.block_on(discovery.sweep_ranges(all));
             }
             ClusterLink::Controller(endpoint) => {
                 let mut props = serde_json::Map::new();
@@ -184,14 +185,19 @@ fn cluster(
                     &zmq,
                     endpoint,
                     request,
-                    std::time::Duration::from_secs(2),
+                    crate::command::CLUSTER_SWEEP_TIMEOUT,
                 ))?;
             }
         }
+        let alive = runtime
+            .block_on(link.nodes())
+            .iter()
+            .filter(|n| n["state"] == "alive")
+            .count();
         println!(
-            "probing {range}{}",
+            "probed {range}: {alive} nodes alive{}",
             expect
-                .map(|n| format!(", expecting {n} nodes"))
+                .map(|n| format!(", expecting {n}"))
                 .unwrap_or_default()
         );
         Ok(())

@@ -31,8 +31,10 @@ pub struct Sources {
 pub struct Discovery {
     daemon: Option<mdns_sd::ServiceDaemon>,
     tasks: Vec<JoinHandle<()>>,
-    ranges: tokio::sync::watch::Sender<ProbeTargets>,
-    sweeps: tokio::sync::watch::Receiver<u64>,
+    /// The probed ranges, with a generation number bumped on every change.
+    ranges: tokio::sync::watch::Sender<(u64, ProbeTargets)>,
+    /// The generation of the ranges of the last finished sweep.
+    sweeps: tokio::sync::watch::Receiver<Option<u64>>,
 }
 
 impl Discovery {
@@ -50,8 +52,8 @@ impl Discovery {
         } else {
             None
         };
-        let (ranges, ranges_rx) = tokio::sync::watch::channel(sources.probe.clone());
-        let (sweeps_tx, sweeps) = tokio::sync::watch::channel(0);
+        let (ranges, ranges_rx) = tokio::sync::watch::channel((0, sources.probe.clone()));
+        let (sweeps_tx, sweeps) = tokio::sync::watch::channel(None);
         let tasks = vec![tokio::spawn(probe_loop(
             membership.clone(),
             sources,
@@ -72,12 +74,20 @@ impl Discovery {
     /// Resolves once the first sweep of ranges and seeds has been handed to membership.
     pub async fn first_sweep(&self) {
         let mut sweeps = self.sweeps.clone();
-        let _ = sweeps.wait_for(|n| *n > 0).await;
+        let _ = sweeps.wait_for(Option::is_some).await;
     }
 
-    /// Replaces the probed ranges (`troupe cluster`); they are swept at once.
-    pub fn set_ranges(&self, ranges: ProbeTargets) {
-        self.ranges.send_replace(ranges);
+    /// Replaces the probed ranges (`troupe cluster`) and resolves once they have been swept
+    /// (at once, not at the next interval) and what answered was handed to membership.
+    pub async fn sweep_ranges(&self, ranges: ProbeTargets) {
+        let mut generation = 0;
+        self.ranges.send_modify(|(current, old)| {
+            *current += 1;
+            generation = *current;
+            *old = ranges;
+        });
+        let mut sweeps = self.sweeps.clone();
+        let _ = sweeps.wait_for(|swept| *swept >= Some(generation)).await;
     }
 
     pub fn stop(self) {
@@ -100,15 +110,15 @@ impl Drop for Discovery {
 async fn probe_loop(
     membership: MembershipHandle,
     sources: Sources,
-    mut ranges_rx: tokio::sync::watch::Receiver<ProbeTargets>,
-    sweeps: tokio::sync::watch::Sender<u64>,
+    mut ranges_rx: tokio::sync::watch::Receiver<(u64, ProbeTargets)>,
+    sweeps: tokio::sync::watch::Sender<Option<u64>>,
 ) {
     let zmq = zmq::Context::new();
     let every = sources.probe_interval.max(Duration::from_millis(500));
     loop {
-        let probe = ranges_rx.borrow_and_update().clone();
+        let (generation, probe) = ranges_rx.borrow_and_update().clone();
         if probe.is_empty() && sources.seeds.is_empty() && !sources.multicast {
-            sweeps.send_modify(|n| *n += 1);
+            sweeps.send_replace(Some(generation));
             if ranges_rx.changed().await.is_err() {
                 return;
             }
@@ -143,7 +153,7 @@ async fn probe_loop(
                 })
                 .await;
         }
-        sweeps.send_modify(|n| *n += 1);
+        sweeps.send_replace(Some(generation));
         // Next sweep after the interval, or at once when the ranges change.
         let _ = tokio::time::timeout(every, ranges_rx.changed()).await;
     }
