@@ -253,3 +253,45 @@ fn children(pid: u32) -> Vec<u32> {
         .filter_map(|p| p.parse().ok())
         .collect()
 }
+
+/// The agent raises its own soft open-files limit (its sampler keeps files open per process),
+/// but its children get the limit it was started with.
+#[test]
+fn children_get_the_open_files_limit_the_agent_was_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("limit");
+    let address = crate::support::unique_loopback();
+    let config = dir.path().join("troupe-agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nbind = \"{address}\"\nstate_dir = \"{}\"\nmdns = false\n\n\
+             [watcher.probe]\ncmd = \"sh\"\nargs = [\"-c\", \"ulimit -Sn > {}; exec sleep 1000\"]\n",
+            dir.path().join("state").display(),
+            seen.display()
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" --config \"$1\"")
+        .arg(crate::support::bin("troupe-agent"))
+        .arg(&config);
+    let agent = crate::support::Daemon::spawn("troupe-agent", command, &dir.path().join("log"));
+    wait_for("the watcher's report", Duration::from_secs(10), || {
+        std::fs::read_to_string(&seen).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), "256");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "agent's soft = hard: {limits}"
+    );
+}

@@ -12,6 +12,7 @@ use troupe::protocol::now_epoch;
 
 /// Runs the agent until SIGTERM, SIGINT or `quit`; all watchers are stopped before it returns.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    crate::watcher::process::raise_open_files_limit();
     let settings = Arc::new(config.agent.clone());
     let node_id = crate::identity::load_or_create(&settings.state_dir)?;
     let zmq = troupe::sockets::Context::new();

@@ -8,18 +8,36 @@
 //! # Cost
 //!
 //! Only the requested pids (and, with `with_children`, their direct children) are read, never the
-//! whole process table, and reading /proc is all the cost there is (open + read + close, a few
-//! microseconds each). Per pid and sample that is **two reads**: `/proc/<pid>/stat` for CPU ticks,
-//! nice and the start time in clock ticks (a sub-second `create_time`; sysinfo rounds it to whole
-//! seconds and has no nice value), and `/proc/<pid>/statm` for RSS and VMS (psutil's source; the
-//! RSS in `stat` is the kernel's per-CPU approximation, off by up to 64 pages per CPU). A sysinfo
-//! refresh reads `status` + `stat` (+ `statm` + `cmdline`), about three times as much, so it is
-//! used only for what rarely changes: the real uid and argv. It runs for a pid when it is first
-//! seen, when its command name changed (an exec), and otherwise on a backoff: after an interval
-//! equal to the process's age at the last refresh, clamped to [`META_MIN`, `META_MAX`], which
-//! catches title and uid changes made while a process starts up and then costs almost nothing.
-//! Sampling children adds one read per parent (one per thread for a multi-threaded parent).
-
+//! whole process table, and reading /proc is most of the cost. Per pid and sample that is **two
+//! reads**: `/proc/<pid>/stat` for CPU ticks, nice and the start time in clock ticks (a sub-second
+//! `create_time`; sysinfo rounds it to whole seconds and has no nice value), and
+//! `/proc/<pid>/statm` for RSS and VMS (psutil's source; the RSS in `stat` is the kernel's per-CPU
+//! approximation, off by up to 64 pages per CPU). The files of a tracked pid are kept open (see
+//! Open files), so each read is one `pread` from offset 0: about 3 us for `stat`, which the kernel
+//! generates from the task's state at every read, under 1 us for `statm`. Reading them by path
+//! adds the path lookup, open and close, about 4 us per file; that is left for a pid's first
+//! sample. A sysinfo refresh reads `status` + `stat` (+ `statm` + `cmdline`) by path, several times
+//! as much, so it is used only for what rarely changes: the real uid and argv. It runs for a pid
+//! when it is first seen, when its command name changed (an exec), and otherwise on a backoff:
+//! after an interval equal to the process's age at the last refresh, clamped to [`META_MIN`,
+//! `META_MAX`], which catches title and uid changes made while a process starts up and then costs
+//! almost nothing. Sampling children adds one read per parent: a `pread` for a single-threaded
+//! parent, a read by path per thread for a multi-threaded one.
+//!
+//! # Open files
+//!
+//! The `stat` and `statm` files of a pid are opened when it is first seen, the `children` file of
+//! a single-threaded parent at its next sample with children; all are close-on-exec, so children
+//! never inherit them, and closed with the pid's history. An open file refers to the process, not
+//! to the pid: once that process is gone, reading `stat` or `statm` fails or yields nothing, which
+//! is taken as the process being gone; the pid is then read by path once, as at first sight, since
+//! a new process may have it (the start time tells them apart). At most half of the soft
+//! `RLIMIT_NOFILE` (raised to the hard limit at agent start by
+//! [`crate::watcher::process::raise_open_files_limit`]; children get the original back) is kept
+//! open; beyond that, pids are read by path. An open that fails for lack of descriptors (`EMFILE`,
+//! or `ENFILE` for the whole system) releases all kept files, as the agent's pipes and sockets need
+//! them more, and none are kept until the next sweep.
+//!
 //! # Children
 //!
 //! `/proc/<pid>/task/<tid>/children`: the kernel's list of a thread's children, one small read
@@ -41,14 +59,15 @@
 //!
 //! # History
 //!
-//! A pid's history (here and in sysinfo) is dropped as soon as a sample finds it gone, or finds
-//! its pid reused (the start time is part of its identity). Every [`SWEEP_INTERVAL`] the pids
-//! not sampled lately are checked and dropped if gone, or if idle for [`IDLE_LIMIT`].
+//! A pid's history (here and in sysinfo), with its open files, is dropped as soon as a sample
+//! finds it gone, or finds its pid reused (the start time is part of its identity). Every
+//! [`SWEEP_INTERVAL`] the pids not sampled lately are checked and dropped if gone, or if idle for
+//! [`IDLE_LIMIT`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
@@ -182,17 +201,23 @@ fn parse_stat(data: &[u8]) -> Option<Stat> {
     }
     let comm = String::from_utf8_lossy(&data[open + 1..close]).into_owned();
     let rest = std::str::from_utf8(data.get(close + 1..)?).ok()?;
-    // proc(5) numbers fields from 1; field 3 (state) comes first after the name.
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3).copied();
-    let num = |n: usize| field(n)?.parse::<u64>().ok();
+    // proc(5) numbers fields from 1; field 3 (state) comes first after the name. One pass over
+    // them: fields are asked for in increasing order.
+    let mut fields = (3..).zip(rest.split_ascii_whitespace());
+    let mut field = |n: usize| fields.find(|&(i, _)| i == n).map(|(_, f)| f);
+    let ppid = field(4)?.parse().ok()?;
+    let utime: u64 = field(14)?.parse().ok()?;
+    let stime: u64 = field(15)?.parse().ok()?;
+    let nice = field(19)?.parse().ok()?;
+    let num_threads = field(20)?.parse().ok()?;
+    let start_ticks = field(22)?.parse().ok()?;
     Some(Stat {
         comm,
-        ppid: u32::try_from(num(4)?).ok()?,
-        cpu_ticks: num(14)?.saturating_add(num(15)?),
-        nice: field(19)?.parse().ok()?,
-        num_threads: num(20)?,
-        start_ticks: num(22)?,
+        ppid,
+        cpu_ticks: utime.saturating_add(stime),
+        nice,
+        num_threads,
+        start_ticks,
     })
 }
 
@@ -233,7 +258,7 @@ struct Meta {
 }
 
 /// A pid's history.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Track {
     start_ticks: u64,
     /// CPU baseline: ticks and when they were read.
@@ -243,6 +268,40 @@ struct Track {
     cpu: f64,
     last_seen: Instant,
     meta: Meta,
+    /// None while it is read by path (no room to keep them, or they belonged to a process that
+    /// is gone).
+    files: Option<ProcFiles>,
+}
+
+/// The files read at every sample of a pid, kept open between samples.
+#[derive(Debug)]
+struct ProcFiles {
+    stat: File,
+    statm: File,
+    /// `task/<pid>/children`, once a single-threaded pid was sampled with its children.
+    children: Option<File>,
+}
+
+impl ProcFiles {
+    /// Reads both files; None if either cannot be read or is empty (the process is gone).
+    fn read(&self, buf: &mut Vec<u8>, page_size: u64) -> Option<Observed> {
+        if !read_whole(&self.stat, buf) || buf.is_empty() {
+            return None;
+        }
+        let stat = parse_stat(buf)?;
+        let at = Instant::now();
+        if !read_whole(&self.statm, buf) || buf.is_empty() {
+            return None;
+        }
+        let (vms, rss) = parse_statm(buf)?;
+        Some(Observed {
+            stat,
+            vms: vms.saturating_mul(page_size),
+            rss: rss.saturating_mul(page_size),
+            at,
+            files: None,
+        })
+    }
 }
 
 /// One pid as read in this batch.
@@ -252,6 +311,8 @@ struct Observed {
     vms: u64,
     rss: u64,
     at: Instant,
+    /// Files opened by path in this batch, to be kept in the pid's history.
+    files: Option<ProcFiles>,
 }
 
 struct State {
@@ -267,6 +328,13 @@ struct State {
     next_sweep: Instant,
     buf: Vec<u8>,
     path: String,
+    /// How many files may be kept open in all: half the soft `RLIMIT_NOFILE`.
+    file_budget: usize,
+    /// Whether files are kept open at all; false from running out of descriptors to the next
+    /// sweep.
+    keep_files: bool,
+    /// How many more files may be kept open in this batch.
+    files_room: usize,
 }
 
 impl State {
@@ -298,37 +366,95 @@ impl State {
             boot_time,
             children_file,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
-            buf: Vec::with_capacity(1024),
+            buf: Vec::with_capacity(4096),
             path: String::with_capacity(64),
+            file_budget: file_budget(),
+            keep_files: true,
+            files_room: 0,
         })
     }
 
-    fn read_stat(&mut self, pid: u32) -> Option<Stat> {
+    /// Opens `/proc/<pid>/<name>`, releasing the kept files first if descriptors ran out.
+    fn open(&mut self, pid: u32, name: std::fmt::Arguments) -> Option<File> {
         self.path.clear();
-        let _ = write!(self.path, "/proc/{pid}/stat");
-        if read_into(&self.path, &mut self.buf) {
+        let _ = write!(self.path, "/proc/{pid}/{name}");
+        match File::open(&self.path) {
+            Ok(file) => Some(file),
+            Err(e) if self.out_of_files(&e) => File::open(&self.path).ok(),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether `error` (of an open) means that no descriptor was left. Then all kept files are
+    /// closed, since the agent's pipes and sockets need descriptors more than the sampler, which
+    /// can read by path, and none are kept until the next sweep.
+    fn out_of_files(&mut self, error: &std::io::Error) -> bool {
+        use nix::libc::{EMFILE, ENFILE};
+        if !matches!(error.raw_os_error(), Some(EMFILE | ENFILE)) {
+            return false;
+        }
+        let released = self
+            .tracks
+            .values_mut()
+            .filter_map(|t| t.files.take())
+            .count();
+        self.keep_files = false;
+        self.files_room = 0;
+        tracing::warn!(
+            "out of file descriptors ({error}): closed the files of {released} sampled \
+             process(es); they are read by path until the next sweep"
+        );
+        true
+    }
+
+    /// How many files are kept open.
+    fn kept_files(&self) -> usize {
+        self.tracks
+            .values()
+            .filter_map(|t| t.files.as_ref())
+            .map(|f| 2 + usize::from(f.children.is_some()))
+            .sum()
+    }
+
+    /// Reads `/proc/<pid>/<name>` by path into `buf`; false if it cannot be opened or read.
+    fn read_path(&mut self, pid: u32, name: std::fmt::Arguments) -> bool {
+        self.open(pid, name)
+            .is_some_and(|file| read_whole(&file, &mut self.buf))
+    }
+
+    fn read_stat(&mut self, pid: u32) -> Option<Stat> {
+        if self.read_path(pid, format_args!("stat")) {
             parse_stat(&self.buf)
         } else {
             None
         }
     }
 
-    /// Reads `/proc/<pid>/stat` and `statm`.
+    /// Reads `/proc/<pid>/stat` and `statm`: through the files kept for the pid, else (first
+    /// sight, the process of the kept files is gone, or no room to keep them) by path, keeping
+    /// the files opened if there is room.
     fn read_observed(&mut self, pid: u32) -> Option<Observed> {
-        let stat = self.read_stat(pid)?;
-        let at = Instant::now();
-        self.path.clear();
-        let _ = write!(self.path, "/proc/{pid}/statm");
-        if !read_into(&self.path, &mut self.buf) {
-            return None;
+        if let Some(track) = self.tracks.get_mut(&pid) {
+            if let Some(files) = &track.files {
+                let observed = files.read(&mut self.buf, self.page_size);
+                if observed.is_some() {
+                    return observed;
+                }
+                // A new process may have the pid already; it is read by path below.
+                track.files = None;
+            }
         }
-        let (vms, rss) = parse_statm(&self.buf)?;
-        Some(Observed {
-            stat,
-            vms: vms.saturating_mul(self.page_size),
-            rss: rss.saturating_mul(self.page_size),
-            at,
-        })
+        let files = ProcFiles {
+            stat: self.open(pid, format_args!("stat"))?,
+            statm: self.open(pid, format_args!("statm"))?,
+            children: None,
+        };
+        let mut observed = files.read(&mut self.buf, self.page_size)?;
+        if self.files_room >= 2 {
+            self.files_room -= 2;
+            observed.files = Some(files);
+        }
+        Some(observed)
     }
 
     /// Reads `pid`, once per batch.
@@ -340,27 +466,50 @@ impl State {
 
     /// Direct children of `pid` from the kernel's per-thread lists, sorted.
     fn children_from_file(&mut self, pid: u32, num_threads: u64) -> Vec<u32> {
-        let mut tids = Vec::new();
-        if num_threads <= 1 {
-            tids.push(pid);
-        } else if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            tids.extend(dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()));
-        }
         let mut out = Vec::new();
-        for tid in tids {
-            self.path.clear();
-            let _ = write!(self.path, "/proc/{pid}/task/{tid}/children");
-            if read_into(&self.path, &mut self.buf) {
-                let text = String::from_utf8_lossy(&self.buf);
-                out.extend(
-                    text.split_ascii_whitespace()
-                        .filter_map(|s| s.parse::<u32>().ok()),
-                );
+        if num_threads <= 1 {
+            if self.read_children(pid) {
+                push_pids(&self.buf, &mut out);
+            }
+        } else if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            let tids: Vec<u32> = dir
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .collect();
+            for tid in tids {
+                if self.read_path(pid, format_args!("task/{tid}/children")) {
+                    push_pids(&self.buf, &mut out);
+                }
             }
         }
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Reads the children list of single-threaded `pid` into `buf`: through the file kept for
+    /// it, else by path, keeping the file with the pid's others if they are kept and there is room.
+    fn read_children(&mut self, pid: u32) -> bool {
+        let kept = self
+            .tracks
+            .get(&pid)
+            .and_then(|t| t.files.as_ref()?.children.as_ref());
+        if let Some(file) = kept {
+            // That of a process gone meanwhile reads as empty: no children, which is true.
+            return read_whole(file, &mut self.buf);
+        }
+        let Some(file) = self.open(pid, format_args!("task/{pid}/children")) else {
+            return false;
+        };
+        if !read_whole(&file, &mut self.buf) {
+            return false;
+        }
+        if self.files_room >= 1 {
+            if let Some(files) = self.tracks.get_mut(&pid).and_then(|t| t.files.as_mut()) {
+                self.files_room -= 1;
+                files.children = Some(file);
+            }
+        }
+        true
     }
 
     /// Direct children of each of `parents`, by reading every process's parent pid (fallback).
@@ -416,6 +565,11 @@ impl State {
     /// Samples a batch of requests; one answer list per request, in order.
     fn sample(&mut self, requests: &[Vec<SampleTarget>]) -> Vec<Vec<Option<ProcessInfo>>> {
         let now_wall = epoch_now();
+        self.files_room = if self.keep_files {
+            self.file_budget.saturating_sub(self.kept_files())
+        } else {
+            0
+        };
 
         // 1. Our stat read of every requested pid, then of their children.
         let mut seen: HashMap<u32, Option<Observed>> = HashMap::new();
@@ -540,7 +694,13 @@ impl State {
         refreshed: Option<bool>,
         now_wall: f64,
     ) -> Option<ProcessInfo> {
-        let Observed { stat, vms, rss, at } = observed;
+        let Observed {
+            stat,
+            vms,
+            rss,
+            at,
+            files,
+        } = observed;
         let create_time = self.boot_time + stat.start_ticks as f64 / self.clock_ticks;
         let age = (now_wall - create_time).max(0.0);
         let meta = if let Some(settled) = refreshed {
@@ -567,6 +727,9 @@ impl State {
                 if let Some(meta) = meta {
                     track.meta = meta;
                 }
+                if files.is_some() {
+                    track.files = files;
+                }
                 track.last_seen = at;
                 let elapsed = at.saturating_duration_since(track.at);
                 if elapsed >= MIN_CPU_INTERVAL {
@@ -589,6 +752,7 @@ impl State {
                     cpu: 0.0,
                     last_seen: at,
                     meta,
+                    files,
                 };
                 self.tracks.insert(pid, track);
                 known
@@ -618,9 +782,12 @@ impl State {
     }
 
     /// Drops the history of pids not sampled lately that exited (or were idle too long), in
-    /// sysinfo too; rereads total memory; forgets cached user names.
+    /// sysinfo too; rereads total memory and the file budget; keeps files again after running out
+    /// of descriptors; forgets cached user names.
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = now + SWEEP_INTERVAL;
+        self.file_budget = file_budget();
+        self.keep_files = true;
         let before = self.tracks.len();
         let stale: Vec<(u32, u64, Duration)> = self
             .tracks
@@ -658,23 +825,44 @@ impl State {
     }
 }
 
-/// Reads a whole small /proc file into `buf`; false if it cannot be read. procfs produces such a
-/// file in one go, so a read that does not fill the buffer has reached the end: one `read` call
-/// instead of the two of `read_to_end` (a syscall is a good part of the cost here).
-fn read_into(path: &str, buf: &mut Vec<u8>) -> bool {
+/// Appends the pids listed in a `children` file.
+fn push_pids(data: &[u8], out: &mut Vec<u32>) {
+    let text = String::from_utf8_lossy(data);
+    out.extend(
+        text.split_ascii_whitespace()
+            .filter_map(|s| s.parse::<u32>().ok()),
+    );
+}
+
+/// Reads a whole small /proc file from its start into `buf` with `pread`s; false if it cannot be
+/// read. procfs produces such a file in one go, so a read that does not fill the buffer has
+/// reached the end: one call, not a second one that would only find the end (and for which the
+/// kernel would generate the file again).
+fn read_whole(file: &File, buf: &mut Vec<u8>) -> bool {
     const CHUNK: usize = 4096;
-    let Ok(mut f) = File::open(path) else {
-        return false;
-    };
     buf.clear();
-    buf.resize(CHUNK, 0);
-    match f.read(buf) {
-        Ok(n) if n < CHUNK => {
-            buf.truncate(n);
-            true
+    loop {
+        let len = buf.len();
+        buf.resize(len + CHUNK, 0);
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(n) => {
+                buf.truncate(len + n);
+                if n < CHUNK {
+                    return true;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
+            Err(_) => return false,
         }
-        Ok(_) => f.read_to_end(buf).is_ok(),
-        Err(_) => false,
+    }
+}
+
+/// Half the soft `RLIMIT_NOFILE`: the other half is the rest of the agent's (sockets, and two
+/// output pipes per child).
+fn file_budget() -> usize {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => usize::try_from(soft / 2).unwrap_or(usize::MAX),
+        Err(_) => 0,
     }
 }
 

@@ -3,6 +3,7 @@
 use super::*;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid as NixPid;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -421,6 +422,160 @@ fn history_is_forgotten() {
     assert!(st.sys.processes().is_empty());
 }
 
+/// The descriptors kept open for `pid`'s stat and statm.
+fn kept_fds(st: &State, pid: u32) -> Option<(i32, i32)> {
+    let files = st.tracks.get(&pid)?.files.as_ref()?;
+    Some((files.stat.as_raw_fd(), files.statm.as_raw_fd()))
+}
+
+/// Whether descriptor `fd` of this process is open on a file of `/proc/<pid>`.
+fn fd_is_on(fd: i32, pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|target| target.starts_with(format!("/proc/{pid}")))
+}
+
+#[test]
+fn files_are_kept_and_closed_when_the_process_is_gone() {
+    let mut p = Proc::sleep();
+    let q = Proc::sleep();
+    let pid = p.pid();
+    let mut st = State::new().unwrap();
+    st.sample(&[vec![target(pid), target(q.pid())]]);
+    assert_eq!(st.kept_files(), 4);
+    let (stat, statm) = kept_fds(&st, pid).unwrap();
+    assert!(fd_is_on(stat, pid) && fd_is_on(statm, pid));
+    // Read again through the same files.
+    assert!(st.sample(&[vec![target(pid)]])[0][0].is_some());
+    assert_eq!(kept_fds(&st, pid), Some((stat, statm)));
+    // Exited and reaped between two samples.
+    p.kill();
+    let out = st.sample(&[vec![target(pid), target(q.pid())]]);
+    assert!(out[0][0].is_none());
+    assert!(out[0][1].is_some());
+    assert!(!st.tracks.contains_key(&pid));
+    assert!(!fd_is_on(stat, pid) && !fd_is_on(statm, pid));
+    assert_eq!(st.kept_files(), 2);
+}
+
+#[test]
+fn history_with_files_of_a_gone_process_gives_way_to_the_new_one() {
+    let mut gone = Proc::sleep();
+    // Started in a later clock tick than `gone`.
+    std::thread::sleep(Duration::from_millis(50));
+    let p = Proc::sleep();
+    let mut st = State::new().unwrap();
+    st.sample(&[vec![target(gone.pid()), target(p.pid())]]);
+    // As after a reuse of its pid, p's history is that of a process that is gone, files
+    // included.
+    let old = st.tracks.remove(&gone.pid()).unwrap();
+    let (stat, statm) = {
+        let files = old.files.as_ref().unwrap();
+        (files.stat.as_raw_fd(), files.statm.as_raw_fd())
+    };
+    gone.kill();
+    let old_start = old.start_ticks;
+    st.tracks.insert(p.pid(), old);
+    let out = st.sample(&[vec![target(p.pid())]]);
+    let info = out[0][0].as_ref().unwrap();
+    assert_eq!(info.pid, p.pid());
+    assert_eq!(info.cpu, 0.0);
+    assert!(!fd_is_on(stat, gone.pid()) && !fd_is_on(statm, gone.pid()));
+    let track = &st.tracks[&p.pid()];
+    assert_ne!(track.start_ticks, old_start);
+    let (stat, statm) = kept_fds(&st, p.pid()).unwrap();
+    assert!(fd_is_on(stat, p.pid()) && fd_is_on(statm, p.pid()));
+    assert_eq!(st.kept_files(), 2);
+    // The next sample reads the new files.
+    assert!(st.sample(&[vec![target(p.pid())]])[0][0].is_some());
+    assert_eq!(kept_fds(&st, p.pid()), Some((stat, statm)));
+}
+
+#[test]
+fn files_are_read_by_path_without_room_or_descriptors_to_keep_them() {
+    let procs = [Proc::sleep(), Proc::sleep()];
+    let batch = [procs.iter().map(|p| target(p.pid())).collect::<Vec<_>>()];
+    let all_answered = |out: Vec<Vec<Option<ProcessInfo>>>| out[0].iter().all(Option::is_some);
+    let mut st = State::new().unwrap();
+    // Room for the files of one process: the other one is read by path at every sample.
+    st.file_budget = 2;
+    for _ in 0..3 {
+        assert!(all_answered(st.sample(&batch)));
+        assert_eq!(st.kept_files(), 2);
+    }
+    st.file_budget = usize::MAX;
+    assert!(all_answered(st.sample(&batch)));
+    assert_eq!(st.kept_files(), 4);
+    let fds: Vec<(u32, i32, i32)> = procs
+        .iter()
+        .map(|p| {
+            let (stat, statm) = kept_fds(&st, p.pid()).unwrap();
+            (p.pid(), stat, statm)
+        })
+        .collect();
+    // Out of descriptors: every kept file is closed, and none is kept until the next sweep.
+    let error = |errno| std::io::Error::from_raw_os_error(errno);
+    assert!(!st.out_of_files(&error(nix::libc::ENOENT)));
+    assert_eq!(st.kept_files(), 4);
+    assert!(st.out_of_files(&error(nix::libc::EMFILE)));
+    assert_eq!(st.kept_files(), 0);
+    for (pid, stat, statm) in fds {
+        assert!(!fd_is_on(stat, pid) && !fd_is_on(statm, pid));
+    }
+    for _ in 0..3 {
+        assert!(all_answered(st.sample(&batch)));
+        assert_eq!(st.kept_files(), 0);
+    }
+    st.sweep(Instant::now());
+    assert!(all_answered(st.sample(&batch)));
+    assert_eq!(st.kept_files(), 4);
+    assert!(st.out_of_files(&error(nix::libc::ENFILE)));
+    assert_eq!(st.kept_files(), 0);
+}
+
+#[test]
+fn children_file_is_kept_and_read_again() {
+    let sh = Proc::sh("sleep 100 & sleep 100 & wait");
+    let mut st = State::new().unwrap();
+    let mut t = target(sh.pid());
+    t.with_children = true;
+    let children = |st: &mut State| {
+        let out = st.sample(&[vec![t.clone()]]);
+        out[0][0].as_ref().unwrap().children.clone().unwrap()
+    };
+    let mut kids = Vec::new();
+    for _ in 0..100 {
+        kids = children(&mut st);
+        if kids.len() == 2 && kids.iter().all(|k| k.cmdline == "sleep") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(kids.len(), 2);
+    // Kept from the parent's second sample with children on.
+    assert_eq!(children(&mut st).len(), 2);
+    let kept = |st: &State| {
+        let files = st.tracks[&sh.pid()].files.as_ref().unwrap();
+        files.children.as_ref().unwrap().as_raw_fd()
+    };
+    let fd = kept(&st);
+    assert!(fd_is_on(fd, sh.pid()));
+    // sh and its two children.
+    assert_eq!(st.kept_files(), 3 + 2 * 2);
+    // A child killed (and reaped by sh): the kept file, read again, lists only the other.
+    nix::sys::signal::kill(NixPid::from_raw(kids[0].pid as i32), Signal::SIGKILL).unwrap();
+    let mut left = kids.clone();
+    for _ in 0..100 {
+        left = children(&mut st);
+        if left.len() == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].pid, kids[1].pid);
+    assert_eq!(kept(&st), fd);
+}
+
 #[test]
 fn stat_parsing() {
     let line = b"4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 25 0 0 20 -3 2 0 \
@@ -444,17 +599,24 @@ fn stat_parsing() {
 }
 
 #[test]
-fn read_into_reads_whole_files() {
-    let path = std::env::temp_dir().join(format!("sampler-read-{}", std::process::id()));
+fn read_whole_reads_whole_files_from_the_start() {
+    let mut file = tempfile::tempfile().unwrap();
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-    std::fs::write(&path, &data).unwrap();
+    std::io::Write::write_all(&mut file, &data).unwrap();
     let mut buf = Vec::new();
-    assert!(read_into(path.to_str().unwrap(), &mut buf));
-    std::fs::remove_file(&path).unwrap();
+    assert!(read_whole(&file, &mut buf));
     assert_eq!(buf, data);
-    assert!(read_into("/proc/self/stat", &mut buf));
-    assert!(parse_stat(&buf).is_some());
-    assert!(!read_into("/proc/self/no-such-file", &mut buf));
+    // Again from the start, whatever the file position.
+    let stat = File::open("/proc/self/stat").unwrap();
+    for _ in 0..2 {
+        assert!(read_whole(&stat, &mut buf));
+        assert!(parse_stat(&buf).is_some());
+    }
+    // An empty file reads as nothing (not as what the buffer held before).
+    assert!(read_whole(&tempfile::tempfile().unwrap(), &mut buf));
+    assert!(buf.is_empty());
+    let mut st = State::new().unwrap();
+    assert!(!st.read_path(std::process::id(), format_args!("no-such-file")));
 }
 
 #[test]
@@ -524,26 +686,32 @@ async fn sampling_cost() {
             cpu * 1e6 / N as f64,
             cpu / N as f64 * 1000.0 * 100.0,
         );
-        // The floor: the same /proc reads and nothing else.
-        let files: &[&str] = if with_children {
+        // The floor: the same /proc reads through files kept open, and nothing else.
+        let names: &[&str] = if with_children {
             &["stat", "statm", "task/{}/children"]
         } else {
             &["stat", "statm"]
         };
+        let kept: Vec<File> = procs
+            .iter()
+            .flat_map(|p| {
+                let pid = p.pid().to_string();
+                names.iter().map(move |name| {
+                    File::open(format!("/proc/{pid}/{}", name.replace("{}", &pid))).unwrap()
+                })
+            })
+            .collect();
         let mut buf = Vec::new();
         let floor0 = process_cpu_seconds();
         for _ in 0..rounds {
-            for p in &procs {
-                for file in files {
-                    let file = file.replace("{}", &p.pid().to_string());
-                    assert!(read_into(&format!("/proc/{}/{file}", p.pid()), &mut buf));
-                }
+            for file in &kept {
+                assert!(read_whole(file, &mut buf));
             }
         }
         let floor = (process_cpu_seconds() - floor0) / rounds as f64;
         println!(
-            "  the bare reads ({}) alone: {:.2} ms CPU per sample ({:.1} us per process)",
-            files.join(" + "),
+            "  the bare reads (pread of {}) alone: {:.2} ms CPU per sample ({:.1} us per process)",
+            names.join(" + "),
             floor * 1e3,
             floor * 1e6 / N as f64
         );

@@ -1,9 +1,11 @@
 //! One supervised process: how it is spawned, signalled and reaped.
 
 use crate::output::OutputLog;
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -13,6 +15,28 @@ use troupe::protocol::now_epoch;
 /// How long a reaped process's output may keep draining before its exit is reported anyway
 /// (a daemonised grandchild can hold the pipe open forever).
 const OUTPUT_DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// The `RLIMIT_NOFILE` (soft, hard) the agent was started with, given back to every child: the
+/// agent raises its own soft limit (the sampler keeps files open per sampled process), but a
+/// program that select()s or closes every fd up to the limit should get what circusd would give.
+static CHILD_OPEN_FILES: OnceLock<(u64, u64)> = OnceLock::new();
+
+/// Raises the agent's soft `RLIMIT_NOFILE` to the hard limit, at start, remembering the original
+/// for the children.
+pub fn raise_open_files_limit() {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let _ = CHILD_OPEN_FILES.set((soft, hard));
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!("open files limit raised from {soft} to {hard}"),
+            Err(e) => {
+                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}")
+            }
+        }
+    }
+}
 
 /// Exit as Circus reports it: the status, or the negated signal number.
 pub type ExitCode = Option<i32>;
@@ -83,9 +107,14 @@ pub fn spawn(
     // Its own process group, so a stop can reach every descendant with one killpg.
     command.process_group(0);
     let agent_pid = std::process::id();
-    // SAFETY: only async-signal-safe calls (prctl, getppid, kill) run between fork and exec.
+    let open_files = CHILD_OPEN_FILES.get().copied();
+    // SAFETY: only async-signal-safe calls (setrlimit, prctl, getppid, kill) run between fork
+    // and exec.
     unsafe {
         command.pre_exec(move || {
+            if let Some((soft, hard)) = open_files {
+                setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?;
+            }
             // If the agent dies without stopping its children, they get SIGTERM rather than
             // running on unsupervised.
             nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
