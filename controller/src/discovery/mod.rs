@@ -71,14 +71,14 @@ impl Discovery {
         ))
     }
 
-    /// Resolves once the first sweep of ranges and seeds has been handed to membership.
+    /// Resolves once the first sweep of ranges and seeds is in the member list.
     pub async fn first_sweep(&self) {
         let mut sweeps = self.sweeps.clone();
         let _ = sweeps.wait_for(Option::is_some).await;
     }
 
     /// Replaces the probed ranges (`troupe cluster`) and resolves once they have been swept
-    /// (at once, not at the next interval) and what answered was handed to membership.
+    /// (at once, not at the next interval) and what answered is in the member list.
     pub async fn sweep_ranges(&self, ranges: ProbeTargets) {
         let mut generation = 0;
         self.ranges.send_modify(|(current, old)| {
@@ -153,6 +153,8 @@ async fn probe_loop(
                 })
                 .await;
         }
+        // A finished sweep means its answers are in the member list.
+        membership.sync().await;
         sweeps.send_replace(Some(generation));
         // Next sweep after the interval, or at once when the ranges change.
         let _ = tokio::time::timeout(every, ranges_rx.changed()).await;
