@@ -1,4 +1,6 @@
-//! A blocking control client: one DEALER, one request, one reply or a timeout.
+//! Control clients: one request, one reply or a timeout. [`call`] blocks; [`call_async`] opens
+//! a DEALER per call; [`exchange`] runs one request on a DEALER the caller keeps (the pooled
+//! links of `troupe serve`).
 
 use crate::protocol::Request;
 use crate::sockets::{connect_control, poll_timeout_ms, Context};
@@ -65,9 +67,32 @@ pub fn call(endpoint: &str, mut request: Request, timeout: Duration) -> Result<V
     }
 }
 
-/// The async twin of [`call`], sharing one ZeroMQ context across many concurrent calls.
+/// The async twin of [`call`], sharing one ZeroMQ context across many concurrent calls: a
+/// new DEALER for this one request, closed afterwards.
 pub async fn call_async(
     context: &Context,
+    endpoint: &str,
+    request: Request,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
+    let mut socket = crate::sockets::connect_control_async(context, endpoint).map_err(|e| {
+        ClientError::Connect {
+            endpoint: endpoint.to_string(),
+            source: match e {
+                tmq::TmqError::Zmq(z) => z,
+                _ => zmq::Error::EINVAL,
+            },
+        }
+    })?;
+    exchange(&mut socket, endpoint, request, timeout).await
+}
+
+/// One request and its reply on an async DEALER connected to `endpoint` (a new one, or one
+/// kept from earlier calls), within `timeout`. Replies with another id (answers to earlier
+/// requests that timed out) are skipped. After an error the socket may still hold the
+/// request or owe its reply: callers that keep sockets must close it instead of reusing it.
+pub async fn exchange(
+    socket: &mut tmq::dealer::Dealer,
     endpoint: &str,
     mut request: Request,
     timeout: Duration,
@@ -80,15 +105,6 @@ pub async fn call_async(
             _ => zmq::Error::EFAULT,
         },
     };
-    let mut socket = crate::sockets::connect_control_async(context, endpoint).map_err(|e| {
-        ClientError::Connect {
-            endpoint: endpoint.to_string(),
-            source: match e {
-                tmq::TmqError::Zmq(z) => z,
-                _ => zmq::Error::EINVAL,
-            },
-        }
-    })?;
     if request.id.is_null() {
         request.id = Value::String(random_id());
     }

@@ -385,18 +385,24 @@ impl Serve {
             daemon,
             control: format!("tcp://{address}:5558"),
         };
+        serve.wait_all_alive(cluster);
+        serve
+    }
+
+    /// Waits until `troupe nodes` through the serve lists the five nodes, all alive.
+    fn wait_all_alive(&mut self, cluster: &Cluster) {
         let cli_state = cluster.path("cli-state");
         wait_for(
             "troupe nodes through the serve to list 5 alive nodes",
             Duration::from_secs(20),
             || {
-                serve.daemon.assert_running();
+                self.daemon.assert_running();
                 let run = troupe(
                     cluster.dir.path(),
                     &[
                         "nodes",
                         "--controller",
-                        &serve.control,
+                        &self.control,
                         "--json",
                         "--no-mdns",
                         "--wait",
@@ -420,7 +426,6 @@ impl Serve {
                 alive.as_deref() == Some(&NODES.map(String::from)[..])
             },
         );
-        serve
     }
 
     /// `troupe ARGS... --controller <this serve>`: no probe range and no multicast, so
@@ -586,6 +591,104 @@ fn broadcasts_through_serve_and_a_frozen_node_costs_only_its_timeout() {
             run.code == Some(0) && rows(&run) == per_node(&NODES, &[WATCHER, "active"])
         },
     );
+    serve.daemon.assert_running();
+}
+
+/// The serve keeps its connections to members across requests (`controller/src/links.rs`):
+/// a member that restarts (a new process on the same endpoint) is reached by the next
+/// broadcast, and the late reply of a frozen member to a request that timed out is never
+/// taken for the answer to a request sent after it.
+#[test]
+fn serve_reaches_a_restarted_member_and_never_takes_a_late_reply_for_a_later_one() {
+    let mut cluster = Cluster::start();
+    let mut serve = Serve::start(&cluster);
+    let all_active =
+        |run: &Run| run.code == Some(0) && rows(run) == per_node(&NODES, &[WATCHER, "active"]);
+    // Twice: the second broadcast runs on the connections the first one opened.
+    for _ in 0..2 {
+        let run = serve.broadcast(&cluster, &["status"]);
+        assert!(all_active(&run), "{run:#?}");
+    }
+
+    // A new agent process on the same endpoint, quickly enough that it stays a member.
+    let restarted = "bc-db-2";
+    let i = NODES.iter().position(|n| *n == restarted).expect("a node");
+    let old_pid = cluster.agents[i].pid();
+    cluster.agents[i].kill();
+    cluster.agents[i].restart();
+    assert_ne!(cluster.agents[i].pid(), old_pid);
+    wait_for(
+        "the restarted agent's watcher",
+        Duration::from_secs(10),
+        || cluster.count(restarted) == 1,
+    );
+    serve.wait_all_alive(&cluster);
+    let run = serve.broadcast(&cluster, &["status"]);
+    assert!(
+        all_active(&run),
+        "the first broadcast after {restarted} restarted: {run:#?}"
+    );
+
+    // Frozen: `list` times out, `numwatchers` is sent while the agent is still frozen, then
+    // the agent thaws and answers both, `list` too late.
+    let frozen = "bc-web-1";
+    let node = |run: &Run| {
+        stdout_object(run)
+            .get(frozen)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        serve.wait_all_alive(&cluster);
+        let guard = Stopped::stop(cluster.agent(frozen).pid());
+        // `list` first, to its end: the serve gives up on it while the agent is frozen.
+        let late = serve.broadcast(
+            &cluster,
+            &["list", "--node", frozen, "--timeout", "500ms", "--json"],
+        );
+        let next = std::thread::scope(|scope| {
+            let next = scope.spawn(|| {
+                serve.broadcast(
+                    &cluster,
+                    &[
+                        "numwatchers",
+                        "--node",
+                        frozen,
+                        "--timeout",
+                        "10s",
+                        "--json",
+                    ],
+                )
+            });
+            // Thaw once `numwatchers` has had time to reach the agent's socket.
+            std::thread::sleep(Duration::from_millis(300));
+            drop(guard);
+            next.join().expect("the numwatchers run")
+        });
+        // On a stalled machine the serve may have marked the frozen node suspect before
+        // `numwatchers` arrived ("no node matched"): that proves nothing, go again.
+        if next.code == Some(3) && attempts < 3 {
+            continue;
+        }
+        assert_eq!(late.code, Some(1), "{late:#?}");
+        assert_eq!(node(&late)["timeout"], true, "{late:#?}");
+        assert_eq!(next.code, Some(0), "{next:#?}");
+        let reply = node(&next);
+        assert_eq!(reply["status"], "ok", "{next:#?}");
+        assert_eq!(reply["numwatchers"], 1, "{next:#?}");
+        assert!(
+            reply.get("watchers").is_none(),
+            "numwatchers got the late reply to list: {next:#?}"
+        );
+        break;
+    }
+
+    // And everything answers afterwards.
+    serve.wait_all_alive(&cluster);
+    let run = serve.broadcast(&cluster, &["status"]);
+    assert!(all_active(&run), "{run:#?}");
     serve.daemon.assert_running();
 }
 

@@ -33,8 +33,10 @@ pub fn failure_reply(error: &ClientError) -> Value {
     })
 }
 
-/// Sends `request` to every target at once and collects each reply, keyed by node name.
-/// With `progress`, a bar is drawn on a terminal's stderr once the fan-out passes a second.
+/// Sends `request` to every target at once and collects each reply, keyed by node name, on a
+/// new connection per node (the one-shot CLI; `troupe serve` keeps its connections, see
+/// [`crate::links`]). With `progress`, a bar is drawn on a terminal's stderr once the fan-out
+/// passes a second.
 pub async fn fan_out(
     targets: &[Target],
     request: &Request,
@@ -42,6 +44,23 @@ pub async fn fan_out(
     progress: bool,
 ) -> BTreeMap<String, Value> {
     let zmq = zmq::Context::new();
+    gather(targets, progress, |target| {
+        call_async(&zmq, &target.endpoint, request.clone(), timeout)
+    })
+    .await
+}
+
+/// Runs `call` for every target at once and collects each result, a failure as
+/// [`failure_reply`], keyed by node name.
+pub async fn gather<'a, F, C>(
+    targets: &'a [Target],
+    progress: bool,
+    call: F,
+) -> BTreeMap<String, Value>
+where
+    F: Fn(&'a Target) -> C,
+    C: std::future::Future<Output = Result<Value, ClientError>>,
+{
     let bar =
         ProgressBar::with_draw_target(Some(targets.len() as u64), ProgressDrawTarget::hidden());
     if progress && std::io::stderr().is_terminal() {
@@ -59,10 +78,10 @@ pub async fn fan_out(
         });
     }
     let calls = targets.iter().map(|target| {
-        let zmq = &zmq;
         let bar = &bar;
+        let call = call(target);
         async move {
-            let reply = match call_async(zmq, &target.endpoint, request.clone(), timeout).await {
+            let reply = match call.await {
                 Ok(reply) => reply,
                 Err(e) => failure_reply(&e),
             };

@@ -3,7 +3,8 @@
 //! - [`membership`]: the member table (pure) and the actor that heartbeats members.
 //! - [`probe`]: asking an endpoint whether it is a troupe agent or a stock circusd.
 //! - [`discovery`]: the sources feeding membership (mDNS, range probing, seeds, Circus UDP).
-//! - [`serve`]: the long-running controller; [`nodes`]: the one-shot listing.
+//! - [`serve`]: the long-running controller, reaching members on kept connections
+//!   ([`links`]); [`nodes`]: the one-shot listing.
 //! - [`settings`], [`state`]: troupe.toml, env and flags; ranges remembered by `troupe cluster`.
 //! - [`stats`]: live stats aggregation (`troupe serve`'s stats socket, `troupe stats`);
 //!   [`top`]: the `troupe top` terminal view.
@@ -14,6 +15,7 @@ pub mod command;
 pub mod configure;
 pub mod demo;
 pub mod discovery;
+pub mod links;
 pub mod membership;
 pub mod nodes;
 pub mod probe;

@@ -1,9 +1,10 @@
 //! `troupe serve`: the long-running controller. Continuous discovery and membership, a
 //! control socket (register_node, unregister_node, nodelist, cluster, stats_snapshot,
 //! stats_history), an events socket publishing `node.<name>.join|suspect|down|leave|update`,
-//! and a stats socket re-publishing every member's stats (see [`crate::stats`]).
+//! and a stats socket re-publishing every member's stats (see [`crate::stats`]). Commands for
+//! members go out on connections kept across requests (see [`crate::links`]).
 
-use crate::broadcast::{fan_out, reply_ok, select};
+use crate::broadcast::{reply_ok, select};
 use crate::command::alive_targets;
 use crate::discovery::{Discovery, Sources};
 use crate::membership::{MembershipHandle, MembershipMsg, Source};
@@ -75,6 +76,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         crate::stats::Feed::Members(membership.clone()),
         Some(stats_socket),
     );
+    let (links, links_actor) = crate::links::Links::spawn(zmq.clone(), Some(membership.clone()));
     let mut member_events = membership.subscribe();
     let publisher = tokio::spawn(async move {
         while let Ok(event) = member_events.recv().await {
@@ -93,8 +95,9 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         discovery,
         settings,
         stats,
+        links,
     });
-    let mut tasks = vec![publisher, stats_actor];
+    let mut tasks = vec![publisher, stats_actor, links_actor];
     if context.settings.config.serve.auto_configure {
         tasks.push(tokio::spawn(auto_configure(context.clone())));
     }
@@ -172,6 +175,7 @@ struct ServeContext {
     discovery: Discovery,
     settings: Settings,
     stats: crate::stats::StatsHandle,
+    links: crate::links::Links,
 }
 
 async fn control_loop(mut router: tmq::router::Router, context: Arc<ServeContext>) {
@@ -339,7 +343,7 @@ async fn forward(
             })?,
     };
     inner.id = Value::Null;
-    let replies = fan_out(&targets, &inner, timeout, false).await;
+    let replies = context.links.fan_out(&targets, &inner, timeout).await;
     Ok(fields([("nodes", json!(replies))]))
 }
 
@@ -367,7 +371,10 @@ async fn cluster_view(
             return Err(CommandError::message(format!("program {name} not found")));
         }
         inner.properties.insert("name".into(), json!(watcher));
-        let mut replies = fan_out(&target, &inner, context.settings.config.timeout, false).await;
+        let mut replies = context
+            .links
+            .fan_out(&target, &inner, context.settings.config.timeout)
+            .await;
         let reply = replies.remove(node).unwrap_or(Value::Null);
         if !reply.is_object() || !reply_ok(&reply) {
             let reason = reply["reason"].as_str().unwrap_or("node did not answer");
@@ -378,7 +385,10 @@ async fn cluster_view(
         map.remove("time");
         return Ok(map);
     }
-    let replies = fan_out(&targets, &inner, context.settings.config.timeout, false).await;
+    let replies = context
+        .links
+        .fan_out(&targets, &inner, context.settings.config.timeout)
+        .await;
     let ok = replies.iter().filter(|(_, r)| reply_ok(r));
     Ok(match request.command.as_str() {
         "status" => {
