@@ -9,6 +9,7 @@
 pub mod client;
 pub mod config;
 pub mod discovery;
+pub mod limits;
 pub mod protocol;
 pub mod sockets;
 

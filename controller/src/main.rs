@@ -327,6 +327,8 @@ fn main() -> ExitCode {
 
 /// Runs a command on a fresh runtime; errors print and exit 2 (usage or config).
 fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    // A connection per node: a broadcast or serve with a few hundred nodes needs more than 1024.
+    troupe::limits::raise_open_files();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -1,7 +1,7 @@
 //! One supervised process: how it is spawned, signalled and reaped.
 
 use crate::output::OutputLog;
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::process::Stdio;
@@ -24,17 +24,8 @@ static CHILD_OPEN_FILES: OnceLock<(u64, u64)> = OnceLock::new();
 /// Raises the agent's soft `RLIMIT_NOFILE` to the hard limit, at start, remembering the original
 /// for the children.
 pub fn raise_open_files_limit() {
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    let _ = CHILD_OPEN_FILES.set((soft, hard));
-    if soft < hard {
-        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::debug!("open files limit raised from {soft} to {hard}"),
-            Err(e) => {
-                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}")
-            }
-        }
+    if let Some(original) = troupe::limits::raise_open_files() {
+        let _ = CHILD_OPEN_FILES.set(original);
     }
 }
 
