@@ -269,11 +269,30 @@ fn watchers(snapshot: &Value, node: &str) -> Vec<String> {
 // ----------------------------------------------------------------------------------------------
 // The agent's stream
 
+/// CPU seconds of `pid` so far, from the kernel, and when they were read.
+fn kernel_cpu(pid: u32) -> (f64, Instant) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .collect();
+    // proc(5): utime and stime are fields 14 and 15; fields[0] is field 3.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    (ticks as f64 / hz, Instant::now())
+}
+
 /// A busy loop reads >= 80% CPU and `sleep` <= 5%; RSS matches /proc's VmRSS within 10%.
+/// On a busy machine the loop may get less than 80% of a core for a while (its priority is
+/// raised where allowed, but other cgroups' work is out of nice's reach): every reading is
+/// checked against the kernel's own count over the same second, and the >= 80% is required
+/// of a second in which the kernel gave the loop a core.
 #[test]
 fn agent_stats_measure_a_busy_and_an_idle_process() {
     let agent = Agent::start(
-        "[watcher.busy]\ncmd = \"sh -c 'while :; do :; done'\"\ngraceful_timeout = 1\n\n\
+        "[watcher.busy]\ncmd = \"nice -n -10 sh -c 'while :; do :; done'\"\ngraceful_timeout = 1\n\n\
          [watcher.idle]\ncmd = \"sleep 1000\"\ngraceful_timeout = 1\n",
     );
     let mut pids = BTreeMap::new();
@@ -296,7 +315,24 @@ fn agent_stats_measure_a_busy_and_an_idle_process() {
         };
         last_cpu("busy").is_some_and(|c| c >= 80.0) && last_cpu("idle").is_some_and(|c| c <= 5.0)
     };
-    while !settled(&samples) {
+    // Each busy reading covers the second before its sample; the kernel's count over the second
+    // before its receipt is the same window, a few ms later.
+    let mut busy_seen = kernel_cpu(pids["busy"]);
+    let mut windows = 0;
+    let mut all_contended = true;
+    let mut best = 0.0f64;
+    loop {
+        if settled(&samples) {
+            break;
+        }
+        let idle_settled = samples
+            .get("idle")
+            .and_then(|s| s.last())
+            .is_some_and(|v| v["cpu"].as_f64().is_some_and(|c| c <= 5.0));
+        if all_contended && windows >= 8 && idle_settled {
+            eprintln!("the busy loop never got a core (machine busy): read {best}% at best");
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "no settled CPU figures within 20 s: {samples:#?}\n--- agent log ---\n{}",
@@ -308,6 +344,23 @@ fn agent_stats_measure_a_busy_and_an_idle_process() {
         for (watcher, pid) in &pids {
             if topic == format!("stat.{watcher}.{pid}") {
                 samples.entry(watcher).or_default().push(payload.clone());
+            }
+        }
+        if topic == format!("stat.busy.{}", pids["busy"]) {
+            let now = kernel_cpu(pids["busy"]);
+            let kernel =
+                (now.0 - busy_seen.0) / now.1.duration_since(busy_seen.1).as_secs_f64() * 100.0;
+            busy_seen = now;
+            // The first readings are psutil's 0.0 of a new process and a partial window.
+            if samples["busy"].len() > 2 {
+                let read = payload["cpu"].as_f64().expect("cpu");
+                assert!(
+                    (read - kernel).abs() <= 15.0,
+                    "busy loop read {read}%, the kernel says {kernel:.1}%"
+                );
+                windows += 1;
+                all_contended &= kernel < 85.0;
+                best = best.max(read);
             }
         }
     }
