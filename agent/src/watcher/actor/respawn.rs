@@ -99,6 +99,9 @@ impl WatcherActor {
         {
             if !first {
                 self.warmup().await;
+                // A spawn blocks the agent's one thread until the child has exec'd: let other
+                // requests in between the spawns of a large watcher.
+                tokio::task::yield_now().await;
             }
             first = false;
             match self.spawn_one().await {
