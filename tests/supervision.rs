@@ -295,3 +295,58 @@ fn children_get_the_open_files_limit_the_agent_was_started_with() {
         "agent's soft = hard: {limits}"
     );
 }
+
+/// A reload that changes only options needing no new processes (timeouts, retries, the
+/// service profile) applies them to the running watcher: its processes are left alone.
+#[test]
+fn a_reload_of_options_that_need_no_new_processes_keeps_the_processes() {
+    let agent = Agent::start("[watcher.one]\ncmd = \"sleep 1000\"\nnumprocesses = 2\n");
+    let before = agent.running_pids("one", 2);
+    let config = std::fs::read_to_string(&agent.config_path).unwrap();
+    std::fs::write(
+        &agent.config_path,
+        config.replace(
+            "numprocesses = 2\n",
+            "numprocesses = 2\ngraceful_timeout = 2\nmax_retry = 7\nprofile = \"etcd\"\n",
+        ),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("the new options", Duration::from_secs(5), || {
+        let reply = agent.call(
+            "get",
+            json!({"name": "one", "keys": ["graceful_timeout", "max_retry", "profile"]}),
+        );
+        let options = &reply["options"];
+        options["graceful_timeout"].as_f64() == Some(2.0)
+            && options["max_retry"] == 7
+            && options["profile"] == "etcd"
+    });
+    assert_eq!(agent.pids("one"), before, "no process was replaced");
+    // A change that needs new processes still replaces them.
+    let config = std::fs::read_to_string(&agent.config_path).unwrap();
+    std::fs::write(
+        &agent.config_path,
+        config.replace("sleep 1000", "sleep 999"),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    // The watcher is replaced: for a moment it is not there at all.
+    wait_for("new processes", Duration::from_secs(10), || {
+        let pids = agent.call("list", json!({"name": "one"}))["pids"].clone();
+        pids.as_array().is_some_and(|pids| {
+            pids.len() == 2
+                && pids
+                    .iter()
+                    .all(|p| !before.contains(&(p.as_u64().unwrap() as u32)))
+        })
+    });
+}

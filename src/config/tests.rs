@@ -219,3 +219,35 @@ fn shell_mode_runs_through_sh() {
         ["/bin/sh", "-c", "echo $HOME | tr a-z A-Z 'it'\\''s'"]
     );
 }
+
+#[test]
+fn changes_in_place_are_those_that_need_no_new_processes() {
+    let live = WatcherConfig::new("w", "sleep 1");
+    assert_eq!(live.changes_in_place(&live.clone()), Some(Vec::new()));
+
+    let mut tuned = live.clone();
+    tuned.numprocesses = 3;
+    tuned.graceful_timeout = std::time::Duration::from_secs(2);
+    tuned.apply("profile", &json!("etcd")).unwrap();
+    tuned.apply("data_dir", &json!(["/srv/etcd"])).unwrap();
+    let options = live.changes_in_place(&tuned).expect("all in place");
+    let keys: Vec<&str> = options.iter().map(|(k, _)| k.as_str()).collect();
+    for key in ["numprocesses", "graceful_timeout", "profile", "data_dir"] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    let mut applied = live.clone();
+    for (key, value) in &options {
+        applied.apply(key, value).unwrap();
+    }
+    assert_eq!(applied, tuned);
+
+    for new_processes in [
+        WatcherConfig::new("w", "sleep 2"),
+        WatcherConfig {
+            env: [("A".to_string(), "1".to_string())].into(),
+            ..tuned.clone()
+        },
+    ] {
+        assert_eq!(live.changes_in_place(&new_processes), None);
+    }
+}

@@ -332,6 +332,25 @@ impl WatcherConfig {
         argv
     }
 
+    /// The options to `set` on a running watcher configured as `self` to make it `new`, when
+    /// none of them needs new processes (a count, timeouts, hooks, profile keys...): a reload
+    /// of the config file then leaves the running processes alone. None when `new` differs in
+    /// anything that does (cmd, env, output files...) or that options cannot express.
+    pub fn changes_in_place(&self, new: &WatcherConfig) -> Option<Vec<(String, Value)>> {
+        let (old_options, new_options) = (self.options_json(), new.options_json());
+        let changed: Vec<(String, Value)> = new_options
+            .into_iter()
+            .filter(|(key, value)| old_options.get(key) != Some(value))
+            .collect();
+        let mut updated = self.clone();
+        for (key, value) in &changed {
+            if updated.apply(key, value).ok()? == OptionEffect::Reload {
+                return None;
+            }
+        }
+        (updated == *new).then_some(changed)
+    }
+
     /// Every option under its Circus name, as `options` and `get` report them.
     pub fn options_json(&self) -> Map<String, Value> {
         // Circus reads whole seconds from its ini as integers and prints them so.

@@ -135,13 +135,13 @@ pub async fn apply_config(
                 if live == new {
                     continue;
                 }
-                let only_count = WatcherConfig {
-                    numprocesses: new.numprocesses,
-                    ..live.clone()
-                } == new;
-                if only_count {
-                    let delta = i64::from(new.numprocesses) - i64::from(live.numprocesses);
-                    run_on(handle, waiting, |reply| WatcherMsg::Resize { delta, reply }).await?;
+                if let Some(options) = live.changes_in_place(&new) {
+                    run_on(handle, true, |reply| WatcherMsg::Set {
+                        options,
+                        waiting,
+                        reply,
+                    })
+                    .await?;
                     continue;
                 }
                 if let Some(old) = ctx.arbiter.remove(&new.name).await? {
