@@ -20,7 +20,8 @@ Figures, per daemon, with 10 watchers x 10 `sleep` processes configured:
      median over 10 kills, each after a random 0-5 s pause (circusd reaps every check_delay =
      5 s: without the pause every kill would land right after a tick, its worst case)
 Also, for scale: the same `status` loop against a minimal pyzmq ROUTER that answers at once
-(the floor set by the Python client and loopback ZeroMQ).
+(the floor set by the Python client and loopback ZeroMQ), and 200 `sleep` started by a bare
+os.posix_spawn loop (the floor set by this machine's fork/exec).
 """
 
 import argparse
@@ -577,6 +578,22 @@ def measure_floor(zmq):
         proc.wait(timeout=10)
 
 
+def measure_spawn_floor(sleep_bin):
+    """200 `sleep` processes started by a bare os.posix_spawn loop (vfork + exec, nothing else):
+    what this machine's fork/exec costs, whoever asks for it. Median of SPAWN_RUNS."""
+    runs = []
+    for _ in range(SPAWN_RUNS):
+        t0 = time.perf_counter()
+        pids = [os.posix_spawn(sleep_bin, [sleep_bin, "1000"], {}) for _ in range(SPAWN_N)]
+        runs.append((time.perf_counter() - t0) * 1000)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            os.waitpid(pid, 0)
+        time.sleep(0.5)
+    return statistics.median(runs), runs
+
+
 def source_state():
     """The commit the agent was built from, and whether the work tree had changes."""
     try:
@@ -604,11 +621,13 @@ def inner(args):
     results = {}
     all_failures = []
     floor = None
+    spawn_floor = None
     try:
         try:
             floor = measure_floor(zmq)
         except CallError as e:
             log(f"echo floor: {e}")
+        spawn_floor = measure_spawn_floor(sleep_bin)
         for cls, binary in ((Troupe, args.agent), (Circus, args.circusd)):
             daemon = cls(workdir, sleep_bin, binary)
             try:
@@ -672,6 +691,9 @@ def inner(args):
     if floor:
         print(f"  floor (same loop against a pyzmq ROUTER that answers at once): p50 {floor[0]:.3f} ms, "
               f"p99 {floor[1]:.3f} ms")
+    if spawn_floor:
+        print(f"  spawn floor ({SPAWN_N} `sleep` by a bare os.posix_spawn loop, no supervisor): median "
+              f"{spawn_floor[0]:.1f} ms ({', '.join(f'{x:.1f}' for x in spawn_floor[1])})")
     for name, r in results.items():
         if not r:
             print(f"  {name}: no figures")
