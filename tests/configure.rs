@@ -392,3 +392,35 @@ fn a_three_server_zookeeper_ensemble_forms_from_the_profile() {
         },
     );
 }
+
+/// Two controllers pushing `configure` one right after the other: the first push is slow to
+/// render, the second is quick. Each push is applied whole, in the order they arrived, so the
+/// later peer list is the one on disk (without that, the quick push finished first and the
+/// slow, older one overwrote it).
+#[test]
+fn configures_are_applied_one_at_a_time_in_arrival_order() {
+    let work = tempfile::tempdir().unwrap();
+    // Rendering for three peers loops a million times (a second or so); for two, not at all.
+    let slow_for_three = "{% if peers | length == 3 %}{% for i in range(1000) %}\
+        {% for j in range(1000) %}{% endfor %}{% endfor %}{% endif %}peers={{ peers | length }}\n";
+    let names: Vec<String> = (0..10).map(|i| format!("w{i:02}")).collect();
+    let config: String = names
+        .iter()
+        .map(|name| template_watcher(work.path(), name, slow_for_three))
+        .collect();
+    let agent = Agent::start(&config);
+    const TWO: [(&str, &str); 2] = [("node-b", "127.0.0.22"), ("node-z", "127.0.0.23")];
+    std::thread::scope(|scope| {
+        let slow = scope
+            .spawn(|| agent.call("configure", configure_props(&THREE, "node-b", false, false)));
+        // Sent once the slow one is surely being handled.
+        std::thread::sleep(Duration::from_millis(500));
+        let quick = agent.call("configure", configure_props(&TWO, "node-b", false, false));
+        ok(&quick);
+        ok(&slow.join().unwrap());
+    });
+    for name in &names {
+        let text = std::fs::read_to_string(work.path().join(format!("out/{name}.conf"))).unwrap();
+        assert_eq!(text, "peers=2\n", "{name}: the later push is on disk");
+    }
+}

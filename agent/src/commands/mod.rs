@@ -39,6 +39,9 @@ pub struct AgentContext {
     pub config_path: Option<PathBuf>,
     /// Set to true to make the agent stop its watchers and exit.
     pub shutdown: Arc<watch::Sender<bool>>,
+    /// One `configure` or `reset` at a time: two controllers pushing at once would otherwise
+    /// interleave their files, or wipe a data dir under a config being written.
+    pub disk_changes: Arc<tokio::sync::Semaphore>,
 }
 
 /// Who sent the request.
