@@ -549,6 +549,11 @@ fn range_probe_on_loopback_lists_exactly_the_agents() {
             "tcp://127.0.0.1:1",
         ],
     );
+    assert!(
+        run.stderr
+            .contains("no controller answers at tcp://127.0.0.1:1; discovering on the spot"),
+        "a controller named but absent is said: {run:#?}"
+    );
     let nodes = nodes_of(&run);
     let mut listed: Vec<(String, String)> = nodes
         .iter()

@@ -175,6 +175,11 @@ impl ClusterLink {
             return Ok(ClusterLink::Controller(endpoint));
         }
         let settings = flags.settings()?;
+        // A controller asked for by name that is not there is worth a word: the answer then
+        // comes from this command's own discovery, which may see a different cluster.
+        if flags.controller.is_some() {
+            eprintln!("troupe: no controller answers at {endpoint}; discovering on the spot");
+        }
         let (membership, discovery) = Discovery::start(crate::serve::sources(&settings))?;
         discovery.first_sweep().await;
         if settings.multicast {
