@@ -5,6 +5,7 @@
 use crate::arbiter::ArbiterHandle;
 use crate::sampler::{SampleTarget, Sampler};
 use futures::SinkExt;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 use troupe::protocol::ProcessInfo;
@@ -27,7 +28,7 @@ pub fn spawn_stats(
                 return;
             };
             for (topic, payload) in messages {
-                let frames = vec![topic.into_bytes(), payload.to_string().into_bytes()];
+                let frames = vec![topic.into_bytes(), payload];
                 if socket.send(frames).await.is_err() {
                     tracing::debug!("stats sample not published");
                 }
@@ -36,11 +37,21 @@ pub fn spawn_stats(
     }))
 }
 
-/// One round of samples as `(topic, payload)` pairs.
+/// One process's sample on the stream: its info plus circusd-stats' `subtopic` and `name`.
+#[derive(Serialize)]
+struct StreamSample<'a> {
+    #[serde(flatten)]
+    info: &'a ProcessInfo,
+    subtopic: u32,
+    name: Option<&'static str>,
+}
+
+/// One round of samples as `(topic, JSON payload)` pairs. Samples are serialized straight to
+/// bytes: a `Value` tree per process was most of the stream's cost at 1000 processes.
 pub async fn collect(
     arbiter: &ArbiterHandle,
     sampler: &Sampler,
-) -> Result<Vec<(String, Value)>, troupe::protocol::CommandError> {
+) -> Result<Vec<(String, Vec<u8>)>, troupe::protocol::CommandError> {
     let watchers = arbiter.all().await?;
     let mut targets = Vec::new();
     let mut owners = Vec::new();
@@ -70,21 +81,22 @@ pub async fn collect(
     for (owner, sample) in owners.into_iter().zip(samples) {
         // A process that exited between listing and sampling is simply left out.
         let Some(info) = sample else { continue };
-        let mut payload = json!(info);
-        payload["subtopic"] = json!(info.pid);
-        payload["name"] = if owner == "circus" {
-            json!("troupe-agent")
-        } else {
-            Value::Null
+        let sample = StreamSample {
+            info: &info,
+            subtopic: info.pid,
+            name: (owner == "circus").then_some("troupe-agent"),
         };
-        messages.push((format!("stat.{owner}.{}", info.pid), payload));
+        match serde_json::to_vec(&sample) {
+            Ok(payload) => messages.push((format!("stat.{owner}.{}", info.pid), payload)),
+            Err(e) => tracing::warn!(pid = info.pid, "stats sample not encoded: {e}"),
+        }
         per_watcher.entry(owner).or_default().push(info);
     }
     for watcher in &watchers {
         per_watcher.entry(watcher.name.to_lowercase()).or_default();
     }
     for (owner, infos) in per_watcher {
-        messages.push((format!("stat.{owner}"), aggregate(&infos)));
+        messages.push((format!("stat.{owner}"), aggregate(&infos).to_string().into_bytes()));
     }
     Ok(messages)
 }
