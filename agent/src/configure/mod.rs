@@ -99,7 +99,9 @@ pub fn render_all(
 }
 
 /// The template environment: an undefined variable is an error (never an empty string),
-/// block tags eat their own line, a file keeps its final newline, nothing is escaped.
+/// block tags eat their own line, a file keeps its final newline, nothing is escaped. A user
+/// template is named by its path, so `{% include "common.j2" %}` (or import, extends) reads
+/// `common.j2` beside it; an absolute name is read as is.
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -107,6 +109,19 @@ fn environment() -> Environment<'static> {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_path_join_callback(|name, parent| match Path::new(parent).parent() {
+        Some(dir) if !Path::new(name).is_absolute() => dir.join(name).display().to_string().into(),
+        _ => name.into(),
+    });
+    env.set_loader(|name| {
+        let path = Path::new(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_source(path)
+            .map(Some)
+            .map_err(|cause| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, cause))
+    });
     env
 }
 
@@ -129,9 +144,10 @@ fn render_watcher(
         line,
         cause,
     };
-    let render = |template: &str, source: &str| {
-        env.render_named_str(template, source, &ctx)
-            .map_err(|e| fail(template, e.line(), describe(&e)))
+    // `name` is what errors call it; `path` what includes start from.
+    let render = |name: &str, path: &str, source: &str| {
+        env.render_named_str(path, source, &ctx)
+            .map_err(|e| fail(name, e.line(), describe(&e)))
     };
     let mut files = Vec::new();
     if let Some(profile) = service.profile {
@@ -144,7 +160,7 @@ fn render_watcher(
         for file in profiles::files(profile, &own, &dir) {
             files.push(RenderedFile {
                 watcher: watcher.name.clone(),
-                text: render(&file.template, file.source)?,
+                text: render(&file.template, &file.template, file.source)?,
                 template: file.template,
                 path: file.dest,
                 mode: None,
@@ -158,7 +174,7 @@ fn render_watcher(
         let text = read_source(&source).map_err(|cause| fail(&name, None, cause))?;
         files.push(RenderedFile {
             watcher: watcher.name.clone(),
-            text: render(&name, &text)?,
+            text: render(&name, &source.display().to_string(), &text)?,
             template: name,
             path: dir.join(&template.dest),
             mode: template.mode,

@@ -448,3 +448,32 @@ fn a_dry_run_reports_changes_without_writing() {
     let outcomes = preview(&[file(&path, "x\n", None)]).unwrap();
     assert!(!outcomes[0].changed);
 }
+
+#[test]
+fn a_template_includes_files_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("parts")).unwrap();
+    std::fs::write(
+        dir.path().join("parts/peers.j2"),
+        "{% for p in peers %}{{ p.name }} {% endfor %}\n{% include \"me.j2\" %}",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("parts/me.j2"), "me={{ self.name }}\n").unwrap();
+    let w = template_watcher(
+        dir.path(),
+        "web",
+        "# generated\n{% include \"parts/peers.j2\" %}",
+        "web.conf",
+    );
+    let files = render_one(w).unwrap();
+    // trim_blocks: the newline after `{% endfor %}` goes, as everywhere.
+    assert_eq!(
+        files[0].text,
+        "# generated\nnode-a node-b node-c me=node-b\n"
+    );
+
+    let w = template_watcher(dir.path(), "web", "{% include \"nope.j2\" %}\n", "x");
+    let e = render_one(w).unwrap_err();
+    assert!(e.cause.contains("non-existing template \"nope.j2\""), "{e}");
+    assert_eq!(e.line, Some(1), "{e}");
+}
