@@ -96,7 +96,10 @@ pub async fn collect(
         per_watcher.entry(watcher.name.to_lowercase()).or_default();
     }
     for (owner, infos) in per_watcher {
-        messages.push((format!("stat.{owner}"), aggregate(&infos).to_string().into_bytes()));
+        messages.push((
+            format!("stat.{owner}"),
+            aggregate(&infos).to_string().into_bytes(),
+        ));
     }
     Ok(messages)
 }
