@@ -8,6 +8,7 @@
 //! `--no-mdns` and an explicit `--controller` (the demo binds 127.0.0.1:5558 when it is free,
 //! and a broadcast without `--controller` would go through it).
 
+use crate::support::terminal::{troupe_in_terminal, Tmux};
 use crate::support::{
     alive, bin, circusctl, troupe, unique_loopback, wait_for, Agent, Daemon, Run,
 };
@@ -994,4 +995,68 @@ fn ctrl_c_stops_everything(demo: &mut Demo, agents: &[u32], when: &str) {
         demo.dir.display(),
         demo.report()
     );
+}
+
+/// In a terminal, a broadcast still waiting after a second says how many nodes answered; the
+/// line is gone when the table prints. One node's `stop --waiting` takes its graceful_timeout
+/// (its process ignores SIGTERM), the other's is at once.
+#[test]
+fn a_slow_broadcast_shows_its_progress_in_a_terminal() {
+    let quick = Agent::start_named(
+        "progress-quick",
+        &unique_loopback(),
+        "[watcher.w]\ncmd = \"sleep 1000\"\n",
+        "",
+    );
+    let slow = Agent::start_named(
+        "progress-slow",
+        &unique_loopback(),
+        "[watcher.w]\ncmd = \"sh\"\nargs = [\"-c\", \"trap '' TERM; sleep 1000 & wait\"]\n\
+         graceful_timeout = 4\n",
+        "",
+    );
+    // The trap is set once the shell has forked its sleep.
+    wait_for("the stubborn process tree", Duration::from_secs(10), || {
+        slow.pids("w").first().is_some_and(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .is_ok_and(|c| !c.trim().is_empty())
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let probe = format!("{},{}", quick.address, slow.address);
+    let state = dir.path().join("state").display().to_string();
+    let command = troupe_in_terminal(
+        dir.path(),
+        &[
+            "stop",
+            "w",
+            "--waiting",
+            "--timeout",
+            "10s",
+            "--no-mdns",
+            "--probe",
+            &probe,
+            "--state-dir",
+            &state,
+            "--controller",
+            NO_CONTROLLER,
+        ],
+        true,
+    );
+    let terminal = Tmux::start(&command);
+    terminal.wait_for_all(
+        "the progress line",
+        &["1/2 nodes answered"],
+        Duration::from_secs(4),
+    );
+    let screen = terminal.wait_for_all("the table", &["TROUPE-EXIT=0"], Duration::from_secs(15));
+    assert!(!screen.contains("nodes answered"), "cleared:\n{screen}");
+    for node in ["progress-quick", "progress-slow"] {
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.split_whitespace().eq([node, "ok"])),
+            "{node} ok:\n{screen}"
+        );
+    }
 }

@@ -6,12 +6,12 @@
 //! `--no-mdns`, an explicit `--controller` and its own `--state-dir`. Terminal programs run in
 //! a tmux server of their own (`tmux -L <unique>`), killed by a guard.
 
+use crate::support::terminal::{troupe_in_terminal, Tmux};
 use crate::support::{bin, circus_venv, troupe, unique_loopback, wait_for, Agent, Daemon, Run};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use troupe::protocol::Request;
 
@@ -78,119 +78,6 @@ fn parse_mem(text: &str) -> u64 {
 #[track_caller]
 fn json_stdout(run: &Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:#?}"))
-}
-
-/// A tmux server of our own with one 160x50 session running a command; killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Tmux {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let socket = format!(
-            "troupe-stats-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let tmux = Tmux { socket };
-        let status = tmux
-            .command()
-            .args(["new-session", "-d", "-x", "160", "-y", "50", command])
-            .env("LANG", "C.UTF-8")
-            .status()
-            .expect("run tmux");
-        assert!(status.success(), "tmux new-session failed for {command}");
-        tmux
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new("tmux");
-        command.args(["-L", &self.socket]);
-        command
-    }
-
-    /// The screen as text.
-    fn screen(&self) -> String {
-        let output = self
-            .command()
-            .args(["capture-pane", "-p"])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &str) {
-        let status = self
-            .command()
-            .args(["send-keys", keys])
-            .status()
-            .expect("tmux send-keys");
-        assert!(status.success());
-    }
-
-    /// Waits until every one of `needles` is on the screen; panics with the screen if not.
-    #[track_caller]
-    fn wait_for_all(&self, what: &str, needles: &[&str], timeout: Duration) -> String {
-        self.wait_until(what, timeout, |screen| {
-            needles.iter().all(|n| screen.contains(n))
-        })
-    }
-
-    /// Waits until `condition` holds for the screen; panics with the screen if it does not.
-    #[track_caller]
-    fn wait_until(
-        &self,
-        what: &str,
-        timeout: Duration,
-        condition: impl Fn(&str) -> bool,
-    ) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let screen = self.screen();
-            if condition(&screen) {
-                return screen;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out after {timeout:?} waiting for {what}\n--- screen ---\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.command().arg("kill-server").status();
-        // kill-server leaves the socket file behind.
-        let dir = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".into());
-        let uid = nix::unistd::getuid();
-        let _ = std::fs::remove_file(format!("{dir}/tmux-{uid}/{}", self.socket));
-    }
-}
-
-/// A shell command line that runs `troupe ARGS...` in `dir`, isolated like [`troupe`], then
-/// prints its exit code and stays, so the screen shows what the terminal looked like after.
-fn troupe_in_terminal(dir: &Path, args: &[&str]) -> String {
-    let mut words = vec![
-        "env".to_string(),
-        "-u".into(),
-        "TROUPE_CONTROLLER".into(),
-        "-u".into(),
-        "TROUPE_PROBE".into(),
-        "-u".into(),
-        "TROUPE_CONFIG".into(),
-        format!("HOME={}", dir.display()),
-        format!("XDG_CONFIG_HOME={}", dir.display()),
-        bin("troupe").display().to_string(),
-    ];
-    words.extend(args.iter().map(|a| a.to_string()));
-    format!(
-        "cd {} && {} 2>{}; echo TOP-EXIT=$?; sleep 600",
-        shell_words::quote(&dir.display().to_string()),
-        shell_words::join(&words),
-        shell_words::quote(&dir.join("top.err").display().to_string()),
-    )
 }
 
 /// `troupe serve` on a fresh loopback address (control 5558, stats 5559, events 5560),
@@ -600,6 +487,7 @@ fn the_controller_aggregates_the_cluster() {
             "--state-dir",
             &state,
         ],
+        false,
     ));
     let frame = tui.wait_until(
         "troupe top to show both nodes live with their watchers",
@@ -621,8 +509,12 @@ fn the_controller_aggregates_the_cluster() {
     let filtered = tui.wait_for_all("the filter", &["filter: beta"], Duration::from_secs(5));
     assert!(!filtered.contains("alpha"), "{filtered}");
     tui.keys("q");
-    let after = tui.wait_for_all("troupe top to exit", &["TOP-EXIT="], Duration::from_secs(5));
-    assert!(after.contains("TOP-EXIT=0"), "{after}");
+    let after = tui.wait_for_all(
+        "troupe top to exit",
+        &["TROUPE-EXIT="],
+        Duration::from_secs(5),
+    );
+    assert!(after.contains("TROUPE-EXIT=0"), "{after}");
     assert!(
         !after.contains("sort: mem"),
         "the alternate screen was left: {after}"
@@ -737,7 +629,7 @@ fn one_shot_stats_and_top_without_a_controller() {
         "--state-dir",
         &state,
     ];
-    let tui = Tmux::start(&troupe_in_terminal(dir.path(), &args));
+    let tui = Tmux::start(&troupe_in_terminal(dir.path(), &args, false));
     let frame = tui.wait_until(
         "one-shot troupe top to show both nodes live with their watchers",
         Duration::from_secs(20),
@@ -751,8 +643,12 @@ fn one_shot_stats_and_top_without_a_controller() {
     );
     println!("--- one-shot troupe top ---\n{frame}");
     tui.keys("q");
-    let after = tui.wait_for_all("troupe top to exit", &["TOP-EXIT="], Duration::from_secs(5));
-    assert!(after.contains("TOP-EXIT=0"), "{after}");
+    let after = tui.wait_for_all(
+        "troupe top to exit",
+        &["TROUPE-EXIT="],
+        Duration::from_secs(5),
+    );
+    assert!(after.contains("TROUPE-EXIT=0"), "{after}");
 
     // Each node's `stats` reply became processes of its watchers.
     for (node, agent) in ["gamma", "delta"].iter().zip(&agents) {

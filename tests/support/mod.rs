@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses a different part of the support kit
 
 pub mod netns;
+pub mod terminal;
 
 use serde_json::{Map, Value};
 use std::io::Write;
