@@ -5,9 +5,13 @@ use crate::membership::NodeFacts;
 use futures::StreamExt;
 use serde_json::Map;
 use std::time::Duration;
-use troupe::client::call_async;
+use troupe::client::exchange;
 use troupe::discovery::{ProbeTarget, ProbeTargets};
 use troupe::protocol::{NodeInfo, Request};
+use troupe::sockets::connect_control_async;
+
+/// An async ZeroMQ DEALER.
+pub type Dealer = tmq::dealer::Dealer;
 
 /// What answered at an endpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,17 +43,25 @@ impl Default for ProbeLimits {
 }
 
 /// Asks `endpoint` (`tcp://ADDR:PORT`) for `nodeinfo`; a Circus "unknown command" reply
-/// marks a stock circusd, whose watchers are then counted with `list`.
+/// marks a stock circusd, whose watchers are then counted with `list`. A new DEALER, closed
+/// afterwards.
 pub async fn probe(context: &zmq::Context, endpoint: &str, timeout: Duration) -> Probed {
-    let ask = |command: &str| {
-        call_async(
-            context,
-            endpoint,
-            Request::new(command, Map::new()),
-            timeout,
-        )
-    };
-    let Ok(reply) = ask("nodeinfo").await else {
+    match connect_control_async(context, endpoint) {
+        Ok(mut socket) => probe_on(&mut socket, endpoint, timeout).await,
+        Err(e) => {
+            tracing::debug!(endpoint, "cannot connect: {e}");
+            Probed::Nothing
+        }
+    }
+}
+
+/// [`probe`] on a DEALER connected to `endpoint` that the caller keeps (the heartbeats of
+/// membership), each request within `timeout`. Only after [`Probed::Node`] was every request
+/// answered, so the socket owes nothing and may be reused; after [`Probed::Nothing`] it may
+/// still hold a request or owe a reply: close it.
+pub async fn probe_on(socket: &mut Dealer, endpoint: &str, timeout: Duration) -> Probed {
+    let request = |command: &str| Request::new(command, Map::new());
+    let Ok(reply) = exchange(socket, endpoint, request("nodeinfo"), timeout).await else {
         return Probed::Nothing;
     };
     if reply["status"] == "ok" {
@@ -64,7 +76,7 @@ pub async fn probe(context: &zmq::Context, endpoint: &str, timeout: Duration) ->
     if reply["errno"] != 2 {
         return Probed::Nothing;
     }
-    match ask("list").await {
+    match exchange(socket, endpoint, request("list"), timeout).await {
         Ok(list) if list["status"] == "ok" => Probed::Node(NodeFacts::Circus {
             watchers: list["watchers"].as_array().map_or(0, Vec::len),
         }),
