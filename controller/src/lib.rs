@@ -15,6 +15,8 @@ pub mod command;
 pub mod configure;
 pub mod demo;
 pub mod discovery;
+#[cfg(test)]
+mod fake_agent;
 pub mod links;
 pub mod membership;
 pub mod nodes;

@@ -246,42 +246,16 @@ async fn member_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::{SinkExt, StreamExt};
+    use crate::fake_agent::{bind, next_request, reply};
     use serde_json::json;
-    use tmq::AsZmqSocket;
-
-    /// A ROUTER on a free loopback port standing in for an agent; returns it and its endpoint.
-    fn fake_agent(zmq: &zmq::Context) -> (tmq::router::Router, String) {
-        let router = troupe::sockets::bind_control(zmq, "tcp://127.0.0.1:*", 1 << 20).unwrap();
-        let endpoint = router.get_socket().get_last_endpoint().unwrap().unwrap();
-        (router, endpoint)
-    }
-
-    /// The next request at the fake agent: (identity, id, command).
-    async fn next_request(router: &mut tmq::router::Router) -> (Vec<u8>, Value, String) {
-        let message = tokio::time::timeout(Duration::from_secs(5), router.next())
-            .await
-            .expect("a request within 5 s")
-            .expect("the socket is open")
-            .expect("a message");
-        let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
-        let body: Value = serde_json::from_slice(frames.last().unwrap()).unwrap();
-        (
-            frames[0].clone(),
-            body["id"].clone(),
-            body["command"].as_str().unwrap().to_string(),
-        )
-    }
 
     async fn answer(router: &mut tmq::router::Router, identity: &[u8], id: &Value, what: &str) {
-        let reply = json!({"status": "ok", "id": id, "answer": what});
-        router
-            .send(tmq::Multipart::from(vec![
-                identity.to_vec(),
-                reply.to_string().into_bytes(),
-            ]))
-            .await
-            .unwrap();
+        reply(
+            router,
+            identity,
+            &json!({"status": "ok", "id": id, "answer": what}),
+        )
+        .await;
     }
 
     /// One `status` call through `links`, answered by the fake agent, which also answers
@@ -296,8 +270,7 @@ mod tests {
                     "list" => json!({"status": "ok", "id": id, "watchers": ["w"]}),
                     _ => json!({"status": "error", "id": id, "errno": 2, "reason": "unknown"}),
                 };
-                let frames = vec![identity, reply.to_string().into_bytes()];
-                agent.send(tmq::Multipart::from(frames)).await.unwrap();
+                crate::fake_agent::reply(agent, &identity, &reply).await;
             }
         };
         let (reply, ()) = tokio::join!(call, serve);
@@ -311,7 +284,7 @@ mod tests {
     #[tokio::test]
     async fn calls_one_after_another_reuse_one_connection() {
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = fake_agent(&zmq);
+        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
         let (links, _task) = Links::spawn(zmq.clone(), None);
         let mut identities = Vec::new();
         for command in ["status", "list", "numwatchers"] {
@@ -339,7 +312,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_calls_to_one_node_take_separate_connections() {
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = fake_agent(&zmq);
+        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
         let (links, _task) = Links::spawn(zmq.clone(), None);
         let slow = links.call(&endpoint, request("stop"), Duration::from_secs(5));
         let quick = links.call(&endpoint, request("status"), Duration::from_secs(5));
@@ -367,7 +340,7 @@ mod tests {
     #[tokio::test]
     async fn a_late_reply_is_never_the_answer_to_a_later_request() {
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = fake_agent(&zmq);
+        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
         let (links, _task) = Links::spawn(zmq.clone(), None);
 
         // The first call's connection is pooled; the second call (unanswered) takes it.
@@ -411,7 +384,7 @@ mod tests {
     async fn idle_connections_are_kept_only_for_members() {
         use crate::membership::{MembershipMsg, NodeFacts, Source};
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = fake_agent(&zmq);
+        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
         let membership = MembershipHandle::spawn("links-test", None);
         let (links, _task) = Links::spawn(zmq.clone(), Some(membership.clone()));
         let settle = || tokio::time::sleep(Duration::from_millis(100));

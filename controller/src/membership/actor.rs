@@ -434,10 +434,10 @@ mod tests {
 #[cfg(test)]
 mod heartbeat_tests {
     use super::*;
+    use crate::fake_agent::{bind, next_request, reply};
     use crate::membership::NodeFacts;
-    use futures::{SinkExt, StreamExt};
+    use futures::StreamExt;
     use std::future::Future;
-    use tmq::AsZmqSocket;
     use troupe::protocol::{Endpoints, NodeInfo};
 
     const CLUSTER: &str = "heartbeat-test";
@@ -460,19 +460,6 @@ mod heartbeat_tests {
         }
     }
 
-    /// A ROUTER standing in for an agent at `endpoint` (`tcp://127.0.0.1:*` for a free port);
-    /// a port just closed may take a moment to be free again.
-    async fn fake_agent(zmq: &zmq::Context, endpoint: &str) -> (tmq::router::Router, String) {
-        for _ in 0..50 {
-            if let Ok(router) = troupe::sockets::bind_control(zmq, endpoint, 1 << 20) {
-                let bound = router.get_socket().get_last_endpoint().unwrap().unwrap();
-                return (router, bound);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("cannot bind {endpoint}");
-    }
-
     /// Answers every `nodeinfo` as the node with `id` until `done`; returns the connections
     /// (ROUTER identities) the requests came on, in order.
     async fn answer_until(
@@ -491,10 +478,9 @@ mod heartbeat_tests {
             let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
             let body: Value = serde_json::from_slice(frames.last().unwrap()).unwrap();
             assert_eq!(body["command"], "nodeinfo");
-            let reply = json!({"status": "ok", "id": body["id"], "node": node});
+            let answer = json!({"status": "ok", "id": body["id"], "node": node});
+            reply(router, &frames[0], &answer).await;
             identities.push(frames[0].clone());
-            let frames = vec![frames[0].clone(), reply.to_string().into_bytes()];
-            router.send(tmq::Multipart::from(frames)).await.unwrap();
         }
     }
 
@@ -526,7 +512,7 @@ mod heartbeat_tests {
     #[tokio::test]
     async fn heartbeats_reuse_one_connection_until_one_is_missed() {
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = fake_agent(&zmq, "tcp://127.0.0.1:*").await;
+        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
         let membership = MembershipHandle::spawn(CLUSTER, None);
         adopt(&membership, &endpoint, "id-a").await;
 
@@ -545,9 +531,12 @@ mod heartbeat_tests {
         let (retry, retry_id, _) = next_request(&mut agent).await;
         assert_ne!(retry, ignored, "the unanswered connection was reused");
         let node = serde_json::to_value(node_info("id-a")).unwrap();
-        let reply = json!({"status": "ok", "id": retry_id, "node": node});
-        let frames = vec![retry.clone(), reply.to_string().into_bytes()];
-        agent.send(tmq::Multipart::from(frames)).await.unwrap();
+        reply(
+            &mut agent,
+            &retry,
+            &json!({"status": "ok", "id": retry_id, "node": node}),
+        )
+        .await;
         let after = answer_until(
             &mut agent,
             "id-a",
@@ -562,27 +551,12 @@ mod heartbeat_tests {
         assert_eq!(state_of(&membership, "id-a"), Some(MemberState::Alive));
     }
 
-    async fn next_request(router: &mut tmq::router::Router) -> (Vec<u8>, Value, String) {
-        let message = tokio::time::timeout(Duration::from_secs(5), router.next())
-            .await
-            .expect("a request within 5 s")
-            .expect("the socket is open")
-            .expect("a message");
-        let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
-        let body: Value = serde_json::from_slice(frames.last().unwrap()).unwrap();
-        (
-            frames[0].clone(),
-            body["id"].clone(),
-            body["command"].as_str().unwrap().to_string(),
-        )
-    }
-
     /// An agent restarted on the same endpoint comes back alive: at once (the kept connection
     /// reconnects), or after it was down long enough to be declared so, with another id.
     #[tokio::test]
     async fn a_restarted_agent_on_the_same_endpoint_is_alive_again() {
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = fake_agent(&zmq, "tcp://127.0.0.1:*").await;
+        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
         let membership = MembershipHandle::spawn(CLUSTER, None);
         adopt(&membership, &endpoint, "id-a").await;
         let seen = answer_until(
@@ -595,7 +569,7 @@ mod heartbeat_tests {
 
         // A quick restart, between two heartbeats.
         drop(agent);
-        let (mut agent, _) = fake_agent(&zmq, &endpoint).await;
+        let (mut agent, _) = bind(&zmq, &endpoint).await;
         let seen = answer_until(
             &mut agent,
             "id-a",
@@ -619,7 +593,7 @@ mod heartbeat_tests {
             })
             .await;
         assert_eq!(state_of(&membership, "id-a"), Some(MemberState::Down));
-        let (mut agent, _) = fake_agent(&zmq, &endpoint).await;
+        let (mut agent, _) = bind(&zmq, &endpoint).await;
         let back = membership.wait_until(Duration::from_secs(5), |members| {
             members
                 .iter()
