@@ -43,7 +43,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         started: now_epoch(),
         config_path: config.source.clone(),
         shutdown: Arc::new(shutdown_tx),
-        disk_changes: Arc::new(tokio::sync::Semaphore::new(1)),
+        disk_changes: Arc::new(tokio::sync::Mutex::new(())),
     };
     let control = tokio::spawn(crate::control::serve(
         router,

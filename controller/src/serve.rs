@@ -7,7 +7,7 @@
 use crate::broadcast::{reply_ok, select};
 use crate::command::alive_targets;
 use crate::discovery::{Discovery, Sources};
-use crate::membership::{MembershipHandle, MembershipMsg, Source};
+use crate::membership::{MemberState, MembershipHandle, MembershipMsg, Source};
 use crate::settings::Settings;
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
@@ -277,9 +277,9 @@ async fn handle(
             context.discovery.sweep_ranges(targets).await;
             let alive = context
                 .membership
-                .members_json()
+                .members()
                 .iter()
-                .filter(|member| member["state"] == "alive")
+                .filter(|member| member.state == MemberState::Alive)
                 .count();
             Ok(fields([("range", json!(range)), ("alive", json!(alive))]))
         }

@@ -41,7 +41,7 @@ pub struct AgentContext {
     pub shutdown: Arc<watch::Sender<bool>>,
     /// One `configure` or `reset` at a time: two controllers pushing at once would otherwise
     /// interleave their files, or wipe a data dir under a config being written.
-    pub disk_changes: Arc<tokio::sync::Semaphore>,
+    pub disk_changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Who sent the request.
