@@ -73,6 +73,18 @@ def netns_pids(ns):
     return [int(p) for p in out.stdout.split() if p.isdigit()]
 
 
+def stop_inner(inner_proc, grace):
+    """SIGINT to the inner part (it stops its daemons itself), SIGKILL after `grace` seconds."""
+    if inner_proc is None or inner_proc.poll() is not None:
+        return
+    try:
+        inner_proc.send_signal(signal.SIGINT)
+        inner_proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        inner_proc.kill()
+        inner_proc.wait(timeout=10)
+
+
 def outer(args):
     if os.geteuid() != 0:
         sys.exit("compare.py: needs root (it creates a network namespace for circusd)")
@@ -111,14 +123,7 @@ def outer(args):
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if inner_proc is not None and inner_proc.poll() is None:
-            # Let the inner part stop its daemons itself first.
-            try:
-                inner_proc.send_signal(signal.SIGINT)
-                inner_proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                inner_proc.kill()
-                inner_proc.wait(timeout=10)
+        stop_inner(inner_proc, grace=40)
         if created:
             # Everything still in the namespace was started by this run.
             deadline = time.monotonic() + 20

@@ -58,6 +58,7 @@ from compare import (  # noqa: E402  (bench/compare.py: same directory)
     netns_pids,
     own_netns,
     percentile,
+    stop_inner,
     rss_kb,
     source_state,
 )
@@ -198,13 +199,7 @@ def outer(args):
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if inner_proc is not None and inner_proc.poll() is None:
-            try:
-                inner_proc.send_signal(signal.SIGINT)
-                inner_proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                inner_proc.kill()
-                inner_proc.wait(timeout=10)
+        stop_inner(inner_proc, grace=60)
         # Everything still in the namespaces was started by this run.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
