@@ -5,11 +5,13 @@
 //! - [`sockets`]: every ZeroMQ socket is created here, so transport options live in one place.
 //! - [`client`]: a blocking request/reply client, as `circusctl` is.
 //! - [`discovery`]: parsing the IP ranges the controller probes for agents (`--probe`).
+//! - [`limits`], [`logging`]: process set-up both daemons do the same way.
 
 pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod limits;
+pub mod logging;
 pub mod protocol;
 pub mod sockets;
 

@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracing_subscriber::filter::Targets;
 use troupe::config::AgentConfig;
 
 /// A Circus-compatible process supervisor: one per node, driven by `troupe` or `circusctl`.
@@ -23,9 +24,9 @@ struct Args {
     /// Validate the config (this FILE, or --config), print every problem, and exit.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     check: Option<Option<PathBuf>>,
-    /// Log filter, e.g. info, debug, troupe_agent=trace.
-    #[arg(long, default_value = "info", env = "TROUPE_LOG")]
-    log_level: String,
+    /// Log filter: LEVEL or TARGET=LEVEL, comma-separated, e.g. info, debug, info,troupe_agent=trace.
+    #[arg(long, default_value = "info", env = "TROUPE_LOG", value_parser = troupe::logging::parse_filter)]
+    log_level: Targets,
 }
 
 /// Parses `argv` (program name first) and runs the agent; returns the exit code.
@@ -57,14 +58,7 @@ where
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    troupe::logging::init(args.log_level);
     let mut config = match &args.config {
         Some(path) => match AgentConfig::load(path) {
             Ok(config) => config,

@@ -23,9 +23,10 @@ use troupe_controller::state::ControllerState;
 #[derive(Parser, Debug)]
 #[command(name = "troupe", version, allow_external_subcommands = true)]
 struct Cli {
-    /// Log filter, e.g. info, debug. Env: TROUPE_LOG.
-    #[arg(long, global = true, default_value = "warn", env = "TROUPE_LOG")]
-    log_level: String,
+    /// Log filter: LEVEL or TARGET=LEVEL, comma-separated, e.g. info, debug. Env: TROUPE_LOG.
+    #[arg(long, global = true, default_value = "warn", env = "TROUPE_LOG",
+          value_parser = troupe::logging::parse_filter)]
+    log_level: tracing_subscriber::filter::Targets,
     #[command(subcommand)]
     command: Command,
 }
@@ -151,14 +152,7 @@ fn main() -> ExitCode {
         return troupe_agent::cli::main_with_args(agent_argv);
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    troupe::logging::init(cli.log_level);
     match cli.command {
         Command::Broadcast(words) => {
             let Some((command, rest)) = words.split_first() else {
