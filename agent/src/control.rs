@@ -1,23 +1,23 @@
 //! The control socket: a ROUTER speaking Circus's `[identity, json]` framing.
 //!
-//! Each client (ZeroMQ identity) gets a worker that runs its requests one after another, so a
-//! client's commands reach the watchers in the order it sent them, while different clients
-//! run concurrently. Every frame gets an answer: bad ones get an error reply and the socket
-//! moves straight on.
+//! The serve loop owns a queue per client (ZeroMQ identity) and runs one request of a client at
+//! a time, each in a task of its own, so a client's commands reach the watchers in the order it
+//! sent them while different clients run concurrently. A client without requests in flight
+//! costs nothing: every probe and one-shot `troupe ctl` is a new identity, and the idle worker
+//! task each one used to keep for a minute held about 12 KB. Every frame gets an answer: bad
+//! ones get an error reply and the socket moves straight on.
 
 use crate::commands::{dispatch, AgentContext, Caller};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
 use tmq::Multipart;
 use tokio::sync::{mpsc, watch};
 use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Request};
 
-/// Requests one client may have queued before it gets "too many requests" errors.
+/// Requests one client may have queued behind the running one before it gets "too many
+/// requests" errors.
 const CLIENT_QUEUE: usize = 64;
-/// A client's worker ends after this long without requests.
-const CLIENT_IDLE: Duration = Duration::from_secs(60);
 
 /// Routing frames to put in front of a reply: the identity, plus an empty delimiter when the
 /// client is a REQ socket.
@@ -29,6 +29,15 @@ struct Job {
     caller: Caller,
 }
 
+/// A request that ran: its reply frames (none for a cast), and whose it was.
+struct Finished {
+    identity: Vec<u8>,
+    reply: Option<Vec<Vec<u8>>>,
+}
+
+/// Per client with a request running: the requests waiting behind it.
+type Clients = HashMap<Vec<u8>, VecDeque<Job>>;
+
 /// Serves the control socket until `shutdown` turns true, then flushes pending replies.
 pub async fn serve(
     mut router: tmq::router::Router,
@@ -36,15 +45,26 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let max_bytes = ctx.settings.max_message_size as usize;
-    let (replies_tx, mut replies) = mpsc::unbounded_channel::<Vec<Vec<u8>>>();
-    let mut clients: HashMap<Vec<u8>, mpsc::Sender<Job>> = HashMap::new();
+    let (finished_tx, mut finished) = mpsc::unbounded_channel::<Finished>();
+    let mut clients = Clients::new();
     loop {
         tokio::select! {
             biased;
-            Some(frames) = replies.recv() => send(&mut router, frames).await,
+            Some(done) = finished.recv() => {
+                if let Some(frames) = done.reply {
+                    send(&mut router, frames).await;
+                }
+                let next = clients.get_mut(&done.identity).and_then(VecDeque::pop_front);
+                match next {
+                    Some(job) => start(done.identity, job, &ctx, &finished_tx),
+                    None => {
+                        clients.remove(&done.identity);
+                    }
+                }
+            }
             incoming = router.next() => match incoming {
                 Some(Ok(message)) => {
-                    let reply = route(message, max_bytes, &ctx, &replies_tx, &mut clients);
+                    let reply = route(message, max_bytes, &ctx, &finished_tx, &mut clients);
                     if let Some(frames) = reply {
                         send(&mut router, frames).await;
                     }
@@ -60,8 +80,10 @@ pub async fn serve(
         }
     }
     // The reply to `quit` (and any other finished request) still goes out.
-    while let Ok(frames) = replies.try_recv() {
-        send(&mut router, frames).await;
+    while let Ok(done) = finished.try_recv() {
+        if let Some(frames) = done.reply {
+            send(&mut router, frames).await;
+        }
     }
     use tmq::AsZmqSocket;
     let _ = router.get_socket().set_linger(1000);
@@ -73,14 +95,14 @@ async fn send(router: &mut tmq::router::Router, frames: Vec<Vec<u8>>) {
     }
 }
 
-/// Decodes one message and queues it on its client's worker. Returns frames to send back at
-/// once when the message cannot become a request.
+/// Decodes one message and runs it, or queues it behind its client's running request. Returns
+/// frames to send back at once when the message cannot become a request.
 fn route(
     message: Multipart,
     max_bytes: usize,
     ctx: &AgentContext,
-    replies: &mpsc::UnboundedSender<Vec<Vec<u8>>>,
-    clients: &mut HashMap<Vec<u8>, mpsc::Sender<Job>>,
+    finished: &mpsc::UnboundedSender<Finished>,
+    clients: &mut Clients,
 ) -> Option<Vec<Vec<u8>>> {
     let mut frames: Vec<zmq::Message> = message.into_iter().collect();
     let identity = frames.first()?.to_vec();
@@ -106,73 +128,59 @@ fn route(
         Ok(request) => request,
         Err(bad) => return Some(with_envelope(&envelope, &error_reply(&bad.error, &bad.id))),
     };
-    let id = request.id.clone();
-    let cast = request.cast;
     let job = Job {
         request,
-        envelope: envelope.clone(),
+        envelope,
         caller,
     };
-    let queued = match clients.get(&identity) {
-        Some(tx) => tx.try_send(job),
-        None => Err(mpsc::error::TrySendError::Closed(job)),
-    };
-    let job = match queued {
-        Ok(()) => None,
-        Err(mpsc::error::TrySendError::Closed(job)) => Some(job),
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            if cast {
+    match clients.get_mut(&identity) {
+        None => {
+            clients.insert(identity.clone(), VecDeque::new());
+            start(identity, job, ctx, finished);
+        }
+        Some(waiting) if waiting.len() < CLIENT_QUEUE => waiting.push_back(job),
+        Some(_) => {
+            if job.request.cast {
                 return None;
             }
             let error = CommandError::new(
                 Errno::CommandError,
                 format!("too many requests in flight from this client (limit {CLIENT_QUEUE})"),
             );
-            return Some(with_envelope(&envelope, &error_reply(&error, &id)));
+            return Some(with_envelope(
+                &job.envelope,
+                &error_reply(&error, &job.request.id),
+            ));
         }
-    };
-    if let Some(job) = job {
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        let _ = tx.try_send(job);
-        tokio::spawn(client_worker(rx, ctx.clone(), replies.clone()));
-        clients.retain(|_, sender| !sender.is_closed());
-        clients.insert(identity, tx);
     }
     None
 }
 
-async fn client_worker(
-    mut jobs: mpsc::Receiver<Job>,
-    ctx: AgentContext,
-    replies: mpsc::UnboundedSender<Vec<Vec<u8>>>,
+/// Runs `job` in a task of its own and reports it on `finished`.
+fn start(
+    identity: Vec<u8>,
+    job: Job,
+    ctx: &AgentContext,
+    finished: &mpsc::UnboundedSender<Finished>,
 ) {
-    loop {
-        match tokio::time::timeout(CLIENT_IDLE, jobs.recv()).await {
-            Ok(Some(job)) => run_job(job, &ctx, &replies).await,
-            Ok(None) => return,
-            Err(_) => {
-                // Close first, then drain: a job queued just before closing still runs.
-                jobs.close();
-                while let Ok(job) = jobs.try_recv() {
-                    run_job(job, &ctx, &replies).await;
-                }
-                return;
-            }
-        }
-    }
+    let ctx = ctx.clone();
+    let finished = finished.clone();
+    tokio::spawn(async move {
+        let reply = run_job(job, &ctx).await;
+        let _ = finished.send(Finished { identity, reply });
+    });
 }
 
-async fn run_job(job: Job, ctx: &AgentContext, replies: &mpsc::UnboundedSender<Vec<Vec<u8>>>) {
+/// Runs one request; returns its reply frames unless it was a cast.
+async fn run_job(job: Job, ctx: &AgentContext) -> Option<Vec<Vec<u8>>> {
     let reply = match dispatch(ctx, &job.request, job.caller).await {
         Ok(fields) => ok_reply(fields, &job.request.id),
         Err(error) => error_reply(&error, &job.request.id),
     };
-    if !job.request.cast {
-        let _ = replies.send(with_envelope(&job.envelope, &reply));
-    }
     if job.request.command == "quit" {
         ctx.shutdown.send_replace(true);
     }
+    (!job.request.cast).then(|| with_envelope(&job.envelope, &reply))
 }
 
 fn with_envelope(envelope: &[Vec<u8>], reply: &Value) -> Vec<Vec<u8>> {
