@@ -23,9 +23,28 @@ pub fn bind_control(
         .bind(endpoint)
 }
 
-/// A PUB socket (events, stats).
+/// A PUB socket (events).
 pub fn bind_publisher(context: &Context, endpoint: &str) -> tmq::Result<tmq::publish::Publish> {
     tmq::publish(context).set_linger(0).bind(endpoint)
+}
+
+/// The longest subscription message an XPUB accepts (one byte of kind, then the topic prefix);
+/// a longer one drops that subscriber's connection.
+const MAX_SUBSCRIPTION: i64 = 4096;
+
+/// An XPUB (stats): publishes as a PUB does, and hears the first subscription to a topic
+/// (`[1, topic..]`) and the last unsubscription from it (`[0, topic..]`, also sent when the last
+/// subscriber to it goes away), so the publisher can tell whether anyone listens. tmq has no
+/// XPUB type: its PAIR wrapper is the generic two-way socket.
+pub fn bind_subscribed_publisher(
+    context: &Context,
+    endpoint: &str,
+) -> tmq::Result<tmq::pair::Pair> {
+    let socket = context.socket(zmq::XPUB)?;
+    socket.set_linger(0)?;
+    socket.set_maxmsgsize(MAX_SUBSCRIPTION)?;
+    socket.bind(endpoint)?;
+    <tmq::pair::Pair as tmq::FromZmqSocket<_>>::from_zmq_socket(socket)
 }
 
 /// An async SUB connected to a PUB endpoint (a node's stats or events), subscribed to

@@ -317,6 +317,67 @@ fn short_lived_processes_do_not_break_the_agent_stream() {
     agent.call("numwatchers", Value::Null);
 }
 
+/// The pids whose `/proc/<pid>/stat` the agent holds open: what its sampler tracks.
+fn sampled_pids(agent_pid: u32) -> Vec<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{agent_pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let rest = target.to_str()?.strip_prefix("/proc/")?;
+            rest.strip_suffix("/stat")?.parse().ok()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Nobody subscribed, nothing sampled: the agent opens no process's /proc files over several
+/// intervals. A subscriber gets rounds (its processes' files open), and once it is gone no new
+/// process is sampled.
+#[test]
+fn the_agent_samples_only_while_someone_subscribes() {
+    let mut agent = Agent::start(
+        "[watcher.idle]\ncmd = \"sleep 1000\"\nnumprocesses = 2\ngraceful_timeout = 1\n",
+    );
+    let idle = agent.running_pids("idle", 2);
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(
+        sampled_pids(agent.pid()),
+        Vec::<u32>::new(),
+        "sampled without a subscriber"
+    );
+    let sub = StatsSub::connect(&format!("tcp://{}:5557", agent.address));
+    let topic = format!("stat.idle.{}", idle[0]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sub.next(Duration::from_millis(500)).map(|(t, _)| t) != Some(topic.clone()) {
+        assert!(
+            Instant::now() < deadline,
+            "no {topic} sample after subscribing"
+        );
+    }
+    for pid in &idle {
+        assert!(sampled_pids(agent.pid()).contains(pid), "{pid} is sampled");
+    }
+    drop(sub);
+    // The unsubscription reaches the agent; a process spawned after it is never sampled.
+    std::thread::sleep(Duration::from_millis(500));
+    agent.call("incr", json!({"name": "idle", "waiting": true}));
+    let third = *agent
+        .running_pids("idle", 3)
+        .iter()
+        .find(|pid| !idle.contains(pid))
+        .expect("a third process");
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        !sampled_pids(agent.pid()).contains(&third),
+        "{third}, spawned after the subscriber left, was sampled"
+    );
+    agent.stop();
+}
+
 /// The stock circus-top reads an agent's stream: a section per watcher.
 #[test]
 fn circus_top_shows_an_agent() {

@@ -4,13 +4,16 @@
 
 use crate::arbiter::ArbiterHandle;
 use crate::sampler::{SampleTarget, Sampler};
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::time::Duration;
 use troupe::protocol::ProcessInfo;
 
-/// Binds the stats PUB socket and spawns the publishing loop.
+/// Binds the stats socket and spawns the publishing loop. A round is sampled only while
+/// someone is subscribed: sampling 1000 processes costs about 1.5 % of a core, and an agent
+/// nobody watches (or one busy spawning) should not pay it.
 pub fn spawn_stats(
     context: &troupe::sockets::Context,
     endpoint: &str,
@@ -18,23 +21,58 @@ pub fn spawn_stats(
     arbiter: ArbiterHandle,
     sampler: Sampler,
 ) -> tmq::Result<tokio::task::JoinHandle<()>> {
-    let mut socket = troupe::sockets::bind_publisher(context, endpoint)?;
+    let mut socket = troupe::sockets::bind_subscribed_publisher(context, endpoint)?;
     Ok(tokio::spawn(async move {
+        let mut subscriptions = Subscriptions::default();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            let Ok(messages) = collect(&arbiter, &sampler).await else {
-                return;
-            };
-            for (topic, payload) in messages {
-                let frames = vec![topic.into_bytes(), payload];
-                if socket.send(frames).await.is_err() {
-                    tracing::debug!("stats sample not published");
+            tokio::select! {
+                Some(Ok(message)) = socket.next() => {
+                    for frame in message.iter() {
+                        subscriptions.update(frame);
+                    }
+                }
+                _ = tick.tick() => {
+                    if subscriptions.is_empty() {
+                        continue;
+                    }
+                    let Ok(messages) = collect(&arbiter, &sampler).await else {
+                        return;
+                    };
+                    for (topic, payload) in messages {
+                        let frames = vec![topic.into_bytes(), payload];
+                        if socket.send(frames).await.is_err() {
+                            tracing::debug!("stats sample not published");
+                        }
+                    }
                 }
             }
         }
     }))
+}
+
+/// The topic prefixes someone is subscribed to, as the XPUB reports them.
+#[derive(Default)]
+struct Subscriptions(HashSet<Vec<u8>>);
+
+impl Subscriptions {
+    /// Applies one message of the XPUB: `[1, topic..]` subscribes, `[0, topic..]` unsubscribes.
+    fn update(&mut self, message: &[u8]) {
+        match message.split_first() {
+            Some((1, topic)) => {
+                self.0.insert(topic.to_vec());
+            }
+            Some((0, topic)) => {
+                self.0.remove(topic);
+            }
+            _ => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// One process's sample on the stream: its info plus circusd-stats' `subtopic` and `name`.
@@ -138,6 +176,24 @@ mod tests {
             started: None,
             wid: None,
         }
+    }
+
+    #[test]
+    fn subscriptions_follow_the_xpub_messages() {
+        let mut subscriptions = Subscriptions::default();
+        assert!(subscriptions.is_empty());
+        subscriptions.update(b"\x01stat.");
+        subscriptions.update(b"\x01");
+        assert!(!subscriptions.is_empty());
+        subscriptions.update(b"\x00stat.");
+        assert!(
+            !subscriptions.is_empty(),
+            "the empty prefix is still subscribed"
+        );
+        subscriptions.update(b"\x00");
+        subscriptions.update(b"");
+        subscriptions.update(b"\x02stat.");
+        assert!(subscriptions.is_empty());
     }
 
     #[test]
