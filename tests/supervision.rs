@@ -350,3 +350,109 @@ fn a_reload_of_options_that_need_no_new_processes_keeps_the_processes() {
         })
     });
 }
+
+/// A `/proc/<pid>/status` field, as text.
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(|value| value.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// What a supervised process starts with: its own process group, stdin on /dev/null, no file
+/// of the agent's beyond 0-2, no blocked signal, no ignored one but those the agent was started
+/// with (not the SIGPIPE it ignores itself), its working dir and environment, and death with a
+/// SIGKILLed agent.
+#[test]
+fn a_child_starts_clean_in_its_own_group_and_dies_with_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(&format!(
+        "[watcher.clean]\ncmd = \"sleep\"\nargs = \"1000\"\ncopy_env = false\nworking_dir = \"{}\"\nenv = {{ COLOUR = \"blue\" }}\n",
+        dir.path().display()
+    ));
+    let pid = agent.running_pids("clean", 1)[0];
+    // Past its start-up (the loader opens and closes files, libc sets its signal mask): asleep.
+    wait_for(
+        "the child asleep in clock_nanosleep",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                .is_ok_and(|w| w == "hrtimer_nanosleep")
+        },
+    );
+    assert_eq!(
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+            .unwrap()
+            .as_raw() as u32,
+        pid,
+        "a process group of its own"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(),
+        std::path::Path::new("/dev/null")
+    );
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|fd| fd.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    assert_eq!(
+        fds,
+        ["0", "1", "2"],
+        "no descriptor of the agent leaks into a child"
+    );
+    assert_eq!(status_field(pid, "SigBlk"), "0000000000000000");
+    // Ignored: what the agent was started with (inherited, as from any parent), minus the
+    // SIGPIPE the Rust runtime ignores in the agent.
+    let ignored = |pid| u64::from_str_radix(&status_field(pid, "SigIgn"), 16).unwrap();
+    let sigpipe = 1u64 << (nix::sys::signal::Signal::SIGPIPE as u32 - 1);
+    assert_ne!(
+        ignored(agent.pid()) & sigpipe,
+        0,
+        "the agent ignores SIGPIPE"
+    );
+    assert_eq!(ignored(pid), ignored(agent.pid()) & !sigpipe);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        dir.path().canonicalize().unwrap()
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let mut keys: Vec<String> = environ
+        .split(|&b| b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect();
+    keys.sort();
+    let keys: Vec<&str> = keys.iter().map(|e| e.split('=').next().unwrap()).collect();
+    assert_eq!(keys, ["COLOUR", "PATH", "TROUPE_WATCHER", "TROUPE_WID"]);
+    agent.kill();
+    wait_for(
+        "the child to die with the agent",
+        Duration::from_secs(5),
+        || !alive(pid),
+    );
+}
+
+/// A command that exists but cannot be executed fails the start with the cause, and the agent
+/// serves on.
+#[test]
+fn a_command_that_cannot_be_executed_fails_start_with_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("not-executable");
+    std::fs::write(&script, "#!/bin/sh\nsleep 1000\n").unwrap();
+    let agent = Agent::start(&format!(
+        "[watcher.denied]\ncmd = \"{}\"\nautostart = false\n\n[watcher.nowhere]\ncmd = \"sleep\"\nargs = \"1000\"\nworking_dir = \"/nonexistent/dir\"\nautostart = false\n",
+        script.display()
+    ));
+    for (watcher, cause) in [("denied", "Permission denied"), ("nowhere", "No such file")] {
+        let reply = agent.call("start", json!({"name": watcher, "waiting": true}));
+        let reason = reply["reason"].as_str().unwrap_or_default();
+        assert!(
+            reply["status"] == "error" && reason.contains(cause),
+            "{watcher}: {reply}"
+        );
+    }
+    assert_eq!(agent.call("numwatchers", json!({}))["numwatchers"], 2);
+}

@@ -4,6 +4,7 @@
 mod actor;
 pub(crate) mod hooks;
 pub mod process;
+mod vfork;
 
 use serde_json::Value;
 use std::time::Duration;

@@ -1,10 +1,10 @@
 //! One supervised process: how it is spawned, signalled and reaped.
 
+use super::vfork;
 use crate::output::OutputLog;
-use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use std::process::Stdio;
+use std::ffi::OsString;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -54,7 +54,7 @@ pub struct OutputLogs {
 }
 
 /// Spawns one process of `config` with worker id `wid`. The reaper task reports the exit on
-/// `exits` once the process is reaped (at once, via tokio's SIGCHLD-driven wait).
+/// `exits` once the process is reaped (at once: it waits on the process's pidfd).
 pub fn spawn(
     config: &WatcherConfig,
     wid: u32,
@@ -68,69 +68,53 @@ pub fn spawn(
             "empty command",
         ));
     };
-    let mut command = tokio::process::Command::new(program);
-    command.args(args);
-    if !config.copy_env {
-        command.env_clear();
-    }
+    let mut env: Vec<(OsString, OsString)> = if config.copy_env {
+        std::env::vars_os().collect()
+    } else {
+        Vec::new()
+    };
     // Circus's copy_env=false leaves children without PATH; troupe always passes it on.
-    command.env(
-        "PATH",
-        std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
-    );
-    command.envs(&config.env);
-    command.env("TROUPE_WATCHER", &config.name);
-    command.env("TROUPE_WID", wid.to_string());
-    if let Some(dir) = &config.working_dir {
-        command.current_dir(dir);
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let overrides = std::iter::once((OsString::from("PATH"), path))
+        .chain(
+            config
+                .env
+                .iter()
+                .map(|(key, value)| (key.into(), value.into())),
+        )
+        .chain([
+            ("TROUPE_WATCHER".into(), config.name.as_str().into()),
+            ("TROUPE_WID".into(), wid.to_string().into()),
+        ]);
+    for (key, value) in overrides {
+        env.retain(|(existing, _)| *existing != key);
+        env.push((key, value));
     }
-    command.stdin(Stdio::null());
-    command.stdout(if logs.stdout.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::inherit()
-    });
-    command.stderr(if logs.stderr.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::inherit()
-    });
-    // Its own process group, so a stop can reach every descendant with one killpg.
-    command.process_group(0);
-    let agent_pid = std::process::id();
-    let open_files = CHILD_OPEN_FILES.get().copied();
-    // SAFETY: only async-signal-safe calls (setrlimit, prctl, getppid, kill) run between fork
-    // and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if let Some((soft, hard)) = open_files {
-                setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?;
-            }
-            // If the agent dies without stopping its children, they get SIGTERM rather than
-            // running on unsupervised.
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
-            if nix::unistd::getppid().as_raw() as u32 != agent_pid {
-                let _ = nix::sys::signal::raise(Signal::SIGTERM);
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn()?;
-    let pid = child
-        .id()
-        .ok_or_else(|| std::io::Error::other("spawned child has no pid"))?;
+    let mut child = vfork::spawn(&vfork::Program {
+        program: program.as_ref(),
+        args,
+        env,
+        working_dir: config.working_dir.as_deref(),
+        capture_stdout: logs.stdout.is_some(),
+        capture_stderr: logs.stderr.is_some(),
+        open_files: CHILD_OPEN_FILES.get().copied(),
+    })?;
+    let pid = child.pid;
     let mut captures = Vec::new();
-    if let (Some(log), Some(out)) = (&logs.stdout, child.stdout.take()) {
-        captures.push(log.capture(pid, out));
-    }
-    if let (Some(log), Some(err)) = (&logs.stderr, child.stderr.take()) {
-        captures.push(log.capture(pid, err));
+    for (log, read_end) in [
+        (&logs.stdout, child.stdout.take()),
+        (&logs.stderr, child.stderr.take()),
+    ] {
+        if let (Some(log), Some(read_end)) = (log, read_end) {
+            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)?;
+            captures.push(log.capture(pid, pipe));
+        }
     }
     let (exit_tx, exit_rx) = watch::channel(None);
     let exits = exits.clone();
     tokio::spawn(async move {
         let code = match child.wait().await {
-            Ok(status) => exit_code(status),
+            Ok(code) => code,
             Err(e) => {
                 tracing::error!(pid, "waiting for process failed: {e}");
                 None
@@ -155,11 +139,6 @@ pub fn spawn(
         recycle_at,
         exit: exit_rx,
     })
-}
-
-fn exit_code(status: std::process::ExitStatus) -> ExitCode {
-    use std::os::unix::process::ExitStatusExt;
-    status.code().or_else(|| status.signal().map(|s| -s))
 }
 
 /// Spreads recycling over `[0, variance)` so processes started together do not all restart
