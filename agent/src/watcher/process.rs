@@ -100,16 +100,15 @@ pub fn spawn(
         open_files: CHILD_OPEN_FILES.get().copied(),
     })?;
     let pid = child.pid;
-    let mut captures = Vec::new();
-    for (log, read_end) in [
-        (&logs.stdout, child.stdout.take()),
-        (&logs.stderr, child.stderr.take()),
-    ] {
-        if let (Some(log), Some(read_end)) = (log, read_end) {
-            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)?;
-            captures.push(log.capture(pid, pipe));
+    let captures = match capture_output(pid, logs, &mut child) {
+        Ok(captures) => captures,
+        Err(e) => {
+            // It runs already: it must not run on unsupervised, nor stay a zombie.
+            kill_group(pid);
+            tokio::spawn(child.wait());
+            return Err(e);
         }
-    }
+    };
     let (exit_tx, exit_rx) = watch::channel(None);
     let exits = exits.clone();
     tokio::spawn(async move {
@@ -139,6 +138,25 @@ pub fn spawn(
         recycle_at,
         exit: exit_rx,
     })
+}
+
+/// Starts copying the child's captured output into the watcher's logs.
+fn capture_output(
+    pid: u32,
+    logs: &OutputLogs,
+    child: &mut vfork::Child,
+) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut captures = Vec::new();
+    for (log, read_end) in [
+        (&logs.stdout, child.stdout.take()),
+        (&logs.stderr, child.stderr.take()),
+    ] {
+        if let (Some(log), Some(read_end)) = (log, read_end) {
+            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)?;
+            captures.push(log.capture(pid, pipe));
+        }
+    }
+    Ok(captures)
 }
 
 /// Spreads recycling over `[0, variance)` so processes started together do not all restart
