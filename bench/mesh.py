@@ -330,14 +330,17 @@ def report(results, load_start, load_end, elapsed, outdir):
     S = "Stats"
     if "agent_cpu_loaded" in fig:
         d = fig["agent_cpu_loaded"] - fig["agent_cpu_idle"]
-        row(S, f"troupe-agent sampling {STATS_PROCS} processes at 1 Hz, no subscriber (CPU, loaded - idle)",
+        # Without a subscriber the agent samples nothing: the target applies to the whole agent
+        # sampling and publishing for one subscriber (the sampler alone: sampling_cost, README).
+        row(S, f"troupe-agent with {STATS_PROCS} processes, no subscriber (CPU, loaded - idle)",
             f"{d:.2f} % of a core ({fig['agent_cpu_loaded']:.2f} over {STATS_WINDOW_S:g} s - "
-            f"{fig['agent_cpu_idle']:.2f} idle over {IDLE_WINDOW_S:g} s)",
-            f"<= {TARGET_SAMPLING_CPU:g} %", d <= TARGET_SAMPLING_CPU)
-        row(S, f"  with one subscriber reading the stream ({SUB_WINDOW_S:g} s)",
-            f"{fig.get('agent_cpu_sub', 0) - fig['agent_cpu_idle']:.2f} % of a core; "
+            f"{fig['agent_cpu_idle']:.2f} idle over {IDLE_WINDOW_S:g} s; nothing sampled)")
+        d_sub = fig.get('agent_cpu_sub', 0) - fig['agent_cpu_idle']
+        row(S, f"  sampling at 1 Hz for one subscriber reading the stream ({SUB_WINDOW_S:g} s)",
+            f"{d_sub:.2f} % of a core; "
             f"{fig.get('agent_rate', 0):.0f} samples/s read, {fig.get('agent_pids_seen', 0)} distinct pids; "
-            f"agent RSS {fig.get('agent_rss_mb', 0):.1f} MiB")
+            f"agent RSS {fig.get('agent_rss_mb', 0):.1f} MiB",
+            f"<= {TARGET_SAMPLING_CPU:g} %", d_sub <= TARGET_SAMPLING_CPU)
     else:
         row(S, f"troupe-agent sampling {STATS_PROCS} processes", "n/a")
     if "cstats_cpu_loaded" in fig:
