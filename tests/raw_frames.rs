@@ -4,7 +4,7 @@
 //! framing cases Circus gets wrong or leaves out: REQ clients, extra frames, casts, and
 //! concurrency between clients (no global lock, per-client order).
 
-use crate::support::{wait_for, Agent};
+use crate::support::{proc_status_kib, wait_for, Agent};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -664,16 +664,6 @@ fn a_client_past_its_queue_limit_gets_an_error_and_its_queue_still_runs() {
     assert_keeps_serving(&socket, &agent);
 }
 
-/// The agent's anonymous memory (heap, stacks), from /proc.
-fn anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("RssAnon:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon in /proc/PID/status")
-}
-
 /// Probes and one-shot `troupe ctl`s are a new client each: once answered, a client costs the
 /// agent nothing. (Each used to keep an idle worker for a minute, about 12 KB: 300 of them
 /// grew the agent by 3.6 MB.)
@@ -690,9 +680,9 @@ fn answered_one_shot_clients_leave_no_memory_behind() {
     };
     // Warm up: buffers and maps reach their working size first.
     (0..50).for_each(|_| one_shot());
-    let before = anon_kib(agent.pid());
+    let before = proc_status_kib(agent.pid(), "RssAnon");
     (0..300).for_each(|_| one_shot());
-    let grown = anon_kib(agent.pid()).saturating_sub(before);
+    let grown = proc_status_kib(agent.pid(), "RssAnon").saturating_sub(before);
     assert!(
         grown < 1024,
         "300 answered one-shot clients grew the agent by {grown} KiB"

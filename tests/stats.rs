@@ -7,7 +7,9 @@
 //! a tmux server of their own (`tmux -L <unique>`), killed by a guard.
 
 use crate::support::terminal::{troupe_in_terminal, Tmux};
-use crate::support::{bin, circus_venv, troupe, unique_loopback, wait_for, Agent, Daemon, Run};
+use crate::support::{
+    bin, circus_venv, proc_status_kib, troupe, unique_loopback, wait_for, Agent, Daemon, Run,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,17 +56,6 @@ impl StatsSub {
         let payload = serde_json::from_slice(body).expect("JSON payload");
         Some((topic, payload))
     }
-}
-
-/// VmRSS of `pid` in bytes, from /proc.
-fn vm_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
 }
 
 /// psutil's "1.46M" back to bytes.
@@ -256,7 +247,7 @@ fn agent_stats_measure_a_busy_and_an_idle_process() {
         assert_eq!(last["pid"], json!(pid), "{last}");
         assert_eq!(last["subtopic"], json!(pid), "{last}");
         let rss = parse_mem(last["mem_info1"].as_str().expect("mem_info1"));
-        let kernel = vm_rss(*pid);
+        let kernel = proc_status_kib(*pid, "VmRSS") * 1024;
         let off = (rss as f64 - kernel as f64).abs() / kernel as f64;
         println!(
             "{watcher} (pid {pid}): cpu {}%, mem_info1 {} = {rss} B, VmRSS {kernel} B ({:.1}% off), {} samples",

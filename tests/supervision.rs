@@ -1,7 +1,7 @@
 //! Supervision for real: respawn after kill -9, graceful stop escalating to SIGKILL of the
 //! whole group, no zombies after many crashes, flapping, hooks, output capture, reload.
 
-use crate::support::{alive, wait_for, zombie_children, Agent};
+use crate::support::{alive, proc_status, wait_for, zombie_children, Agent};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -351,16 +351,6 @@ fn a_reload_of_options_that_need_no_new_processes_keeps_the_processes() {
     });
 }
 
-/// A `/proc/<pid>/status` field, as text.
-fn status_field(pid: u32, field: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .map(|value| value.trim().to_string())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 /// What a supervised process starts with: its own process group, stdin on /dev/null, no file
 /// of the agent's beyond 0-2, no blocked signal, no ignored one but those the agent was started
 /// with (not the SIGPIPE it ignores itself), its working dir and environment, and death with a
@@ -403,10 +393,10 @@ fn a_child_starts_clean_in_its_own_group_and_dies_with_the_agent() {
         ["0", "1", "2"],
         "no descriptor of the agent leaks into a child"
     );
-    assert_eq!(status_field(pid, "SigBlk"), "0000000000000000");
+    assert_eq!(proc_status(pid, "SigBlk"), "0000000000000000");
     // Ignored: what the agent was started with (inherited, as from any parent), minus the
     // SIGPIPE the Rust runtime ignores in the agent.
-    let ignored = |pid| u64::from_str_radix(&status_field(pid, "SigIgn"), 16).unwrap();
+    let ignored = |pid| u64::from_str_radix(&proc_status(pid, "SigIgn"), 16).unwrap();
     let sigpipe = 1u64 << (nix::sys::signal::Signal::SIGPIPE as u32 - 1);
     assert_ne!(
         ignored(agent.pid()) & sigpipe,

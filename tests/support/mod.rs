@@ -470,6 +470,29 @@ pub fn circusctl(endpoint: &str, args: &[&str]) -> CtlOutput {
     }
 }
 
+/// A field of `/proc/<pid>/status` ("SigBlk", "VmRSS", ...), its value as text.
+#[track_caller]
+pub fn proc_status(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(|value| value.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A size field of `/proc/<pid>/status` ("VmRSS", "RssAnon") in KiB.
+#[track_caller]
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let value = proc_status(pid, field);
+    value
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{field} of {pid} is not a size in kB: {value:?}"))
+}
+
 /// Whether `pid` is alive and not a zombie.
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
