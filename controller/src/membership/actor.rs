@@ -484,6 +484,19 @@ mod heartbeat_tests {
         }
     }
 
+    /// `answer_until` for `ms` milliseconds.
+    async fn answer_for(router: &mut tmq::router::Router, id: &str, ms: u64) -> Vec<Vec<u8>> {
+        answer_until(router, id, tokio::time::sleep(Duration::from_millis(ms))).await
+    }
+
+    /// A fake agent on a free port, and a membership that has adopted it as `id-a`.
+    async fn adopted_agent(zmq: &zmq::Context) -> (tmq::router::Router, String, MembershipHandle) {
+        let (agent, endpoint) = bind(zmq, "tcp://127.0.0.1:*").await;
+        let membership = MembershipHandle::spawn(CLUSTER, None);
+        adopt(&membership, &endpoint, "id-a").await;
+        (agent, endpoint, membership)
+    }
+
     fn state_of(membership: &MembershipHandle, id: &str) -> Option<MemberState> {
         membership
             .members()
@@ -512,16 +525,9 @@ mod heartbeat_tests {
     #[tokio::test]
     async fn heartbeats_reuse_one_connection_until_one_is_missed() {
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
-        let membership = MembershipHandle::spawn(CLUSTER, None);
-        adopt(&membership, &endpoint, "id-a").await;
+        let (mut agent, _, membership) = adopted_agent(&zmq).await;
 
-        let seen = answer_until(
-            &mut agent,
-            "id-a",
-            tokio::time::sleep(Duration::from_millis(3500)),
-        )
-        .await;
+        let seen = answer_for(&mut agent, "id-a", 3500).await;
         assert!(seen.len() >= 3, "{} heartbeats in 3.5 s", seen.len());
         assert_eq!(count_connections(&seen), 1, "{} heartbeats", seen.len());
 
@@ -537,12 +543,7 @@ mod heartbeat_tests {
             &json!({"status": "ok", "id": retry_id, "node": node}),
         )
         .await;
-        let after = answer_until(
-            &mut agent,
-            "id-a",
-            tokio::time::sleep(Duration::from_millis(2500)),
-        )
-        .await;
+        let after = answer_for(&mut agent, "id-a", 2500).await;
         assert!(after.len() >= 2, "{} heartbeats in 2.5 s", after.len());
         assert!(
             after.iter().all(|i| *i == retry),
@@ -556,26 +557,14 @@ mod heartbeat_tests {
     #[tokio::test]
     async fn a_restarted_agent_on_the_same_endpoint_is_alive_again() {
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
-        let membership = MembershipHandle::spawn(CLUSTER, None);
-        adopt(&membership, &endpoint, "id-a").await;
-        let seen = answer_until(
-            &mut agent,
-            "id-a",
-            tokio::time::sleep(Duration::from_millis(1500)),
-        )
-        .await;
+        let (mut agent, endpoint, membership) = adopted_agent(&zmq).await;
+        let seen = answer_for(&mut agent, "id-a", 1500).await;
         assert_eq!(count_connections(&seen), 1);
 
         // A quick restart, between two heartbeats.
         drop(agent);
         let (mut agent, _) = bind(&zmq, &endpoint).await;
-        let seen = answer_until(
-            &mut agent,
-            "id-a",
-            tokio::time::sleep(Duration::from_millis(3000)),
-        )
-        .await;
+        let seen = answer_for(&mut agent, "id-a", 3000).await;
         assert!(
             seen.len() >= 2,
             "{} heartbeats after the restart",
