@@ -369,6 +369,35 @@ fn the_agent_samples_only_while_someone_subscribes() {
     agent.stop();
 }
 
+/// A subscription message over the stats socket's 4 KB cap drops that subscriber: it starts no
+/// sampling, and the stream goes on serving others.
+#[test]
+fn an_oversize_subscription_is_dropped_and_the_stream_serves_on() {
+    let agent = Agent::start("[watcher.idle]\ncmd = \"sleep 1000\"\ngraceful_timeout = 1\n");
+    let idle = agent.running_pids("idle", 1)[0];
+    let endpoint = format!("tcp://{}:5557", agent.address);
+    let context = zmq::Context::new();
+    let hostile = context.socket(zmq::SUB).expect("SUB socket");
+    hostile.set_linger(0).expect("linger");
+    hostile.set_subscribe(&[b's'; 8192]).expect("subscribe");
+    hostile.connect(&endpoint).expect("connect");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        sampled_pids(agent.pid()),
+        Vec::<u32>::new(),
+        "an oversize subscription started sampling"
+    );
+    let sub = StatsSub::connect(&endpoint);
+    let topic = format!("stat.idle.{idle}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sub.next(Duration::from_millis(500)).map(|(t, _)| t) != Some(topic.clone()) {
+        assert!(
+            Instant::now() < deadline,
+            "no {topic} sample for a normal subscriber"
+        );
+    }
+}
+
 /// The stock circus-top reads an agent's stream: a section per watcher.
 #[test]
 fn circus_top_shows_an_agent() {
