@@ -1,6 +1,7 @@
 //! One supervised process: how it is spawned, signalled and reaped.
 
 use super::vfork;
+pub use super::vfork::ExitCode;
 use crate::output::OutputLog;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -28,9 +29,6 @@ pub fn raise_open_files_limit() {
         let _ = CHILD_OPEN_FILES.set(original);
     }
 }
-
-/// Exit as Circus reports it: the status, or the negated signal number.
-pub type ExitCode = Option<i32>;
 
 /// A running (or just exited) process, as its watcher tracks it.
 #[derive(Debug)]

@@ -21,10 +21,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use tokio::io::unix::AsyncFd;
 
-use super::process::ExitCode;
-
 /// Stack of the child between clone and exec: it only runs `child_main`'s system calls.
 const CHILD_STACK: usize = 64 * 1024;
+
+/// Exit as Circus reports it: the status, or the negated signal number.
+pub type ExitCode = Option<i32>;
 
 /// What to start, and how.
 pub struct Program<'a> {
