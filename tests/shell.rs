@@ -1,9 +1,11 @@
 //! `troupe shell` driven as a user would, through its standard input: the same commands as
 //! the CLI, plus nodes, cluster, help and exit.
 
+use crate::support::terminal::{troupe_in_terminal, Tmux};
 use crate::support::{bin, Agent};
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 #[test]
 fn the_shell_runs_commands_line_by_line_and_remembers_a_cluster_range() {
@@ -83,5 +85,55 @@ fn the_shell_runs_commands_line_by_line_and_remembers_a_cluster_range() {
     assert!(
         state.path().join("shell_history").exists(),
         "history is kept"
+    );
+}
+
+/// In a terminal, Tab completes a command, a watcher name and, after `--node`, a node name
+/// (names from the cluster, fetched when the shell starts), and the completed line runs.
+#[test]
+fn tab_completes_commands_watchers_and_nodes_in_a_terminal() {
+    let agent = Agent::start_named(
+        "shell-completion",
+        &crate::support::unique_loopback(),
+        "[watcher.sleeper]\ncmd = \"sleep 1000\"\nnumprocesses = 2\ngraceful_timeout = 1\n",
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let args = [
+        "shell",
+        "--no-mdns",
+        "--controller",
+        "tcp://127.0.0.1:1",
+        "--probe",
+        &agent.address,
+        "--state-dir",
+        &state,
+    ];
+    let tmux = Tmux::start(&troupe_in_terminal(dir.path(), &args, false));
+    tmux.wait_for_all("the prompt", &["Type `help`"], Duration::from_secs(20));
+    for keys in ["nump", "Tab", " sl", "Tab", " --node shell-c", "Tab"] {
+        tmux.keys(keys);
+        // One key press at a time: rustyline reads each completion request on its own.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    tmux.wait_for_all(
+        "the completed line",
+        &["numprocesses sleeper --node shell-completion"],
+        Duration::from_secs(10),
+    );
+    tmux.keys("Enter");
+    let screen = tmux.wait_until("the reply", Duration::from_secs(20), |screen| {
+        screen
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["shell-completion", "2"])
+    });
+    println!("{screen}");
+    tmux.keys("exit");
+    tmux.keys("Enter");
+    tmux.wait_for_all(
+        "the shell to exit",
+        &["TROUPE-EXIT=0"],
+        Duration::from_secs(10),
     );
 }
