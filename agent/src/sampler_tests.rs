@@ -639,11 +639,13 @@ fn cmdline_is_base_of_argv0() {
     assert_eq!(cmdline_name(&argv(&["/usr/bin/"]), "x"), "x");
 }
 
-/// `cargo test --release -- --ignored --nocapture sampling_cost`: the cost of sampling 1000
+/// `bench/run sampling` (a benchmark, skipped by scripts/test): the cost of sampling 1000
 /// `sleep` processes through the actor as the agent does (CPU of the whole test process), in
 /// rounds back to back and paced as the stats stream paces them. Paced rounds cost more: a
 /// round once a second finds the kernel's per-process data out of the caches, and the agent
-/// samples that way. The bare reads of the same files are the floor.
+/// samples that way. The bare reads of the same files are the floor. The first variant runs
+/// while the processes are seconds old, when their uid and argv are still re-read often (the
+/// backoff follows their age): its paced rounds cost more than the second's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn sampling_cost() {
