@@ -28,6 +28,19 @@ pub fn bind_publisher(context: &Context, endpoint: &str) -> tmq::Result<tmq::pub
     tmq::publish(context).set_linger(0).bind(endpoint)
 }
 
+/// Publishes one `[topic, payload]` message on a PUB or XPUB socket straight through ZeroMQ.
+/// Those never block (a subscriber at its high-water mark misses messages), and tmq's Sink asks
+/// for the socket's events, a system call, before each message: a stats stream of 1000
+/// messages a second paid for it, and its I/O thread sent them one TCP segment each.
+pub fn publish_now(socket: &impl tmq::AsZmqSocket, topic: String, payload: Vec<u8>) {
+    if let Err(e) = socket
+        .get_socket()
+        .send_multipart([topic.into_bytes(), payload], zmq::DONTWAIT)
+    {
+        tracing::debug!("not published: {e}");
+    }
+}
+
 /// The longest subscription message an XPUB accepts (one byte of kind, then the topic prefix);
 /// a longer one drops that subscriber's connection.
 const MAX_SUBSCRIPTION: i64 = 4096;

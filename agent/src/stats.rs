@@ -9,7 +9,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
-use tmq::AsZmqSocket;
 use troupe::protocol::ProcessInfo;
 
 /// Binds the stats socket and spawns the publishing loop. A round is sampled only while
@@ -41,18 +40,10 @@ pub fn spawn_stats(
                     let Ok(messages) = collect(&arbiter, &sampler).await else {
                         return;
                     };
-                    // Straight on the ZeroMQ socket: an XPUB never blocks (a subscriber at its
-                    // high-water mark misses samples), and tmq's Sink asks for the socket's
-                    // events, a system call, before each of the 1000 messages a second.
                     // Subscriptions are still read through tmq: the next turn of this loop
-                    // reads whatever arrived meanwhile.
-                    let publisher = socket.get_socket();
+                    // reads whatever arrived while these were sent.
                     for (topic, payload) in messages {
-                        if let Err(e) =
-                            publisher.send_multipart([topic.into_bytes(), payload], zmq::DONTWAIT)
-                        {
-                            tracing::debug!("stats sample not published: {e}");
-                        }
+                        troupe::sockets::publish_now(&socket, topic, payload);
                     }
                 }
             }

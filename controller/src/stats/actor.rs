@@ -8,7 +8,6 @@ use super::reader::{self, StatsSource, Stream};
 use super::snapshot::Snapshot;
 use super::topic::{cluster_topic, node_total_topic, Topic};
 use crate::membership::{Kind, Member, MemberState, MembershipHandle};
-use futures::SinkExt;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -124,7 +123,7 @@ impl Actor {
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.on_message(msg).await,
+                    Some(msg) => self.on_message(msg),
                     None => return,
                 },
                 // Membership publishes an event just before its new view, so this may read
@@ -141,13 +140,13 @@ impl Actor {
                     if let Some(membership) = &membership {
                         self.reconcile(&membership.members());
                     }
-                    self.on_tick().await;
+                    self.on_tick();
                 }
             }
         }
     }
 
-    async fn on_message(&mut self, msg: StatsMsg) {
+    fn on_message(&mut self, msg: StatsMsg) {
         let now = Instant::now();
         match msg {
             StatsMsg::Sample { node, topic, body } => {
@@ -155,7 +154,7 @@ impl Actor {
                     return;
                 };
                 self.stats.ingest(&node, &topic, &payload, now);
-                self.publish(cluster_topic(&node, &topic), body).await;
+                self.publish(cluster_topic(&node, &topic), body);
             }
             StatsMsg::Snapshot(reply) => {
                 let _ = reply.send(self.stats.snapshot(now, now_epoch()));
@@ -166,24 +165,21 @@ impl Actor {
         }
     }
 
-    async fn on_tick(&mut self) {
+    fn on_tick(&mut self) {
         let now = Instant::now();
         for (node, totals) in self.stats.take_fresh_totals(now) {
             let payload = json!({
                 "pid": totals.pid, "cpu": totals.cpu, "mem": totals.mem, "age": totals.age,
                 "rss": totals.rss,
             });
-            self.publish(node_total_topic(&node), payload.to_string().into_bytes())
-                .await;
+            self.publish(node_total_topic(&node), payload.to_string().into_bytes());
         }
         self.stats.prune(now);
     }
 
-    async fn publish(&mut self, topic: String, body: Vec<u8>) {
-        if let Some(socket) = &mut self.publisher {
-            if let Err(e) = socket.send(vec![topic.into_bytes(), body]).await {
-                tracing::debug!("stats not re-published: {e}");
-            }
+    fn publish(&self, topic: String, body: Vec<u8>) {
+        if let Some(socket) = &self.publisher {
+            troupe::sockets::publish_now(socket, topic, body);
         }
     }
 
