@@ -1,6 +1,5 @@
 //! The events socket: one task owns the PUB socket; everyone else holds an [`EventSender`].
 
-use futures::SinkExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use troupe::protocol::{event_topic, Event};
@@ -36,14 +35,11 @@ pub fn spawn_publisher(
     context: &troupe::sockets::Context,
     endpoint: &str,
 ) -> tmq::Result<EventSender> {
-    let mut socket = troupe::sockets::bind_publisher(context, endpoint)?;
+    let socket = troupe::sockets::bind_publisher(context, endpoint)?;
     let (tx, mut rx) = mpsc::channel::<(String, Value)>(QUEUE);
     tokio::spawn(async move {
         while let Some((topic, payload)) = rx.recv().await {
-            let frames = vec![topic.into_bytes(), payload.to_string().into_bytes()];
-            if let Err(e) = socket.send(frames).await {
-                tracing::warn!("publishing an event failed: {e}");
-            }
+            troupe::sockets::publish_now(&socket, topic, payload.to_string().into_bytes());
         }
     });
     Ok(EventSender { tx })

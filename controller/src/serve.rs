@@ -67,7 +67,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     )
     .with_context(|| format!("binding the controller's control socket on {control_endpoint}"))?;
     let events_endpoint = format!("tcp://{}:{}", serve.bind, serve.events_port);
-    let mut events = troupe::sockets::bind_publisher(&zmq, &events_endpoint)
+    let events = troupe::sockets::bind_publisher(&zmq, &events_endpoint)
         .with_context(|| format!("binding the controller's events socket on {events_endpoint}"))?;
     let stats_endpoint = format!("tcp://{}:{}", serve.bind, serve.stats_port);
     let stats_socket = troupe::sockets::bind_publisher(&zmq, &stats_endpoint)
@@ -80,13 +80,11 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     let mut member_events = membership.subscribe();
     let publisher = tokio::spawn(async move {
         while let Ok(event) = member_events.recv().await {
-            let frames = vec![
-                event.topic.into_bytes(),
+            troupe::sockets::publish_now(
+                &events,
+                event.topic,
                 event.payload.to_string().into_bytes(),
-            ];
-            if let Err(e) = events.send(frames).await {
-                tracing::warn!("publishing a member event failed: {e}");
-            }
+            );
         }
     });
     tracing::info!(control = %control_endpoint, events = %events_endpoint, stats = %stats_endpoint, multicast = settings.multicast, "troupe serve ready");
