@@ -331,7 +331,7 @@ def report(results, load_start, load_end, elapsed, outdir):
     if "agent_cpu_loaded" in fig:
         d = fig["agent_cpu_loaded"] - fig["agent_cpu_idle"]
         # Without a subscriber the agent samples nothing: the target applies to the whole agent
-        # sampling and publishing for one subscriber (the sampler alone: sampling_cost, README).
+        # sampling and publishing for one subscriber (the sampler alone: bench/run sampling, README).
         row(S, f"troupe-agent with {STATS_PROCS} processes, no subscriber (CPU, loaded - idle)",
             f"{d:.2f} % of a core ({fig['agent_cpu_loaded']:.2f} over {STATS_WINDOW_S:g} s - "
             f"{fig['agent_cpu_idle']:.2f} idle over {IDLE_WINDOW_S:g} s; nothing sampled)")

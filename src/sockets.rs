@@ -23,7 +23,7 @@ pub fn bind_control(
         .bind(endpoint)
 }
 
-/// A PUB socket (events).
+/// A PUB socket (events; serve's re-published stats).
 pub fn bind_publisher(context: &Context, endpoint: &str) -> tmq::Result<tmq::publish::Publish> {
     tmq::publish(context).set_linger(0).bind(endpoint)
 }

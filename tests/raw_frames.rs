@@ -666,7 +666,7 @@ fn a_client_past_its_queue_limit_gets_an_error_and_its_queue_still_runs() {
 
 /// Probes and one-shot `troupe ctl`s are a new client each: once answered, a client costs the
 /// agent nothing. (Each used to keep an idle worker for a minute, about 12 KB: 300 of them
-/// grew the agent by 3.6 MB.)
+/// grew the agent by 3.2 MiB.)
 #[test]
 fn answered_one_shot_clients_leave_no_memory_behind() {
     let agent = Agent::start(SLEEPER);

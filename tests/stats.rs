@@ -56,6 +56,20 @@ impl StatsSub {
         let payload = serde_json::from_slice(body).expect("JSON payload");
         Some((topic, payload))
     }
+
+    /// Reads until a message on `topic` arrives; panics naming `what` after 10 s without one.
+    #[track_caller]
+    fn wait_for_topic(&self, topic: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self
+            .next(Duration::from_millis(500))
+            .map(|(t, _)| t)
+            .as_deref()
+            != Some(topic)
+        {
+            assert!(Instant::now() < deadline, "no {topic} sample {what}");
+        }
+    }
 }
 
 /// psutil's "1.46M" back to bytes.
@@ -341,14 +355,7 @@ fn the_agent_samples_only_while_someone_subscribes() {
         "sampled without a subscriber"
     );
     let sub = StatsSub::connect(&format!("tcp://{}:5557", agent.address));
-    let topic = format!("stat.idle.{}", idle[0]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sub.next(Duration::from_millis(500)).map(|(t, _)| t) != Some(topic.clone()) {
-        assert!(
-            Instant::now() < deadline,
-            "no {topic} sample after subscribing"
-        );
-    }
+    sub.wait_for_topic(&format!("stat.idle.{}", idle[0]), "after subscribing");
     for pid in &idle {
         assert!(sampled_pids(agent.pid()).contains(pid), "{pid} is sampled");
     }
@@ -388,14 +395,7 @@ fn an_oversize_subscription_is_dropped_and_the_stream_serves_on() {
         "an oversize subscription started sampling"
     );
     let sub = StatsSub::connect(&endpoint);
-    let topic = format!("stat.idle.{idle}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sub.next(Duration::from_millis(500)).map(|(t, _)| t) != Some(topic.clone()) {
-        assert!(
-            Instant::now() < deadline,
-            "no {topic} sample for a normal subscriber"
-        );
-    }
+    sub.wait_for_topic(&format!("stat.idle.{idle}"), "for a normal subscriber");
 }
 
 /// The stock circus-top reads an agent's stream: a section per watcher.

@@ -15,10 +15,12 @@
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::OnceLock;
 use tokio::io::unix::AsyncFd;
 
 /// Stack of the child between clone and exec: it only runs `child_main`'s system calls.
@@ -93,7 +95,7 @@ pub fn spawn(program: &Program) -> io::Result<Child> {
         .working_dir
         .map(|dir| c_string(dir.as_os_str().as_bytes()))
         .transpose()?;
-    let stdin = std::fs::File::open("/dev/null")?;
+    let stdin = dev_null()?;
     let stdout = program.capture_stdout.then(pipe).transpose()?;
     let stderr = program.capture_stderr.then(pipe).transpose()?;
     let mut plan = Plan {
@@ -101,7 +103,7 @@ pub fn spawn(program: &Program) -> io::Result<Child> {
         argv: null_terminated(&args),
         envp: null_terminated(&env),
         working_dir,
-        stdin: stdin.as_raw_fd(),
+        stdin,
         stdout: stdout.as_ref().map(|(_, write)| write.as_raw_fd()),
         stderr: stderr.as_ref().map(|(_, write)| write.as_raw_fd()),
         open_files: program.open_files.map(|(soft, hard)| libc::rlimit {
@@ -272,6 +274,17 @@ unsafe fn fail(plan: &mut Plan) -> libc::c_int {
         if errno == 0 { libc::ENOENT } else { errno },
     );
     libc::_exit(127)
+}
+
+/// The agent's one descriptor of /dev/null, every child's stdin (dup'd onto 0): opened at the
+/// first spawn, not at each of them.
+fn dev_null() -> io::Result<RawFd> {
+    static DEV_NULL: OnceLock<File> = OnceLock::new();
+    if let Some(file) = DEV_NULL.get() {
+        return Ok(file.as_raw_fd());
+    }
+    let file = File::open("/dev/null")?;
+    Ok(DEV_NULL.get_or_init(|| file).as_raw_fd())
 }
 
 fn c_string(bytes: &[u8]) -> io::Result<CString> {
