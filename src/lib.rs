@@ -5,8 +5,10 @@
 //! - [`sockets`]: every ZeroMQ socket is created here, so transport options live in one place.
 //! - [`client`]: a blocking request/reply client, as `circusctl` is.
 //! - [`discovery`]: parsing the IP ranges the controller probes for agents (`--probe`).
+//! - [`bounds`]: every limit on what a network peer can make a daemon hold (SECURITY.md).
 //! - [`limits`], [`logging`]: process set-up both daemons do the same way.
 
+pub mod bounds;
 pub mod client;
 pub mod config;
 pub mod discovery;

@@ -10,6 +10,7 @@ mod configure;
 mod discovery;
 mod raw_frames;
 mod remote_exec;
+mod security;
 mod shell;
 mod stats;
 mod supervision;

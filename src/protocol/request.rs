@@ -114,6 +114,25 @@ impl Request {
         })
     }
 
+    /// What this request would bring into the agent as code, if anything: `"add"`, or
+    /// `"set KEY"` for the first option that names a program, its environment or the files and
+    /// directories it writes (see [`option_brings_code`]). The agent accepts such requests only
+    /// from its owner's Unix socket or, with `allow_remote_exec`, over TCP; `troupe serve`
+    /// never forwards them.
+    pub fn brings_code(&self) -> Option<String> {
+        match self.command.as_str() {
+            "add" => Some("add".into()),
+            "set" => match self.properties.get("options") {
+                Some(Value::Object(options)) => options
+                    .keys()
+                    .find(|key| option_brings_code(key))
+                    .map(|key| format!("set {key}")),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Encodes the request as a client sends it.
     pub fn encode(&self) -> Vec<u8> {
         let mut object = Map::new();
@@ -125,6 +144,30 @@ impl Request {
         }
         serde_json::to_vec(&Value::Object(object)).expect("a JSON map always serialises")
     }
+}
+
+/// Watcher options that make the agent run a different program or write elsewhere. The
+/// `configure`/`reset` keys count: they decide which files `configure` writes and which dirs
+/// `reset` empties (the commands themselves only act on what the config declares).
+pub fn option_brings_code(key: &str) -> bool {
+    matches!(
+        key,
+        "cmd"
+            | "args"
+            | "env"
+            | "env_file"
+            | "working_dir"
+            | "shell"
+            | "hooks"
+            | "stdout"
+            | "stderr"
+            | "profile"
+            | "profile_dir"
+            | "profile_options"
+            | "template"
+            | "data_dir"
+            | "reset_hook"
+    ) || key.starts_with("hooks.")
 }
 
 /// The JSON type name used in error messages ("got a string").

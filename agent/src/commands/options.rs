@@ -4,31 +4,7 @@ use super::lifecycle::run_on;
 use super::{fields, watcher, AgentContext, Caller, Fields, Props};
 use crate::watcher::WatcherMsg;
 use serde_json::{json, Map, Value};
-use troupe::protocol::CommandError;
-
-/// Options that make the agent run a different program or write elsewhere: refused from
-/// remote peers unless `allow_remote_exec = true`. The `configure`/`reset` keys count: they
-/// decide which files `configure` writes and which dirs `reset` empties (the commands
-/// themselves are allowed remotely, as they only act on what the config declares).
-fn brings_code(key: &str) -> bool {
-    matches!(
-        key,
-        "cmd"
-            | "args"
-            | "env"
-            | "working_dir"
-            | "shell"
-            | "hooks"
-            | "stdout"
-            | "stderr"
-            | "profile"
-            | "profile_dir"
-            | "profile_options"
-            | "template"
-            | "data_dir"
-            | "reset_hook"
-    ) || key.starts_with("hooks.")
-}
+use troupe::protocol::{option_brings_code, CommandError};
 
 /// Refuses a command that brings a program into the agent from a non-loopback peer.
 pub(super) fn check_remote_exec(
@@ -86,7 +62,7 @@ pub async fn set(ctx: &AgentContext, props: Props<'_>, caller: Caller) -> Fields
             ))
         }
     };
-    if let Some((key, _)) = options.iter().find(|(k, _)| brings_code(k)) {
+    if let Some((key, _)) = options.iter().find(|(k, _)| option_brings_code(k)) {
         check_remote_exec(ctx, caller, &format!("set {key}"))?;
     }
     // Validate now so a bad value is refused even when the caller does not wait.
@@ -140,8 +116,8 @@ mod tests {
     #[test]
     fn configure_and_reset_keys_are_protected_like_cmd() {
         for key in troupe::config::ServiceOptions::KEYS {
-            assert!(super::brings_code(key), "{key}");
+            assert!(troupe::protocol::option_brings_code(key), "{key}");
         }
-        assert!(!super::brings_code("numprocesses"));
+        assert!(!troupe::protocol::option_brings_code("numprocesses"));
     }
 }

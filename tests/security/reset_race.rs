@@ -1,0 +1,1 @@
+//! placeholder: filled by the reset_race work
