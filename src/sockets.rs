@@ -96,3 +96,12 @@ pub fn connect_control_async(
 pub fn poll_timeout_ms(timeout: Duration) -> i64 {
     i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The cluster key needs CURVE; the released zmq-sys builds libzmq without it.
+    #[test]
+    fn libzmq_has_curve() {
+        assert_eq!(zmq::has("curve"), Some(true));
+    }
+}
