@@ -15,7 +15,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     crate::watcher::process::raise_open_files_limit();
     let settings = Arc::new(config.agent.clone());
     let node_id = crate::identity::load_or_create(&settings.state_dir)?;
-    let zmq = troupe::sockets::Context::new();
+    let zmq = troupe::sockets::ServerContext::new(troupe::zap::Policy::default())
+        .context("starting the ZAP handler")?;
     let control_endpoint = settings.endpoint(settings.control_port);
     let router = troupe::sockets::bind_control(&zmq, &control_endpoint, settings.max_message_size)
         .with_context(|| format!("binding the control socket on {control_endpoint}"))?;
