@@ -327,6 +327,9 @@ class Troupe(Daemon):
             f"stats_port = {self.port + 2}",
             f'state_dir = "{os.path.join(workdir, "troupe-state")}"',
             "mdns = false",
+            # The bench adds watchers over loopback TCP, as it does to circusd, so both are
+            # measured over the same transport.
+            "allow_remote_exec = true",
             "",
         ]
         for i in range(N_WATCHERS):

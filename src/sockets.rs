@@ -1,6 +1,12 @@
-//! Every ZeroMQ socket troupe opens is made here, so transport options (linger, size caps, and
-//! later CURVE keys) are set in one place for both binaries.
+//! Every ZeroMQ socket troupe opens is made here, so transport options (linger, size caps, the
+//! ZAP domain, and later CURVE keys) are set in one place for both binaries.
+//!
+//! A daemon's listening sockets are made from a [`ServerContext`], whose ZAP handler is bound
+//! before any of them (see [`crate::zap`] for why every listening socket has a ZAP domain).
 
+use crate::zap;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
 use std::time::Duration;
 
 /// How much larger than the decoded-message cap a frame may be before ZeroMQ itself drops the
@@ -10,22 +16,97 @@ pub const HARD_LIMIT_FACTOR: u64 = 4;
 
 pub use zmq::Context;
 
-/// The agent's control socket: a ROUTER, as circusd binds.
+/// The ZeroMQ context of a daemon that listens. Its ZAP handler is bound when it is made, and
+/// every `bind_*` below takes one, so no listening socket exists without the handler.
+pub struct ServerContext {
+    context: Context,
+    _zap: zap::Handler,
+}
+
+impl ServerContext {
+    /// A new context with its ZAP handler answering by `policy`. Needs a Tokio runtime: the
+    /// handler is a task.
+    pub fn new(policy: zap::Policy) -> tmq::Result<ServerContext> {
+        let context = Context::new();
+        let handler = zap::start(&context, policy)?;
+        Ok(ServerContext {
+            context,
+            _zap: handler,
+        })
+    }
+
+    /// The context itself, for the daemon's outgoing sockets (they share its I/O thread).
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+}
+
+/// A control socket: a ROUTER, as circusd binds.
 pub fn bind_control(
-    context: &Context,
+    server: &ServerContext,
     endpoint: &str,
     max_message_size: u64,
 ) -> tmq::Result<tmq::router::Router> {
+    control_router(server, max_message_size).bind(endpoint)
+}
+
+fn control_router(
+    server: &ServerContext,
+    max_message_size: u64,
+) -> tmq::SocketBuilder<tmq::router::Router> {
     let hard_limit = max_message_size.saturating_mul(HARD_LIMIT_FACTOR);
-    tmq::router(context)
+    tmq::router(&server.context)
         .set_linger(0)
+        .set_zap_domain(zap::DOMAIN)
         .set_maxmsgsize(i64::try_from(hard_limit).unwrap_or(i64::MAX))
-        .bind(endpoint)
+}
+
+/// The agent's owner-only control socket at `path` (`ipc://<path>`): a Unix socket file of
+/// mode 0600, so only the agent's user and root may connect. It is bound in a new 0700
+/// directory beside `path`, made 0600 there and renamed into place, so nobody else can reach
+/// it even for an instant; a stale socket left at `path` is replaced. (libzmq's own ipc bind
+/// would create the file with the process umask, and libzmq 4.3.4 as built here has no
+/// `SO_PEERCRED` filters.)
+pub fn bind_owner_control(
+    server: &ServerContext,
+    path: &Path,
+    max_message_size: u64,
+) -> std::io::Result<tmq::router::Router> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other(format!(
+            "{} is not a file path",
+            path.display()
+        )));
+    };
+    let staging = dir.join(format!(".control-{}", std::process::id()));
+    // Left behind by an earlier agent that had this pid and crashed while binding.
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
+    let staged = staging.join(name);
+    let bound = (|| {
+        let staged_path = staged
+            .to_str()
+            .ok_or_else(|| std::io::Error::other(format!("{} is not UTF-8", staged.display())))?;
+        let router = control_router(server, max_message_size)
+            .bind(&format!("ipc://{staged_path}"))
+            .map_err(|e| std::io::Error::other(format!("binding ipc://{staged_path}: {e}")))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(router)
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    bound
 }
 
 /// A PUB socket (events; serve's re-published stats).
-pub fn bind_publisher(context: &Context, endpoint: &str) -> tmq::Result<tmq::publish::Publish> {
-    tmq::publish(context).set_linger(0).bind(endpoint)
+pub fn bind_publisher(
+    server: &ServerContext,
+    endpoint: &str,
+) -> tmq::Result<tmq::publish::Publish> {
+    tmq::publish(&server.context)
+        .set_linger(0)
+        .set_zap_domain(zap::DOMAIN)
+        .bind(endpoint)
 }
 
 /// Publishes one `[topic, payload]` message on a PUB or XPUB socket straight through ZeroMQ.
@@ -50,11 +131,12 @@ const MAX_SUBSCRIPTION: i64 = 4096;
 /// subscriber to it goes away), so the publisher can tell whether anyone listens. tmq has no
 /// XPUB type: its PAIR wrapper is the generic two-way socket.
 pub fn bind_subscribed_publisher(
-    context: &Context,
+    server: &ServerContext,
     endpoint: &str,
 ) -> tmq::Result<tmq::pair::Pair> {
-    let socket = context.socket(zmq::XPUB)?;
+    let socket = server.context.socket(zmq::XPUB)?;
     socket.set_linger(0)?;
+    socket.set_zap_domain(zap::DOMAIN)?;
     socket.set_maxmsgsize(MAX_SUBSCRIPTION)?;
     socket.bind(endpoint)?;
     <tmq::pair::Pair as tmq::FromZmqSocket<_>>::from_zmq_socket(socket)

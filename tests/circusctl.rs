@@ -38,6 +38,20 @@ fn ctl(agent: &Agent, args: &[&str]) -> CtlOutput {
     circusctl(&agent.endpoint(), args)
 }
 
+/// Runs circusctl against `agent`'s owner-only socket, asserting it succeeded silently on
+/// stderr.
+#[track_caller]
+fn owner_ctl(agent: &Agent, args: &[&str]) -> CtlOutput {
+    let out = circusctl(&agent.ipc_endpoint(), args);
+    assert!(
+        out.code == 0 && out.stderr.is_empty(),
+        "`circusctl --endpoint {} {}` should succeed: {out:#?}",
+        agent.ipc_endpoint(),
+        args.join(" ")
+    );
+    out
+}
+
 /// Runs circusctl, asserts it succeeded silently on stderr, and returns its stdout.
 #[track_caller]
 fn ok(agent: &Agent, args: &[&str]) -> String {
@@ -776,10 +790,20 @@ fn set_stop_signal_int_is_what_stop_sends() {
 
 #[test]
 fn set_cmd_reloads_the_processes_with_the_new_command() {
-    // Also: `set cmd` is allowed from a loopback peer (the agent binds 127.77.x.y).
+    // `set cmd` goes to the owner-only socket; over TCP, even loopback, it is refused.
     let agent = Agent::start(&sleeper("w", 2));
     let old = agent.running_pids("w", 2);
-    prints(&agent, &["set", "w", "cmd", "sleep 999"], "ok");
+    let refused = ctl(&agent, &["set", "w", "cmd", "sleep 999"]);
+    assert_eq!(refused.code, 3, "{refused:#?}");
+    assert!(
+        refused.stderr.contains("set cmd over TCP is refused")
+            && refused.stderr.contains(&agent.ipc_endpoint()),
+        "{refused:#?}"
+    );
+    assert_eq!(
+        owner_ctl(&agent, &["set", "w", "cmd", "sleep 999"]).stdout,
+        "ok"
+    );
     let new = wait_replaced(&agent, "w", &old, 2);
     for pid in &new {
         assert_eq!(cmdline(*pid), "sleep 999");
@@ -819,6 +843,7 @@ fn globaloptions_prints_the_agents_endpoints() {
     let options: BTreeMap<String, String> = key_values(&out).into_iter().collect();
     for (key, value) in [
         ("endpoint", format!("tcp://{address}:5555")),
+        ("owner_endpoint", agent.ipc_endpoint()),
         ("pubsub_endpoint", format!("tcp://{address}:5556")),
         ("stats_endpoint", format!("tcp://{address}:5557")),
         (
@@ -853,14 +878,30 @@ fn globaloptions_prints_the_agents_endpoints() {
 
 #[test]
 fn add_creates_a_stopped_watcher_and_add_start_runs_it() {
-    // Also: `add` is allowed from a loopback peer (the agent binds 127.77.x.y).
+    // `add` goes to the owner-only socket (stock circusctl speaks ipc:// as well); over TCP,
+    // even loopback, it is refused.
     let agent = Agent::start("");
-    prints(&agent, &["add", "x", "sleep", "1000"], "ok");
+    let refused = ctl(&agent, &["add", "x", "sleep", "1000"]);
+    assert_eq!(
+        (refused.code, refused.stdout.as_str()),
+        (3, ""),
+        "{refused:#?}"
+    );
+    assert!(
+        refused.stderr.starts_with("error: add over TCP is refused")
+            && refused.stderr.contains(&agent.ipc_endpoint()),
+        "{refused:#?}"
+    );
+    assert_eq!(
+        owner_ctl(&agent, &["add", "x", "sleep", "1000"]).stdout,
+        "ok"
+    );
     prints(&agent, &["list"], "x");
     prints(&agent, &["status", "x"], "stopped");
     prints(&agent, &["list", "x"], "");
 
-    prints(&agent, &["add", "--start", "y", "sleep", "1000"], "ok");
+    let added = owner_ctl(&agent, &["add", "--start", "y", "sleep", "1000"]);
+    assert_eq!(added.stdout, "ok");
     let pid = agent.running_pids("y", 1)[0];
     assert_eq!(cmdline(pid), "sleep 1000");
     prints(&agent, &["status", "y"], "active");
@@ -868,7 +909,7 @@ fn add_creates_a_stopped_watcher_and_add_start_runs_it() {
     prints(&agent, &["numwatchers"], "2");
 
     // Names are unique ignoring case (circusd: errno 5, "... 'X' already exist").
-    let out = ctl(&agent, &["add", "X", "sleep", "5"]);
+    let out = circusctl(&agent.ipc_endpoint(), &["add", "X", "sleep", "5"]);
     assert_eq!((out.code, out.stdout.as_str()), (3, ""), "{out:#?}");
     assert!(
         out.stderr.starts_with("error: ") && out.stderr.contains("'X' already exist"),

@@ -1,6 +1,7 @@
-//! `add` and `set cmd` bring a program into the agent: refused from non-loopback peers unless
-//! `allow_remote_exec = true`. The remote peer is real: a client in a network namespace
-//! connecting to the namespace's own non-loopback address.
+//! `add` and `set cmd` bring a program into the agent: refused over TCP, from any address,
+//! unless `allow_remote_exec = true`, and accepted on the owner-only Unix socket. The remote
+//! peer is real: a client in a network namespace connecting to the namespace's own non-loopback
+//! address.
 
 use crate::support::netns::Netns;
 use crate::support::{bin, wait_for};
@@ -9,7 +10,16 @@ use std::time::Duration;
 
 struct AgentInNetns {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl AgentInNetns {
+    fn owner_endpoint(&self) -> String {
+        format!(
+            "ipc://{}",
+            self.dir.path().join("state/control.sock").display()
+        )
+    }
 }
 
 impl Drop for AgentInNetns {
@@ -41,7 +51,7 @@ fn start_agent(ns: &Netns, allow_remote_exec: bool) -> AgentInNetns {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let agent = AgentInNetns { child, _dir: dir };
+    let agent = AgentInNetns { child, dir };
     wait_for(
         "the agent in the namespace",
         Duration::from_secs(10),
@@ -68,7 +78,7 @@ fn ctl(ns: &Netns, endpoint: &str, command: &str, properties: &str) -> (i32, Str
 fn add_and_set_cmd_from_a_remote_peer_are_refused_by_default() {
     let ns = Netns::new("rexec");
     ns.add_local_address("10.99.0.1/24");
-    let _agent = start_agent(&ns, false);
+    let agent = start_agent(&ns, false);
     let remote = "tcp://10.99.0.1:5555";
     let (code, out) = ctl(&ns, remote, "add", r#"{"name": "evil", "cmd": "sleep 1"}"#);
     assert_eq!(code, 1, "{out}");
@@ -89,12 +99,24 @@ fn add_and_set_cmd_from_a_remote_peer_are_refused_by_default() {
         r#"{"name": "w", "options": {"numprocesses": 2}}"#,
     );
     assert_eq!(code, 0, "{out}");
-    // The same commands over loopback are allowed.
+    // Loopback TCP is no different: other local users connect from there too.
     let (code, out) = ctl(
         &ns,
         "tcp://127.0.0.1:5555",
         "add",
         r#"{"name": "ok", "cmd": "sleep 1"}"#,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("allow_remote_exec"), "{out}");
+    // The owner-only socket accepts them.
+    let owner = agent.owner_endpoint();
+    let (code, out) = ctl(&ns, &owner, "add", r#"{"name": "ok", "cmd": "sleep 1"}"#);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = ctl(
+        &ns,
+        &owner,
+        "set",
+        r#"{"name": "w", "options": {"cmd": "sleep 2"}}"#,
     );
     assert_eq!(code, 0, "{out}");
 }

@@ -119,3 +119,11 @@ impl HostAgent {
 pub fn is_ok(reply: &Result<Value, String>) -> bool {
     matches!(reply, Ok(v) if v["status"] == "ok")
 }
+
+impl HostAgent {
+    /// `ipc://<state_dir>/control.sock`: the agent's owner-only socket, reachable from any
+    /// namespace (a Unix socket lives in the file system).
+    pub fn owner_endpoint(&self) -> String {
+        format!("ipc://{}", self.state_dir().join("control.sock").display())
+    }
+}

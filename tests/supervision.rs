@@ -146,7 +146,7 @@ fn a_command_that_does_not_exist_fails_start_with_the_cause() {
 fn hooks_run_with_context_and_a_failing_before_start_aborts_the_start() {
     let agent = Agent::start("");
     let marker = agent.dir.path().join("spawned");
-    let add = agent.call(
+    let add = agent.call_as_owner(
         "add",
         json!({"name": "hooked", "cmd": "sleep 1000", "options": {
             "hooks": {"after_spawn": format!("echo \"$TROUPE_WATCHER $TROUPE_PID\" >> {}", marker.display())}
@@ -158,7 +158,7 @@ fn hooks_run_with_context_and_a_failing_before_start_aborts_the_start() {
         std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == format!("hooked {pid}"))
     });
 
-    let add = agent.call(
+    let add = agent.call_as_owner(
         "add",
         json!({"name": "guarded", "cmd": "sleep 1000", "options": {
             "hooks": {"before_start": "echo disk full >&2; exit 1"}

@@ -1,11 +1,14 @@
-//! The control socket: a ROUTER speaking Circus's `[identity, json]` framing.
+//! A control socket: a ROUTER speaking Circus's `[identity, json]` framing. The agent serves
+//! two, the same way: TCP, where every request is the network's whatever its address, and the
+//! owner-only Unix socket, where every request is the owner's ([`Caller`]).
 //!
 //! The serve loop owns a queue per client (ZeroMQ identity) and runs one request of a client at
 //! a time, each in a task of its own, so a client's commands reach the watchers in the order it
 //! sent them while different clients run concurrently. A client without requests in flight
 //! costs nothing: every probe and one-shot `troupe ctl` is a new identity, and the idle worker
-//! task each one used to keep for a minute held about 12 KB. Every frame gets an answer: bad
-//! ones get an error reply and the socket moves straight on.
+//! task each one used to keep for a minute held about 12 KB. Clients in flight are bounded
+//! ([`CONTROL_CLIENTS`]). Every frame gets an answer: bad ones get an error reply and the socket
+//! moves straight on.
 
 use crate::commands::{dispatch, AgentContext, Caller};
 use futures::{SinkExt, StreamExt};
@@ -13,11 +16,8 @@ use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use tmq::Multipart;
 use tokio::sync::{mpsc, watch};
+use troupe::bounds::{CLIENT_QUEUE, CONTROL_CLIENTS};
 use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Request};
-
-/// Requests one client may have queued behind the running one before it gets "too many
-/// requests" errors.
-const CLIENT_QUEUE: usize = 64;
 
 /// Routing frames to put in front of a reply: the identity, plus an empty delimiter when the
 /// client is a REQ socket.
@@ -38,9 +38,11 @@ struct Finished {
 /// Per client with a request running: the requests waiting behind it.
 type Clients = HashMap<Vec<u8>, VecDeque<Job>>;
 
-/// Serves the control socket until `shutdown` turns true, then flushes pending replies.
+/// Serves a control socket whose requests all come from `caller`, until `shutdown` turns
+/// true, then flushes pending replies.
 pub async fn serve(
     mut router: tmq::router::Router,
+    caller: Caller,
     ctx: AgentContext,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -64,7 +66,7 @@ pub async fn serve(
             }
             incoming = router.next() => match incoming {
                 Some(Ok(message)) => {
-                    let reply = route(message, max_bytes, &ctx, &finished_tx, &mut clients);
+                    let reply = route(message, caller, max_bytes, &ctx, &finished_tx, &mut clients);
                     if let Some(frames) = reply {
                         send(&mut router, frames).await;
                     }
@@ -99,12 +101,13 @@ async fn send(router: &mut tmq::router::Router, frames: Vec<Vec<u8>>) {
 /// frames to send back at once when the message cannot become a request.
 fn route(
     message: Multipart,
+    caller: Caller,
     max_bytes: usize,
     ctx: &AgentContext,
     finished: &mpsc::UnboundedSender<Finished>,
     clients: &mut Clients,
 ) -> Option<Vec<Vec<u8>>> {
-    let mut frames: Vec<zmq::Message> = message.into_iter().collect();
+    let frames: Vec<zmq::Message> = message.into_iter().collect();
     let identity = frames.first()?.to_vec();
     // A REQ client puts an empty delimiter before its body; answer it the same way.
     let envelope = if frames.len() >= 3 && frames[1].is_empty() {
@@ -120,11 +123,7 @@ fn route(
         return Some(with_envelope(&envelope, &error_reply(&error, &Value::Null)));
     }
     let body_index = envelope.len();
-    let body = &mut frames[body_index];
-    let caller = Caller {
-        local: peer_is_local(body.gets("Peer-Address")),
-    };
-    let request = match Request::decode(body, max_bytes) {
+    let request = match Request::decode(&frames[body_index], max_bytes) {
         Ok(request) => request,
         Err(bad) => return Some(with_envelope(&envelope, &error_reply(&bad.error, &bad.id))),
     };
@@ -133,27 +132,30 @@ fn route(
         envelope,
         caller,
     };
-    match clients.get_mut(&identity) {
-        None => {
+    let in_flight = clients.len();
+    let refusal = match clients.get_mut(&identity) {
+        None if in_flight < CONTROL_CLIENTS => {
             clients.insert(identity.clone(), VecDeque::new());
             start(identity, job, ctx, finished);
+            return None;
         }
-        Some(waiting) if waiting.len() < CLIENT_QUEUE => waiting.push_back(job),
-        Some(_) => {
-            if job.request.cast {
-                return None;
-            }
-            let error = CommandError::new(
-                Errno::CommandError,
-                format!("too many requests in flight from this client (limit {CLIENT_QUEUE})"),
-            );
-            return Some(with_envelope(
-                &job.envelope,
-                &error_reply(&error, &job.request.id),
-            ));
+        None => format!(
+            "too many clients with requests in flight (limit {CONTROL_CLIENTS}): try again later"
+        ),
+        Some(waiting) if waiting.len() < CLIENT_QUEUE => {
+            waiting.push_back(job);
+            return None;
         }
+        Some(_) => format!("too many requests in flight from this client (limit {CLIENT_QUEUE})"),
+    };
+    if job.request.cast {
+        return None;
     }
-    None
+    let error = CommandError::new(Errno::CommandError, refusal);
+    Some(with_envelope(
+        &job.envelope,
+        &error_reply(&error, &job.request.id),
+    ))
 }
 
 /// Runs `job` in a task of its own and reports it on `finished`.
@@ -187,30 +189,4 @@ fn with_envelope(envelope: &[Vec<u8>], reply: &Value) -> Vec<Vec<u8>> {
     let mut frames = envelope.to_vec();
     frames.push(reply.to_string().into_bytes());
     frames
-}
-
-/// Loopback TCP peers and non-TCP transports (ipc, inproc) count as local.
-fn peer_is_local(address: Option<&str>) -> bool {
-    match address {
-        None | Some("") => true,
-        Some(address) => address
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::peer_is_local;
-
-    #[test]
-    fn loopback_and_unix_peers_are_local() {
-        assert!(peer_is_local(Some("127.0.0.1")));
-        assert!(peer_is_local(Some("127.0.0.9")));
-        assert!(peer_is_local(Some("::1")));
-        assert!(peer_is_local(None));
-        assert!(!peer_is_local(Some("10.0.0.7")));
-        assert!(!peer_is_local(Some("not an address")));
-    }
 }

@@ -32,10 +32,10 @@ impl EventSender {
 
 /// Binds the PUB socket and spawns the task that owns it.
 pub fn spawn_publisher(
-    context: &troupe::sockets::Context,
+    server: &troupe::sockets::ServerContext,
     endpoint: &str,
 ) -> tmq::Result<EventSender> {
-    let socket = troupe::sockets::bind_publisher(context, endpoint)?;
+    let socket = troupe::sockets::bind_publisher(server, endpoint)?;
     let (tx, mut rx) = mpsc::channel::<(String, Value)>(QUEUE);
     tokio::spawn(async move {
         while let Some((topic, payload)) = rx.recv().await {

@@ -1,7 +1,7 @@
 //! Boot and shutdown of the agent: bind sockets, start actors, apply the config, handle signals.
 
 use crate::arbiter::ArbiterHandle;
-use crate::commands::{self, AgentContext};
+use crate::commands::{self, AgentContext, Caller};
 use crate::sampler::Sampler;
 use anyhow::Context;
 use std::sync::Arc;
@@ -15,10 +15,18 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     crate::watcher::process::raise_open_files_limit();
     let settings = Arc::new(config.agent.clone());
     let node_id = crate::identity::load_or_create(&settings.state_dir)?;
-    let zmq = troupe::sockets::Context::new();
+    let zmq = troupe::sockets::ServerContext::new(troupe::zap::Policy::default())
+        .context("starting the ZAP handler")?;
     let control_endpoint = settings.endpoint(settings.control_port);
     let router = troupe::sockets::bind_control(&zmq, &control_endpoint, settings.max_message_size)
         .with_context(|| format!("binding the control socket on {control_endpoint}"))?;
+    // Absolute, so the endpoint the agent shows works from any directory.
+    let owner_socket = std::path::absolute(settings.owner_socket())
+        .context("resolving the owner socket's path")?;
+    let owner_endpoint = format!("ipc://{}", owner_socket.display());
+    let owner_router =
+        troupe::sockets::bind_owner_control(&zmq, &owner_socket, settings.max_message_size)
+            .with_context(|| format!("binding the owner-only control socket {owner_endpoint}"))?;
     let pubsub_endpoint = settings.endpoint(settings.pubsub_port);
     let events = crate::events::spawn_publisher(&zmq, &pubsub_endpoint)
         .with_context(|| format!("binding the events socket on {pubsub_endpoint}"))?;
@@ -44,9 +52,17 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         config_path: config.source.clone(),
         shutdown: Arc::new(shutdown_tx),
         disk_changes: Arc::new(tokio::sync::Mutex::new(())),
+        owner_endpoint,
     };
     let control = tokio::spawn(crate::control::serve(
         router,
+        Caller::Network,
+        ctx.clone(),
+        shutdown_rx.clone(),
+    ));
+    let owner_control = tokio::spawn(crate::control::serve(
+        owner_router,
+        Caller::Owner,
         ctx.clone(),
         shutdown_rx.clone(),
     ));
@@ -54,7 +70,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         name = %settings.name,
         id = %ctx.node_id,
         control = %control_endpoint,
+        owner_control = %ctx.owner_endpoint,
         pubsub = %pubsub_endpoint,
+        allow_remote_exec = settings.allow_remote_exec,
         "troupe-agent ready"
     );
     // Announce once the sockets answer; say goodbye before stopping the watchers, so
@@ -77,6 +95,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     commands::stop_everything(&ctx).await;
     ctx.shutdown.send_replace(true);
     let _ = control.await;
+    let _ = owner_control.await;
     tracing::info!("troupe-agent stopped");
     Ok(())
 }

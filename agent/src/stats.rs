@@ -15,13 +15,13 @@ use troupe::protocol::ProcessInfo;
 /// someone is subscribed: sampling 1000 processes costs about 1.5 % of a core, and an agent
 /// nobody watches (or one busy spawning) should not pay it.
 pub fn spawn_stats(
-    context: &troupe::sockets::Context,
+    server: &troupe::sockets::ServerContext,
     endpoint: &str,
     interval: Duration,
     arbiter: ArbiterHandle,
     sampler: Sampler,
 ) -> tmq::Result<tokio::task::JoinHandle<()>> {
-    let mut socket = troupe::sockets::bind_subscribed_publisher(context, endpoint)?;
+    let mut socket = troupe::sockets::bind_subscribed_publisher(server, endpoint)?;
     Ok(tokio::spawn(async move {
         let mut subscriptions = Subscriptions::default();
         let mut tick = tokio::time::interval(interval);

@@ -6,9 +6,17 @@ use serde_json::Value;
 use std::time::Duration;
 use tmq::AsZmqSocket;
 
+/// A context for fake agents to listen in, with its ZAP handler, as the agent's.
+pub fn context() -> troupe::sockets::ServerContext {
+    troupe::sockets::ServerContext::new(Default::default()).expect("a ZAP handler")
+}
+
 /// Binds a ROUTER at `endpoint` (`tcp://127.0.0.1:*` for a free port) and returns it with the
 /// endpoint it got; a port just closed may take a moment to be free again.
-pub async fn bind(zmq: &zmq::Context, endpoint: &str) -> (tmq::router::Router, String) {
+pub async fn bind(
+    zmq: &troupe::sockets::ServerContext,
+    endpoint: &str,
+) -> (tmq::router::Router, String) {
     for _ in 0..50 {
         if let Ok(router) = troupe::sockets::bind_control(zmq, endpoint, 1 << 20) {
             let bound = router.get_socket().get_last_endpoint().unwrap().unwrap();

@@ -246,7 +246,7 @@ async fn member_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_agent::{bind, next_request, reply};
+    use crate::fake_agent::{self, bind, next_request, reply};
     use serde_json::json;
 
     async fn answer(router: &mut tmq::router::Router, identity: &[u8], id: &Value, what: &str) {
@@ -283,8 +283,9 @@ mod tests {
 
     #[tokio::test]
     async fn calls_one_after_another_reuse_one_connection() {
+        let agents = fake_agent::context();
+        let (mut agent, endpoint) = bind(&agents, "tcp://127.0.0.1:*").await;
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
         let (links, _task) = Links::spawn(zmq.clone(), None);
         let mut identities = Vec::new();
         for command in ["status", "list", "numwatchers"] {
@@ -311,8 +312,9 @@ mod tests {
     /// share a connection, or a slow one would hold up the other.
     #[tokio::test]
     async fn concurrent_calls_to_one_node_take_separate_connections() {
+        let agents = fake_agent::context();
+        let (mut agent, endpoint) = bind(&agents, "tcp://127.0.0.1:*").await;
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
         let (links, _task) = Links::spawn(zmq.clone(), None);
         let slow = links.call(&endpoint, request("stop"), Duration::from_secs(5));
         let quick = links.call(&endpoint, request("status"), Duration::from_secs(5));
@@ -339,8 +341,9 @@ mod tests {
     /// taken for the answer.
     #[tokio::test]
     async fn a_late_reply_is_never_the_answer_to_a_later_request() {
+        let agents = fake_agent::context();
+        let (mut agent, endpoint) = bind(&agents, "tcp://127.0.0.1:*").await;
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
         let (links, _task) = Links::spawn(zmq.clone(), None);
 
         // The first call's connection is pooled; the second call (unanswered) takes it.
@@ -383,8 +386,9 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_are_kept_only_for_members() {
         use crate::membership::{MembershipMsg, NodeFacts, Source};
+        let agents = fake_agent::context();
+        let (mut agent, endpoint) = bind(&agents, "tcp://127.0.0.1:*").await;
         let zmq = zmq::Context::new();
-        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
         let membership = MembershipHandle::spawn("links-test", None);
         let (links, _task) = Links::spawn(zmq.clone(), Some(membership.clone()));
         let settle = || tokio::time::sleep(Duration::from_millis(100));

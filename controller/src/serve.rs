@@ -38,6 +38,8 @@ pub struct Serving {
     pub membership: MembershipHandle,
     pub control_endpoint: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Keeps the ZAP handler of the listening sockets running.
+    _sockets: troupe::sockets::ServerContext,
 }
 
 impl Serving {
@@ -58,7 +60,8 @@ impl Drop for Serving {
 pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     let serve = settings.config.serve.clone();
     let (membership, discovery) = Discovery::start(sources(&settings))?;
-    let zmq = troupe::sockets::Context::new();
+    let zmq = troupe::sockets::ServerContext::new(troupe::zap::Policy::default())
+        .context("starting the ZAP handler")?;
     let control_endpoint = format!("tcp://{}:{}", serve.bind, serve.control_port);
     let router = troupe::sockets::bind_control(
         &zmq,
@@ -76,7 +79,8 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         crate::stats::Feed::Members(membership.clone()),
         Some(stats_socket),
     );
-    let (links, links_actor) = crate::links::Links::spawn(zmq.clone(), Some(membership.clone()));
+    let (links, links_actor) =
+        crate::links::Links::spawn(zmq.context().clone(), Some(membership.clone()));
     let mut member_events = membership.subscribe();
     let publisher = tokio::spawn(async move {
         while let Ok(event) = member_events.recv().await {
@@ -104,6 +108,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         membership,
         control_endpoint,
         tasks,
+        _sockets: zmq,
     })
 }
 

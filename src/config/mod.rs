@@ -78,6 +78,11 @@ impl AgentSettings {
     pub fn endpoint(&self, port: u16) -> String {
         format!("tcp://{}:{}", self.bind, port)
     }
+
+    /// The owner-only control socket, `<state_dir>/control.sock` (SECURITY.md).
+    pub fn owner_socket(&self) -> PathBuf {
+        self.state_dir.join("control.sock")
+    }
 }
 
 /// A whole agent configuration.

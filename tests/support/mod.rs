@@ -140,19 +140,37 @@ impl Agent {
         format!("tcp://{}:5555", self.address)
     }
 
+    /// `ipc://<state_dir>/control.sock`: the owner-only socket, the one that accepts `add` and
+    /// `set cmd` (and the rest of what brings code) without `allow_remote_exec`.
+    pub fn ipc_endpoint(&self) -> String {
+        format!(
+            "ipc://{}",
+            self.dir.path().join("state/control.sock").display()
+        )
+    }
+
     pub fn pubsub_endpoint(&self) -> String {
         format!("tcp://{}:5556", self.address)
     }
 
-    /// One request through troupe's own client; panics if there is no reply.
+    /// One request through troupe's own client over TCP; panics if there is no reply.
     pub fn call(&self, command: &str, properties: Value) -> Value {
+        self.call_at(&self.endpoint(), command, properties)
+    }
+
+    /// One request over the owner-only Unix socket, as the node's owner sends `add`.
+    pub fn call_as_owner(&self, command: &str, properties: Value) -> Value {
+        self.call_at(&self.ipc_endpoint(), command, properties)
+    }
+
+    fn call_at(&self, endpoint: &str, command: &str, properties: Value) -> Value {
         let properties = match properties {
             Value::Object(map) => map,
             Value::Null => Map::new(),
             other => panic!("properties must be an object, got {other}"),
         };
         troupe::client::call(
-            &self.endpoint(),
+            endpoint,
             Request::new(command, properties),
             Duration::from_secs(15),
         )

@@ -1,17 +1,15 @@
 //! add, rm, quit, reloadconfig: changes to the set of watchers and to the agent itself.
 
 use super::lifecycle::run_on;
-use super::options::check_remote_exec;
-use super::{fields, AgentContext, Caller, Fields, Props};
+use super::{fields, AgentContext, Fields, Props};
 use crate::watcher::WatcherMsg;
 use serde_json::{json, Map, Value};
 use troupe::config::{check_watcher_name, AgentConfig, WatcherConfig};
 use troupe::protocol::CommandError;
 
-pub async fn add(ctx: &AgentContext, props: Props<'_>, caller: Caller) -> Fields {
+pub async fn add(ctx: &AgentContext, props: Props<'_>) -> Fields {
     let name = props.required_str("name")?;
     let cmd = props.required_str("cmd")?;
-    check_remote_exec(ctx, caller, "add")?;
     check_watcher_name(name).map_err(CommandError::message)?;
     let mut config = WatcherConfig::new(name, "");
     config

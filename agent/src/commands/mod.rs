@@ -2,6 +2,7 @@
 //!
 //! A handler returns the reply's fields; [`dispatch`] wraps them in Circus's envelope.
 
+mod access;
 mod configure;
 mod inspect;
 mod lifecycle;
@@ -11,6 +12,7 @@ mod props;
 mod reset;
 mod signals;
 
+pub use access::Caller;
 pub use manage::{apply_config, stop_everything};
 
 use crate::arbiter::ArbiterHandle;
@@ -42,22 +44,24 @@ pub struct AgentContext {
     /// One `configure` or `reset` at a time: two controllers pushing at once would otherwise
     /// interleave their files, or wipe a data dir under a config being written.
     pub disk_changes: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// Who sent the request.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    /// The peer connected over loopback (or a unix socket); remote exec is always allowed then.
-    pub local: bool,
+    /// `ipc://<state_dir>/control.sock`, absolute: where the node's owner sends code-bearing
+    /// commands.
+    pub owner_endpoint: String,
 }
 
 type Fields = Result<Map<String, Value>, CommandError>;
 
 /// Runs one request and returns the reply fields.
 pub async fn dispatch(ctx: &AgentContext, request: &Request, caller: Caller) -> Fields {
+    access::admit(
+        request,
+        caller,
+        ctx.settings.allow_remote_exec,
+        &ctx.owner_endpoint,
+    )?;
     let props = Props(&request.properties);
     match request.command.as_str() {
-        "add" => manage::add(ctx, props, caller).await,
+        "add" => manage::add(ctx, props).await,
         "rm" => manage::rm(ctx, props).await,
         "quit" => manage::quit(ctx, props).await,
         "reloadconfig" => manage::reloadconfig(ctx, props).await,
@@ -80,7 +84,7 @@ pub async fn dispatch(ctx: &AgentContext, request: &Request, caller: Caller) -> 
         "configure" => configure::configure(ctx, props).await,
         "reset" => reset::reset(ctx, props).await,
         "get" => options::get(ctx, props).await,
-        "set" => options::set(ctx, props, caller).await,
+        "set" => options::set(ctx, props).await,
         "options" => options::options(ctx, props).await,
         "globaloptions" => options::globaloptions(ctx, props),
         "listen" => Err(CommandError::message(

@@ -1,24 +1,10 @@
 //! get, set, options, globaloptions.
 
 use super::lifecycle::run_on;
-use super::{fields, watcher, AgentContext, Caller, Fields, Props};
+use super::{fields, watcher, AgentContext, Fields, Props};
 use crate::watcher::WatcherMsg;
 use serde_json::{json, Map, Value};
-use troupe::protocol::{option_brings_code, CommandError};
-
-/// Refuses a command that brings a program into the agent from a non-loopback peer.
-pub(super) fn check_remote_exec(
-    ctx: &AgentContext,
-    caller: Caller,
-    what: &str,
-) -> Result<(), CommandError> {
-    if caller.local || ctx.settings.allow_remote_exec {
-        return Ok(());
-    }
-    Err(CommandError::command(format!(
-        "{what} from a remote peer is refused: set allow_remote_exec = true in [agent] to allow it"
-    )))
-}
+use troupe::protocol::CommandError;
 
 pub async fn get(ctx: &AgentContext, props: Props<'_>) -> Fields {
     let handle = watcher(ctx, props.required_str("name")?).await?;
@@ -51,7 +37,7 @@ pub async fn options(ctx: &AgentContext, props: Props<'_>) -> Fields {
     )]))
 }
 
-pub async fn set(ctx: &AgentContext, props: Props<'_>, caller: Caller) -> Fields {
+pub async fn set(ctx: &AgentContext, props: Props<'_>) -> Fields {
     let handle = watcher(ctx, props.required_str("name")?).await?;
     let options: Vec<(String, Value)> = match props.get("options") {
         Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -62,9 +48,6 @@ pub async fn set(ctx: &AgentContext, props: Props<'_>, caller: Caller) -> Fields
             ))
         }
     };
-    if let Some((key, _)) = options.iter().find(|(k, _)| option_brings_code(k)) {
-        check_remote_exec(ctx, caller, &format!("set {key}"))?;
-    }
     // Validate now so a bad value is refused even when the caller does not wait.
     let mut probe = handle.view().config;
     for (key, value) in &options {
@@ -88,6 +71,8 @@ pub fn globaloptions(ctx: &AgentContext, props: Props<'_>) -> Fields {
     let s = &ctx.settings;
     let all: Map<String, Value> = [
         ("endpoint", json!(s.endpoint(s.control_port))),
+        // troupe's own: the owner-only socket, the one that accepts code-bearing commands.
+        ("owner_endpoint", json!(ctx.owner_endpoint)),
         ("pubsub_endpoint", json!(s.endpoint(s.pubsub_port))),
         ("stats_endpoint", json!(s.endpoint(s.stats_port))),
         // troupe reaps on child exit; there is no housekeeping period.

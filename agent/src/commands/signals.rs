@@ -2,7 +2,7 @@
 
 use super::lifecycle::run_on;
 use super::{watcher, AgentContext, Fields, Props};
-use crate::watcher::WatcherMsg;
+use crate::watcher::{SignalScope, WatcherMsg};
 use serde_json::Map;
 use std::time::Duration;
 use troupe::protocol::CommandError;
@@ -12,33 +12,23 @@ pub async fn signal(ctx: &AgentContext, props: Props<'_>) -> Fields {
     let signum = props
         .opt_signal("signum")?
         .ok_or_else(|| CommandError::message("message invalid 'signum' is missing"))?;
-    let pid = match (props.opt_pid("pid")?, props.opt_pid("childpid")?) {
+    let scope = match (props.opt_pid("pid")?, props.opt_pid("childpid")?) {
         (None, Some(child)) => {
             return Err(CommandError::message(format!(
                 "childpid {child} needs the pid of its parent"
             )))
         }
-        (Some(pid), Some(child)) => {
-            // A single child of one of the watcher's processes.
-            if !crate::watcher::process::children_of(pid).contains(&child) {
-                return Err(CommandError::message(format!(
-                    "child {child} not found for process {pid}"
-                )));
-            }
-            crate::watcher::process::signal(child, signum, false)
-                .map_err(|e| CommandError::os(format!("cannot signal {child}: {e}")))?;
-            return Ok(Map::new());
-        }
-        (pid, None) => pid,
+        (Some(pid), Some(childpid)) => SignalScope::Descendant { pid, childpid },
+        (pid, None) => SignalScope::Processes {
+            pid,
+            children: props.bool_or("children", false)?,
+            recursive: props.bool_or("recursive", false)?,
+        },
     };
-    let children = props.bool_or("children", false)?;
-    let recursive = props.bool_or("recursive", false)?;
     handle
         .call(|reply| WatcherMsg::Signal {
-            pid,
+            scope,
             signum,
-            children,
-            recursive,
             reply,
         })
         .await?;
@@ -56,6 +46,14 @@ pub async fn kill(ctx: &AgentContext, props: Props<'_>) -> Fields {
         .unwrap_or(view.config.graceful_timeout)
         .min(Duration::from_secs(3600));
     let pid = props.opt_pid("pid")?;
+    // Checked here as well as by the watcher, so a foreign pid is refused even when the caller
+    // does not wait.
+    if let Some(pid) = pid.filter(|pid| !view.pids().contains(pid)) {
+        return Err(CommandError::message(format!(
+            "process {pid} not found in '{}'",
+            handle.name
+        )));
+    }
     run_on(&handle, props.waiting()?, |reply| WatcherMsg::Kill {
         pid,
         signum,

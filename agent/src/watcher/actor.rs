@@ -2,7 +2,9 @@
 
 use super::hooks::{self, HookContext};
 use super::process::{self, ExitCode, OutputLogs, Process};
-use super::{ProcessView, Transition, WatcherHandle, WatcherMsg, WatcherState, WatcherView};
+use super::{
+    ProcessView, SignalScope, Transition, WatcherHandle, WatcherMsg, WatcherState, WatcherView,
+};
 use crate::backoff::{RespawnDecision, RespawnPolicy};
 use crate::events::EventSender;
 use crate::output::OutputLog;
@@ -174,13 +176,11 @@ impl WatcherActor {
                 }
             },
             WatcherMsg::Signal {
-                pid,
+                scope,
                 signum,
-                children,
-                recursive,
                 reply,
             } => {
-                let _ = reply.send(self.signal(pid, signum, children, recursive));
+                let _ = reply.send(self.signal(scope, signum));
             }
             WatcherMsg::Kill {
                 pid,

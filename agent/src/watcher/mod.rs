@@ -67,6 +67,20 @@ pub struct Transition {
 
 pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
 
+/// Which processes a `signal` reaches: never any but the watcher's own and their descendants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalScope {
+    /// Every process of the watcher, or the one `pid` of it; with `children`, their children
+    /// instead; with `recursive`, them and all their descendants.
+    Processes {
+        pid: Option<u32>,
+        children: bool,
+        recursive: bool,
+    },
+    /// One descendant `childpid` of the watcher's process `pid` (Circus's `childpid`).
+    Descendant { pid: u32, childpid: u32 },
+}
+
 /// Commands a watcher actor carries out, one at a time, in the order they were queued.
 pub enum WatcherMsg {
     Start(Reply<Transition>),
@@ -90,10 +104,8 @@ pub enum WatcherMsg {
         reply: Reply<()>,
     },
     Signal {
-        pid: Option<u32>,
+        scope: SignalScope,
         signum: i32,
-        children: bool,
-        recursive: bool,
         reply: Reply<()>,
     },
     Kill {

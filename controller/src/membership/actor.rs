@@ -504,7 +504,9 @@ mod heartbeat_tests {
     }
 
     /// A fake agent on a free port, and a membership that has adopted it as `id-a`.
-    async fn adopted_agent(zmq: &zmq::Context) -> (tmq::router::Router, String, MembershipHandle) {
+    async fn adopted_agent(
+        zmq: &troupe::sockets::ServerContext,
+    ) -> (tmq::router::Router, String, MembershipHandle) {
         let (agent, endpoint) = bind(zmq, "tcp://127.0.0.1:*").await;
         let membership = MembershipHandle::spawn(CLUSTER, None);
         adopt(&membership, &endpoint, "id-a").await;
@@ -574,7 +576,7 @@ mod heartbeat_tests {
     /// it (its late reply never counts), and the retry and what follows use a new one.
     #[tokio::test]
     async fn heartbeats_reuse_one_connection_until_one_is_missed() {
-        let zmq = zmq::Context::new();
+        let zmq = crate::fake_agent::context();
         let (mut agent, _, membership) = adopted_agent(&zmq).await;
 
         let seen = answer_for(&mut agent, "id-a", 3500).await;
@@ -606,7 +608,7 @@ mod heartbeat_tests {
     /// reconnects), or after it was down long enough to be declared so, with another id.
     #[tokio::test]
     async fn a_restarted_agent_on_the_same_endpoint_is_alive_again() {
-        let zmq = zmq::Context::new();
+        let zmq = crate::fake_agent::context();
         let (mut agent, endpoint, membership) = adopted_agent(&zmq).await;
         let seen = answer_for(&mut agent, "id-a", 1500).await;
         assert_eq!(count_connections(&seen), 1);

@@ -58,27 +58,41 @@ impl WatcherActor {
         }
     }
 
-    pub(super) fn signal(
-        &self,
-        pid: Option<u32>,
-        signum: i32,
-        children: bool,
-        recursive: bool,
-    ) -> Result<(), CommandError> {
-        for target in self.targets(pid)? {
-            let mut pids = Vec::new();
-            if children {
-                pids.extend(process::children_of(target));
-            } else {
-                pids.push(target);
-                if recursive {
-                    pids.extend(process::descendants_of(target));
+    /// Sends `signum` to the processes `scope` names, once they are known to be this
+    /// watcher's own or their descendants: a pid from the wire is never signalled on its word.
+    pub(super) fn signal(&self, scope: SignalScope, signum: i32) -> Result<(), CommandError> {
+        let mut pids = Vec::new();
+        match scope {
+            SignalScope::Descendant { pid, childpid } => {
+                self.targets(Some(pid))?;
+                if !process::descendants_of(pid).contains(&childpid) {
+                    return Err(CommandError::message(format!(
+                        "child {childpid} not found for process {pid} of '{}'",
+                        self.name()
+                    )));
+                }
+                pids.push(childpid);
+            }
+            SignalScope::Processes {
+                pid,
+                children,
+                recursive,
+            } => {
+                for target in self.targets(pid)? {
+                    if children {
+                        pids.extend(process::children_of(target));
+                    } else {
+                        pids.push(target);
+                        if recursive {
+                            pids.extend(process::descendants_of(target));
+                        }
+                    }
                 }
             }
-            for p in pids {
-                process::signal(p, signum, false)
-                    .map_err(|e| CommandError::os(format!("cannot signal {p}: {e}")))?;
-            }
+        }
+        for p in pids {
+            process::signal(p, signum, false)
+                .map_err(|e| CommandError::os(format!("cannot signal {p}: {e}")))?;
         }
         Ok(())
     }

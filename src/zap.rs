@@ -1,0 +1,200 @@
+//! ZAP (rfc.zeromq.org/spec:27/ZAP): the hook libzmq asks before it admits a peer on a
+//! listening socket, and troupe's one handler for it.
+//!
+//! Why every listening socket has a ZAP domain: libzmq 4.3.4 refuses ZMTP 1.0 and 2.0 peers on
+//! a socket whose `ZMQ_ZAP_DOMAIN` is set (`zmtp_engine_t::handshake_v1_0_unversioned`,
+//! `handshake_v1_0` and `handshake_v2_0` fail when `session_base_t::zap_enabled()`), whether a
+//! handler runs or not. Such peers send no connection metadata, so their requests arrived
+//! without a `Peer-Address`, which the agent took for local ones.
+//!
+//! Why a handler as well: with a domain set, libzmq sends the handler a request for every ZMTP 3
+//! handshake and admits the peer only on its "200". With no handler bound, a NULL handshake
+//! goes on unchecked (`session_base_t::zap_connect` fails and `ZMQ_ZAP_ENFORCE_DOMAIN` is off),
+//! so today the handler admits what would pass anyway; it is the place where Trust 2 (CURVE
+//! with a cluster key) checks client keys, by extending [`Policy`]. The handler is a task that
+//! owns its policy, bound at [`HANDLER_ENDPOINT`] of its context before any listening socket of
+//! that context ([`crate::sockets::ServerContext`] makes that the only possible order).
+
+use futures::{SinkExt, StreamExt};
+use tokio::task::JoinHandle;
+
+/// The domain every listening socket sets; the handler sees it in each request.
+pub const DOMAIN: &str = "troupe";
+
+/// Where libzmq looks for a context's ZAP handler (fixed by the ZAP spec).
+pub const HANDLER_ENDPOINT: &str = "inproc://zeromq.zap.01";
+
+/// The only ZAP version there is.
+const VERSION: &[u8] = b"1.0";
+
+/// One handshake libzmq asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZapRequest {
+    pub domain: String,
+    /// The peer's IP address (empty for a Unix socket).
+    pub address: String,
+    /// "NULL", "PLAIN" or "CURVE".
+    pub mechanism: String,
+    /// Mechanism-specific: nothing for NULL, the client's public key for CURVE.
+    pub credentials: Vec<Vec<u8>>,
+}
+
+/// What the handler answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Admit,
+    /// ZAP status 400: the peer is disconnected with an ERROR command carrying the reason.
+    Refuse(String),
+}
+
+/// Who may complete a handshake on a listening socket. Today: every ZMTP 3 peer with the NULL
+/// mechanism, as troupe has no keys yet; what a request may do is decided per request, by the
+/// socket it came on (SECURITY.md). Trust 2 gives it the cluster key and makes it check CURVE
+/// clients (and log refusals, rate-limited per address); its state lives here, owned by the
+/// handler task.
+#[derive(Debug, Default)]
+pub struct Policy {}
+
+impl Policy {
+    pub fn decide(&mut self, request: &ZapRequest) -> Verdict {
+        match request.mechanism.as_str() {
+            "NULL" => Verdict::Admit,
+            other => Verdict::Refuse(format!("mechanism {other} is not accepted")),
+        }
+    }
+}
+
+/// The running handler; dropping it stops the task and unbinds the endpoint.
+pub struct Handler {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds the handler in `context` and starts answering with `policy`. Needs a Tokio runtime.
+pub fn start(context: &zmq::Context, mut policy: Policy) -> tmq::Result<Handler> {
+    let mut socket = tmq::router(context).set_linger(0).bind(HANDLER_ENDPOINT)?;
+    let task = tokio::spawn(async move {
+        while let Some(message) = socket.next().await {
+            let frames: Vec<Vec<u8>> = match message {
+                Ok(message) => message.iter().map(|frame| frame.to_vec()).collect(),
+                Err(e) => {
+                    // Only the context ending does this; peers then wait out their handshake
+                    // timeout instead of being admitted.
+                    tracing::error!("ZAP handler stopped: {e}");
+                    break;
+                }
+            };
+            let Some(reply) = answer(&mut policy, frames) else {
+                continue;
+            };
+            if let Err(e) = socket.send(tmq::Multipart::from(reply)).await {
+                tracing::warn!("ZAP reply not sent: {e}");
+            }
+        }
+    });
+    Ok(Handler { task })
+}
+
+/// The reply frames to one request as a ROUTER receives it: `[routing id, "", version,
+/// request id, domain, address, identity, mechanism, credentials...]`. `None` for frames that
+/// are not a request (libzmq never sends those; nothing else can reach an inproc endpoint).
+fn answer(policy: &mut Policy, frames: Vec<Vec<u8>>) -> Option<Vec<Vec<u8>>> {
+    let mut frames = frames.into_iter();
+    let routing_id = frames.next()?;
+    if !frames.next()?.is_empty() {
+        return None;
+    }
+    let version = frames.next()?;
+    let request_id = frames.next()?;
+    let reply = |status: &str, text: &str| {
+        vec![
+            routing_id.clone(),
+            Vec::new(),
+            VERSION.to_vec(),
+            request_id.clone(),
+            status.as_bytes().to_vec(),
+            text.as_bytes().to_vec(),
+            // User id and metadata: none.
+            Vec::new(),
+            Vec::new(),
+        ]
+    };
+    if version != VERSION {
+        return Some(reply("500", "ZAP version 1.0 expected"));
+    }
+    let text = |frame: Option<Vec<u8>>| frame.map(|f| String::from_utf8_lossy(&f).into_owned());
+    let domain = text(frames.next())?;
+    let address = text(frames.next())?;
+    let _identity = frames.next()?;
+    let mechanism = text(frames.next())?;
+    let request = ZapRequest {
+        domain,
+        address,
+        mechanism,
+        credentials: frames.collect(),
+    };
+    Some(match policy.decide(&request) {
+        Verdict::Admit => reply("200", "OK"),
+        Verdict::Refuse(reason) => {
+            tracing::info!(address = %request.address, "handshake refused: {reason}");
+            reply("400", &reason)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: &str, mechanism: &str) -> Vec<Vec<u8>> {
+        ["peer", "", version, "7", DOMAIN, "10.0.0.2", "", mechanism]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect()
+    }
+
+    fn status(reply: &[Vec<u8>]) -> (&str, &str, &str) {
+        (
+            std::str::from_utf8(&reply[0]).unwrap(),
+            std::str::from_utf8(&reply[3]).unwrap(),
+            std::str::from_utf8(&reply[4]).unwrap(),
+        )
+    }
+
+    #[test]
+    fn null_peers_are_admitted_with_the_request_id_echoed() {
+        let reply = answer(&mut Policy::default(), request("1.0", "NULL")).unwrap();
+        assert_eq!(
+            reply.len(),
+            8,
+            "routing id, delimiter and the 6 ZAP reply frames"
+        );
+        assert_eq!(status(&reply), ("peer", "7", "200"));
+        assert!(reply[1].is_empty());
+        assert_eq!(reply[2], b"1.0");
+    }
+
+    #[test]
+    fn other_mechanisms_and_versions_are_refused() {
+        let reply = answer(&mut Policy::default(), request("1.0", "PLAIN")).unwrap();
+        assert_eq!(status(&reply).2, "400");
+        assert_eq!(reply[5], b"mechanism PLAIN is not accepted");
+        let reply = answer(&mut Policy::default(), request("2.0", "NULL")).unwrap();
+        assert_eq!(status(&reply).2, "500");
+    }
+
+    #[test]
+    fn frames_that_are_not_a_request_get_no_reply() {
+        let mut truncated = request("1.0", "NULL");
+        truncated.truncate(5);
+        assert_eq!(answer(&mut Policy::default(), truncated), None);
+        let mut no_delimiter = request("1.0", "NULL");
+        no_delimiter[1] = b"x".to_vec();
+        assert_eq!(answer(&mut Policy::default(), no_delimiter), None);
+    }
+}
