@@ -70,6 +70,10 @@ where
         None => AgentConfig::default(),
     };
     if let Some(name) = args.name {
+        if let Err(e) = troupe::config::names::check_name(&name) {
+            eprintln!("troupe-agent: --name: {e}");
+            return ExitCode::from(2);
+        }
         config.agent.name = name;
     }
     if let Some(bind) = args.bind {

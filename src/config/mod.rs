@@ -5,6 +5,7 @@
 
 pub mod controller;
 mod data_dir;
+pub mod names;
 mod service;
 pub mod value;
 mod watcher;
@@ -277,11 +278,7 @@ fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut 
 
 fn read_name(value: &Value) -> Result<String, String> {
     let name = read_string(value).map_err(|e| e.to_string())?;
-    if name.is_empty() || name.contains(['.', ':', ' ', '*', '?']) {
-        return Err(format!(
-            "expected a non-empty name without '.', ':', spaces or wildcards, got {value}"
-        ));
-    }
+    names::check_name(&name)?;
     Ok(name)
 }
 
@@ -360,7 +357,7 @@ fn default_node_name() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .map(|h| h.split('.').next().unwrap_or_default().to_string())
-        .filter(|h| !h.is_empty())
+        .filter(|h| names::check_name(h).is_ok())
         .unwrap_or_else(|| "troupe-node".into())
 }
 
