@@ -44,11 +44,22 @@ where
         };
         return match AgentConfig::load(&path) {
             Ok(config) => {
+                let warnings = config.warnings();
+                for warning in &warnings {
+                    eprintln!(
+                        "{}: {}: warning: {}",
+                        path.display(),
+                        warning.key,
+                        warning.message
+                    );
+                }
                 println!(
-                    "{}: ok ({} watcher{})",
+                    "{}: ok ({} watcher{}, {} warning{})",
                     path.display(),
                     config.watchers.len(),
-                    if config.watchers.len() == 1 { "" } else { "s" }
+                    if config.watchers.len() == 1 { "" } else { "s" },
+                    warnings.len(),
+                    if warnings.len() == 1 { "" } else { "s" },
                 );
                 ExitCode::SUCCESS
             }

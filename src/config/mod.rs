@@ -194,6 +194,25 @@ impl AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// What is valid but likely wrong, keyed like problems: a profile's data-dir knob outside
+    /// every data_dir of its watcher. `--check` prints these; the agent logs them.
+    pub fn warnings(&self) -> Vec<Problem> {
+        self.watchers
+            .iter()
+            .flat_map(|w| {
+                w.service
+                    .data_dir_disagreements()
+                    .into_iter()
+                    .map(|message| Problem {
+                        key: format!("watcher.{}", w.name),
+                        message,
+                    })
+            })
+            .collect()
+    }
+}
+
 /// Reads a config file; a read error is a problem naming the file.
 pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError {
