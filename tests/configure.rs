@@ -457,3 +457,46 @@ fn configures_are_applied_one_at_a_time_in_arrival_order() {
         assert_eq!(text, "peers=2\n", "{name}: the later push is on disk");
     }
 }
+
+/// `env_file`: read by the agent at each spawn (a rewritten file reaches the next process),
+/// laid under the watcher's `env`, `-` for a file that may be missing; a missing one is a
+/// start error naming it.
+#[test]
+fn env_files_are_read_at_each_spawn_and_a_missing_one_is_a_clear_error() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    std::fs::write(
+        dir.join("app.env"),
+        "# read by the agent\nGREETING=\"hello world\"\nOVERRIDDEN=from-file\n",
+    )
+    .unwrap();
+    let watchers = format!(
+        "[watcher.app]\ncmd = \"sh\"\n\
+         args = [\"-c\", \"echo \\\"$GREETING|$OVERRIDDEN\\\" >> seen; exec sleep 1000\"]\n\
+         working_dir = \"{dir}\"\nenv_file = [\"app.env\", \"-absent.env\"]\n\
+         env = {{ OVERRIDDEN = \"from-env\" }}\n\n\
+         [watcher.broken]\ncmd = \"sleep 1000\"\nworking_dir = \"{dir}\"\n\
+         env_file = \"absent.env\"\nautostart = false\n",
+        dir = dir.display()
+    );
+    let agent = Agent::start(&watchers);
+    let seen = || std::fs::read_to_string(dir.join("seen")).unwrap_or_default();
+    wait_for("the first spawn", Duration::from_secs(5), || {
+        seen() == "hello world|from-env\n"
+    });
+
+    std::fs::write(dir.join("app.env"), "GREETING=again\n").unwrap();
+    ok(&agent.call("restart", json!({"name": "app", "waiting": true})));
+    wait_for("the second spawn", Duration::from_secs(5), || {
+        seen() == "hello world|from-env\nagain|from-env\n"
+    });
+
+    let reply = agent.call("start", json!({"name": "broken", "waiting": true}));
+    assert_eq!(reply["status"], "error", "{reply}");
+    let reason = reply["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("env_file {}", dir.join("absent.env").display()))
+            && reason.contains("No such file"),
+        "{reason}"
+    );
+}

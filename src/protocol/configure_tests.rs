@@ -177,7 +177,8 @@ const HOSTILE: [&str; 8] = [
 
 #[test]
 fn every_peer_string_with_metacharacters_is_refused_naming_field_and_value() {
-    let fields: [(&str, fn(&mut Map<String, Value>, &str)); 10] = [
+    type Set = fn(&mut Map<String, Value>, &str);
+    let fields: [(&str, Set); 10] = [
         ("cluster.name", |p, v| p["cluster"]["name"] = json!(v)),
         ("self.id", |p, v| p["self"]["id"] = json!(v)),
         ("self.name", |p, v| p["self"]["name"] = json!(v)),

@@ -82,7 +82,7 @@ const FIELDS: [(&str, Edit); 8] = [
 #[ignore = "needs root"]
 fn hostile_peer_strings_are_refused_naming_the_field_and_no_file_changes() {
     let lab = Lab::new("cfginj");
-    let agent = HostAgent::start(lab.victim(), "", &every_profile());
+    let mut agent = HostAgent::start(lab.victim(), "", &every_profile());
     let nodes = [
         ("a-node", lab.attacker().address.as_str()),
         ("victim", lab.victim().address.as_str()),
@@ -113,7 +113,9 @@ fn hostile_peer_strings_are_refused_naming_the_field_and_no_file_changes() {
             set(&mut props, value);
             let reply = lab
                 .attack(&agent.endpoint, "configure", props)
-                .unwrap_or_else(|e| panic!("{field} = {value:?}: no reply: {e}"));
+                .unwrap_or_else(|e| {
+                    panic!("{field} = {value:?}: no reply: {e}\n{}", agent.daemon.log())
+                });
             assert_eq!(reply["status"], "error", "{field} = {value:?}: {reply}");
             let reason = reply["reason"].as_str().unwrap_or_default();
             let shown = format!("{value:?}");
@@ -128,7 +130,8 @@ fn hostile_peer_strings_are_refused_naming_the_field_and_no_file_changes() {
         }
     }
 
-    // The agent still takes a good push.
+    // The agent still runs and takes a good push.
+    agent.daemon.assert_running();
     let reply = lab.attack(&agent.endpoint, "configure", good);
     assert!(super::is_ok(&reply), "{reply:?}");
     assert!(snapshot(&agent.state_dir()) == before);
