@@ -950,7 +950,7 @@ class Inner:
         agents = []
         for name, address in zip(names, addresses):
             d = os.path.join(self.workdir, name)
-            watcher = (f'[watcher.etcd]\ncmd = "/bin/sh"\nargs = ["-c", "set -a && . ./etcd.env && exec etcd"]\n'
+            watcher = (f'[watcher.etcd]\ncmd = "etcd"\n'
                        f'working_dir = "{d}"\nprofile = "etcd"\ndata_dir = ["{d}/data"]\n'
                        f'autostart = false\ngraceful_timeout = 5\n')
             agents.append(self.start_agent(name, address, "bm-etcd", watchers=watcher))

@@ -103,6 +103,72 @@ fn check_accepts_a_valid_file() {
     assert!(out.stderr.trim().is_empty(), "nothing on stderr: {out:?}");
 }
 
+/// A profile's data-dir knob outside every data_dir of its watcher is valid but wrong (reset
+/// would leave the service's data behind): `--check` says which knob, per node too.
+#[test]
+fn check_warns_about_a_profile_data_dir_outside_every_data_dir() {
+    let text = r#"
+[watcher.etcd]
+cmd = "etcd"
+profile = "etcd"
+data_dir = ["/data/etcd"]
+profile_options = { data_dir = "/data/etcd/member", nodes = { node-b = { data_dir = "/elsewhere/etcd" } } }
+
+[watcher.zk]
+cmd = "zookeeper"
+profile = "zookeeper"
+data_dir = "/data/zk"
+profile_options = { data_dir = "/data/zookeeper" }
+"#;
+    let (_dir, path) = config_file("dirs.toml", text);
+    let file = path_str(&path);
+    let out = agent_bin(&["--check", file]);
+    assert_eq!(out.code, Some(0), "valid, with warnings: {out:?}");
+    assert!(out.stdout.contains("2 warnings"), "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with(&format!(
+            "{file}: watcher.etcd: warning: profile_options.nodes.node-b.data_dir \"/elsewhere/etcd\" is outside every data_dir"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{file}: watcher.zk: warning: profile_options.data_dir \"/data/zookeeper\" is outside"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A node name with shell or config metacharacters is refused on the command line, as in the
+/// file: it would reach every peer's service config.
+#[test]
+fn a_node_name_with_metacharacters_is_refused() {
+    let (_dir, path) = config_file("ok.toml", VALID);
+    let out = agent_bin(&["--config", path_str(&path), "--name", "a;touch${IFS}/tmp/p"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--name"), "{out:?}");
+    let (_dir, path) = config_file(
+        "bad.toml",
+        "[agent]\nname = \"a$(id)\"\ncluster = \"b`id`\"\n",
+    );
+    let out = agent_bin(&["--check", path_str(&path)]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("agent.name: \"a$(id)\" is not a valid name"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("agent.cluster: \"b`id`\" is not a valid name"),
+        "{out:?}"
+    );
+}
+
 /// `--check` without a value validates the `--config` file, as its help says.
 #[test]
 fn check_without_a_value_validates_the_config_option() {

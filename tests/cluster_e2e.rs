@@ -13,7 +13,7 @@ fn etcd_agent(name: &str, work: &Path) -> Agent {
     let dir = work.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let watcher = format!(
-        "[watcher.etcd]\ncmd = \"/bin/sh\"\nargs = [\"-c\", \"set -a && . ./etcd.env && exec etcd\"]\n\
+        "[watcher.etcd]\ncmd = \"etcd\"\n\
          working_dir = \"{dir}\"\nprofile = \"etcd\"\ndata_dir = [\"{dir}/data\"]\n\
          autostart = false\ngraceful_timeout = 5\n",
         dir = dir.display()

@@ -10,13 +10,26 @@ use std::process::Command;
 use std::time::Duration;
 use troupe::protocol::{ConfigureRequest, Peer, PeerList};
 
+/// A node id for `name`, in the form agents make them (a UUID), the same on every call.
+pub(crate) fn node_id(name: &str) -> String {
+    let n = name
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    format!("00000000-0000-4000-8000-{:012x}", n & 0xffff_ffff_ffff)
+}
+
 /// The `configure` properties for `me` among `nodes` (name, address), as the controller
 /// builds them.
-fn configure_props(nodes: &[(&str, &str)], me: &str, restart: bool, dry_run: bool) -> Value {
+pub(crate) fn configure_props(
+    nodes: &[(&str, &str)],
+    me: &str,
+    restart: bool,
+    dry_run: bool,
+) -> Value {
     let peers = nodes
         .iter()
         .map(|(name, address)| Peer {
-            id: format!("id-{name}"),
+            id: node_id(name),
             name: name.to_string(),
             address: address.to_string(),
             index: 0,
@@ -271,17 +284,25 @@ fn a_three_member_etcd_cluster_forms_from_the_profile() {
         .map(|_| crate::support::unique_loopback())
         .collect();
     let work = tempfile::tempdir().unwrap();
+    // etcd-2 keeps its data in a dir whose name a shell would split and expand: the agent
+    // reads etcd.env itself, so etcd gets the path as it is.
+    let data_dir = |name: &str| match name {
+        "etcd-2" => work.path().join(name).join("data dir;$HOME #1 `x`"),
+        _ => work.path().join(name).join("data"),
+    };
     let agents: Vec<Agent> = names
         .iter()
         .zip(&addresses)
         .map(|(name, address)| {
-            // The profile writes etcd.env (and etcd keeps its data) in the working_dir.
+            // The profile writes etcd.env in the working_dir; etcd keeps its data in the
+            // watcher's data_dir, the one `reset` wipes.
             let dir = work.path().join(name);
             std::fs::create_dir_all(&dir).unwrap();
             let watcher = format!(
-                "[watcher.etcd]\ncmd = \"/bin/sh\"\nargs = [\"-c\", \"set -a && . ./etcd.env && exec etcd\"]\n\
-                 working_dir = \"{}\"\nprofile = \"etcd\"\nautostart = false\ngraceful_timeout = 5\n",
-                dir.display()
+                "[watcher.etcd]\ncmd = \"etcd\"\nworking_dir = \"{}\"\nprofile = \"etcd\"\n\
+                 data_dir = [{:?}]\nautostart = false\ngraceful_timeout = 5\n",
+                dir.display(),
+                data_dir(name).display().to_string(),
             );
             Agent::start_named(name, address, &watcher, "")
         })
@@ -322,6 +343,10 @@ fn a_three_member_etcd_cluster_forms_from_the_profile() {
     eprintln!("etcd members:\n{members}");
     for name in names {
         assert!(members.contains(name), "{name} missing from\n{members}");
+        assert!(
+            data_dir(name).join("member").is_dir(),
+            "{name} keeps its data in its data_dir"
+        );
     }
 }
 
@@ -352,6 +377,12 @@ fn a_three_server_zookeeper_ensemble_forms_from_the_profile() {
         .map(|_| crate::support::unique_loopback())
         .collect();
     let work = tempfile::tempdir().unwrap();
+    // zk-2's dataDir holds a backslash, a space, '#', '=' and ':': ZooKeeper reads zoo.cfg
+    // with java.util.Properties, so it finds its myid there only if the profile escaped them.
+    let data_dir = |name: &str| match name {
+        "zk-2" => work.path().join(name).join("da\\ta #1=x:y"),
+        _ => work.path().join(name).join("data"),
+    };
     let agents: Vec<Agent> = names
         .iter()
         .zip(&addresses)
@@ -361,8 +392,10 @@ fn a_three_server_zookeeper_ensemble_forms_from_the_profile() {
             let watcher = format!(
                 "[watcher.zk]\ncmd = \"java\"\n\
                  args = \"-Xmx128m -cp /etc/zookeeper/conf:{jar} org.apache.zookeeper.server.quorum.QuorumPeerMain zoo.cfg\"\n\
-                 working_dir = \"{}\"\nprofile = \"zookeeper\"\nautostart = false\ngraceful_timeout = 5\n",
+                 working_dir = \"{}\"\nprofile = \"zookeeper\"\ndata_dir = [{:?}]\n\
+                 autostart = false\ngraceful_timeout = 5\n",
                 dir.display(),
+                data_dir(name).display().to_string(),
             );
             Agent::start_named(name, address, &watcher, "")
         })
@@ -374,7 +407,7 @@ fn a_three_server_zookeeper_ensemble_forms_from_the_profile() {
         .collect();
     for (i, (agent, name)) in agents.iter().zip(names).enumerate() {
         ok(&agent.call("configure", configure_props(&nodes, name, false, false)));
-        let myid = work.path().join(name).join("data/myid");
+        let myid = data_dir(name).join("myid");
         assert_eq!(
             std::fs::read_to_string(myid).unwrap(),
             format!("{}\n", i + 1)
@@ -423,4 +456,47 @@ fn configures_are_applied_one_at_a_time_in_arrival_order() {
         let text = std::fs::read_to_string(work.path().join(format!("out/{name}.conf"))).unwrap();
         assert_eq!(text, "peers=2\n", "{name}: the later push is on disk");
     }
+}
+
+/// `env_file`: read by the agent at each spawn (a rewritten file reaches the next process),
+/// laid under the watcher's `env`, `-` for a file that may be missing; a missing one is a
+/// start error naming it.
+#[test]
+fn env_files_are_read_at_each_spawn_and_a_missing_one_is_a_clear_error() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    std::fs::write(
+        dir.join("app.env"),
+        "# read by the agent\nGREETING=\"hello world\"\nOVERRIDDEN=from-file\n",
+    )
+    .unwrap();
+    let watchers = format!(
+        "[watcher.app]\ncmd = \"sh\"\n\
+         args = [\"-c\", \"echo \\\"$GREETING|$OVERRIDDEN\\\" >> seen; exec sleep 1000\"]\n\
+         working_dir = \"{dir}\"\nenv_file = [\"app.env\", \"-absent.env\"]\n\
+         env = {{ OVERRIDDEN = \"from-env\" }}\n\n\
+         [watcher.broken]\ncmd = \"sleep 1000\"\nworking_dir = \"{dir}\"\n\
+         env_file = \"absent.env\"\nautostart = false\n",
+        dir = dir.display()
+    );
+    let agent = Agent::start(&watchers);
+    let seen = || std::fs::read_to_string(dir.join("seen")).unwrap_or_default();
+    wait_for("the first spawn", Duration::from_secs(5), || {
+        seen() == "hello world|from-env\n"
+    });
+
+    std::fs::write(dir.join("app.env"), "GREETING=again\n").unwrap();
+    ok(&agent.call("restart", json!({"name": "app", "waiting": true})));
+    wait_for("the second spawn", Duration::from_secs(5), || {
+        seen() == "hello world|from-env\nagain|from-env\n"
+    });
+
+    let reply = agent.call("start", json!({"name": "broken", "waiting": true}));
+    assert_eq!(reply["status"], "error", "{reply}");
+    let reason = reply["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("env_file {}", dir.join("absent.env").display()))
+            && reason.contains("No such file"),
+        "{reason}"
+    );
 }

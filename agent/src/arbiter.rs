@@ -7,6 +7,7 @@ use crate::events::EventSender;
 use crate::watcher::{self, WatcherHandle};
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use tokio::sync::{mpsc, oneshot};
 use troupe::config::WatcherConfig;
 use troupe::protocol::{CommandError, Event};
@@ -36,10 +37,10 @@ pub struct ArbiterHandle {
 }
 
 impl ArbiterHandle {
-    /// Spawns the actor.
-    pub fn spawn(events: EventSender) -> Self {
+    /// Spawns the actor; `state_dir` is the agent's, handed to every watcher.
+    pub fn spawn(events: EventSender, state_dir: PathBuf) -> Self {
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(run(rx, events));
+        tokio::spawn(run(rx, events, state_dir));
         Self { tx }
     }
 
@@ -84,7 +85,7 @@ impl ArbiterHandle {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<ArbiterMsg>, events: EventSender) {
+async fn run(mut rx: mpsc::Receiver<ArbiterMsg>, events: EventSender, state_dir: PathBuf) {
     // Keyed by lower-cased name: Circus looks watchers up case-insensitively.
     let mut watchers: BTreeMap<String, WatcherHandle> = BTreeMap::new();
     while let Some(msg) = rx.recv().await {
@@ -96,10 +97,12 @@ async fn run(mut rx: mpsc::Receiver<ArbiterMsg>, events: EventSender) {
                         Err(CommandError::command(format!("'{name}' already exist")))
                     }
                     Entry::Vacant(slot) => {
-                        watcher::spawn(*config, events.clone()).inspect(|handle| {
-                            slot.insert(handle.clone());
-                            events.emit(&name, Event::Add);
-                        })
+                        watcher::spawn(*config, events.clone(), state_dir.clone()).inspect(
+                            |handle| {
+                                slot.insert(handle.clone());
+                                events.emit(&name, Event::Add);
+                            },
+                        )
                     }
                 };
                 let _ = reply.send(result);

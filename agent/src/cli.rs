@@ -44,11 +44,22 @@ where
         };
         return match AgentConfig::load(&path) {
             Ok(config) => {
+                let warnings = config.warnings();
+                for warning in &warnings {
+                    eprintln!(
+                        "{}: {}: warning: {}",
+                        path.display(),
+                        warning.key,
+                        warning.message
+                    );
+                }
                 println!(
-                    "{}: ok ({} watcher{})",
+                    "{}: ok ({} watcher{}, {} warning{})",
                     path.display(),
                     config.watchers.len(),
-                    if config.watchers.len() == 1 { "" } else { "s" }
+                    if config.watchers.len() == 1 { "" } else { "s" },
+                    warnings.len(),
+                    if warnings.len() == 1 { "" } else { "s" },
                 );
                 ExitCode::SUCCESS
             }
@@ -70,6 +81,10 @@ where
         None => AgentConfig::default(),
     };
     if let Some(name) = args.name {
+        if let Err(e) = troupe::config::names::check_name(&name) {
+            eprintln!("troupe-agent: --name: {e}");
+            return ExitCode::from(2);
+        }
         config.agent.name = name;
     }
     if let Some(bind) = args.bind {

@@ -11,8 +11,8 @@ pub fn load_or_create(state_dir: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let id = text.trim();
-            uuid::Uuid::parse_str(id)
-                .with_context(|| format!("{} does not hold a UUID: {id:?}", path.display()))?;
+            troupe::config::names::check_node_id(id)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             Ok(id.to_string())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

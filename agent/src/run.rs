@@ -31,7 +31,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let events = crate::events::spawn_publisher(&zmq, &pubsub_endpoint)
         .with_context(|| format!("binding the events socket on {pubsub_endpoint}"))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let arbiter = ArbiterHandle::spawn(events.clone());
+    let arbiter = ArbiterHandle::spawn(events.clone(), settings.state_dir.clone());
     let sampler = Sampler::spawn();
     let stats_endpoint = settings.endpoint(settings.stats_port);
     let stats = crate::stats::spawn_stats(

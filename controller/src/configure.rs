@@ -11,27 +11,50 @@ use troupe::protocol::{ConfigureRequest, Peer, PeerList, Request};
 /// The peers: alive troupe members without an id clash (stock circusd nodes cannot render
 /// configs), with the host the controller reaches each at. Sorting and indexing is
 /// [`PeerList::assign`]'s job.
-pub fn peers(nodes: &[Value]) -> Vec<Peer> {
-    nodes
+///
+/// Names, ids and endpoints come from each member's own `nodeinfo`: a member whose strings
+/// break troupe's rules ([`Peer::check`]) is left out, with the reason, rather than pushed to
+/// every node (where it would end up in their service configs, or make them all refuse the
+/// list).
+pub fn peers(nodes: &[Value]) -> (Vec<Peer>, Vec<RefusedMember>) {
+    let mut peers = Vec::new();
+    let mut refused = Vec::new();
+    let members = nodes
         .iter()
-        .filter(|n| n["state"] == "alive" && n["kind"] == "troupe" && n["conflict"] != true)
-        .map(|n| {
-            let control = n["endpoint"].as_str().unwrap_or_default().to_string();
-            let endpoints: BTreeMap<String, String> = n["endpoints"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect();
-            Peer {
-                id: n["id"].as_str().unwrap_or_default().to_string(),
-                name: n["name"].as_str().unwrap_or_default().to_string(),
-                address: host_of(&control),
-                index: 0,
-                endpoints,
-            }
-        })
-        .collect()
+        .filter(|n| n["state"] == "alive" && n["kind"] == "troupe" && n["conflict"] != true);
+    for n in members {
+        let control = n["endpoint"].as_str().unwrap_or_default().to_string();
+        let endpoints: BTreeMap<String, String> = n["endpoints"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect();
+        let peer = Peer {
+            id: n["id"].as_str().unwrap_or_default().to_string(),
+            name: n["name"].as_str().unwrap_or_default().to_string(),
+            address: host_of(&control),
+            index: 0,
+            endpoints,
+        };
+        match peer.check() {
+            Ok(()) => peers.push(peer),
+            Err(e) => refused.push(RefusedMember {
+                name: peer.name,
+                endpoint: control,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    (peers, refused)
+}
+
+/// A member left out of the peer list, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedMember {
+    pub name: String,
+    pub endpoint: String,
+    pub reason: String,
 }
 
 /// `tcp://10.0.0.1:5555` -> `10.0.0.1` (brackets of IPv6 removed).
@@ -61,7 +84,8 @@ pub fn configure_request(
 }
 
 /// Pushes `configure` to the selected peers (every peer gets the full list); replies keyed
-/// by node name.
+/// by node name. A member left out of the list gets an error row of its own, keyed by its
+/// endpoint (its name is what failed the rules).
 pub async fn push(
     nodes: &[Value],
     cluster: &str,
@@ -69,7 +93,14 @@ pub async fn push(
     restart: bool,
     dry_run: bool,
 ) -> anyhow::Result<BTreeMap<String, Value>> {
-    let peers = peers(nodes);
+    let (peers, refused) = peers(nodes);
+    for member in &refused {
+        tracing::warn!(
+            endpoint = %member.endpoint,
+            "member left out of the peer list: {}",
+            member.reason
+        );
+    }
     let selected: Vec<Target> = crate::broadcast::select(
         nodes
             .iter()
@@ -99,7 +130,16 @@ pub async fn push(
             (target.name, reply)
         })
     });
-    Ok(futures::future::join_all(sends).await.into_iter().collect())
+    let mut replies: BTreeMap<String, Value> =
+        futures::future::join_all(sends).await.into_iter().collect();
+    for member in refused {
+        let reason = format!("left out of the peer list: {}", member.reason);
+        replies.insert(
+            member.endpoint,
+            json!({"status": "error", "reason": reason}),
+        );
+    }
+    Ok(replies)
 }
 
 /// A per-node table of configure results.
@@ -231,8 +271,19 @@ mod tests {
     use super::*;
 
     fn node(name: &str, endpoint: &str, state: &str) -> Value {
-        json!({"name": name, "id": format!("id-{name}"), "kind": "troupe", "state": state,
+        // A UUID per name, as agents make them.
+        let id = format!(
+            "00000000-0000-4000-8000-{:012x}",
+            name.len() * 1000 + name.as_bytes()[0] as usize
+        );
+        json!({"name": name, "id": id, "kind": "troupe", "state": state,
                "endpoint": endpoint, "endpoints": {"control": endpoint}, "conflict": false})
+    }
+
+    fn valid_peers(nodes: &[Value]) -> Vec<Peer> {
+        let (peers, refused) = peers(nodes);
+        assert_eq!(refused, [], "every member is well-formed");
+        peers
     }
 
     #[test]
@@ -244,7 +295,7 @@ mod tests {
             json!({"name": "circus-x", "kind": "circus", "state": "alive", "endpoint": "tcp://10.0.0.9:5555"}),
             node("d", "tcp://[2001:db8::4]:5555", "alive"),
         ];
-        let request = configure_request("lab", &peers(&nodes), "c", false, false).unwrap();
+        let request = configure_request("lab", &valid_peers(&nodes), "c", false, false).unwrap();
         let props = Value::Object(request.properties);
         let summary: Vec<(String, u64, String)> = props["peers"]
             .as_array()
@@ -268,7 +319,7 @@ mod tests {
         assert_eq!(props["cluster"], json!({"name": "lab", "size": 3}));
         assert_eq!(props["restart"], false);
         assert!(
-            configure_request("lab", &peers(&nodes), "b", false, false).is_none(),
+            configure_request("lab", &valid_peers(&nodes), "b", false, false).is_none(),
             "a down node is no peer"
         );
     }
@@ -279,9 +330,42 @@ mod tests {
             node("a", "tcp://10.0.0.1:5555", "alive"),
             node("b", "tcp://10.0.0.2:5555", "alive"),
         ];
-        let request = configure_request("lab", &peers(&nodes), "b", true, true).unwrap();
+        let request = configure_request("lab", &valid_peers(&nodes), "b", true, true).unwrap();
         let parsed = ConfigureRequest::from_properties(&request.properties).unwrap();
         assert_eq!(parsed.peers.me.address, "10.0.0.2");
         assert!(parsed.restart && parsed.dry_run);
+    }
+
+    #[test]
+    fn a_member_with_hostile_strings_is_left_out_and_named() {
+        let mut hostile = node("x", "tcp://10.0.0.9:5555", "alive");
+        hostile["name"] = json!("x;touch${IFS}/tmp/p;");
+        let mut bad_id = node("y", "tcp://10.0.0.8:5555", "alive");
+        bad_id["id"] = json!("$(id)");
+        let mut bad_endpoint = node("z", "tcp://10.0.0.7:5555", "alive");
+        bad_endpoint["endpoints"]["stats"] = json!("tcp://10.0.0.7:5557\nx=y");
+        let nodes = vec![
+            node("a", "tcp://10.0.0.1:5555", "alive"),
+            hostile,
+            bad_id,
+            bad_endpoint,
+        ];
+        let (peers, refused) = peers(&nodes);
+        let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a"]);
+        let reasons: Vec<(&str, &str)> = refused
+            .iter()
+            .map(|r| (r.endpoint.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].1.starts_with("'name': "), "{reasons:?}");
+        assert!(reasons[1].1.starts_with("'id': "), "{reasons:?}");
+        assert!(
+            reasons[2].1.starts_with("'endpoints.stats': "),
+            "{reasons:?}"
+        );
+        assert_eq!(reasons[0].0, "tcp://10.0.0.9:5555");
+        let request = configure_request("lab", &peers, "a", false, false).unwrap();
+        ConfigureRequest::from_properties(&request.properties).unwrap();
     }
 }

@@ -50,6 +50,8 @@ impl NodeFlags {
             None => ControllerConfig::default(),
         };
         if let Some(cluster) = &self.cluster {
+            troupe::config::names::check_name(cluster)
+                .map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
             config.cluster = cluster.clone();
         }
         if let Some(dir) = &self.state_dir {

@@ -117,7 +117,11 @@ impl ControllerConfig {
 fn read_top(config: &mut ControllerConfig, key: &str, value: &Value) -> Result<(), String> {
     let err = |e: super::value::ValueError| e.to_string();
     match key {
-        "cluster" => config.cluster = read_string(value).map_err(err)?,
+        "cluster" => {
+            let cluster = read_string(value).map_err(err)?;
+            super::names::check_name(&cluster)?;
+            config.cluster = cluster;
+        }
         "probe" => config.probe = read_list(value)?,
         "seeds" => config.seeds = read_list(value)?,
         "mdns" => config.mdns = read_bool(value).map_err(err)?,

@@ -5,6 +5,7 @@
 
 pub mod controller;
 mod data_dir;
+pub mod names;
 mod service;
 pub mod value;
 mod watcher;
@@ -198,6 +199,25 @@ impl AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// What is valid but likely wrong, keyed like problems: a profile's data-dir knob outside
+    /// every data_dir of its watcher. `--check` prints these; the agent logs them.
+    pub fn warnings(&self) -> Vec<Problem> {
+        self.watchers
+            .iter()
+            .flat_map(|w| {
+                w.service
+                    .data_dir_disagreements()
+                    .into_iter()
+                    .map(|message| Problem {
+                        key: format!("watcher.{}", w.name),
+                        message,
+                    })
+            })
+            .collect()
+    }
+}
+
 /// Reads a config file; a read error is a problem naming the file.
 pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -282,11 +302,7 @@ fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut 
 
 fn read_name(value: &Value) -> Result<String, String> {
     let name = read_string(value).map_err(|e| e.to_string())?;
-    if name.is_empty() || name.contains(['.', ':', ' ', '*', '?']) {
-        return Err(format!(
-            "expected a non-empty name without '.', ':', spaces or wildcards, got {value}"
-        ));
-    }
+    names::check_name(&name)?;
     Ok(name)
 }
 
@@ -365,7 +381,7 @@ fn default_node_name() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .map(|h| h.split('.').next().unwrap_or_default().to_string())
-        .filter(|h| !h.is_empty())
+        .filter(|h| names::check_name(h).is_ok())
         .unwrap_or_else(|| "troupe-node".into())
 }
 

@@ -236,6 +236,49 @@ impl ServiceOptions {
         Ok(())
     }
 
+    /// The profile's data-dir knob set (for all nodes or under `nodes.<node>`) to a path
+    /// outside every `data_dir`: `reset` would leave the service's data there. One message per
+    /// knob, naming it; nothing when the watcher declares no data_dir (the knob then follows
+    /// nothing) or the profile has no such knob.
+    pub fn data_dir_disagreements(&self) -> Vec<String> {
+        const KNOB: &str = "data_dir";
+        let has_knob = self
+            .profile
+            .is_some_and(|p| p.knobs().iter().any(|(k, _)| *k == KNOB));
+        if !has_knob || self.data_dirs.is_empty() {
+            return Vec::new();
+        }
+        let mut tables = vec![(String::new(), &self.profile_options)];
+        if let Some(Value::Object(nodes)) = self.profile_options.get(PER_NODE_KEY) {
+            for (node, table) in nodes {
+                if let Value::Object(table) = table {
+                    tables.push((format!("{PER_NODE_KEY}.{node}."), table));
+                }
+            }
+        }
+        let inside = |path: &std::path::Path| {
+            let path: PathBuf = path.components().collect();
+            self.data_dirs.iter().any(|dir| path.starts_with(dir))
+        };
+        tables
+            .into_iter()
+            .filter_map(|(prefix, table)| {
+                let path = table.get(KNOB)?.as_str()?;
+                (!inside(std::path::Path::new(path))).then(|| {
+                    format!(
+                        "profile_options.{prefix}{KNOB} {path:?} is outside every data_dir ({}): \
+                         reset would not wipe what the service keeps there",
+                        self.data_dirs
+                            .iter()
+                            .map(|d| format!("{:?}", d.display().to_string()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Adds these options to an `options`/`get` map, in the shapes `set` accepts back.
     pub fn write_options(&self, map: &mut Map<String, Value>) {
         map.insert("profile".into(), json!(self.profile.map(Profile::name)));

@@ -159,3 +159,36 @@ fn options_json_round_trips_through_set() {
         "null clears every key"
     );
 }
+
+#[test]
+fn a_data_dir_knob_outside_every_data_dir_is_reported_per_node() {
+    let mut w = WatcherConfig::new("etcd", "etcd");
+    w.apply("profile", &json!("etcd")).unwrap();
+    w.apply(
+        "profile_options",
+        &json!({"data_dir": "/elsewhere", "nodes": {"a": {"data_dir": "/data/etcd/a"},
+                                                    "b": {"data_dir": "/data/etcdx"}}}),
+    )
+    .unwrap();
+    assert_eq!(
+        w.service.data_dir_disagreements(),
+        Vec::<String>::new(),
+        "no data_dir: nothing to disagree with"
+    );
+    w.apply("data_dir", &json!(["/data/etcd", "/data/wal"]))
+        .unwrap();
+    let found = w.service.data_dir_disagreements();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("profile_options.data_dir \"/elsewhere\" is outside every data_dir (\"/data/etcd\", \"/data/wal\")"), "{found:?}");
+    assert!(
+        found[1].starts_with("profile_options.nodes.b.data_dir \"/data/etcdx\""),
+        "{found:?}"
+    );
+
+    w.apply("profile", &json!("janusgraph")).unwrap();
+    w.apply("profile_options", &json!({})).unwrap();
+    assert!(
+        w.service.data_dir_disagreements().is_empty(),
+        "no data-dir knob"
+    );
+}

@@ -251,3 +251,77 @@ fn changes_in_place_are_those_that_need_no_new_processes() {
         assert_eq!(live.changes_in_place(&new_processes), None);
     }
 }
+
+#[test]
+fn env_file_takes_a_path_or_a_list_and_needs_a_working_dir_when_relative() {
+    let text = "[watcher.etcd]\ncmd = \"etcd\"\nprofile = \"etcd\"\nworking_dir = \"/srv/etcd\"\n\
+                env_file = [\"etcd.env\", \"-/etc/default/etcd\"]\n";
+    let config = AgentConfig::parse(text, "t.toml").unwrap();
+    let etcd = &config.watchers[0];
+    assert_eq!(
+        etcd.env_files,
+        Some(vec![
+            "etcd.env".to_string(),
+            "-/etc/default/etcd".to_string()
+        ])
+    );
+    assert_eq!(
+        etcd.options_json()["env_file"],
+        json!(["etcd.env", "-/etc/default/etcd"])
+    );
+
+    let mut w = WatcherConfig::new("w", "x");
+    assert_eq!(
+        w.options_json()["env_file"],
+        json!(null),
+        "unset by default"
+    );
+    assert_eq!(
+        w.apply("env_file", &json!("/a.env")),
+        Ok(OptionEffect::Reload)
+    );
+    assert_eq!(w.env_files, Some(vec!["/a.env".to_string()]));
+    w.apply("env_file", &json!([])).unwrap();
+    assert_eq!(
+        w.env_files,
+        Some(Vec::new()),
+        "[]: none, not even the profile's"
+    );
+    w.apply("env_file", &json!(null)).unwrap();
+    assert_eq!(w.env_files, None);
+    for bad in [
+        json!(1),
+        json!([""]),
+        json!(["-"]),
+        json!({"a": "b"}),
+        json!([1]),
+    ] {
+        assert!(w.apply("env_file", &bad).is_err(), "{bad}");
+    }
+
+    let relative = "[watcher.w]\ncmd = \"x\"\nenv_file = \"w.env\"\n";
+    let shown = AgentConfig::parse(relative, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        shown.contains("env_file \"w.env\" is relative: it needs a working_dir"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn node_and_cluster_names_follow_the_peer_name_rule() {
+    for (key, bad) in [
+        ("name", "a;b"),
+        ("cluster", "$(id)"),
+        ("name", "a.b"),
+        ("cluster", ""),
+    ] {
+        let text = format!("[agent]\n{key} = {bad:?}\n");
+        let shown = AgentConfig::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(shown.contains(&format!("agent.{key}: ")), "{shown}");
+        assert!(shown.contains("is not a valid name"), "{shown}");
+    }
+    let ok = AgentConfig::parse("[agent]\nname = \"node_A-1\"\ncluster = \"lab-2\"\n", "t");
+    assert!(ok.is_ok(), "{ok:?}");
+}

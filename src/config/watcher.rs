@@ -49,6 +49,10 @@ pub struct WatcherConfig {
     pub numprocesses: u32,
     pub working_dir: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
+    /// Environment files in systemd `EnvironmentFile=` syntax, read by the agent at each
+    /// spawn and laid under `env`; `-PATH` may be missing, a relative PATH is taken from
+    /// `working_dir`. None: the profile's own (etcd's `etcd.env`), if any.
+    pub env_files: Option<Vec<String>>,
     pub copy_env: bool,
     pub autostart: bool,
     pub respawn: bool,
@@ -101,6 +105,7 @@ impl WatcherConfig {
             numprocesses: 1,
             working_dir: None,
             env: BTreeMap::new(),
+            env_files: None,
             copy_env: false,
             autostart: true,
             respawn: true,
@@ -125,12 +130,13 @@ impl WatcherConfig {
     }
 
     /// The option keys `set` and the config file accept (besides `hooks.<name>`).
-    pub const KEYS: [&'static str; 30] = [
+    pub const KEYS: [&'static str; 31] = [
         "cmd",
         "args",
         "numprocesses",
         "working_dir",
         "env",
+        "env_file",
         "copy_env",
         "autostart",
         "respawn",
@@ -191,6 +197,10 @@ impl WatcherConfig {
             }
             "env" => {
                 self.env = read_env(value).map_err(bad)?;
+                Reload
+            }
+            "env_file" => {
+                self.env_files = read_env_files(value).map_err(bad)?;
                 Reload
             }
             "copy_env" => {
@@ -313,6 +323,16 @@ impl WatcherConfig {
                 self.name, self.numprocesses
             ));
         }
+        let relative = self
+            .env_files
+            .iter()
+            .flatten()
+            .find(|entry| !entry.trim_start_matches('-').starts_with('/'));
+        if let (Some(entry), None) = (relative, &self.working_dir) {
+            return Err(format!(
+                "env_file {entry:?} is relative: it needs a working_dir to start from"
+            ));
+        }
         self.service.check()
     }
 
@@ -384,6 +404,7 @@ impl WatcherConfig {
         map.insert("numprocesses".into(), json!(self.numprocesses));
         map.insert("working_dir".into(), json!(self.working_dir));
         map.insert("env".into(), json!(self.env));
+        map.insert("env_file".into(), json!(self.env_files));
         map.insert("copy_env".into(), json!(self.copy_env));
         map.insert("autostart".into(), json!(self.autostart));
         map.insert("respawn".into(), json!(self.respawn));
@@ -457,6 +478,27 @@ fn read_env(value: &Value) -> Result<BTreeMap<String, String>, ValueError> {
             _ => Err(ValueError::new(format!("a string for env var {k}"), v)),
         })
         .collect()
+}
+
+/// `env_file`: one path or a list of them (each optionally `-`-prefixed); null or "" unsets
+/// it (the profile's file applies), `[]` means none at all.
+fn read_env_files(value: &Value) -> Result<Option<Vec<String>>, ValueError> {
+    const EXPECTED: &str = "an env file path or a list of them";
+    let items = match value {
+        Value::Null => return Ok(None),
+        Value::String(s) if s.is_empty() => return Ok(None),
+        Value::String(_) => std::slice::from_ref(value),
+        Value::Array(items) => items.as_slice(),
+        _ => return Err(ValueError::new(EXPECTED, value)),
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(path) if !path.trim_start_matches('-').is_empty() => Ok(path.clone()),
+            _ => Err(ValueError::new(EXPECTED, value)),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// A hook is `"command"` or `{ cmd = "...", ignore_errors = bool, timeout = "30s" }`.

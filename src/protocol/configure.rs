@@ -65,6 +65,27 @@ impl FieldError {
     }
 }
 
+/// Names a rule's failure after the field it was checked on.
+fn rule(field: &str, result: Result<(), String>) -> Result<(), FieldError> {
+    result.map_err(|message| FieldError::new(field, message))
+}
+
+impl Peer {
+    /// Its id, name, address and endpoints well-formed ([`crate::config::names`]); the error
+    /// names the field relative to the peer (`name`, `endpoints.control`).
+    pub fn check(&self) -> Result<(), FieldError> {
+        use crate::config::names::{check_host, check_name, check_node_id, check_tcp_endpoint};
+        rule("id", check_node_id(&self.id))?;
+        rule("name", check_name(&self.name))?;
+        rule("address", check_host(&self.address))?;
+        for (kind, endpoint) in &self.endpoints {
+            rule("endpoints", check_name(kind))?;
+            rule(&format!("endpoints.{kind}"), check_tcp_endpoint(endpoint))?;
+        }
+        Ok(())
+    }
+}
+
 impl PeerList {
     /// Sorts `peers` by name, numbers them from 1 and picks `me` among them: what the
     /// controller sends each node. None when `me` is not one of the peers.
@@ -89,12 +110,16 @@ impl PeerList {
         })
     }
 
-    /// The rules a peer list keeps: names unique and non-empty, indexes exactly 1..=size,
-    /// `cluster.size` the number of peers, `self` one of the peers with the same index.
+    /// The rules a peer list keeps: every name, id, address and endpoint well-formed
+    /// ([`crate::config::names`]: these strings end up in rendered service configs), names
+    /// unique, indexes exactly 1..=size, `cluster.size` the number of peers, `self` one of the
+    /// peers with the same index.
     pub fn check(&self) -> Result<(), FieldError> {
-        if self.cluster.name.is_empty() {
-            return Err(FieldError::new("cluster.name", "must not be empty"));
-        }
+        use crate::config::names::{check_host, check_name, check_node_id};
+        rule("cluster.name", check_name(&self.cluster.name))?;
+        rule("self.id", check_node_id(&self.me.id))?;
+        rule("self.name", check_name(&self.me.name))?;
+        rule("self.address", check_host(&self.me.address))?;
         if self.peers.is_empty() {
             return Err(FieldError::new("peers", "must list at least this node"));
         }
@@ -112,12 +137,8 @@ impl PeerList {
         let mut indexes = BTreeSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
             let field = |f: &str| format!("peers[{i}].{f}");
-            if peer.name.is_empty() {
-                return Err(FieldError::new(field("name"), "must not be empty"));
-            }
-            if peer.address.is_empty() {
-                return Err(FieldError::new(field("address"), "must not be empty"));
-            }
+            peer.check()
+                .map_err(|e| FieldError::new(field(&e.field), e.message))?;
             if !names.insert(peer.name.as_str()) {
                 return Err(FieldError::new(
                     field("name"),
@@ -149,9 +170,6 @@ impl PeerList {
                     self.me.index, own.name, own.index
                 ),
             ));
-        }
-        if self.me.address.is_empty() {
-            return Err(FieldError::new("self.address", "must not be empty"));
         }
         Ok(())
     }

@@ -3,14 +3,19 @@
 use super::*;
 use serde_json::json;
 
+/// The id of peer `i`, as agents make them (a UUID).
+fn id(i: usize) -> String {
+    format!("00000000-0000-4000-8000-00000000000{i}")
+}
+
 fn props() -> Map<String, Value> {
     let peer = |i: usize, name: &str| {
-        json!({"id": format!("id-{i}"), "name": name, "address": format!("127.0.0.{i}"),
+        json!({"id": id(i), "name": name, "address": format!("127.0.0.{i}"),
                "index": i, "endpoints": {"control": format!("tcp://127.0.0.{i}:5555")}})
     };
     match json!({
         "cluster": {"name": "lab", "size": 3},
-        "self": {"id": "id-2", "name": "b", "address": "127.0.0.2", "index": 2},
+        "self": {"id": id(2), "name": "b", "address": "127.0.0.2", "index": 2},
         "peers": [peer(1, "a"), peer(2, "b"), peer(3, "c")],
         "restart": true,
         "waiting": true,
@@ -43,7 +48,7 @@ fn a_good_request_parses_and_round_trips() {
 #[test]
 fn assign_sorts_by_name_and_numbers_from_one() {
     let peer = |name: &str| Peer {
-        id: format!("id-{name}"),
+        id: id(usize::from(name.as_bytes()[0] - b'a') + 1),
         name: name.into(),
         address: format!("{name}.lan"),
         index: 0,
@@ -155,5 +160,53 @@ fn each_bad_field_is_named() {
         let e = field_error(edit);
         assert_eq!(e.field, field, "{e}");
         assert!(e.to_string().starts_with(&format!("'{field}': ")), "{e}");
+    }
+}
+
+/// What a hostile peer sends to break out of a config line or a shell word.
+const HOSTILE: [&str; 8] = [
+    "x;touch${IFS}/tmp/p;",
+    "$(touch /tmp/p)",
+    "`touch /tmp/p`",
+    "a\"b",
+    "a'b",
+    "a\nb=c",
+    "a\\b",
+    "a#b:c",
+];
+
+#[test]
+fn every_peer_string_with_metacharacters_is_refused_naming_field_and_value() {
+    type Set = fn(&mut Map<String, Value>, &str);
+    let fields: [(&str, Set); 10] = [
+        ("cluster.name", |p, v| p["cluster"]["name"] = json!(v)),
+        ("self.id", |p, v| p["self"]["id"] = json!(v)),
+        ("self.name", |p, v| p["self"]["name"] = json!(v)),
+        ("self.address", |p, v| p["self"]["address"] = json!(v)),
+        ("peers[1].id", |p, v| p["peers"][1]["id"] = json!(v)),
+        ("peers[1].name", |p, v| p["peers"][1]["name"] = json!(v)),
+        ("peers[1].address", |p, v| {
+            p["peers"][1]["address"] = json!(v)
+        }),
+        ("peers[1].endpoints.control", |p, v| {
+            p["peers"][1]["endpoints"]["control"] = json!(format!("tcp://{v}:5555"))
+        }),
+        ("peers[1].endpoints.control", |p, v| {
+            p["peers"][1]["endpoints"]["control"] = json!(format!("tcp://127.0.0.2:{v}"))
+        }),
+        ("peers[1].endpoints", |p, v| {
+            p["peers"][1]["endpoints"][v] = json!("tcp://127.0.0.2:5555")
+        }),
+    ];
+    for (field, set) in fields {
+        for value in HOSTILE {
+            let e = field_error(|p| set(p, value));
+            assert_eq!(e.field, field, "{value:?}: {e}");
+            let quoted = format!("{value:?}");
+            assert!(
+                e.message.contains(quoted.trim_matches('"')),
+                "the value is named: {e}"
+            );
+        }
     }
 }

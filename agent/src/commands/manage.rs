@@ -101,7 +101,11 @@ pub async fn apply_config(
     config: AgentConfig,
     waiting: bool,
 ) -> Result<Vec<String>, CommandError> {
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = config
+        .warnings()
+        .into_iter()
+        .map(|w| format!("{}: {}", w.key, w.message))
+        .collect();
     if config.agent != *ctx.settings {
         warnings.push("[agent] settings changed: they take effect when the agent restarts".into());
     }

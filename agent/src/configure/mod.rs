@@ -7,6 +7,9 @@
 //! all are staged.
 
 mod context;
+pub mod escape;
+#[cfg(test)]
+mod java_properties;
 mod profiles;
 pub mod write;
 
@@ -65,6 +68,13 @@ pub fn profile_dir(watcher: &WatcherConfig, state_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| state_dir.join(&watcher.name))
 }
 
+/// The env file `watcher`'s profile writes for its service (etcd's `etcd.env`): what the
+/// watcher's processes read when it sets no `env_file` of its own.
+pub fn profile_env_file(watcher: &WatcherConfig, state_dir: &Path) -> Option<PathBuf> {
+    let name = profiles::env_file(watcher.service.profile?)?;
+    Some(profile_dir(watcher, state_dir).join(name))
+}
+
 /// Renders every file of every watcher that declares a profile or templates, in watcher
 /// order. Fails on the first error, having written nothing.
 pub fn render_all(
@@ -99,7 +109,8 @@ pub fn render_all(
 }
 
 /// The template environment: an undefined variable is an error (never an empty string),
-/// block tags eat their own line, a file keeps its final newline, nothing is escaped. A user
+/// block tags eat their own line, a file keeps its final newline, nothing is escaped but
+/// what a format filter ([`escape`]) is applied to. A user
 /// template is named by its path, so `{% include "common.j2" %}` (or import, extends) reads
 /// `common.j2` beside it; an absolute name is read as is.
 fn environment() -> Environment<'static> {
@@ -109,6 +120,7 @@ fn environment() -> Environment<'static> {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    escape::register(&mut env);
     env.set_path_join_callback(|name, parent| match Path::new(parent).parent() {
         Some(dir) if !Path::new(name).is_absolute() => dir.join(name).display().to_string().into(),
         _ => name.into(),
@@ -135,7 +147,7 @@ fn render_watcher(
     let service = &watcher.service;
     let defaults = service
         .profile
-        .map(|p| profiles::defaults(p, &dir, &peers.cluster))
+        .map(|p| profiles::defaults(p, &dir, &service.data_dirs, &peers.cluster))
         .unwrap_or_default();
     let ctx = context::build(watcher, peers, &dir, &defaults, &inputs.env);
     let fail = |template: &str, line: Option<usize>, cause: String| TemplateError {

@@ -21,20 +21,35 @@ const NEO4J_CONF: &str = include_str!("profiles/neo4j.conf.j2");
 const JANUSGRAPH_PROPERTIES: &str = include_str!("profiles/janusgraph.properties.j2");
 const TITAN_PROPERTIES: &str = include_str!("profiles/titan.properties.j2");
 
-/// Every knob of `profile` at its default; `profile_options` are laid over these.
-pub fn defaults(profile: Profile, profile_dir: &Path, cluster: &ClusterInfo) -> Map<String, Value> {
+/// The env file a profile writes for its service to read, in its profile dir.
+pub fn env_file(profile: Profile) -> Option<&'static str> {
+    match profile {
+        Profile::Etcd => Some("etcd.env"),
+        Profile::Zookeeper | Profile::Neo4j | Profile::Janusgraph | Profile::Titan => None,
+    }
+}
+
+/// Every knob of `profile` at its default; `profile_options` are laid over these. A data-dir
+/// knob defaults to the watcher's first `data_dir`, so `reset` wipes what the service wrote.
+pub fn defaults(
+    profile: Profile,
+    profile_dir: &Path,
+    data_dirs: &[PathBuf],
+    cluster: &ClusterInfo,
+) -> Map<String, Value> {
     let dir = |sub: &str| json!(profile_dir.join(sub));
+    let data_dir = |fallback: Value| data_dirs.first().map_or(fallback, |d| json!(d));
     let quorum = cluster.size.clamp(1, 3);
     let pairs: Vec<(&str, Value)> = match profile {
         Profile::Etcd => vec![
-            ("data_dir", dir("data")),
+            ("data_dir", data_dir(dir("data"))),
             ("client_port", json!(2379)),
             ("peer_port", json!(2380)),
             ("token", json!(format!("troupe-{}", cluster.name))),
             ("cluster_state", json!("new")),
         ],
         Profile::Zookeeper => vec![
-            ("data_dir", dir("data")),
+            ("data_dir", data_dir(dir("data"))),
             ("client_port", json!(2181)),
             ("quorum_port", json!(2888)),
             ("election_port", json!(3888)),
@@ -45,7 +60,7 @@ pub fn defaults(profile: Profile, profile_dir: &Path, cluster: &ClusterInfo) -> 
         ],
         Profile::Neo4j => vec![
             ("conf_dir", json!(profile_dir)),
-            ("data_dir", Value::Null),
+            ("data_dir", data_dir(Value::Null)),
             // None: the node's own address (the template falls back to it).
             ("listen_address", Value::Null),
             ("discovery_port", json!(5000)),

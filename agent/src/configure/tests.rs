@@ -477,3 +477,38 @@ fn a_template_includes_files_beside_it() {
     assert!(e.cause.contains("non-existing template \"nope.j2\""), "{e}");
     assert_eq!(e.line, Some(1), "{e}");
 }
+
+#[test]
+fn data_dir_knobs_default_to_the_watchers_first_data_dir() {
+    for (profile, key) in [
+        (Profile::Etcd, "ETCD_DATA_DIR"),
+        (Profile::Zookeeper, "dataDir"),
+        (Profile::Neo4j, "server.directories.data"),
+    ] {
+        let mut w = profile_watcher(profile);
+        w.apply("data_dir", &json!(["/data/one", "/data/two"]))
+            .unwrap();
+        let files = render_one(w).unwrap();
+        let read = hostile::keys_read(profile, &files[0].text);
+        let value = read.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        assert_eq!(value, Some("/data/one"), "{profile:?}:\n{}", files[0].text);
+        if profile == Profile::Zookeeper {
+            assert_eq!(files[1].path, Path::new("/data/one/myid"));
+        }
+    }
+}
+
+#[test]
+fn the_etcd_profile_gives_its_watcher_the_env_file() {
+    let state = Path::new("/var/lib/troupe");
+    let mut w = profile_watcher(Profile::Etcd);
+    assert_eq!(
+        profile_env_file(&w, state),
+        Some(PathBuf::from("/srv/troupe/etcd/etcd.env"))
+    );
+    w.apply("profile", &json!("zookeeper")).unwrap();
+    assert_eq!(profile_env_file(&w, state), None);
+}
+
+#[path = "hostile_tests.rs"]
+mod hostile;

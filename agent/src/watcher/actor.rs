@@ -9,6 +9,7 @@ use crate::backoff::{RespawnDecision, RespawnPolicy};
 use crate::events::EventSender;
 use crate::output::OutputLog;
 use nix::sys::signal::Signal;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
@@ -23,8 +24,13 @@ const MAILBOX: usize = 256;
 mod respawn;
 mod signals;
 
-/// Starts the actor for `config`, with its processes stopped.
-pub fn spawn(config: WatcherConfig, events: EventSender) -> Result<WatcherHandle, CommandError> {
+/// Starts the actor for `config`, with its processes stopped. `state_dir` is the agent's: a
+/// profile's files (etcd's env file) lie below it unless the watcher says otherwise.
+pub fn spawn(
+    config: WatcherConfig,
+    events: EventSender,
+    state_dir: PathBuf,
+) -> Result<WatcherHandle, CommandError> {
     let logs = open_logs(&config)?;
     let (tx, rx) = mpsc::channel(MAILBOX);
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
@@ -45,6 +51,7 @@ pub fn spawn(config: WatcherConfig, events: EventSender) -> Result<WatcherHandle
         policy: RespawnPolicy::default(),
         respawn_at: None,
         last_spawn_error: None,
+        state_dir,
         logs,
         events,
         exits_tx,
@@ -96,6 +103,7 @@ struct WatcherActor {
     policy: RespawnPolicy,
     respawn_at: Option<Instant>,
     last_spawn_error: Option<std::io::Error>,
+    state_dir: PathBuf,
     logs: OutputLogs,
     events: EventSender,
     exits_tx: mpsc::UnboundedSender<(u32, ExitCode)>,

@@ -2,6 +2,7 @@
 //! [`WatcherHandle`] that queues commands in order and reads a [`WatcherView`] snapshot.
 
 mod actor;
+pub mod env_file;
 pub(crate) mod hooks;
 pub mod process;
 mod vfork;

@@ -1,11 +1,12 @@
 //! One supervised process: how it is spawned, signalled and reaped.
 
-use super::vfork;
 pub use super::vfork::ExitCode;
+use super::{env_file, vfork};
 use crate::output::OutputLog;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::ffi::OsString;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -52,9 +53,11 @@ pub struct OutputLogs {
 }
 
 /// Spawns one process of `config` with worker id `wid`. The reaper task reports the exit on
-/// `exits` once the process is reaped (at once: it waits on the process's pidfd).
+/// `exits` once the process is reaped (at once: it waits on the process's pidfd). Its env
+/// files are read now, so each spawn sees what `configure` last wrote.
 pub fn spawn(
     config: &WatcherConfig,
+    state_dir: &Path,
     wid: u32,
     logs: &OutputLogs,
     exits: &mpsc::UnboundedSender<(u32, ExitCode)>,
@@ -66,6 +69,10 @@ pub fn spawn(
             "empty command",
         ));
     };
+    let (from_files, skipped) = env_file::load(&env_file::for_watcher(config, state_dir))?;
+    for line in skipped {
+        tracing::warn!(watcher = %config.name, "{line}");
+    }
     let mut env: Vec<(OsString, OsString)> = if config.copy_env {
         std::env::vars_os().collect()
     } else {
@@ -74,6 +81,7 @@ pub fn spawn(
     // Circus's copy_env=false leaves children without PATH; troupe always passes it on.
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let overrides = std::iter::once((OsString::from("PATH"), path))
+        .chain(from_files.into_iter().map(|(k, v)| (k.into(), v.into())))
         .chain(
             config
                 .env

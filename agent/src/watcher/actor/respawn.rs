@@ -140,8 +140,14 @@ impl WatcherActor {
         let wid = (1..)
             .find(|w| !self.processes.iter().any(|p| p.wid == *w))
             .unwrap_or(1);
-        let spawned = process::spawn(&self.config, wid, &self.logs, &self.exits_tx)
-            .map_err(SpawnError::Io)?;
+        let spawned = process::spawn(
+            &self.config,
+            &self.state_dir,
+            wid,
+            &self.logs,
+            &self.exits_tx,
+        )
+        .map_err(SpawnError::Io)?;
         let pid = spawned.pid;
         self.processes.push(spawned);
         self.emit(Event::Spawn { pid });
