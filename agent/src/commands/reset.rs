@@ -1,7 +1,7 @@
 //! reset: stops a watcher, empties its data dirs, runs its reset_hook, starts it again.
 
 use super::{matching, AgentContext, Fields, Props};
-use crate::reset::{check, run_hook, wipe, Bounds, Target};
+use crate::reset::{check, identity, open_dir, run_hook, wipe, Bounds, Target};
 use crate::watcher::{WatcherHandle, WatcherMsg, WatcherState};
 use serde_json::Value;
 use troupe::config::WatcherConfig;
@@ -36,7 +36,8 @@ pub async fn reset(ctx: &AgentContext, props: Props<'_>) -> Fields {
         skipped: Vec::new(),
         warnings: Vec::new(),
     };
-    // Every path of every watcher is checked before anything is stopped or deleted.
+    // Every dir of every watcher is opened and checked before anything is stopped or deleted;
+    // what is wiped later is what was opened now, whatever is at its path by then.
     let mut plans = Vec::new();
     for handle in handles {
         let config = handle.view().config;
@@ -81,7 +82,7 @@ async fn reset_one(
     let Plan {
         handle,
         config,
-        targets,
+        mut targets,
     } = plan;
     let name = &handle.name;
     let left_stopped = |what: String| {
@@ -93,18 +94,26 @@ async fn reset_one(
     if was_running {
         handle.call(WatcherMsg::Stop).await?;
     }
-    for target in &targets {
-        let bytes = match target.real.clone() {
+    for target in &mut targets {
+        let declared = target.declared.clone();
+        let bytes = match target.dir.take() {
             None => 0,
-            Some(real) => tokio::task::spawn_blocking(move || wipe(&real))
-                .await
-                .map_err(|e| left_stopped(format!("wipe task failed: {e}")))?
-                .map_err(|e| {
-                    left_stopped(format!("cannot wipe {}: {e}", target.declared.display()))
-                })?,
+            Some(dir) => {
+                let opened = identity(&dir);
+                let bytes = tokio::task::spawn_blocking(move || wipe(dir.fd))
+                    .await
+                    .map_err(|e| left_stopped(format!("wipe task failed: {e}")))?
+                    .map_err(|e| {
+                        left_stopped(format!("cannot wipe {}: {e}", declared.display()))
+                    })?;
+                if let Some(warning) = replaced(&declared, opened) {
+                    reply.warnings.push(format!("watcher '{name}': {warning}"));
+                }
+                bytes
+            }
         };
         reply.wiped.push(WipedPath {
-            path: target.declared.display().to_string(),
+            path: declared.display().to_string(),
             bytes,
         });
     }
@@ -139,4 +148,22 @@ async fn reset_one(
         reply.restarted.push(name.clone());
     }
     Ok(())
+}
+
+/// A warning when `declared` no longer leads to the directory that was opened (and wiped):
+/// someone moved it or put something else at its path while the watcher stopped. What is there
+/// now was not touched.
+fn replaced(
+    declared: &std::path::Path,
+    opened: Option<(libc::dev_t, libc::ino_t)>,
+) -> Option<String> {
+    let now = open_dir(declared).ok().flatten();
+    if opened.is_some() && now.as_ref().and_then(identity) == opened {
+        return None;
+    }
+    Some(format!(
+        "data_dir {} was replaced while the watcher stopped: the directory that was there when \
+         reset began was emptied, what is at that path now was left alone",
+        declared.display()
+    ))
 }
