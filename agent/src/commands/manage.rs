@@ -1,7 +1,7 @@
 //! add, rm, quit, reloadconfig: changes to the set of watchers and to the agent itself.
 
 use super::lifecycle::run_on;
-use super::options::check_remote_exec;
+use super::options::{check_remote_exec, check_remote_numprocesses};
 use super::{fields, AgentContext, Caller, Fields, Props};
 use crate::watcher::WatcherMsg;
 use serde_json::{json, Map, Value};
@@ -34,6 +34,8 @@ pub async fn add(ctx: &AgentContext, props: Props<'_>, caller: Caller) -> Fields
         None => {}
     }
     config.check().map_err(CommandError::message)?;
+    let what = format!("add '{name}'");
+    check_remote_numprocesses(caller, &what, 0, config.numprocesses.into())?;
     let handle = ctx.arbiter.add(config).await?;
     if !props.bool_or("start", false)? {
         return Ok(Map::new());
