@@ -10,3 +10,22 @@
 /// [`crate::config::MAX_NUMPROCESSES`] (100 000) one request could exhaust the host's pids. The
 /// node's owner (config file, owner-only socket) keeps that higher limit.
 pub const MAX_REMOTE_NUMPROCESSES: u32 = 256;
+
+/// The longest subscription a SUB peer may send to a publishing socket (one byte of kind, then
+/// the topic prefix); a longer one drops its connection before the frame is read. ZeroMQ keeps
+/// a trie node per byte of every distinct prefix subscribed, so this and
+/// [`MAX_TOPICS_PER_PEER`] together bound what one address can make a socket hold (about a
+/// million nodes, some 40 MB, at worst); real topics (`stat.<watcher>.<pid>`) are far shorter.
+pub const MAX_SUBSCRIPTION_BYTES: usize = 4096;
+
+/// Connections one peer address may keep open to the agent's stats or events socket; one more
+/// is dropped at once. A controller host running `troupe serve`, a `troupe top` and a few
+/// `circus-top`s needs a handful.
+pub const MAX_SUBSCRIBERS_PER_PEER: usize = 16;
+
+/// Distinct topic prefixes one peer address may subscribe to on the agent's stats or events
+/// socket, counted until its last connection closes; past it, all its connections there are
+/// dropped (a SUB reconnects and subscribes again by itself, so a peer within the bound never
+/// notices, and one beyond it is dropped each time). Circus's and troupe's clients subscribe to
+/// one prefix; a script following a few hundred watchers one by one still fits.
+pub const MAX_TOPICS_PER_PEER: usize = 256;

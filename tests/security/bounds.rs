@@ -2,7 +2,12 @@
 //! the bound, and the daemon still answers a normal request afterwards.
 
 use super::{HostAgent, Lab};
+use crate::support::netns::Host;
+use crate::support::wait_for;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use troupe::bounds::{MAX_SUBSCRIBERS_PER_PEER, MAX_TOPICS_PER_PEER};
 
 // ---- agent_: bounds on what a remote peer can make troupe-agent hold ----
 
@@ -89,4 +94,119 @@ fn agent_remote_requests_cannot_raise_numprocesses_past_the_bound() {
     );
     let listed = lab.attack(ep, "list", json!({})).expect("list");
     assert_eq!(listed["watchers"], json!(["web"]), "`add` added nothing");
+}
+
+/// A SUB made on `host` (its sockets live in that namespace), connected to `endpoint` and
+/// subscribed to `topics`, with a monitor that tells when ZeroMQ lost the connection.
+struct AgentSubscriber {
+    socket: zmq::Socket,
+    monitor: zmq::Socket,
+    _context: zmq::Context,
+}
+
+impl AgentSubscriber {
+    fn connect(host: &Host, endpoint: &str, topics: &[String]) -> AgentSubscriber {
+        static MONITORS: AtomicU32 = AtomicU32::new(0);
+        let endpoint = endpoint.to_string();
+        let topics = topics.to_vec();
+        host.ns.run(move || {
+            let context = zmq::Context::new();
+            let socket = context.socket(zmq::SUB).unwrap();
+            socket.set_linger(0).unwrap();
+            let watch = format!(
+                "inproc://agent-subscriber-{}",
+                MONITORS.fetch_add(1, Ordering::Relaxed)
+            );
+            socket
+                .monitor(&watch, zmq::SocketEvent::DISCONNECTED as i32)
+                .unwrap();
+            let monitor = context.socket(zmq::PAIR).unwrap();
+            monitor.connect(&watch).unwrap();
+            socket.connect(&endpoint).unwrap();
+            for topic in &topics {
+                socket.set_subscribe(topic.as_bytes()).unwrap();
+            }
+            AgentSubscriber {
+                socket,
+                monitor,
+                _context: context,
+            }
+        })
+    }
+
+    /// Whether ZeroMQ reported the connection lost since the last call.
+    fn was_dropped(&self) -> bool {
+        let mut dropped = false;
+        while let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            dropped |= frames.first().is_some_and(|event| {
+                event.len() == 6
+                    && u16::from_ne_bytes([event[0], event[1]])
+                        == zmq::SocketEvent::DISCONNECTED.to_raw()
+            });
+        }
+        dropped
+    }
+
+    /// Waits for a message published after this call.
+    fn receives_a_fresh_message(&self) -> bool {
+        while self.socket.recv_multipart(zmq::DONTWAIT).is_ok() {}
+        self.socket.poll(zmq::POLLIN, 5000).unwrap_or(0) > 0
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn agent_stats_and_events_subscribers_past_the_bounds_are_dropped_and_others_served() {
+    let lab = Lab::new("bnsub");
+    let agent = HostAgent::start(lab.victim(), "stats_interval = \"250ms\"", "");
+    let at = |port: u16| format!("tcp://{}:{port}", lab.victim().address);
+    let (events, stats) = (at(5556), at(5557));
+    // Someone on another address (the victim host itself), subscribed throughout.
+    let polite = AgentSubscriber::connect(lab.victim(), &stats, &["stat.".to_string()]);
+    assert!(polite.receives_a_fresh_message(), "the stats stream flows");
+
+    for endpoint in [&stats, &events] {
+        let mut topics: Vec<String> = (0..MAX_TOPICS_PER_PEER + 50)
+            .map(|n| format!("stat.flood-{n}"))
+            .collect();
+        topics.insert(0, "stat.".to_string());
+        let flooder = AgentSubscriber::connect(lab.attacker(), endpoint, &topics);
+        wait_for(
+            &format!("the topic flooder dropped from {endpoint}"),
+            Duration::from_secs(10),
+            || flooder.was_dropped(),
+        );
+
+        let crowd: Vec<AgentSubscriber> = (0..MAX_SUBSCRIBERS_PER_PEER + 4)
+            .map(|_| AgentSubscriber::connect(lab.attacker(), endpoint, &["stat.".to_string()]))
+            .collect();
+        let mut dropped = std::collections::HashSet::new();
+        wait_for(
+            &format!("connections past the bound dropped from {endpoint}"),
+            Duration::from_secs(10),
+            || {
+                for (n, subscriber) in crowd.iter().enumerate() {
+                    if subscriber.was_dropped() {
+                        dropped.insert(n);
+                    }
+                }
+                dropped.len() >= 4
+            },
+        );
+    }
+
+    assert!(
+        !polite.was_dropped(),
+        "the other subscriber kept its connection"
+    );
+    assert!(polite.receives_a_fresh_message(), "and still receives");
+    assert!(super::is_ok(&lab.attack(
+        &agent.endpoint,
+        "status",
+        json!({})
+    )));
+    let log = agent.daemon.log();
+    for bound in ["MAX_TOPICS_PER_PEER", "MAX_SUBSCRIBERS_PER_PEER"] {
+        assert!(log.contains(bound), "the agent's log names {bound}");
+    }
 }
