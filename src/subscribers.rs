@@ -86,7 +86,8 @@ impl GuardedPublisher {
         };
         let peer = frame
             .gets("Peer-Address")
-            .and_then(|address| address.parse::<IpAddr>().ok());
+            .and_then(|address| address.parse::<IpAddr>().ok())
+            .map(|ip| ip.to_canonical());
         let Some((&kind, topic)) = frame.split_first() else {
             return;
         };

@@ -106,8 +106,15 @@ async fn reset_one(
                     .map_err(|e| {
                         left_stopped(format!("cannot wipe {}: {e}", declared.display()))
                     })?;
-                if let Some(warning) = replaced(&declared, opened) {
-                    reply.warnings.push(format!("watcher '{name}': {warning}"));
+                // Someone moved the dir or put something else at its path while the watcher
+                // stopped: the service must not start on that, nor the hook write there.
+                if !still_leads_to(&declared, opened) {
+                    return Err(left_stopped(format!(
+                        "data_dir {} was replaced while the watcher stopped: the directory \
+                         opened before the stop was emptied ({bytes} bytes), what is at that \
+                         path now was left alone and the reset_hook was not run",
+                        declared.display()
+                    )));
                 }
                 bytes
             }
@@ -150,20 +157,8 @@ async fn reset_one(
     Ok(())
 }
 
-/// A warning when `declared` no longer leads to the directory that was opened (and wiped):
-/// someone moved it or put something else at its path while the watcher stopped. What is there
-/// now was not touched.
-fn replaced(
-    declared: &std::path::Path,
-    opened: Option<(libc::dev_t, libc::ino_t)>,
-) -> Option<String> {
+/// Whether `declared` still leads to the directory that was opened, by device and inode.
+fn still_leads_to(declared: &std::path::Path, opened: Option<(libc::dev_t, libc::ino_t)>) -> bool {
     let now = open_dir(declared).ok().flatten();
-    if opened.is_some() && now.as_ref().and_then(identity) == opened {
-        return None;
-    }
-    Some(format!(
-        "data_dir {} was replaced while the watcher stopped: the directory that was there when \
-         reset began was emptied, what is at that path now was left alone",
-        declared.display()
-    ))
+    opened.is_some() && now.as_ref().and_then(identity) == opened
 }
