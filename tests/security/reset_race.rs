@@ -161,7 +161,7 @@ fn a_symlink_swapped_in_during_a_slow_stop_is_not_followed_and_the_reset_stops()
     assert_eq!(reply["status"], "error", "{reply}");
     let reason = reply["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.contains("was replaced while the watcher stopped")
+        reason.contains("changed while the watcher stopped")
             && reason.contains("(15 bytes)")
             && reason.contains("left stopped"),
         "{reply}"

@@ -96,29 +96,25 @@ async fn reset_one(
     }
     for target in &mut targets {
         let declared = target.declared.clone();
-        let bytes = match target.dir.take() {
+        let dir = target.dir.take();
+        let opened = dir.as_ref().and_then(identity);
+        let bytes = match dir {
             None => 0,
-            Some(dir) => {
-                let opened = identity(&dir);
-                let bytes = tokio::task::spawn_blocking(move || wipe(dir.fd))
-                    .await
-                    .map_err(|e| left_stopped(format!("wipe task failed: {e}")))?
-                    .map_err(|e| {
-                        left_stopped(format!("cannot wipe {}: {e}", declared.display()))
-                    })?;
-                // Someone moved the dir or put something else at its path while the watcher
-                // stopped: the service must not start on that, nor the hook write there.
-                if !still_leads_to(&declared, opened) {
-                    return Err(left_stopped(format!(
-                        "data_dir {} was replaced while the watcher stopped: the directory \
-                         opened before the stop was emptied ({bytes} bytes), what is at that \
-                         path now was left alone and the reset_hook was not run",
-                        declared.display()
-                    )));
-                }
-                bytes
-            }
+            Some(dir) => tokio::task::spawn_blocking(move || wipe(dir.fd))
+                .await
+                .map_err(|e| left_stopped(format!("wipe task failed: {e}")))?
+                .map_err(|e| left_stopped(format!("cannot wipe {}: {e}", declared.display())))?,
         };
+        // Someone moved the dir or put something at its path while the watcher stopped: the
+        // service must not start on that, nor the hook write there.
+        if !still_leads_to(&declared, opened) {
+            return Err(left_stopped(format!(
+                "data_dir {} changed while the watcher stopped: what was there before the stop \
+                 was emptied ({bytes} bytes), what is at that path now was left alone and the \
+                 reset_hook was not run",
+                declared.display()
+            )));
+        }
         reply.wiped.push(WipedPath {
             path: declared.display().to_string(),
             bytes,
@@ -157,8 +153,11 @@ async fn reset_one(
     Ok(())
 }
 
-/// Whether `declared` still leads to the directory that was opened, by device and inode.
+/// Whether `declared` still leads to the directory that was opened (by device and inode), or
+/// still to nothing when there was none.
 fn still_leads_to(declared: &std::path::Path, opened: Option<(libc::dev_t, libc::ino_t)>) -> bool {
-    let now = open_dir(declared).ok().flatten();
-    opened.is_some() && now.as_ref().and_then(identity) == opened
+    match open_dir(declared) {
+        Ok(now) => now.as_ref().and_then(identity) == opened,
+        Err(_) => false,
+    }
 }
