@@ -4,6 +4,7 @@
 //! - [`config`]: the agent's config model and its validation, shared with `add`/`set`.
 //! - [`sockets`]: every ZeroMQ socket is created here, so transport options live in one place.
 //! - [`zap`]: the handler that admits peers to every listening socket (Trust 2 checks keys there).
+//! - [`subscribers`]: publishing sockets whose subscribers are held to [`bounds`].
 //! - [`client`]: a blocking request/reply client, as `circusctl` is.
 //! - [`discovery`]: parsing the IP ranges the controller probes for agents (`--probe`).
 //! - [`bounds`]: every limit on what a network peer can make a daemon hold (SECURITY.md).
@@ -18,6 +19,7 @@ pub mod logging;
 pub mod protocol;
 pub mod sockets;
 pub mod zap;
+pub mod subscribers;
 
 /// troupe's version, reported by `nodeinfo` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -4,6 +4,7 @@
 //! A daemon's listening sockets are made from a [`ServerContext`], whose ZAP handler is bound
 //! before any of them (see [`crate::zap`] for why every listening socket has a ZAP domain).
 
+use crate::bounds::MAX_SUBSCRIPTION_BYTES;
 use crate::zap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -98,7 +99,8 @@ pub fn bind_owner_control(
     bound
 }
 
-/// A PUB socket (events; serve's re-published stats).
+/// A PUB socket (serve's events and re-published stats). A subscription longer than
+/// [`MAX_SUBSCRIPTION_BYTES`] drops the subscriber's connection.
 pub fn bind_publisher(
     server: &ServerContext,
     endpoint: &str,
@@ -106,6 +108,7 @@ pub fn bind_publisher(
     tmq::publish(&server.context)
         .set_linger(0)
         .set_zap_domain(zap::DOMAIN)
+        .set_maxmsgsize(MAX_SUBSCRIPTION_BYTES as i64)
         .bind(endpoint)
 }
 
@@ -122,24 +125,52 @@ pub fn publish_now(socket: &impl tmq::AsZmqSocket, topic: String, payload: Vec<u
     }
 }
 
-/// The longest subscription message an XPUB accepts (one byte of kind, then the topic prefix);
-/// a longer one drops that subscriber's connection.
-const MAX_SUBSCRIPTION: i64 = 4096;
+/// An XPUB and a monitor of its connections, for [`crate::subscribers::GuardedPublisher`].
+pub struct SubscribedPublisher {
+    /// Publishes as a PUB does, and hears every subscription (`[1, topic..]`, verbose, with the
+    /// peer's `Peer-Address`) and the last unsubscription from a topic (`[0, topic..]`, also
+    /// sent when the last subscriber to it goes away). A subscription longer than
+    /// [`MAX_SUBSCRIPTION_BYTES`] drops that subscriber's connection. tmq has no XPUB type:
+    /// its PAIR wrapper is the generic two-way socket.
+    pub socket: tmq::pair::Pair,
+    /// ZeroMQ's monitor events for the XPUB's accepted and ended connections.
+    pub monitor: tmq::pair::Pair,
+    /// The TCP port the XPUB is bound to.
+    pub port: u16,
+}
 
-/// An XPUB (stats): publishes as a PUB does, and hears the first subscription to a topic
-/// (`[1, topic..]`) and the last unsubscription from it (`[0, topic..]`, also sent when the last
-/// subscriber to it goes away), so the publisher can tell whether anyone listens. tmq has no
-/// XPUB type: its PAIR wrapper is the generic two-way socket.
+/// Binds an XPUB (the agent's stats and events) with a monitor started before the bind, so
+/// every connection is seen.
 pub fn bind_subscribed_publisher(
     server: &ServerContext,
     endpoint: &str,
-) -> tmq::Result<tmq::pair::Pair> {
-    let socket = server.context.socket(zmq::XPUB)?;
+) -> tmq::Result<SubscribedPublisher> {
+    static MONITORS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let context = &server.context;
+    let socket = context.socket(zmq::XPUB)?;
     socket.set_linger(0)?;
     socket.set_zap_domain(zap::DOMAIN)?;
-    socket.set_maxmsgsize(MAX_SUBSCRIPTION)?;
+    socket.set_maxmsgsize(MAX_SUBSCRIPTION_BYTES as i64)?;
+    socket.set_xpub_verbose(true)?;
+    let n = MONITORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let monitor_endpoint = format!("inproc://troupe-xpub-monitor-{n}");
+    let events = zmq::SocketEvent::ACCEPTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+    socket.monitor(&monitor_endpoint, events)?;
+    let monitor = context.socket(zmq::PAIR)?;
+    monitor.set_linger(0)?;
+    monitor.connect(&monitor_endpoint)?;
     socket.bind(endpoint)?;
-    <tmq::pair::Pair as tmq::FromZmqSocket<_>>::from_zmq_socket(socket)
+    let port = socket
+        .get_last_endpoint()?
+        .ok()
+        .and_then(|bound| bound.rsplit(':').next()?.parse().ok())
+        .unwrap_or(0);
+    let wrap = <tmq::pair::Pair as tmq::FromZmqSocket<_>>::from_zmq_socket;
+    Ok(SubscribedPublisher {
+        socket: wrap(socket)?,
+        monitor: wrap(monitor)?,
+        port,
+    })
 }
 
 /// An async SUB connected to a PUB endpoint (a node's stats or events), subscribed to

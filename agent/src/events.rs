@@ -1,8 +1,10 @@
-//! The events socket: one task owns the PUB socket; everyone else holds an [`EventSender`].
+//! The events socket: one task owns the publishing socket (an XPUB whose subscribers are held
+//! to the bounds of [`troupe::subscribers`]); everyone else holds an [`EventSender`].
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 use troupe::protocol::{event_topic, Event};
+use troupe::subscribers::GuardedPublisher;
 
 /// Events queued beyond this are dropped: PUB is lossy by nature and a stuck socket must never
 /// stall a watcher.
@@ -30,16 +32,24 @@ impl EventSender {
     }
 }
 
-/// Binds the PUB socket and spawns the task that owns it.
+/// Binds the events socket and spawns the task that owns it, until every sender is gone.
 pub fn spawn_publisher(
     server: &troupe::sockets::ServerContext,
     endpoint: &str,
 ) -> tmq::Result<EventSender> {
-    let socket = troupe::sockets::bind_publisher(server, endpoint)?;
+    let mut publisher = GuardedPublisher::bind(server, endpoint, "events")?;
     let (tx, mut rx) = mpsc::channel::<(String, Value)>(QUEUE);
     tokio::spawn(async move {
-        while let Some((topic, payload)) = rx.recv().await {
-            troupe::sockets::publish_now(&socket, topic, payload.to_string().into_bytes());
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some((topic, payload)) => {
+                        publisher.publish(topic, payload.to_string().into_bytes());
+                    }
+                    None => break,
+                },
+                _ = publisher.watch() => {}
+            }
         }
     });
     Ok(EventSender { tx })

@@ -4,16 +4,16 @@
 
 use crate::arbiter::ArbiterHandle;
 use crate::sampler::{SampleTarget, Sampler};
-use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::HashSet;
 use std::time::Duration;
 use troupe::protocol::ProcessInfo;
+use troupe::subscribers::GuardedPublisher;
 
 /// Binds the stats socket and spawns the publishing loop. A round is sampled only while
 /// someone is subscribed: sampling 1000 processes costs about 1.5 % of a core, and an agent
-/// nobody watches (or one busy spawning) should not pay it.
+/// nobody watches (or one busy spawning) should not pay it. Subscribers are held to the bounds
+/// of [`troupe::subscribers`].
 pub fn spawn_stats(
     server: &troupe::sockets::ServerContext,
     endpoint: &str,
@@ -21,20 +21,15 @@ pub fn spawn_stats(
     arbiter: ArbiterHandle,
     sampler: Sampler,
 ) -> tmq::Result<tokio::task::JoinHandle<()>> {
-    let mut socket = troupe::sockets::bind_subscribed_publisher(server, endpoint)?;
+    let mut publisher = GuardedPublisher::bind(server, endpoint, "stats")?;
     Ok(tokio::spawn(async move {
-        let mut subscriptions = Subscriptions::default();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                Some(Ok(message)) = socket.next() => {
-                    for frame in message.iter() {
-                        subscriptions.update(frame);
-                    }
-                }
+                _ = publisher.watch() => {}
                 _ = tick.tick() => {
-                    if subscriptions.is_empty() {
+                    if !publisher.has_subscribers() {
                         continue;
                     }
                     let Ok(messages) = collect(&arbiter, &sampler).await else {
@@ -43,35 +38,12 @@ pub fn spawn_stats(
                     // Subscriptions are still read through tmq: the next turn of this loop
                     // reads whatever arrived while these were sent.
                     for (topic, payload) in messages {
-                        troupe::sockets::publish_now(&socket, topic, payload);
+                        publisher.publish(topic, payload);
                     }
                 }
             }
         }
     }))
-}
-
-/// The topic prefixes someone is subscribed to, as the XPUB reports them.
-#[derive(Default)]
-struct Subscriptions(HashSet<Vec<u8>>);
-
-impl Subscriptions {
-    /// Applies one message of the XPUB: `[1, topic..]` subscribes, `[0, topic..]` unsubscribes.
-    fn update(&mut self, message: &[u8]) {
-        match message.split_first() {
-            Some((1, topic)) => {
-                self.0.insert(topic.to_vec());
-            }
-            Some((0, topic)) => {
-                self.0.remove(topic);
-            }
-            _ => {}
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// One process's sample on the stream: its info plus circusd-stats' `subtopic` and `name`.
@@ -175,24 +147,6 @@ mod tests {
             started: None,
             wid: None,
         }
-    }
-
-    #[test]
-    fn subscriptions_follow_the_xpub_messages() {
-        let mut subscriptions = Subscriptions::default();
-        assert!(subscriptions.is_empty());
-        subscriptions.update(b"\x01stat.");
-        subscriptions.update(b"\x01");
-        assert!(!subscriptions.is_empty());
-        subscriptions.update(b"\x00stat.");
-        assert!(
-            !subscriptions.is_empty(),
-            "the empty prefix is still subscribed"
-        );
-        subscriptions.update(b"\x00");
-        subscriptions.update(b"");
-        subscriptions.update(b"\x02stat.");
-        assert!(subscriptions.is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `data_dir`: the directories `reset` empties, and the rules that keep it from emptying
 //! the wrong one. The rules that need no filesystem are checked when the config is read;
-//! the agent checks them again, with the rest, on the real paths at reset time.
+//! the agent checks them again, with the rest, on the real paths at reset time, while it opens
+//! each dir without following a symlink anyone else could have made.
 
 use super::value::{read_string, ValueError};
 use serde_json::Value;
@@ -42,6 +43,7 @@ pub enum DataDirRule {
     UnderDataRoot,
     NotStateDir,
     IsDirectory,
+    NoForeignSymlink,
 }
 
 impl DataDirRule {
@@ -55,6 +57,7 @@ impl DataDirRule {
             DataDirRule::UnderDataRoot => "under-data-root",
             DataDirRule::NotStateDir => "not-state-dir",
             DataDirRule::IsDirectory => "is-directory",
+            DataDirRule::NoForeignSymlink => "no-foreign-symlink",
         }
     }
 
@@ -69,6 +72,10 @@ impl DataDirRule {
                 "the path must not be the agent's state_dir or a directory containing it"
             }
             DataDirRule::IsDirectory => "the path must be a directory",
+            DataDirRule::NoForeignSymlink => {
+                "no component of the path may be a symlink that a user other than root or the \
+                 agent's own could have made or replaced"
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ pub use data_dir::{check_data_dir, DataDirRefusal, DataDirRule, SYSTEM_DIRS};
 pub use service::{read_knob, KnobKind, Profile, ServiceOptions, TemplateConfig, PER_NODE_KEY};
 pub use watcher::{
     HookConfig, OptionEffect, OptionError, OutputConfig, WatcherConfig, DEFAULT_TIME_FORMAT,
-    HOOK_NAMES,
+    HOOK_NAMES, MAX_NUMPROCESSES,
 };
 
 use serde_json::Value;

@@ -95,6 +95,10 @@ pub enum OptionEffect {
 
 pub const DEFAULT_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
+/// The most processes one watcher may run, as its config file or the node's owner sets it (a
+/// remote peer is held to [`crate::bounds::MAX_REMOTE_NUMPROCESSES`]).
+pub const MAX_NUMPROCESSES: u32 = 100_000;
+
 impl WatcherConfig {
     /// A watcher with Circus's defaults.
     pub fn new(name: &str, cmd: &str) -> Self {
@@ -188,7 +192,8 @@ impl WatcherConfig {
                 Reload
             }
             "numprocesses" => {
-                self.numprocesses = read_int(value, 0, 100_000).map_err(bad)? as u32;
+                self.numprocesses =
+                    read_int(value, 0, i64::from(MAX_NUMPROCESSES)).map_err(bad)? as u32;
                 Resize
             }
             "working_dir" => {

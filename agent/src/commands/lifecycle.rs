@@ -1,8 +1,10 @@
 //! start, stop, restart, reload, incr, decr.
 
-use super::{fields, matching, watcher, AgentContext, Fields, Props};
+use super::options::{check_remote_numprocesses, numprocesses_ceiling};
+use super::{fields, matching, watcher, AgentContext, Caller, Fields, Props};
 use crate::watcher::{Reply, Transition, WatcherHandle, WatcherMsg};
 use serde_json::{json, Map, Value};
+use troupe::config::MAX_NUMPROCESSES;
 use troupe::protocol::CommandError;
 
 /// Queues a command on a watcher; with `waiting` returns its result, otherwise only makes
@@ -179,9 +181,11 @@ pub async fn reload(ctx: &AgentContext, props: Props<'_>) -> Fields {
 }
 
 /// incr (`sign` = 1) and decr (`sign` = -1).
-pub async fn resize(ctx: &AgentContext, props: Props<'_>, sign: i64) -> Fields {
+pub async fn resize(ctx: &AgentContext, props: Props<'_>, sign: i64, caller: Caller) -> Fields {
     let handle = watcher(ctx, props.required_str("name")?).await?;
-    let nb = props.opt_int("nb", 0, 100_000)?.unwrap_or(1);
+    let nb = props
+        .opt_int("nb", 0, i64::from(MAX_NUMPROCESSES))?
+        .unwrap_or(1);
     let waiting = props.waiting()?;
     let view = handle.view();
     if view.config.singleton {
@@ -191,8 +195,12 @@ pub async fn resize(ctx: &AgentContext, props: Props<'_>, sign: i64) -> Fields {
             ("singleton", json!(true)),
         ]));
     }
+    let current = view.config.numprocesses;
+    let what = format!("incr '{}'", handle.name);
+    check_remote_numprocesses(caller, &what, current, i64::from(current) + sign * nb)?;
     let result = run_on(&handle, waiting, |reply| WatcherMsg::Resize {
         delta: sign * nb,
+        ceiling: numprocesses_ceiling(caller),
         reply,
     })
     .await?;

@@ -1,13 +1,14 @@
 //! add, rm, quit, reloadconfig: changes to the set of watchers and to the agent itself.
 
 use super::lifecycle::run_on;
-use super::{fields, AgentContext, Fields, Props};
+use super::options::check_remote_numprocesses;
+use super::{fields, AgentContext, Caller, Fields, Props};
 use crate::watcher::WatcherMsg;
 use serde_json::{json, Map, Value};
 use troupe::config::{check_watcher_name, AgentConfig, WatcherConfig};
 use troupe::protocol::CommandError;
 
-pub async fn add(ctx: &AgentContext, props: Props<'_>) -> Fields {
+pub async fn add(ctx: &AgentContext, props: Props<'_>, caller: Caller) -> Fields {
     let name = props.required_str("name")?;
     let cmd = props.required_str("cmd")?;
     check_watcher_name(name).map_err(CommandError::message)?;
@@ -32,6 +33,8 @@ pub async fn add(ctx: &AgentContext, props: Props<'_>) -> Fields {
         None => {}
     }
     config.check().map_err(CommandError::message)?;
+    let what = format!("add '{name}'");
+    check_remote_numprocesses(caller, &what, 0, config.numprocesses.into())?;
     let handle = ctx.arbiter.add(config).await?;
     if !props.bool_or("start", false)? {
         return Ok(Map::new());

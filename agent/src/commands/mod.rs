@@ -61,7 +61,7 @@ pub async fn dispatch(ctx: &AgentContext, request: &Request, caller: Caller) -> 
     )?;
     let props = Props(&request.properties);
     match request.command.as_str() {
-        "add" => manage::add(ctx, props).await,
+        "add" => manage::add(ctx, props, caller).await,
         "rm" => manage::rm(ctx, props).await,
         "quit" => manage::quit(ctx, props).await,
         "reloadconfig" => manage::reloadconfig(ctx, props).await,
@@ -69,8 +69,8 @@ pub async fn dispatch(ctx: &AgentContext, request: &Request, caller: Caller) -> 
         "stop" => lifecycle::stop(ctx, props).await,
         "restart" => lifecycle::restart(ctx, props).await,
         "reload" => lifecycle::reload(ctx, props).await,
-        "incr" => lifecycle::resize(ctx, props, 1).await,
-        "decr" => lifecycle::resize(ctx, props, -1).await,
+        "incr" => lifecycle::resize(ctx, props, 1, caller).await,
+        "decr" => lifecycle::resize(ctx, props, -1, caller).await,
         "signal" => signals::signal(ctx, props).await,
         "kill" => signals::kill(ctx, props).await,
         "list" => inspect::list(ctx, props).await,
@@ -84,7 +84,7 @@ pub async fn dispatch(ctx: &AgentContext, request: &Request, caller: Caller) -> 
         "configure" => configure::configure(ctx, props).await,
         "reset" => reset::reset(ctx, props).await,
         "get" => options::get(ctx, props).await,
-        "set" => options::set(ctx, props).await,
+        "set" => options::set(ctx, props, caller).await,
         "options" => options::options(ctx, props).await,
         "globaloptions" => options::globaloptions(ctx, props),
         "listen" => Err(CommandError::message(

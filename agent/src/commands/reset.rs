@@ -1,7 +1,7 @@
 //! reset: stops a watcher, empties its data dirs, runs its reset_hook, starts it again.
 
 use super::{matching, AgentContext, Fields, Props};
-use crate::reset::{check, run_hook, wipe, Bounds, Target};
+use crate::reset::{check, identity, open_dir, run_hook, wipe, Bounds, Target};
 use crate::watcher::{WatcherHandle, WatcherMsg, WatcherState};
 use serde_json::Value;
 use troupe::config::WatcherConfig;
@@ -36,7 +36,8 @@ pub async fn reset(ctx: &AgentContext, props: Props<'_>) -> Fields {
         skipped: Vec::new(),
         warnings: Vec::new(),
     };
-    // Every path of every watcher is checked before anything is stopped or deleted.
+    // Every dir of every watcher is opened and checked before anything is stopped or deleted;
+    // what is wiped later is what was opened now, whatever is at its path by then.
     let mut plans = Vec::new();
     for handle in handles {
         let config = handle.view().config;
@@ -81,7 +82,7 @@ async fn reset_one(
     let Plan {
         handle,
         config,
-        targets,
+        mut targets,
     } = plan;
     let name = &handle.name;
     let left_stopped = |what: String| {
@@ -93,18 +94,29 @@ async fn reset_one(
     if was_running {
         handle.call(WatcherMsg::Stop).await?;
     }
-    for target in &targets {
-        let bytes = match target.real.clone() {
+    for target in &mut targets {
+        let declared = target.declared.clone();
+        let dir = target.dir.take();
+        let opened = dir.as_ref().and_then(identity);
+        let bytes = match dir {
             None => 0,
-            Some(real) => tokio::task::spawn_blocking(move || wipe(&real))
+            Some(dir) => tokio::task::spawn_blocking(move || wipe(dir.fd))
                 .await
                 .map_err(|e| left_stopped(format!("wipe task failed: {e}")))?
-                .map_err(|e| {
-                    left_stopped(format!("cannot wipe {}: {e}", target.declared.display()))
-                })?,
+                .map_err(|e| left_stopped(format!("cannot wipe {}: {e}", declared.display())))?,
         };
+        // Someone moved the dir or put something at its path while the watcher stopped: the
+        // service must not start on that, nor the hook write there.
+        if !still_leads_to(&declared, opened) {
+            return Err(left_stopped(format!(
+                "data_dir {} changed while the watcher stopped: what was there before the stop \
+                 was emptied ({bytes} bytes), what is at that path now was left alone and the \
+                 reset_hook was not run",
+                declared.display()
+            )));
+        }
         reply.wiped.push(WipedPath {
-            path: target.declared.display().to_string(),
+            path: declared.display().to_string(),
             bytes,
         });
     }
@@ -139,4 +151,13 @@ async fn reset_one(
         reply.restarted.push(name.clone());
     }
     Ok(())
+}
+
+/// Whether `declared` still leads to the directory that was opened (by device and inode), or
+/// still to nothing when there was none.
+fn still_leads_to(declared: &std::path::Path, opened: Option<(libc::dev_t, libc::ino_t)>) -> bool {
+    match open_dir(declared) {
+        Ok(now) => now.as_ref().and_then(identity) == opened,
+        Err(_) => false,
+    }
 }

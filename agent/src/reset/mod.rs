@@ -3,11 +3,14 @@
 //! `commands/reset.rs`; this module owns the rules and the filesystem work.
 
 mod hook;
+mod open;
 mod wipe;
 
 pub use hook::run_hook;
+pub use open::{identity, open_dir, OpenedDir};
 pub use wipe::wipe;
 
+use open::OpenError;
 use std::path::{Path, PathBuf};
 use troupe::config::{check_data_dir, DataDirRefusal, DataDirRule};
 
@@ -20,35 +23,37 @@ pub struct Bounds {
     pub state_dir: PathBuf,
 }
 
-/// A data dir that passed every rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A data dir that passed every rule, held open so that nothing swapped in at its path
+/// later (while the watcher stops) is what gets wiped.
+#[derive(Debug)]
 pub struct Target {
     /// As the config declares it (normalized).
     pub declared: PathBuf,
-    /// The real directory (symlinks resolved), None when it does not exist: nothing to wipe.
-    pub real: Option<PathBuf>,
+    /// The directory, None when it does not exist: nothing to wipe.
+    pub dir: Option<OpenedDir>,
 }
 
-/// Checks one data dir against every rule. The rules that need no filesystem were checked
-/// when the config was loaded too; they are checked again on the real path, so a symlink
-/// cannot lead a reset to `/etc`.
+/// Opens one data dir (see [`open_dir`]) and checks it against every rule. The rules that need
+/// no filesystem were checked when the config was loaded too; they are checked again on the
+/// real path the dir was opened by, so a symlink cannot lead a reset to `/etc`.
 pub fn check(path: &Path, bounds: &Bounds) -> Result<Target, DataDirRefusal> {
     let declared = check_data_dir(path)?;
     let refuse = |rule| DataDirRefusal {
         path: declared.clone(),
         rule,
     };
-    let real = match std::fs::canonicalize(&declared) {
-        Ok(real) => Some(check_data_dir(&real).map_err(|r| refuse(r.rule))?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(_) => return Err(refuse(DataDirRule::IsDirectory)),
-    };
-    if let Some(real) = &real {
-        if !real.is_dir() {
-            return Err(refuse(DataDirRule::IsDirectory));
-        }
+    let dir = open_dir(&declared).map_err(|e| {
+        tracing::debug!(path = %declared.display(), "data dir not opened: {e:?}");
+        refuse(match e {
+            OpenError::ForeignSymlink(_) => DataDirRule::NoForeignSymlink,
+            OpenError::NotDirectory(_) | OpenError::Io(..) => DataDirRule::IsDirectory,
+        })
+    })?;
+    if let Some(dir) = &dir {
+        check_data_dir(&dir.real).map_err(|r| refuse(r.rule))?;
     }
-    let effective = real.as_deref().unwrap_or(&declared);
+    let real = dir.as_ref().map(|d| d.real.as_path());
+    let effective = real.unwrap_or(&declared);
     if let Some(root) = &bounds.data_root {
         let below = |p: &Path, root: &Path| p.starts_with(root) && p != root;
         let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
@@ -63,7 +68,7 @@ pub fn check(path: &Path, bounds: &Bounds) -> Result<Target, DataDirRefusal> {
     if real_state.starts_with(effective) || bounds.state_dir.starts_with(&declared) {
         return Err(refuse(DataDirRule::NotStateDir));
     }
-    Ok(Target { declared, real })
+    Ok(Target { declared, dir })
 }
 
 #[cfg(test)]

@@ -1,44 +1,67 @@
-//! Deleting a directory's contents without ever following a symlink out of it.
+//! Deleting a directory's contents by descriptor, never by path, never following a symlink.
 
-use std::fs;
+use nix::dir::Dir;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 
-/// Deletes everything inside `dir` (not `dir` itself) and returns the bytes of regular files
-/// removed. A symlink inside is removed as a link; its target is never read or touched.
-pub fn wipe(dir: &Path) -> io::Result<u64> {
-    let mut bytes = 0;
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        // symlink_metadata: the entry itself, never what a link points at.
-        let meta = fs::symlink_metadata(&path)?;
-        if meta.is_dir() {
-            bytes += size_of_tree(&path)?;
-            // std's remove_dir_all does not follow symlinks (and is race-safe on Linux).
-            fs::remove_dir_all(&path)?;
-        } else {
-            if meta.is_file() {
-                bytes += meta.len();
-            }
-            fs::remove_file(&path)?;
-        }
-    }
-    Ok(bytes)
+/// One directory being emptied: its descriptor, the entries still to remove, and its name in
+/// the directory above (none for the top, which stays).
+struct Level {
+    dir: OwnedFd,
+    entries: Vec<OsString>,
+    name: Option<OsString>,
 }
 
-/// Bytes of the regular files below `dir`, not following symlinks.
-fn size_of_tree(dir: &Path) -> io::Result<u64> {
-    let mut bytes = 0;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir)? {
+impl Level {
+    fn open(dir: OwnedFd, name: Option<OsString>) -> io::Result<Level> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut listing = Dir::openat(&dir, ".", flags, Mode::empty())?;
+        let mut entries = Vec::new();
+        for entry in listing.iter() {
             let entry = entry?;
-            let meta = fs::symlink_metadata(entry.path())?;
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else if meta.is_file() {
-                bytes += meta.len();
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name != "." && name != ".." {
+                entries.push(name.to_os_string());
             }
+        }
+        Ok(Level { dir, entries, name })
+    }
+}
+
+/// Deletes everything inside the directory open at `top` (not the directory itself) and
+/// returns the bytes of regular files removed. Each entry is looked at without following it
+/// and removed relative to its parent's descriptor; a subdirectory is opened with `O_NOFOLLOW`
+/// and emptied the same way, so a symlink is removed as a link, and an entry swapped for a
+/// symlink while the wipe runs makes it fail rather than lead it out. Iterative, so a deep
+/// tree costs a descriptor per level and no stack.
+pub fn wipe(top: OwnedFd) -> io::Result<u64> {
+    let mut bytes = 0;
+    let mut levels = vec![Level::open(top, None)?];
+    while let Some(level) = levels.last_mut() {
+        let Some(name) = level.entries.pop() else {
+            let done = levels.pop().expect("looked at just now");
+            if let (Some(parent), Some(name)) = (levels.last(), done.name) {
+                unlinkat(&parent.dir, name.as_os_str(), UnlinkatFlags::RemoveDir)?;
+            }
+            continue;
+        };
+        let entry = fstatat(&level.dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let kind = SFlag::from_bits_truncate(entry.st_mode) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFDIR {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let dir = openat(&level.dir, name.as_os_str(), flags, Mode::empty())?;
+            let below = Level::open(dir, Some(name))?;
+            levels.push(below);
+        } else {
+            if kind == SFlag::S_IFREG {
+                bytes += entry.st_size as u64;
+            }
+            unlinkat(&level.dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)?;
         }
     }
     Ok(bytes)

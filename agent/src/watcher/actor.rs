@@ -161,8 +161,12 @@ impl WatcherActor {
             } => {
                 let _ = reply.send(self.reload(graceful, sequential).await);
             }
-            WatcherMsg::Resize { delta, reply } => {
-                let _ = reply.send(Ok(self.resize(delta).await));
+            WatcherMsg::Resize {
+                delta,
+                ceiling,
+                reply,
+            } => {
+                let _ = reply.send(Ok(self.resize(delta, ceiling).await));
             }
             WatcherMsg::Set {
                 options,
@@ -424,11 +428,14 @@ impl WatcherActor {
         Ok(transition)
     }
 
-    async fn resize(&mut self, delta: i64) -> u32 {
+    async fn resize(&mut self, delta: i64, ceiling: u32) -> u32 {
         if self.config.singleton {
             return self.config.numprocesses;
         }
-        let target = (i64::from(self.config.numprocesses) + delta).clamp(0, 100_000);
+        // The caller checked the ceiling against what it saw; requests queued together could
+        // still add up past it, so it holds here too.
+        let ceiling = ceiling.max(self.config.numprocesses);
+        let target = (i64::from(self.config.numprocesses) + delta).clamp(0, i64::from(ceiling));
         self.config.numprocesses = target as u32;
         if self.state == WatcherState::Active {
             self.maintain().await;

@@ -92,9 +92,11 @@ pub enum WatcherMsg {
         sequential: bool,
         reply: Reply<Transition>,
     },
-    /// incr (positive) / decr (negative); replies with the new numprocesses.
+    /// incr (positive) / decr (negative), growing to `ceiling` at most (or the current count
+    /// when that is higher); replies with the new numprocesses.
     Resize {
         delta: i64,
+        ceiling: u32,
         reply: Reply<u32>,
     },
     /// Applies options, replying once they are applied (or, with `waiting`, once the reload
