@@ -18,8 +18,8 @@ pub mod limits;
 pub mod logging;
 pub mod protocol;
 pub mod sockets;
-pub mod zap;
 pub mod subscribers;
+pub mod zap;
 
 /// troupe's version, reported by `nodeinfo` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -5,8 +5,10 @@ use std::path::Path;
 
 const ID_FILE: &str = "node-id";
 
-/// Reads the node id from `state_dir`, creating the dir and a fresh id on first boot.
+/// Reads the node id from `state_dir`, creating the dir and a fresh id on first boot; a state
+/// dir others may write is refused ([`crate::state_dir`]).
 pub fn load_or_create(state_dir: &Path) -> anyhow::Result<String> {
+    crate::state_dir::prepare(state_dir)?;
     let path = state_dir.join(ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -16,8 +18,6 @@ pub fn load_or_create(state_dir: &Path) -> anyhow::Result<String> {
             Ok(id.to_string())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(state_dir)
-                .with_context(|| format!("creating state dir {}", state_dir.display()))?;
             let id = uuid::Uuid::new_v4().to_string();
             let tmp = state_dir.join(format!("{ID_FILE}.tmp"));
             std::fs::write(&tmp, format!("{id}\n"))

@@ -10,6 +10,7 @@
 //! - [`sampler`], [`output`]: process statistics and output capture.
 //! - [`announce`]: mDNS announcement, Circus UDP discovery answers, registration with a master.
 //! - [`configure`], [`reset`]: rendering service configs from the peer list; wiping data dirs.
+//! - [`identity`], [`state_dir`]: the node id, kept in a state dir only the agent's user may write.
 
 pub mod announce;
 pub mod arbiter;
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod output;
 pub mod reset;
 pub mod sampler;
+pub mod state_dir;
 pub mod stats;
 pub mod watcher;
 
