@@ -5,6 +5,7 @@
 
 pub mod controller;
 mod data_dir;
+pub mod names;
 mod service;
 pub mod value;
 mod watcher;
