@@ -385,7 +385,8 @@ mod tests {
         use crate::membership::{MembershipMsg, NodeFacts, Source};
         let zmq = zmq::Context::new();
         let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
-        let membership = MembershipHandle::spawn("links-test", None);
+        let membership =
+            MembershipHandle::spawn("links-test", None, crate::discovery::Admission::Open);
         let (links, _task) = Links::spawn(zmq.clone(), Some(membership.clone()));
         let settle = || tokio::time::sleep(Duration::from_millis(100));
         // Not a member (yet): used, then closed.
