@@ -578,3 +578,61 @@ fn table_full(refused: u64) -> CommandError {
 fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troupe::config::controller::ControllerConfig;
+
+    fn settings(state_dir: &std::path::Path) -> Settings {
+        Settings {
+            config: ControllerConfig {
+                state_dir: state_dir.to_path_buf(),
+                ..ControllerConfig::default()
+            },
+            probe: parse_targets("10.0.0.1").unwrap(),
+            seeds: Default::default(),
+            multicast: false,
+            expect: None,
+        }
+    }
+
+    #[test]
+    fn a_clients_range_may_not_reach_this_host_nor_exceed_the_remote_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        let ranges = cluster_ranges(&settings, "10.1.0.0/22").unwrap();
+        assert_eq!(ranges.operator, settings.probe);
+        assert_eq!(ranges.requested.len(), 1022);
+        let refused = |range: &str| cluster_ranges(&settings, range).unwrap_err().reason;
+        assert!(refused("127.0.0.1").contains("own host"));
+        assert!(refused("10.0.0.2,0.0.0.0").contains("0.0.0.0:5555"));
+        let too_large = refused("10.1.0.0-10.1.4.0");
+        assert!(
+            too_large.contains("1025 addresses") && too_large.contains("SERVE_REMOTE_SWEEP"),
+            "{too_large}"
+        );
+        assert!(refused("10.0.0.300").contains("octet"));
+    }
+
+    #[test]
+    fn a_range_troupe_cluster_remembered_in_serves_state_dir_is_the_operators() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        for range in ["127.0.0.1-16", "10.0.0.0/8"] {
+            assert!(cluster_ranges(&settings, range).is_err(), "{range}");
+            ControllerState {
+                probe: vec![range.into()],
+                expect: None,
+            }
+            .save(dir.path())
+            .unwrap();
+            let ranges = cluster_ranges(&settings, range).unwrap();
+            assert!(ranges.requested.is_empty(), "{range}");
+            assert_eq!(
+                ranges.operator.len(),
+                1 + parse_targets(range).unwrap().len()
+            );
+        }
+    }
+}
