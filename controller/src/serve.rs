@@ -205,16 +205,15 @@ struct ServeContext {
     links: crate::links::Links,
 }
 
-/// One control message: where to send the reply, the body, and the peer's address.
+/// Where a control message came from and where its reply goes.
 struct Received {
     envelope: Vec<Vec<u8>>,
-    body: Vec<u8>,
     peer: Peer,
 }
 
 impl Received {
-    /// None for a message without a body frame.
-    fn read(message: tmq::Multipart) -> Option<Received> {
+    /// The message's origin and its body frame; None for a message without one.
+    fn read(message: tmq::Multipart) -> Option<(Received, zmq::Message)> {
         let mut frames: Vec<zmq::Message> = message.into_iter().collect();
         let mut body = frames.pop()?;
         // ZeroMQ tells a TCP peer's address in the message metadata; anything else (no
@@ -222,11 +221,8 @@ impl Received {
         let peer = body
             .gets("Peer-Address")
             .and_then(|address| address.parse().ok());
-        Some(Received {
-            envelope: frames.iter().map(|frame| frame.to_vec()).collect(),
-            body: body.to_vec(),
-            peer,
-        })
+        let envelope = frames.iter().map(|frame| frame.to_vec()).collect();
+        Some((Received { envelope, peer }, body))
     }
 
     /// The frames of `reply` to this message, or None when nothing goes back.
@@ -266,8 +262,8 @@ async fn control_loop(mut router: tmq::router::Router, context: Arc<ServeContext
             }
             incoming = router.next() => {
                 let Some(Ok(message)) = incoming else { return };
-                let Some(received) = Received::read(message) else { continue };
-                match Request::decode(&received.body, max_bytes) {
+                let Some((received, body)) = Received::read(message) else { continue };
+                match Request::decode(&body, max_bytes) {
                     Err(bad) => received.reply(&error_reply(&bad.error, &bad.id), false),
                     Ok(request) => match gate.admit(&request.command, received.peer, Instant::now()) {
                         Err(bound) => {

@@ -457,3 +457,59 @@ fn serve_does_not_adopt_a_forged_mdns_record_pointing_at_its_loopback() {
         "{nodes:#?}"
     );
 }
+
+/// The rule an operator gets on one host: agents in a namespace with only `lo` announce
+/// 127.0.0.1 over mDNS, and serve adopts them when its operator named that address (here a
+/// `probe` entry of troupe.toml, swept once at start and then hourly, so what adopts the agent
+/// is its mDNS record); a serve told nothing adopts nothing on its own host.
+#[test]
+#[ignore = "needs root"]
+fn serve_adopts_an_mdns_record_on_its_own_host_only_where_its_operator_named_it() {
+    let host = Host {
+        ns: crate::support::netns::Netns::new("sd-lo"),
+        address: "127.0.0.1".into(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("troupe.toml");
+    std::fs::write(
+        &config,
+        "probe = [\"127.0.0.1\"]\nprobe_interval = \"1h\"\n",
+    )
+    .expect("write");
+    let config = config.display().to_string();
+    let named = HostServe::start(&host, true, &["--config", &config]);
+
+    std::fs::write(
+        dir.path().join("troupe-agent.toml"),
+        format!(
+            "[agent]\nname = \"lo-node\"\nbind = \"0.0.0.0\"\nmdns = true\nstate_dir = \"{}\"\n\n{WATCHER}",
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("write the agent's config");
+    let mut command = host.command(crate::support::bin("troupe-agent"));
+    command
+        .arg("--config")
+        .arg(dir.path().join("troupe-agent.toml"));
+    let _agent = crate::support::Daemon::spawn(
+        "troupe-agent (lo only)",
+        command,
+        &dir.path().join("agent.log"),
+    );
+    wait_for(
+        "the agent to be adopted by mDNS",
+        Duration::from_secs(20),
+        || serve_sources(&named, &host, "lo-node").is_some_and(|s| s == [json!("mdns")]),
+    );
+    drop(named);
+
+    let unnamed = HostServe::start(&host, true, &[]);
+    never_a_member(&unnamed, &host, "lo-node", Duration::from_secs(4));
+}
+
+/// How serve found the member `name`, if it is one.
+fn serve_sources(serve: &HostServe, host: &Host, name: &str) -> Option<Vec<Value>> {
+    let nodes = serve.nodes(host);
+    let node = nodes.iter().find(|n| n["name"] == name)?;
+    node["source"].as_array().cloned()
+}

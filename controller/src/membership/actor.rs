@@ -352,11 +352,15 @@ impl Actor {
         let mut members: Vec<Member> = self.table.members().cloned().collect();
         members.sort_by(|a, b| a.name.cmp(&b.name).then(a.endpoint.cmp(&b.endpoint)));
         self.view.send_replace(members);
-        self.refused.send_if_modified(|refused| {
-            let changed = *refused != self.table.refused();
-            *refused = self.table.refused();
-            changed
-        });
+        let refused = self.table.refused();
+        if refused != *self.refused.borrow() {
+            tracing::warn!(
+                "{refused} new members not adopted so far: the member table is full of alive \
+                 and suspect members (troupe::bounds::MAX_MEMBERS = {})",
+                troupe::bounds::MAX_MEMBERS
+            );
+            self.refused.send_replace(refused);
+        }
         self.view_stale = false;
         for event in events {
             let member = self.table.get(&event.key);
