@@ -177,6 +177,7 @@ fn start_controller(range: &str) -> anyhow::Result<(MembershipHandle, KeepRunnin
         seeds: Default::default(),
         probe_interval: Duration::from_secs(2),
         limits: Default::default(),
+        admission: Default::default(),
     };
     let (membership, discovery) = Discovery::start(sources)?;
     Ok((membership, Box::new(discovery)))

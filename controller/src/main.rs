@@ -295,6 +295,13 @@ fn main() -> ExitCode {
                     CLUSTER_SWEEP_TIMEOUT,
                 )
                 .await?;
+                if reply["status"] != "ok" {
+                    anyhow::bail!(
+                        "cluster: {range} remembered, but the running controller did not sweep \
+                         it: {}",
+                        reply["reason"].as_str().unwrap_or("no reason given")
+                    );
+                }
                 Some(reply["alive"].as_u64().unwrap_or_default())
             } else {
                 None

@@ -1,6 +1,7 @@
 //! Asking one endpoint what it is: a troupe agent (`nodeinfo`), a stock circusd (answers
 //! Circus commands, not troupe's), or nothing we can adopt.
 
+use crate::discovery::Admission;
 use crate::membership::NodeFacts;
 use futures::StreamExt;
 use serde_json::Map;
@@ -66,7 +67,13 @@ pub async fn probe_on(socket: &mut Dealer, endpoint: &str, timeout: Duration) ->
     };
     if reply["status"] == "ok" {
         return match serde_json::from_value::<NodeInfo>(reply["node"].clone()) {
-            Ok(info) => Probed::Node(NodeFacts::Troupe(Box::new(info))),
+            Ok(info) => match check_node_info(&info) {
+                Ok(()) => Probed::Node(NodeFacts::Troupe(Box::new(info))),
+                Err(e) => {
+                    tracing::debug!(endpoint, "nodeinfo refused: {e}");
+                    Probed::Nothing
+                }
+            },
             Err(e) => {
                 tracing::debug!(endpoint, "nodeinfo reply not understood: {e}");
                 Probed::Nothing
@@ -84,16 +91,31 @@ pub async fn probe_on(socket: &mut Dealer, endpoint: &str, timeout: Duration) ->
     }
 }
 
-/// Probes every target, at most `limits.concurrency` at once, and returns those that are
-/// nodes, with their endpoints.
+/// The strings of a `nodeinfo` reply that membership keeps and passes on (event topics
+/// `node.<name>.join`, the peer lists `configure` pushes): checked by the config's rules.
+pub fn check_node_info(info: &NodeInfo) -> Result<(), String> {
+    use troupe::config::names::{check_name, check_node_id};
+    check_node_id(&info.id).map_err(|e| format!("id: {e}"))?;
+    check_name(&info.name).map_err(|e| format!("name: {e}"))?;
+    check_name(&info.cluster).map_err(|e| format!("cluster: {e}"))?;
+    Ok(())
+}
+
+/// Probes every target that `admission` admits once resolved, at most `limits.concurrency`
+/// at once, and returns those that are nodes, with their endpoints.
 pub async fn sweep(
     context: &zmq::Context,
     targets: &ProbeTargets,
     limits: ProbeLimits,
+    admission: &Admission,
 ) -> Vec<(String, NodeFacts)> {
     futures::stream::iter(targets.iter())
         .map(|target| async move {
             let address = resolve(&target).await?;
+            if !admission.admits(address) {
+                tracing::debug!(%target, %address, "not probed: on this host and not named by the operator");
+                return None;
+            }
             let connect = tokio::net::TcpStream::connect(address);
             match tokio::time::timeout(limits.connect_timeout, connect).await {
                 Ok(Ok(_stream)) => {}

@@ -3,21 +3,35 @@
 //! stats_history), an events socket publishing `node.<name>.join|suspect|down|leave|update`,
 //! and a stats socket re-publishing every member's stats (see [`crate::stats`]). Commands for
 //! members go out on connections kept across requests (see [`crate::links`]).
+//!
+//! serve acts for whoever reaches its port, so it must not lend them what they could not do
+//! themselves (SECURITY.md): it never forwards a command that brings code, adopts a
+//! registered endpoint only on the address the registration came from, and adopts nothing
+//! on its own host that its operator did not name ([`crate::discovery::admission`]). What a
+//! client can make it hold is bounded ([`gate`], [`troupe::bounds`]).
+
+mod gate;
+mod registration;
 
 use crate::broadcast::{reply_ok, select};
 use crate::command::alive_targets;
-use crate::discovery::{Discovery, Sources};
-use crate::membership::{MemberState, MembershipHandle, MembershipMsg, Source};
+use crate::discovery::{Admission, Discovery, Ranges, Sources};
+use crate::membership::{table, MemberState, MembershipHandle, MembershipMsg, Source};
 use crate::settings::Settings;
+use crate::state::ControllerState;
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
+use gate::{Gate, Peer};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
-use troupe::discovery::{parse_targets, ProbeTargets};
-use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Registration, Request};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use troupe::bounds::{MAX_MEMBERS, SERVE_REMOTE_SWEEP_ADDRESSES};
+use troupe::discovery::parse_targets;
+use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Request};
 
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -59,7 +73,12 @@ impl Drop for Serving {
 /// Binds the controller's sockets and starts discovery, membership and the control loop.
 pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     let serve = settings.config.serve.clone();
-    let (membership, discovery) = Discovery::start(sources(&settings))?;
+    let admission = operator_admission(&settings);
+    let sources = Sources {
+        admission: admission.clone(),
+        ..sources(&settings)
+    };
+    let (membership, discovery) = Discovery::start(sources)?;
     let zmq = troupe::sockets::ServerContext::new(troupe::zap::Policy::default())
         .context("starting the ZAP handler")?;
     let control_endpoint = format!("tcp://{}:{}", serve.bind, serve.control_port);
@@ -94,6 +113,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     tracing::info!(control = %control_endpoint, events = %events_endpoint, stats = %stats_endpoint, multicast = settings.multicast, "troupe serve ready");
     let context = Arc::new(ServeContext {
         membership: membership.clone(),
+        admission,
         discovery,
         settings,
         stats,
@@ -170,65 +190,133 @@ pub fn sources(settings: &Settings) -> Sources {
         seeds: settings.seeds.clone(),
         probe_interval: settings.config.probe_interval,
         limits: Default::default(),
+        admission: Admission::Open,
     }
+}
+
+/// serve's own host is adopted only where its operator's ranges and seeds name it.
+fn operator_admission(settings: &Settings) -> Admission {
+    let mut named = settings.probe.clone();
+    named.append(settings.seeds.clone());
+    Admission::OperatorNamed(named)
 }
 
 struct ServeContext {
     membership: MembershipHandle,
+    admission: Admission,
     discovery: Discovery,
     settings: Settings,
     stats: crate::stats::StatsHandle,
     links: crate::links::Links,
 }
 
+/// Where a control message came from and where its reply goes.
+struct Received {
+    envelope: Vec<Vec<u8>>,
+    peer: Peer,
+}
+
+impl Received {
+    /// The message's origin and its body frame; None for a message without one.
+    fn read(message: tmq::Multipart) -> Option<(Received, zmq::Message)> {
+        let mut frames: Vec<zmq::Message> = message.into_iter().collect();
+        let mut body = frames.pop()?;
+        // ZeroMQ tells a TCP peer's address in the message metadata; anything else (no
+        // address, or one that does not parse) is an unknown sender.
+        let peer = body
+            .gets("Peer-Address")
+            .and_then(|address| address.parse().ok());
+        let envelope = frames.iter().map(|frame| frame.to_vec()).collect();
+        Some((Received { envelope, peer }, body))
+    }
+
+    /// The frames of `reply` to this message, or None when nothing goes back.
+    fn reply(self, reply: &Value, cast: bool) -> Option<Vec<Vec<u8>>> {
+        if cast || self.envelope.is_empty() {
+            return None;
+        }
+        let mut out = self.envelope;
+        out.push(reply.to_string().into_bytes());
+        Some(out)
+    }
+}
+
+/// Decodes each message in the loop, asks the [`Gate`] (requests in flight, the rate of
+/// `register_node`), and runs what it admits as a task of its own, so a slow request (a
+/// sweep, a frozen node) holds up no other; one it refuses is answered at once. The loop owns
+/// the gate and the running tasks, whose replies come back through the [`JoinSet`].
 async fn control_loop(mut router: tmq::router::Router, context: Arc<ServeContext>) {
-    let (replies_tx, mut replies) = mpsc::unbounded_channel::<Vec<Vec<u8>>>();
+    let max_bytes = troupe::config::DEFAULT_MAX_MESSAGE_SIZE as usize;
+    let mut gate = Gate::new(Instant::now());
+    let mut running = JoinSet::new();
+    let mut peers: HashMap<tokio::task::Id, Peer> = HashMap::new();
     loop {
-        tokio::select! {
-            Some(frames) = replies.recv() => {
-                let _ = router.send(tmq::Multipart::from(frames)).await;
+        let reply = tokio::select! {
+            Some(done) = running.join_next_with_id() => {
+                let (id, reply) = match done {
+                    Ok((id, reply)) => (id, reply),
+                    Err(failed) => {
+                        tracing::error!("a control request failed: {failed}");
+                        (failed.id(), None)
+                    }
+                };
+                if let Some(peer) = peers.remove(&id) {
+                    gate.finished(peer);
+                }
+                reply
             }
             incoming = router.next() => {
                 let Some(Ok(message)) = incoming else { return };
-                let frames: Vec<Vec<u8>> = message.iter().map(|m| m.to_vec()).collect();
-                let context = context.clone();
-                let replies = replies_tx.clone();
-                tokio::spawn(async move {
-                    if let Some(reply) = handle_frames(frames, &context).await {
-                        let _ = replies.send(reply);
-                    }
-                });
+                let Some((received, body)) = Received::read(message) else { continue };
+                match Request::decode(&body, max_bytes) {
+                    Err(bad) => received.reply(&error_reply(&bad.error, &bad.id), false),
+                    Ok(request) => match gate.admit(&request.command, received.peer, Instant::now()) {
+                        Err(bound) => {
+                            let cast = request.cast;
+                            received.reply(&error_reply(&bound, &request.id), cast)
+                        }
+                        Ok(()) => {
+                            let peer = received.peer;
+                            let task = running.spawn(answer(request, received, context.clone()));
+                            peers.insert(task.id(), peer);
+                            None
+                        }
+                    },
+                }
             }
+        };
+        if let Some(frames) = reply {
+            let _ = router.send(tmq::Multipart::from(frames)).await;
         }
     }
 }
 
-async fn handle_frames(mut frames: Vec<Vec<u8>>, context: &ServeContext) -> Option<Vec<Vec<u8>>> {
-    let body = frames.pop()?;
-    let envelope = frames;
-    let (reply, cast) =
-        match Request::decode(&body, troupe::config::DEFAULT_MAX_MESSAGE_SIZE as usize) {
-            Err(bad) => (error_reply(&bad.error, &bad.id), false),
-            Ok(request) => {
-                let reply = match handle(&request, context).await {
-                    Ok(fields) => ok_reply(fields, &request.id),
-                    Err(error) => error_reply(&error, &request.id),
-                };
-                (reply, request.cast)
-            }
-        };
-    if cast || envelope.is_empty() {
-        return None;
-    }
-    let mut out = envelope;
-    out.push(reply.to_string().into_bytes());
-    Some(out)
+/// Handles one admitted request; its reply frames, unless it was a cast.
+async fn answer(
+    request: Request,
+    received: Received,
+    context: Arc<ServeContext>,
+) -> Option<Vec<Vec<u8>>> {
+    let reply = match handle(&request, received.peer, &context).await {
+        Ok(fields) => ok_reply(fields, &request.id),
+        Err(error) => error_reply(&error, &request.id),
+    };
+    received.reply(&reply, request.cast)
 }
 
 async fn handle(
     request: &Request,
+    peer: Peer,
     context: &ServeContext,
 ) -> Result<Map<String, Value>, CommandError> {
+    if let Some(code) = request.brings_code() {
+        return Err(CommandError::command(format!(
+            "troupe serve never forwards '{code}': it brings code to a node. Run it on the node \
+             itself, over the agent's owner-only Unix socket: troupe ctl \
+             ipc://<state_dir>/control.sock {} ... (or circusctl --endpoint ipc://...)",
+            request.command
+        )));
+    }
     // Before forwarding: `node` is a filter for these, not a destination.
     if let Some(reply) = crate::stats::control::handle(request, &context.stats).await {
         return reply;
@@ -239,13 +327,18 @@ async fn handle(
     let props = Value::Object(request.properties.clone());
     match request.command.as_str() {
         "register_node" => {
-            let registration: Registration = serde_json::from_value(props)
-                .map_err(|e| CommandError::message(format!("register_node: {e}")))?;
-            if registration.cluster != context.settings.config.cluster {
-                return Err(CommandError::command(format!(
-                    "this controller serves cluster '{}', not '{}'",
-                    context.settings.config.cluster, registration.cluster
-                )));
+            let registration = registration::check_registration(
+                &request.properties,
+                peer,
+                &context.settings.config.cluster,
+                &context.admission,
+            )?;
+            let members = context.membership.members();
+            let known = members
+                .iter()
+                .any(|m| m.id.as_deref() == Some(registration.id.as_str()));
+            if !known && table::is_full(&members) {
+                return Err(table_full(1));
             }
             context
                 .membership
@@ -257,14 +350,11 @@ async fn handle(
             Ok(fields([("node", json!(registration.name))]))
         }
         "unregister_node" => {
-            let id = props["id"]
-                .as_str()
-                .ok_or_else(|| CommandError::message("message invalid 'id' is missing"))?;
+            let members = context.membership.members();
+            let id = registration::check_unregistration(&request.properties, peer, &members)?;
             context
                 .membership
-                .send(MembershipMsg::Goodbye {
-                    id_or_endpoint: id.to_string(),
-                })
+                .send(MembershipMsg::Goodbye { id_or_endpoint: id })
                 .await;
             Ok(Map::new())
         }
@@ -276,8 +366,13 @@ async fn handle(
             let range = props["range"]
                 .as_str()
                 .ok_or_else(|| CommandError::message("message invalid 'range' is missing"))?;
-            let targets = cluster_ranges(&context.settings, range)?;
-            context.discovery.sweep_ranges(targets).await;
+            let ranges = cluster_ranges(&context.settings, range)?;
+            let refused_before = context.membership.refused();
+            context.discovery.sweep_ranges(ranges).await;
+            let refused = context.membership.refused() - refused_before;
+            if refused > 0 {
+                return Err(table_full(refused));
+            }
             let alive = context
                 .membership
                 .members()
@@ -426,16 +521,119 @@ async fn cluster_view(
     })
 }
 
-/// The configured ranges plus a new one from `cluster`.
-fn cluster_ranges(settings: &Settings, range: &str) -> Result<ProbeTargets, CommandError> {
-    let mut targets = settings.probe.clone();
-    targets.append(parse_targets(range).map_err(|e| CommandError::message(e.to_string()))?);
-    targets
-        .check_size(false)
-        .map_err(|e| CommandError::message(e.to_string()))?;
-    Ok(targets)
+/// The configured ranges plus the one a `cluster` request names. A range remembered in
+/// serve's own state dir (`troupe cluster` on this host writes it there before it asks, after
+/// checking its size against `--force`) is the operator's; any other is a client's, which may
+/// not reach this host and is swept within [`SERVE_REMOTE_SWEEP_ADDRESSES`].
+fn cluster_ranges(settings: &Settings, range: &str) -> Result<Ranges, CommandError> {
+    let targets = parse_targets(range).map_err(|e| CommandError::message(e.to_string()))?;
+    let mut ranges = Ranges {
+        operator: settings.probe.clone(),
+        requested: Default::default(),
+    };
+    if remembered_by_operator(settings, range) {
+        ranges.operator.append(targets);
+        return Ok(ranges);
+    }
+    let own_host = targets.this_host_items();
+    if !own_host.is_empty() {
+        return Err(CommandError::command(format!(
+            "cluster: {} would reach troupe serve's own host, which a client's range may not; \
+             its operator can name it with troupe serve --probe, the probe list of \
+             troupe.toml, or troupe cluster with serve's --state-dir",
+            own_host.join(", ")
+        )));
+    }
+    if targets.len() > SERVE_REMOTE_SWEEP_ADDRESSES {
+        return Err(CommandError::command(format!(
+            "cluster: {range} is {} addresses, more than a client may have troupe serve sweep \
+             (troupe::bounds::SERVE_REMOTE_SWEEP_ADDRESSES = {SERVE_REMOTE_SWEEP_ADDRESSES}); \
+             its operator can give larger ranges with troupe serve --probe, troupe.toml, or \
+             troupe cluster --force with serve's --state-dir",
+            targets.len()
+        )));
+    }
+    ranges.requested = targets;
+    Ok(ranges)
+}
+
+/// Whether `range` is one that `troupe cluster` remembered in serve's state dir.
+fn remembered_by_operator(settings: &Settings, range: &str) -> bool {
+    match ControllerState::load(&settings.config.state_dir) {
+        Ok(state) => state.probe.iter().any(|remembered| remembered == range),
+        Err(e) => {
+            tracing::warn!("{e:#}");
+            false
+        }
+    }
+}
+
+/// The error for members not adopted because the table is full.
+fn table_full(refused: u64) -> CommandError {
+    CommandError::command(format!(
+        "{refused} node(s) not adopted: the member table is full of alive and suspect members \
+         (troupe::bounds::MAX_MEMBERS = {MAX_MEMBERS})"
+    ))
 }
 
 fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troupe::config::controller::ControllerConfig;
+
+    fn settings(state_dir: &std::path::Path) -> Settings {
+        Settings {
+            config: ControllerConfig {
+                state_dir: state_dir.to_path_buf(),
+                ..ControllerConfig::default()
+            },
+            probe: parse_targets("10.0.0.1").unwrap(),
+            seeds: Default::default(),
+            multicast: false,
+            expect: None,
+        }
+    }
+
+    #[test]
+    fn a_clients_range_may_not_reach_this_host_nor_exceed_the_remote_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        let ranges = cluster_ranges(&settings, "10.1.0.0/22").unwrap();
+        assert_eq!(ranges.operator, settings.probe);
+        assert_eq!(ranges.requested.len(), 1022);
+        let refused = |range: &str| cluster_ranges(&settings, range).unwrap_err().reason;
+        assert!(refused("127.0.0.1").contains("own host"));
+        assert!(refused("10.0.0.2,0.0.0.0").contains("0.0.0.0:5555"));
+        let too_large = refused("10.1.0.0-10.1.4.0");
+        assert!(
+            too_large.contains("1025 addresses") && too_large.contains("SERVE_REMOTE_SWEEP"),
+            "{too_large}"
+        );
+        assert!(refused("10.0.0.300").contains("octet"));
+    }
+
+    #[test]
+    fn a_range_troupe_cluster_remembered_in_serves_state_dir_is_the_operators() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        for range in ["127.0.0.1-16", "10.0.0.0/8"] {
+            assert!(cluster_ranges(&settings, range).is_err(), "{range}");
+            ControllerState {
+                probe: vec![range.into()],
+                expect: None,
+            }
+            .save(dir.path())
+            .unwrap();
+            let ranges = cluster_ranges(&settings, range).unwrap();
+            assert!(ranges.requested.is_empty(), "{range}");
+            assert_eq!(
+                ranges.operator.len(),
+                1 + parse_targets(range).unwrap().len()
+            );
+        }
+    }
 }

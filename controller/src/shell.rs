@@ -172,21 +172,31 @@ fn cluster(
         .save(&settings.config.state_dir)?;
         match link {
             ClusterLink::Local { discovery, .. } => {
-                let mut all = settings.probe.clone();
-                all.append(targets);
-                runtime.block_on(discovery.sweep_ranges(all));
+                let mut operator = settings.probe.clone();
+                operator.append(targets);
+                let ranges = crate::discovery::Ranges {
+                    operator,
+                    requested: Default::default(),
+                };
+                runtime.block_on(discovery.sweep_ranges(ranges));
             }
             ClusterLink::Controller(endpoint) => {
                 let mut props = serde_json::Map::new();
                 props.insert("range".into(), serde_json::json!(range));
                 let zmq = zmq::Context::new();
                 let request = troupe::protocol::Request::new("cluster", props);
-                runtime.block_on(troupe::client::call_async(
+                let reply = runtime.block_on(troupe::client::call_async(
                     &zmq,
                     endpoint,
                     request,
                     crate::command::CLUSTER_SWEEP_TIMEOUT,
                 ))?;
+                if reply["status"] != "ok" {
+                    anyhow::bail!(
+                        "the controller did not sweep it: {}",
+                        reply["reason"].as_str().unwrap_or("no reason given")
+                    );
+                }
             }
         }
         let alive = runtime

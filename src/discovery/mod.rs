@@ -3,4 +3,4 @@
 pub mod announce;
 pub mod range;
 
-pub use range::{parse_targets, ProbeTarget, ProbeTargets, RangeError};
+pub use range::{is_this_host, parse_targets, ProbeTarget, ProbeTargets, RangeError};

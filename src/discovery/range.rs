@@ -268,6 +268,41 @@ impl ProbeTargets {
     pub fn append(&mut self, mut other: ProbeTargets) {
         self.items.append(&mut other.items);
     }
+
+    /// Whether `address` is one of the targets (hostnames are not resolved: they match
+    /// nothing).
+    pub fn contains(&self, address: SocketAddr) -> bool {
+        self.items.iter().any(|item| match (item, address) {
+            (Item::V4 { first, last, port }, SocketAddr::V4(v4)) => {
+                *port == v4.port() && (*first..=*last).contains(&u32::from(*v4.ip()))
+            }
+            (Item::V6(target), SocketAddr::V6(v6)) => {
+                target.ip() == v6.ip() && target.port() == v6.port()
+            }
+            _ => false,
+        })
+    }
+
+    /// The items that reach this host itself ([`is_this_host`]), as written back.
+    pub fn this_host_items(&self) -> Vec<String> {
+        let v4_overlaps = |first: u32, last: u32, net: Ipv4Addr, bits: u32| {
+            let low = u32::from(net);
+            let high = low | (u32::MAX >> bits);
+            first <= high && last >= low
+        };
+        self.items
+            .iter()
+            .filter(|item| match item {
+                Item::V4 { first, last, .. } => {
+                    v4_overlaps(*first, *last, Ipv4Addr::new(127, 0, 0, 0), 8)
+                        || v4_overlaps(*first, *last, Ipv4Addr::UNSPECIFIED, 8)
+                }
+                Item::V6(addr) => is_this_host(IpAddr::V6(*addr.ip())),
+                Item::Host(..) => false,
+            })
+            .map(ToString::to_string)
+            .collect()
+    }
 }
 
 impl fmt::Display for ProbeTargets {
@@ -333,6 +368,20 @@ pub enum RangeError {
         limit: u64,
         largest: String,
     },
+}
+
+/// Whether connecting to `ip` reaches the connecting host itself whatever host it runs on:
+/// loopback (127.0.0.0/8, `::1`), "this network" (0.0.0.0/8, whose 0.0.0.0 Linux connects
+/// to locally) and `::`, also as IPv4-mapped IPv6 addresses. `troupe serve` adopts such an
+/// address only when its operator named it.
+pub fn is_this_host(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.octets()[0] == 0,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_this_host(IpAddr::V4(v4)),
+            None => v6.is_loopback() || v6.is_unspecified(),
+        },
+    }
 }
 
 /// Parses a probe list (see the [module docs](self) for the syntax).

@@ -717,3 +717,60 @@ fn append_and_default() {
     assert_eq!(all, parse("10.0.0.1-2,db1:6000"));
     assert_eq!(all.len(), 3);
 }
+
+#[test]
+fn contains_matches_address_and_port() {
+    let targets = parse("10.0.0.1-20,[::1]:6000,db1");
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    assert!(targets.contains(addr("10.0.0.1:5555")));
+    assert!(targets.contains(addr("10.0.0.20:5555")));
+    assert!(!targets.contains(addr("10.0.0.21:5555")));
+    assert!(!targets.contains(addr("10.0.0.5:5556")), "another port");
+    assert!(targets.contains(addr("[::1]:6000")));
+    assert!(!targets.contains(addr("[::1]:5555")));
+    assert!(!ProbeTargets::default().contains(addr("10.0.0.1:5555")));
+}
+
+#[test]
+fn this_host_items_are_loopback_and_this_network() {
+    for (text, found) in [
+        ("127.0.0.1", &["127.0.0.1:5555"][..]),
+        (
+            "126.255.255.250-127.0.0.1",
+            &["126.255.255.250-127.0.0.1:5555"],
+        ),
+        (
+            "127.255.255.255-128.0.0.5",
+            &["127.255.255.255-128.0.0.5:5555"],
+        ),
+        ("0.0.0.0", &["0.0.0.0:5555"]),
+        ("0.0.0.0/0", &["0.0.0.1-255.255.255.254:5555"]),
+        ("[::1]:6000", &["[::1]:6000"]),
+        ("::", &["[::]:5555"]),
+        ("[::ffff:127.0.0.2]", &["[::ffff:127.0.0.2]:5555"]),
+        (
+            "10.0.0.0/8,1.0.0.0-126.255.255.255,128.0.0.1,::2,localhost",
+            &[],
+        ),
+    ] {
+        assert_eq!(parse(text).this_host_items(), found, "{text}");
+    }
+}
+
+#[test]
+fn this_host_addresses() {
+    for ip in [
+        "127.0.0.1",
+        "127.9.8.7",
+        "0.0.0.0",
+        "0.1.2.3",
+        "::1",
+        "::",
+        "::ffff:127.0.0.1",
+    ] {
+        assert!(is_this_host(ip.parse().unwrap()), "{ip}");
+    }
+    for ip in ["10.0.0.1", "128.0.0.1", "::2", "fe80::1", "::ffff:10.0.0.1"] {
+        assert!(!is_this_host(ip.parse().unwrap()), "{ip}");
+    }
+}

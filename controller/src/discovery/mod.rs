@@ -1,9 +1,13 @@
 //! The discovery sources, all feeding one membership: mDNS browsing, range probing, static
 //! seeds and Circus UDP discovery (agents that register themselves arrive through the
-//! controller's control socket instead).
+//! controller's control socket instead). [`admission`] decides which of the endpoints they
+//! name may be adopted.
 
+pub mod admission;
 pub mod circus_udp;
 pub mod mdns;
+
+pub use admission::Admission;
 
 use crate::membership::{MembershipHandle, MembershipMsg, Source};
 use crate::probe::{sweep, ProbeLimits};
@@ -25,6 +29,17 @@ pub struct Sources {
     pub seeds: ProbeTargets,
     pub probe_interval: Duration,
     pub limits: ProbeLimits,
+    /// What may be adopted from sightings and requested ranges.
+    pub admission: Admission,
+}
+
+/// The ranges swept at each interval.
+#[derive(Debug, Clone, Default)]
+pub struct Ranges {
+    /// Given by the operator: whatever answers there is adopted.
+    pub operator: ProbeTargets,
+    /// Asked for by a client of `troupe serve` (`cluster`): swept within [`Admission`].
+    pub requested: ProbeTargets,
 }
 
 /// Running discovery; stops when dropped or on [`Discovery::stop`].
@@ -32,7 +47,7 @@ pub struct Discovery {
     daemon: Option<mdns_sd::ServiceDaemon>,
     tasks: Vec<JoinHandle<()>>,
     /// The probed ranges, with a generation number bumped on every change.
-    ranges: tokio::sync::watch::Sender<(u64, ProbeTargets)>,
+    ranges: tokio::sync::watch::Sender<(u64, Ranges)>,
     /// The generation of the ranges of the last finished sweep.
     sweeps: tokio::sync::watch::Receiver<Option<u64>>,
 }
@@ -42,7 +57,8 @@ impl Discovery {
     pub fn start(sources: Sources) -> anyhow::Result<(MembershipHandle, Discovery)> {
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
         let verify = sources.multicast.then_some(verify_tx);
-        let membership = MembershipHandle::spawn(&sources.cluster, verify);
+        let membership =
+            MembershipHandle::spawn(&sources.cluster, verify, sources.admission.clone());
         let daemon = if sources.multicast {
             Some(mdns::start(
                 membership.clone(),
@@ -52,7 +68,11 @@ impl Discovery {
         } else {
             None
         };
-        let (ranges, ranges_rx) = tokio::sync::watch::channel((0, sources.probe.clone()));
+        let operator = Ranges {
+            operator: sources.probe.clone(),
+            requested: ProbeTargets::default(),
+        };
+        let (ranges, ranges_rx) = tokio::sync::watch::channel((0, operator));
         let (sweeps_tx, sweeps) = tokio::sync::watch::channel(None);
         let tasks = vec![tokio::spawn(probe_loop(
             membership.clone(),
@@ -79,7 +99,7 @@ impl Discovery {
 
     /// Replaces the probed ranges (`troupe cluster`) and resolves once they have been swept
     /// (at once, not at the next interval) and what answered is in the member list.
-    pub async fn sweep_ranges(&self, ranges: ProbeTargets) {
+    pub async fn sweep_ranges(&self, ranges: Ranges) {
         let mut generation = 0;
         self.ranges.send_modify(|(current, old)| {
             *current += 1;
@@ -110,22 +130,30 @@ impl Drop for Discovery {
 async fn probe_loop(
     membership: MembershipHandle,
     sources: Sources,
-    mut ranges_rx: tokio::sync::watch::Receiver<(u64, ProbeTargets)>,
+    mut ranges_rx: tokio::sync::watch::Receiver<(u64, Ranges)>,
     sweeps: tokio::sync::watch::Sender<Option<u64>>,
 ) {
     let zmq = zmq::Context::new();
     let every = sources.probe_interval.max(Duration::from_millis(500));
     loop {
         let (generation, probe) = ranges_rx.borrow_and_update().clone();
-        if probe.is_empty() && sources.seeds.is_empty() && !sources.multicast {
+        let nothing_to_sweep = probe.operator.is_empty() && probe.requested.is_empty();
+        if nothing_to_sweep && sources.seeds.is_empty() && !sources.multicast {
             sweeps.send_replace(Some(generation));
             if ranges_rx.changed().await.is_err() {
                 return;
             }
             continue;
         }
-        let ranges = sweep(&zmq, &probe, sources.limits);
-        let seeds = sweep(&zmq, &sources.seeds, sources.limits);
+        let open = Admission::Open;
+        let operator = sweep(&zmq, &probe.operator, sources.limits, &open);
+        let requested = sweep(&zmq, &probe.requested, sources.limits, &sources.admission);
+        let ranges = async {
+            let (mut operator, requested) = tokio::join!(operator, requested);
+            operator.extend(requested);
+            operator
+        };
+        let seeds = sweep(&zmq, &sources.seeds, sources.limits, &open);
         let udp = async {
             if sources.multicast {
                 circus_udp::query(UDP_WAIT).await.unwrap_or_default()

@@ -27,6 +27,7 @@
 //! of `troupe serve`'s CPU with 200 members.
 
 use super::table::{Member, MemberEvent, MemberState, MemberTable, Source};
+use crate::discovery::Admission;
 use crate::probe::{probe, probe_on, Dealer, Probed};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -44,7 +45,8 @@ const TICK_EVERY: Duration = Duration::from_millis(250);
 /// What discovery sources and the control socket tell the actor.
 #[derive(Debug)]
 pub enum MembershipMsg {
-    /// Something may be at `endpoint` (mDNS record, registration, UDP reply): probe it.
+    /// Something may be at `endpoint` (mDNS record, registration, UDP reply): probe it, if
+    /// the [`Admission`] lets it be adopted.
     Seen { endpoint: String, source: Source },
     /// Already probed (range sweep): adopt as is.
     Answered {
@@ -72,20 +74,29 @@ pub struct PublishedEvent {
 pub struct MembershipHandle {
     tx: mpsc::Sender<MembershipMsg>,
     view: watch::Receiver<Vec<Member>>,
+    refused: watch::Receiver<u64>,
     events: broadcast::Sender<PublishedEvent>,
 }
 
 impl MembershipHandle {
     /// Starts the actor for `cluster`. Members found through mDNS whose heartbeat is missed
     /// are sent to `verify` (their node name), so the browser can flush a dead record.
-    pub fn spawn(cluster: &str, verify: Option<mpsc::UnboundedSender<String>>) -> Self {
+    /// Sightings go through `admission`.
+    pub fn spawn(
+        cluster: &str,
+        verify: Option<mpsc::UnboundedSender<String>>,
+        admission: Admission,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(1024);
         let (view_tx, view) = watch::channel(Vec::new());
+        let (refused_tx, refused) = watch::channel(0);
         let (events, _) = broadcast::channel(1024);
         let actor = Actor {
             table: MemberTable::new(cluster),
+            admission,
             zmq: zmq::Context::new(),
             view: view_tx,
+            refused: refused_tx,
             events: events.clone(),
             verify,
             in_flight: BTreeSet::new(),
@@ -93,7 +104,12 @@ impl MembershipHandle {
             view_stale: false,
         };
         tokio::spawn(actor.run(rx));
-        Self { tx, view, events }
+        Self {
+            tx,
+            view,
+            refused,
+            events,
+        }
     }
 
     pub async fn send(&self, msg: MembershipMsg) {
@@ -110,6 +126,12 @@ impl MembershipHandle {
     /// The members now, sorted by name.
     pub fn members(&self) -> Vec<Member> {
         self.view.borrow().clone()
+    }
+
+    /// How many new members were not adopted because the table was full
+    /// ([`troupe::bounds::MAX_MEMBERS`]), up to the last published view.
+    pub fn refused(&self) -> u64 {
+        *self.refused.borrow()
     }
 
     /// The members as JSON objects (see [`member_json`]).
@@ -130,8 +152,10 @@ impl MembershipHandle {
 
 struct Actor {
     table: MemberTable,
+    admission: Admission,
     zmq: zmq::Context,
     view: watch::Sender<Vec<Member>>,
+    refused: watch::Sender<u64>,
     events: broadcast::Sender<PublishedEvent>,
     verify: Option<mpsc::UnboundedSender<String>>,
     /// Member keys and endpoints with a heartbeat or probe under way.
@@ -188,7 +212,12 @@ impl Actor {
         self.view_stale = true;
         match msg {
             MembershipMsg::Seen { endpoint, source } => {
-                self.spawn_probe(None, endpoint, Some(source), results);
+                match self.admission.check(&endpoint) {
+                    Ok(()) => self.spawn_probe(None, endpoint, Some(source), results),
+                    Err(refusal) => {
+                        tracing::warn!(source = source.as_str(), "not adopted: {refusal}")
+                    }
+                }
                 Vec::new()
             }
             MembershipMsg::Answered {
@@ -323,6 +352,15 @@ impl Actor {
         let mut members: Vec<Member> = self.table.members().cloned().collect();
         members.sort_by(|a, b| a.name.cmp(&b.name).then(a.endpoint.cmp(&b.endpoint)));
         self.view.send_replace(members);
+        let refused = self.table.refused();
+        if refused != *self.refused.borrow() {
+            tracing::warn!(
+                "{refused} new members not adopted so far: the member table is full of alive \
+                 and suspect members (troupe::bounds::MAX_MEMBERS = {})",
+                troupe::bounds::MAX_MEMBERS
+            );
+            self.refused.send_replace(refused);
+        }
         self.view_stale = false;
         for event in events {
             let member = self.table.get(&event.key);
@@ -455,6 +493,8 @@ mod heartbeat_tests {
     use troupe::protocol::{Endpoints, NodeInfo};
 
     const CLUSTER: &str = "heartbeat-test";
+    const ID_A: &str = "00000000-0000-4000-8000-00000000000a";
+    const ID_B: &str = "00000000-0000-4000-8000-00000000000b";
 
     fn node_info(id: &str) -> NodeInfo {
         NodeInfo {
@@ -503,13 +543,13 @@ mod heartbeat_tests {
         answer_until(router, id, tokio::time::sleep(Duration::from_millis(ms))).await
     }
 
-    /// A fake agent on a free port, and a membership that has adopted it as `id-a`.
+    /// A fake agent on a free port, and a membership that has adopted it as [`ID_A`].
     async fn adopted_agent(
         zmq: &troupe::sockets::ServerContext,
     ) -> (tmq::router::Router, String, MembershipHandle) {
         let (agent, endpoint) = bind(zmq, "tcp://127.0.0.1:*").await;
-        let membership = MembershipHandle::spawn(CLUSTER, None);
-        adopt(&membership, &endpoint, "id-a").await;
+        let membership = MembershipHandle::spawn(CLUSTER, None, Admission::Open);
+        adopt(&membership, &endpoint, ID_A).await;
         (agent, endpoint, membership)
     }
 
@@ -536,12 +576,12 @@ mod heartbeat_tests {
     /// republish the view, a copy of the whole table, at once; the next tick does.
     #[tokio::test(start_paused = true)]
     async fn facts_without_an_event_reach_the_view_at_the_next_tick() {
-        let membership = MembershipHandle::spawn(CLUSTER, None);
+        let membership = MembershipHandle::spawn(CLUSTER, None, Admission::Open);
         let endpoint = "tcp://127.0.0.1:1";
-        adopt(&membership, endpoint, "id-a").await;
+        adopt(&membership, endpoint, ID_A).await;
         let mut view = membership.view.clone();
         view.mark_unchanged();
-        let mut upgraded = node_info("id-a");
+        let mut upgraded = node_info(ID_A);
         upgraded.version = "9.9.9".into();
         membership
             .send(MembershipMsg::Answered {
@@ -568,6 +608,36 @@ mod heartbeat_tests {
         assert_eq!(version(&membership.members()).as_deref(), Some("9.9.9"));
     }
 
+    /// A sighting (mDNS record, Circus UDP reply, registration) of an endpoint on this host
+    /// is not even probed by `troupe serve` unless its operator named it; then it is adopted.
+    #[tokio::test]
+    async fn serve_probes_a_sighting_on_its_own_host_only_when_its_operator_named_it() {
+        let zmq = crate::fake_agent::context();
+        let (mut agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
+        let port = endpoint.rsplit_once(':').unwrap().1;
+        let seen = || MembershipMsg::Seen {
+            endpoint: endpoint.clone(),
+            source: Source::Mdns,
+        };
+
+        let other = troupe::discovery::parse_targets("127.0.0.1:1,10.0.0.1").unwrap();
+        let membership = MembershipHandle::spawn(CLUSTER, None, Admission::OperatorNamed(other));
+        membership.send(seen()).await;
+        membership.sync().await;
+        let asked = tokio::time::timeout(Duration::from_millis(1500), agent.next()).await;
+        assert!(asked.is_err(), "the agent was asked: {asked:?}");
+        assert!(membership.members().is_empty());
+
+        let named = troupe::discovery::parse_targets(&format!("127.0.0.1:{port}")).unwrap();
+        let membership = MembershipHandle::spawn(CLUSTER, None, Admission::OperatorNamed(named));
+        membership.send(seen()).await;
+        let adopted = membership.wait_until(Duration::from_secs(5), |members| {
+            members.iter().any(|m| m.state == MemberState::Alive)
+        });
+        answer_until(&mut agent, ID_A, adopted).await;
+        assert_eq!(state_of(&membership, ID_A), Some(MemberState::Alive));
+    }
+
     fn count_connections(identities: &[Vec<u8>]) -> usize {
         identities.iter().collect::<BTreeSet<_>>().len()
     }
@@ -579,7 +649,7 @@ mod heartbeat_tests {
         let zmq = crate::fake_agent::context();
         let (mut agent, _, membership) = adopted_agent(&zmq).await;
 
-        let seen = answer_for(&mut agent, "id-a", 3500).await;
+        let seen = answer_for(&mut agent, ID_A, 3500).await;
         assert!(seen.len() >= 3, "{} heartbeats in 3.5 s", seen.len());
         assert_eq!(count_connections(&seen), 1, "{} heartbeats", seen.len());
 
@@ -588,20 +658,20 @@ mod heartbeat_tests {
         assert_eq!(ignored, seen[0]);
         let (retry, retry_id, _) = next_request(&mut agent).await;
         assert_ne!(retry, ignored, "the unanswered connection was reused");
-        let node = serde_json::to_value(node_info("id-a")).unwrap();
+        let node = serde_json::to_value(node_info(ID_A)).unwrap();
         reply(
             &mut agent,
             &retry,
             &json!({"status": "ok", "id": retry_id, "node": node}),
         )
         .await;
-        let after = answer_for(&mut agent, "id-a", 2500).await;
+        let after = answer_for(&mut agent, ID_A, 2500).await;
         assert!(after.len() >= 2, "{} heartbeats in 2.5 s", after.len());
         assert!(
             after.iter().all(|i| *i == retry),
             "not kept after the retry"
         );
-        assert_eq!(state_of(&membership, "id-a"), Some(MemberState::Alive));
+        assert_eq!(state_of(&membership, ID_A), Some(MemberState::Alive));
     }
 
     /// An agent restarted on the same endpoint comes back alive: at once (the kept connection
@@ -610,19 +680,19 @@ mod heartbeat_tests {
     async fn a_restarted_agent_on_the_same_endpoint_is_alive_again() {
         let zmq = crate::fake_agent::context();
         let (mut agent, endpoint, membership) = adopted_agent(&zmq).await;
-        let seen = answer_for(&mut agent, "id-a", 1500).await;
+        let seen = answer_for(&mut agent, ID_A, 1500).await;
         assert_eq!(count_connections(&seen), 1);
 
         // A quick restart, between two heartbeats.
         drop(agent);
         let (mut agent, _) = bind(&zmq, &endpoint).await;
-        let seen = answer_for(&mut agent, "id-a", 3000).await;
+        let seen = answer_for(&mut agent, ID_A, 3000).await;
         assert!(
             seen.len() >= 2,
             "{} heartbeats after the restart",
             seen.len()
         );
-        assert_eq!(state_of(&membership, "id-a"), Some(MemberState::Alive));
+        assert_eq!(state_of(&membership, ID_A), Some(MemberState::Alive));
 
         // Gone long enough to be down; back with a new id.
         drop(agent);
@@ -630,19 +700,19 @@ mod heartbeat_tests {
             .wait_until(Duration::from_secs(5), |members| {
                 members
                     .iter()
-                    .any(|m| m.id.as_deref() == Some("id-a") && m.state == MemberState::Down)
+                    .any(|m| m.id.as_deref() == Some(ID_A) && m.state == MemberState::Down)
             })
             .await;
-        assert_eq!(state_of(&membership, "id-a"), Some(MemberState::Down));
+        assert_eq!(state_of(&membership, ID_A), Some(MemberState::Down));
         let (mut agent, _) = bind(&zmq, &endpoint).await;
         let back = membership.wait_until(Duration::from_secs(5), |members| {
             members
                 .iter()
-                .any(|m| m.id.as_deref() == Some("id-b") && m.state == MemberState::Alive)
+                .any(|m| m.id.as_deref() == Some(ID_B) && m.state == MemberState::Alive)
         });
-        let seen = answer_until(&mut agent, "id-b", back).await;
+        let seen = answer_until(&mut agent, ID_B, back).await;
         assert!(!seen.is_empty());
-        assert_eq!(state_of(&membership, "id-b"), Some(MemberState::Alive));
-        assert_eq!(state_of(&membership, "id-a"), Some(MemberState::Down));
+        assert_eq!(state_of(&membership, ID_B), Some(MemberState::Alive));
+        assert_eq!(state_of(&membership, ID_A), Some(MemberState::Down));
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
+use troupe::bounds::MAX_MEMBERS;
 use troupe::protocol::NodeInfo;
 
 /// Consecutive missed heartbeats that make an alive member suspect.
@@ -129,11 +130,14 @@ impl EventKind {
     }
 }
 
-/// The table. `cluster` is the only cluster whose agents are adopted.
+/// The table. `cluster` is the only cluster whose agents are adopted; it holds at most
+/// [`MAX_MEMBERS`] rows.
 #[derive(Debug, Clone)]
 pub struct MemberTable {
     cluster: String,
     members: BTreeMap<String, Member>,
+    /// New members not adopted because alive and suspect ones filled the table.
+    refused: u64,
 }
 
 impl MemberTable {
@@ -141,6 +145,36 @@ impl MemberTable {
         Self {
             cluster: cluster.to_string(),
             members: BTreeMap::new(),
+            refused: 0,
+        }
+    }
+
+    /// How many new members were not adopted because the table was full, since it started.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Room for one new row: there is some, or the member down or left the longest gives
+    /// its place. False (and the refusal counted) when alive and suspect members fill it.
+    fn make_room(&mut self) -> bool {
+        if self.members.len() < MAX_MEMBERS {
+            return true;
+        }
+        let gone = self
+            .members
+            .values()
+            .filter(|m| matches!(m.state, MemberState::Down | MemberState::Left))
+            .min_by_key(|m| m.since)
+            .map(|m| m.key.clone());
+        match gone {
+            Some(key) => {
+                self.members.remove(&key);
+                true
+            }
+            None => {
+                self.refused += 1;
+                false
+            }
         }
     }
 
@@ -181,6 +215,9 @@ impl MemberTable {
     ) -> Vec<MemberEvent> {
         let key = format!("circus@{endpoint}");
         let mut events = Vec::new();
+        if !self.members.contains_key(&key) && !self.make_room() {
+            return events;
+        }
         let member = self.members.entry(key.clone()).or_insert_with(|| Member {
             key: key.clone(),
             name: circus_name(endpoint),
@@ -267,6 +304,9 @@ impl MemberTable {
         match (rows.first().cloned(), live_other.cloned()) {
             (_, Some(other)) => {
                 let key = format!("{}@{endpoint}", info.id);
+                if !self.make_room() {
+                    return events;
+                }
                 if let Some(m) = self.members.get_mut(&other) {
                     m.conflict = true;
                 }
@@ -294,6 +334,9 @@ impl MemberTable {
                 }
             }
             (None, None) => {
+                if !self.make_room() {
+                    return events;
+                }
                 let member = new_member(&info.id.clone(), endpoint, source, info, now);
                 push(
                     &mut events,
@@ -402,6 +445,15 @@ impl MemberTable {
             }
         }
     }
+}
+
+/// Whether a new member would be refused: [`MAX_MEMBERS`] rows, none down or left (one of
+/// those would give its place).
+pub fn is_full(members: &[Member]) -> bool {
+    members.len() >= MAX_MEMBERS
+        && members
+            .iter()
+            .all(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
 }
 
 fn new_member(

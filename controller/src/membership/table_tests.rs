@@ -240,3 +240,70 @@ async fn sources_accumulate() {
     let sources: Vec<Source> = table.get("id-a").unwrap().sources.iter().copied().collect();
     assert_eq!(sources, [Source::Mdns, Source::Probe]);
 }
+
+/// A member per endpoint, `n` of them, all alive at `now`.
+fn fill(table: &mut MemberTable, n: usize, now: Instant) {
+    for i in 0..n {
+        let endpoint = format!("tcp://10.1.{}.{}:5555", i / 250, i % 250 + 1);
+        let id = format!("id-{i}");
+        table.answered(&endpoint, Some(Source::Probe), info(&id, &id, 1.0), now);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_table_refuses_new_members_and_keeps_answering_the_old() {
+    let t0 = Instant::now();
+    let mut table = MemberTable::new("default");
+    fill(&mut table, MAX_MEMBERS, t0);
+    assert_eq!(table.members().count(), MAX_MEMBERS);
+    assert_eq!(table.refused(), 0);
+
+    let events = table.answered(B, Some(Source::Registered), info("id-new", "new", 1.0), t0);
+    assert!(events.is_empty(), "{events:?}");
+    assert!(table.get("id-new").is_none());
+    let circus = table.circus_answered("tcp://10.9.9.9:5555", Some(Source::Probe), 1, t0);
+    assert!(circus.is_empty(), "{circus:?}");
+    assert_eq!(table.members().count(), MAX_MEMBERS);
+    assert_eq!(table.refused(), 2);
+
+    // Members already in the table are still heard.
+    let later = t0 + Duration::from_secs(1);
+    let endpoint = "tcp://10.1.0.1:5555";
+    let events = table.answered(endpoint, None, info("id-0", "id-0", 1.0), later);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(table.get("id-0").expect("kept").last_ok, later);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_member_takes_the_place_of_the_one_down_the_longest() {
+    let t0 = Instant::now();
+    let mut table = MemberTable::new("default");
+    fill(&mut table, MAX_MEMBERS, t0);
+    // Everyone but id-0 and id-1 keeps answering; those two go down, id-1 first.
+    let quiet = |table: &mut MemberTable, silent: &[&str], at: Instant| {
+        for i in 0..MAX_MEMBERS {
+            let id = format!("id-{i}");
+            if !silent.contains(&id.as_str()) {
+                let endpoint = format!("tcp://10.1.{}.{}:5555", i / 250, i % 250 + 1);
+                table.answered(&endpoint, None, info(&id, &id, 1.0), at);
+            }
+        }
+        table.tick(at);
+    };
+    quiet(&mut table, &["id-1"], t0 + Duration::from_secs(2));
+    quiet(&mut table, &["id-0", "id-1"], t0 + Duration::from_secs(3));
+    quiet(&mut table, &["id-0", "id-1"], t0 + Duration::from_secs(5));
+    assert_eq!(state(&table, "id-1"), MemberState::Down);
+    assert_eq!(state(&table, "id-0"), MemberState::Down);
+
+    let now = t0 + Duration::from_secs(6);
+    let events = table.answered(B, Some(Source::Registered), info("id-new", "new", 1.0), now);
+    assert_eq!(kinds(&events), [("new".into(), EventKind::Join)]);
+    assert!(
+        table.get("id-1").is_none(),
+        "the longest down gave its place"
+    );
+    assert_eq!(state(&table, "id-0"), MemberState::Down);
+    assert_eq!(table.members().count(), MAX_MEMBERS);
+    assert_eq!(table.refused(), 0);
+}

@@ -2,7 +2,7 @@
 //! [`ClusterStats`] and the optional PUB socket it re-publishes on. Readers, the control
 //! socket and `troupe top` talk to it through one channel.
 
-use super::history::{HistoryQuery, Series};
+use super::history::{HistoryAnswer, HistoryQuery};
 use super::model::ClusterStats;
 use super::reader::{self, StatsSource, Stream};
 use super::snapshot::Snapshot;
@@ -29,7 +29,7 @@ pub enum StatsMsg {
         body: Vec<u8>,
     },
     Snapshot(oneshot::Sender<Snapshot>),
-    History(HistoryQuery, oneshot::Sender<Vec<Series>>),
+    History(HistoryQuery, oneshot::Sender<HistoryAnswer>),
 }
 
 /// Where the samples come from.
@@ -54,7 +54,7 @@ impl StatsHandle {
         rx.await.ok()
     }
 
-    pub async fn history(&self, query: HistoryQuery) -> Option<Vec<Series>> {
+    pub async fn history(&self, query: HistoryQuery) -> Option<HistoryAnswer> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(StatsMsg::History(query, tx)).await.ok()?;
         rx.await.ok()
@@ -160,7 +160,11 @@ impl Actor {
                 let _ = reply.send(self.stats.snapshot(now, now_epoch()));
             }
             StatsMsg::History(query, reply) => {
-                let _ = reply.send(self.stats.history(&query, now, now_epoch()));
+                let answer = HistoryAnswer {
+                    series: self.stats.history(&query, now, now_epoch()),
+                    refused: self.stats.refused(&query.nodes),
+                };
+                let _ = reply.send(answer);
             }
         }
     }

@@ -1,6 +1,8 @@
 //! The controller's stats commands on its control socket:
 //! `stats_snapshot` {node?, watcher?} -> `snapshot`, and
-//! `stats_history` {since_seconds, node?, watcher?} -> `since`, `series`.
+//! `stats_history` {since_seconds, node?, watcher?} -> `since`, `series`, `series_refused`
+//! (per node, samples not kept at `troupe::bounds::SERVE_STATS_SERIES_PER_NODE` or
+//! `SERVE_STATS_SERIES`).
 //! `node` and `watcher` are comma-separated names or globs.
 
 use super::actor::StatsHandle;
@@ -56,8 +58,9 @@ async fn history(
         watchers,
         watcher_given: props.get("watcher").is_some_and(|w| !w.is_null()),
     };
-    let series = stats.history(query).await.ok_or_else(stopped)?;
-    let mut fields = one("series", json!(series));
+    let answer = stats.history(query).await.ok_or_else(stopped)?;
+    let mut fields = one("series", json!(answer.series));
+    fields.insert("series_refused".into(), json!(answer.refused));
     fields.insert(
         "since".into(),
         json!(now_epoch() - since.min(WINDOW).as_secs_f64()),

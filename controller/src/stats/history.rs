@@ -1,15 +1,18 @@
 //! Stats history: a ring buffer of samples per process (and per node total) covering the last
 //! [`WINDOW`], for `troupe stats --since` and the dashboard's charts.
 //!
-//! Memory is bounded three ways: points older than the window are dropped as new ones come;
-//! a series never holds more than [`MAX_POINTS`] (the window at 100 ms samples); and a
-//! series with no point in the window (its process is gone) is removed by [`History::prune`].
+//! Memory is bounded four ways: points older than the window are dropped as new ones come;
+//! a series never holds more than [`MAX_POINTS`] (the window at 100 ms samples); a series
+//! with no point in the window (its process is gone) is removed by [`History::prune`]; and a
+//! new series is not started past [`SERVE_STATS_SERIES_PER_NODE`] for its node or
+//! [`SERVE_STATS_SERIES`] in all, since nodes choose their pids.
 
 use super::snapshot::{Figures, Totals};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use tokio::time::Instant;
+use troupe::bounds::{SERVE_STATS_SERIES, SERVE_STATS_SERIES_PER_NODE};
 
 /// How far back the history goes.
 pub const WINDOW: Duration = Duration::from_secs(600);
@@ -50,6 +53,14 @@ pub struct HistoryPoint {
     pub age: Option<f64>,
 }
 
+/// What `stats_history` answers: the series, and per node how many samples were not kept
+/// because a bound was met.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryAnswer {
+    pub series: Vec<Series>,
+    pub refused: BTreeMap<String, u64>,
+}
+
 /// What `stats_history` asks for.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryQuery {
@@ -66,7 +77,11 @@ pub struct History {
 }
 
 impl History {
-    pub fn record(&mut self, key: SeriesKey, figures: Figures, now: Instant) {
+    /// Adds a point; false when it would start a series past a bound (nothing is kept).
+    pub fn record(&mut self, key: SeriesKey, figures: Figures, now: Instant) -> bool {
+        if !self.series.contains_key(&key) && !self.has_room(&key.node) {
+            return false;
+        }
         let ring = self.series.entry(key).or_default();
         while ring
             .front()
@@ -78,10 +93,26 @@ impl History {
             ring.pop_front();
         }
         ring.push_back(Point { at: now, figures });
+        true
     }
 
-    /// Records a node's total as a series of its own.
-    pub fn record_total(&mut self, node: &str, totals: &Totals, now: Instant) {
+    /// Whether one more series fits, for `node` and in all.
+    fn has_room(&self, node: &str) -> bool {
+        let first_of_node = SeriesKey {
+            node: node.to_string(),
+            watcher: None,
+            pid: None,
+        };
+        let of_node = self
+            .series
+            .range(first_of_node..)
+            .take_while(|(key, _)| key.node == node)
+            .count();
+        of_node < SERVE_STATS_SERIES_PER_NODE && self.series.len() < SERVE_STATS_SERIES
+    }
+
+    /// Records a node's total as a series of its own; false when refused, as [`Self::record`].
+    pub fn record_total(&mut self, node: &str, totals: &Totals, now: Instant) -> bool {
         let figures = Figures {
             cpu: Some(totals.cpu),
             mem: Some(totals.mem),
@@ -93,7 +124,7 @@ impl History {
             watcher: None,
             pid: None,
         };
-        self.record(key, figures, now);
+        self.record(key, figures, now)
     }
 
     /// Drops every series whose last point left the window (its process or node is gone).
@@ -202,6 +233,34 @@ mod tests {
             );
         }
         assert_eq!(history.size(), (1, MAX_POINTS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_cannot_start_more_series_than_its_bound_nor_all_nodes_more_than_theirs() {
+        let mut history = History::default();
+        let now = Instant::now();
+        let pids = SERVE_STATS_SERIES_PER_NODE as u32;
+        for pid in 0..pids {
+            assert!(history.record(key("greedy", "w", pid), cpu(1.0), now));
+        }
+        assert!(!history.record(key("greedy", "w", pids), cpu(1.0), now));
+        assert!(!history.record_total("greedy", &Totals::default(), now));
+        assert!(
+            history.record(key("greedy", "w", 0), cpu(2.0), now),
+            "known series go on"
+        );
+        assert!(history.record(key("other", "w", 1), cpu(1.0), now));
+        assert!(history.record_total("other", &Totals::default(), now));
+        assert_eq!(history.size().0, SERVE_STATS_SERIES_PER_NODE + 2);
+
+        let nodes = SERVE_STATS_SERIES / SERVE_STATS_SERIES_PER_NODE;
+        for node in 0..nodes {
+            for pid in 0..pids {
+                history.record(key(&format!("n{node}"), "w", pid), cpu(1.0), now);
+            }
+        }
+        assert_eq!(history.size().0, SERVE_STATS_SERIES);
+        assert!(!history.record(key("late", "w", 1), cpu(1.0), now));
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
+use troupe::bounds::SERVE_STATS_SERIES_PER_NODE;
 
 /// Until two samples of one topic have been seen, a node's interval is taken to be this
 /// (the agent's default `stats_interval`).
@@ -54,6 +55,9 @@ struct ProcessStats {
 pub struct ClusterStats {
     nodes: BTreeMap<String, NodeStats>,
     history: History,
+    /// Per node, the samples not kept because a bound was met (its own processes and
+    /// watchers, or history series).
+    refused: BTreeMap<String, u64>,
 }
 
 impl NodeStats {
@@ -65,6 +69,28 @@ impl NodeStats {
             learned: false,
             dirty: false,
             watchers: BTreeMap::new(),
+        }
+    }
+
+    /// Watchers and processes held, together held to [`SERVE_STATS_SERIES_PER_NODE`].
+    fn entries(&self) -> usize {
+        self.watchers.len()
+            + self
+                .watchers
+                .values()
+                .map(|w| w.processes.len())
+                .sum::<usize>()
+    }
+
+    /// How many entries a sample on `topic` would add.
+    fn new_entries(&self, topic: &Topic) -> usize {
+        match self.watchers.get(&topic.watcher) {
+            None => 1 + usize::from(topic.pid.is_some()),
+            Some(watcher) => usize::from(
+                topic
+                    .pid
+                    .is_some_and(|pid| !watcher.processes.contains_key(&pid)),
+            ),
         }
     }
 
@@ -126,6 +152,17 @@ impl ClusterStats {
     /// Forgets a node (membership forgot it).
     pub fn forget(&mut self, node: &str) {
         self.nodes.remove(node);
+        self.refused.remove(node);
+    }
+
+    /// Per node, how many samples were not kept because a bound was met, for the nodes
+    /// `nodes` selects.
+    pub fn refused(&self, nodes: &super::snapshot::NameFilter) -> BTreeMap<String, u64> {
+        self.refused
+            .iter()
+            .filter(|(node, _)| nodes.matches(node))
+            .map(|(node, count)| (node.clone(), *count))
+            .collect()
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &str> {
@@ -139,6 +176,11 @@ impl ClusterStats {
             .entry(node.to_string())
             .or_insert_with(|| NodeStats::new(now));
         stats.last_sample = Some(now);
+        let adds = stats.new_entries(topic);
+        if adds > 0 && stats.entries() + adds > SERVE_STATS_SERIES_PER_NODE {
+            *self.refused.entry(node.to_string()).or_default() += 1;
+            return;
+        }
         stats.dirty = true;
         let watcher = stats.watchers.entry(topic.watcher.clone()).or_default();
         match topic.pid {
@@ -157,7 +199,9 @@ impl ClusterStats {
                     watcher: Some(topic.watcher.clone()),
                     pid: Some(pid),
                 };
-                self.history.record(key, figures, now);
+                if !self.history.record(key, figures, now) {
+                    *self.refused.entry(node.to_string()).or_default() += 1;
+                }
             }
             None => {
                 let pids: Vec<u32> = payload["pid"]
@@ -205,7 +249,9 @@ impl ClusterStats {
             .into_iter()
             .filter_map(|name| {
                 let totals = self.node_totals(&name)?;
-                self.history.record_total(&name, &totals, now);
+                if !self.history.record_total(&name, &totals, now) {
+                    *self.refused.entry(name.clone()).or_default() += 1;
+                }
                 Some((name, totals))
             })
             .collect()
@@ -220,6 +266,8 @@ impl ClusterStats {
             let since = n.last_sample.unwrap_or(n.known_since);
             now.duration_since(since) < FORGET_AFTER
         });
+        let nodes = &self.nodes;
+        self.refused.retain(|node, _| nodes.contains_key(node));
         for node in self.nodes.values_mut() {
             if node.is_stale(now) {
                 continue;

@@ -225,3 +225,49 @@ async fn many_short_lived_processes_do_not_grow_memory_without_bound() {
     assert!(series <= 602, "{series} series kept");
     assert!(points <= 602, "{points} points kept");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_with_too_many_processes_is_held_to_its_bound_and_others_are_not() {
+    let mut stats = ClusterStats::default();
+    let now = Instant::now();
+    let greedy: Vec<(u32, f64)> = (0..SERVE_STATS_SERIES_PER_NODE as u32 + 50)
+        .map(|pid| (pid, 1.0))
+        .collect();
+    round(&mut stats, "greedy", "w", &greedy, now);
+    round(&mut stats, "calm", "w", &[(1, 1.0)], now);
+    let snapshot = stats.snapshot(now, 0.0);
+    let kept = snapshot.nodes["greedy"].watchers["w"].processes.len();
+    assert_eq!(
+        kept + 1,
+        SERVE_STATS_SERIES_PER_NODE,
+        "the watcher is an entry too"
+    );
+    assert_eq!(snapshot.nodes["calm"].watchers["w"].processes.len(), 1);
+    let everyone = NameFilter::parse(None).unwrap();
+    let refused = stats.refused(&everyone);
+    assert_eq!(refused.get("greedy"), Some(&51), "{refused:?}");
+    assert_eq!(refused.get("calm"), None);
+    // A pid that exits frees its place once an aggregate leaves it out.
+    let mut next: Vec<(u32, f64)> = greedy[1..kept].to_vec();
+    next.push((100_000, 1.0));
+    round(
+        &mut stats,
+        "greedy",
+        "w",
+        &next,
+        now + Duration::from_secs(1),
+    );
+    round(
+        &mut stats,
+        "greedy",
+        "w",
+        &next,
+        now + Duration::from_secs(2),
+    );
+    let snapshot = stats.snapshot(now + Duration::from_secs(2), 0.0);
+    assert!(snapshot.nodes["greedy"].watchers["w"]
+        .processes
+        .contains_key("100000"));
+    stats.forget("greedy");
+    assert!(stats.refused(&everyone).is_empty());
+}
