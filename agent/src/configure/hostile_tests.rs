@@ -121,23 +121,7 @@ fn knobs_with_metacharacters_render_escaped() {
         w.check().unwrap();
         let files = render_one(w).unwrap();
         let file = &files[0];
-        let name = file.path.file_name().unwrap().to_string_lossy();
-        let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/configure/golden")
-            .join(profile.name())
-            .join("hostile")
-            .join(name.as_ref());
-        if std::env::var_os("TROUPE_UPDATE_GOLDEN").is_some() {
-            std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
-            std::fs::write(&golden, &file.text).unwrap();
-        }
-        let expected = std::fs::read_to_string(&golden).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (TROUPE_UPDATE_GOLDEN=1 writes it)",
-                golden.display()
-            )
-        });
-        assert_eq!(file.text, expected, "differs from {}", golden.display());
+        assert_golden(profile, "hostile", file);
         let read = keys_read(profile, &file.text);
         let value_of = |key: &str| read.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
         match profile {

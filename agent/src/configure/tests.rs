@@ -69,13 +69,14 @@ fn render_one(w: WatcherConfig) -> Result<Vec<RenderedFile>, TemplateError> {
     render_all(&[w], &peer_list(), &inputs(Path::new("/var/lib/troupe")))
 }
 
-/// Compares a rendered file with `golden/<profile>/<file name>`; TROUPE_UPDATE_GOLDEN=1
-/// rewrites the golden file instead.
-fn assert_golden(profile: Profile, file: &RenderedFile) {
+/// Compares a rendered file with `golden/<profile>/<variant>/<file name>` (`variant` "" for
+/// the plain renderings); TROUPE_UPDATE_GOLDEN=1 rewrites the golden file instead.
+fn assert_golden(profile: Profile, variant: &str, file: &RenderedFile) {
     let name = file.path.file_name().unwrap().to_string_lossy();
     let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src/configure/golden")
         .join(profile.name())
+        .join(variant)
         .join(name.as_ref());
     if std::env::var_os("TROUPE_UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
@@ -99,7 +100,7 @@ fn assert_golden(profile: Profile, file: &RenderedFile) {
 fn render_profile(profile: Profile) -> Vec<RenderedFile> {
     let files = render_one(profile_watcher(profile)).unwrap();
     for file in &files {
-        assert_golden(profile, file);
+        assert_golden(profile, "", file);
     }
     files
 }
