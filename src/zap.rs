@@ -290,4 +290,82 @@ mod tests {
         no_delimiter[1] = b"x".to_vec();
         assert_eq!(answer(&mut Policy::default(), no_delimiter), None);
     }
+
+    fn curve_request(domain: &str, client_public: &[u8]) -> ZapRequest {
+        ZapRequest {
+            domain: domain.into(),
+            address: "10.0.0.2".into(),
+            mechanism: "CURVE".into(),
+            credentials: vec![client_public.to_vec()],
+        }
+    }
+
+    #[test]
+    fn a_keyed_policy_admits_clients_of_every_key_of_the_ring_and_nobody_else() {
+        use crate::cluster_key::ClusterKey;
+        let (new, old, other) = (
+            ClusterKey::generate().unwrap(),
+            ClusterKey::generate().unwrap(),
+            ClusterKey::generate().unwrap(),
+        );
+        let ring = Keyring::new(vec![new.clone(), old.clone()]).unwrap();
+        let mut policy = Policy::keyed(&ring);
+        for key in [&new, &old] {
+            let client = key.curve().client.public;
+            assert_eq!(
+                policy.decide(&curve_request(DOMAIN, &client)),
+                Verdict::Admit
+            );
+        }
+        let refused = |policy: &mut Policy, request: &ZapRequest| {
+            matches!(policy.decide(request), Verdict::Refuse(_))
+        };
+        // Another cluster's client key, a key's server public key, nothing, and NULL.
+        assert!(refused(
+            &mut policy,
+            &curve_request(DOMAIN, &other.curve().client.public)
+        ));
+        assert!(refused(
+            &mut policy,
+            &curve_request(DOMAIN, &new.curve().server.public)
+        ));
+        assert!(refused(&mut policy, &curve_request(DOMAIN, &[])));
+        let null = |domain: &str| ZapRequest {
+            mechanism: "NULL".into(),
+            credentials: Vec::new(),
+            ..curve_request(domain, &[])
+        };
+        assert!(refused(&mut policy, &null(DOMAIN)));
+        // The owner's Unix socket stays NULL; keyless TCP too.
+        assert_eq!(policy.decide(&null(OWNER_DOMAIN)), Verdict::Admit);
+        assert_eq!(Policy::keyless().decide(&null(DOMAIN)), Verdict::Admit);
+        assert!(refused(
+            &mut Policy::keyless(),
+            &curve_request(DOMAIN, &new.curve().client.public)
+        ));
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_address_and_interval_within_the_bound() {
+        let mut log = RefusalLog::default();
+        let start = Instant::now();
+        assert_eq!(log.should_log("10.0.0.2", start), Some(0));
+        assert_eq!(
+            log.should_log("10.0.0.2", start + Duration::from_secs(1)),
+            None
+        );
+        let later = start + REFUSAL_LOG_INTERVAL;
+        assert_eq!(log.should_log("10.0.0.2", later), Some(0));
+        for n in 1..bounds::REFUSAL_LOG_PEERS {
+            assert!(log.should_log(&format!("peer-{n}"), later).is_some());
+        }
+        assert_eq!(log.logged.len(), bounds::REFUSAL_LOG_PEERS);
+        assert_eq!(log.should_log("one-too-many", later), None);
+        assert_eq!(log.should_log("two-too-many", later), None);
+        assert_eq!(log.logged.len(), bounds::REFUSAL_LOG_PEERS, "bounded");
+        // Once entries expire, room is made, and the count of unlogged ones is reported.
+        let much_later = later + REFUSAL_LOG_INTERVAL;
+        assert_eq!(log.should_log("one-too-many", much_later), Some(2));
+        assert_eq!(log.logged.len(), 1);
+    }
 }
