@@ -86,3 +86,15 @@ pub const SERVE_REGISTER_BURST: u32 = 600;
 /// 256). Checked before the per-peer bucket, so the map of per-peer buckets grows by at most
 /// this rate, and buckets that refilled are dropped.
 pub const SERVE_REGISTER_PER_SECOND: u32 = 300;
+
+// ---- the cluster key ---------------------------------------------------------------------
+
+/// Peer addresses whose refused handshake a daemon remembers having logged, so each address
+/// is logged once per [`crate::zap::REFUSAL_LOG_INTERVAL`]. When full, expired addresses are
+/// dropped; if none has expired, the refusal is counted and the count logged with the next line.
+pub const REFUSAL_LOG_PEERS: usize = 1024;
+
+/// Endpoints for which a controller remembers that a key other than its first one opened the
+/// connection (during a key rotation). When full, the memory is cleared: forgetting costs one
+/// extra handshake per endpoint.
+pub const REMEMBERED_KEY_CHOICES: usize = 4096;

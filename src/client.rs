@@ -75,15 +75,15 @@ pub async fn call_async(
     request: Request,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
-    let mut socket = crate::sockets::connect_control_async(context, endpoint).map_err(|e| {
-        ClientError::Connect {
+    let mut socket = crate::sockets::connect_control_async(context, endpoint)
+        .await
+        .map_err(|e| ClientError::Connect {
             endpoint: endpoint.to_string(),
             source: match e {
                 tmq::TmqError::Zmq(z) => z,
                 _ => zmq::Error::EINVAL,
             },
-        }
-    })?;
+        })?;
     exchange(&mut socket, endpoint, request, timeout).await
 }
 

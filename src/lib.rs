@@ -12,6 +12,7 @@
 
 pub mod bounds;
 pub mod client;
+pub mod cluster_key;
 pub mod config;
 pub mod discovery;
 pub mod limits;

@@ -1,10 +1,16 @@
 //! Every ZeroMQ socket troupe opens is made here, so transport options (linger, size caps, the
-//! ZAP domain, and later CURVE keys) are set in one place for both binaries.
+//! ZAP domain, CURVE keys) are set in one place for both binaries.
 //!
 //! A daemon's listening sockets are made from a [`ServerContext`], whose ZAP handler is bound
 //! before any of them (see [`crate::zap`] for why every listening socket has a ZAP domain).
+//! With a cluster key ([`crate::cluster_key`]) every TCP listener is a CURVE server with the
+//! first key's server pair; the owner's Unix socket stays NULL.
+//!
+//! Outgoing connections present the process's keyring ([`install_client_keyring`]), and
+//! [`ClientKeys`] picks which key opens each endpoint: see there for key rotation.
 
 use crate::bounds::MAX_SUBSCRIPTION_BYTES;
+use crate::cluster_key::{CurveKeys, CurvePair, Keyring};
 use crate::zap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -22,23 +28,46 @@ pub use zmq::Context;
 pub struct ServerContext {
     context: Context,
     _zap: zap::Handler,
+    /// The first key's server pair, taken by every TCP listener; `None` without a key.
+    curve_server: Option<CurvePair>,
 }
 
 impl ServerContext {
-    /// A new context with its ZAP handler answering by `policy`. Needs a Tokio runtime: the
-    /// handler is a task.
-    pub fn new(policy: zap::Policy) -> tmq::Result<ServerContext> {
+    /// A new context whose listeners admit holders of `keyring` (CURVE), or, without one,
+    /// every NULL peer. Needs a Tokio runtime: the ZAP handler is a task.
+    pub fn new(keyring: Option<&Keyring>) -> tmq::Result<ServerContext> {
         let context = Context::new();
+        let policy = keyring.map_or_else(zap::Policy::keyless, zap::Policy::keyed);
         let handler = zap::start(&context, policy)?;
         Ok(ServerContext {
             context,
             _zap: handler,
+            curve_server: keyring.map(|keys| keys.first().curve().server),
         })
     }
 
     /// The context itself, for the daemon's outgoing sockets (they share its I/O thread).
     pub fn context(&self) -> &Context {
         &self.context
+    }
+
+    /// Whether the TCP listeners require the cluster key.
+    pub fn is_keyed(&self) -> bool {
+        self.curve_server.is_some()
+    }
+
+    /// The ZAP domain and, with a key, the CURVE server role of a TCP listener.
+    fn tcp_listener<T: tmq::FromZmqSocket<T>>(
+        &self,
+        builder: tmq::SocketBuilder<T>,
+    ) -> tmq::SocketBuilder<T> {
+        let builder = builder.set_zap_domain(zap::DOMAIN);
+        match &self.curve_server {
+            Some(pair) => builder
+                .set_curve_server(true)
+                .set_curve_secretkey(pair.secret()),
+            None => builder,
+        }
     }
 }
 
@@ -48,7 +77,9 @@ pub fn bind_control(
     endpoint: &str,
     max_message_size: u64,
 ) -> tmq::Result<tmq::router::Router> {
-    control_router(server, max_message_size).bind(endpoint)
+    server
+        .tcp_listener(control_router(server, max_message_size))
+        .bind(endpoint)
 }
 
 fn control_router(
@@ -58,7 +89,6 @@ fn control_router(
     let hard_limit = max_message_size.saturating_mul(HARD_LIMIT_FACTOR);
     tmq::router(&server.context)
         .set_linger(0)
-        .set_zap_domain(zap::DOMAIN)
         .set_maxmsgsize(i64::try_from(hard_limit).unwrap_or(i64::MAX))
 }
 
@@ -89,6 +119,7 @@ pub fn bind_owner_control(
             .to_str()
             .ok_or_else(|| std::io::Error::other(format!("{} is not UTF-8", staged.display())))?;
         let router = control_router(server, max_message_size)
+            .set_zap_domain(zap::OWNER_DOMAIN)
             .bind(&format!("ipc://{staged_path}"))
             .map_err(|e| std::io::Error::other(format!("binding ipc://{staged_path}: {e}")))?;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
@@ -105,9 +136,9 @@ pub fn bind_publisher(
     server: &ServerContext,
     endpoint: &str,
 ) -> tmq::Result<tmq::publish::Publish> {
-    tmq::publish(&server.context)
+    server
+        .tcp_listener(tmq::publish(&server.context))
         .set_linger(0)
-        .set_zap_domain(zap::DOMAIN)
         .set_maxmsgsize(MAX_SUBSCRIPTION_BYTES as i64)
         .bind(endpoint)
 }
@@ -150,6 +181,10 @@ pub fn bind_subscribed_publisher(
     let socket = context.socket(zmq::XPUB)?;
     socket.set_linger(0)?;
     socket.set_zap_domain(zap::DOMAIN)?;
+    if let Some(pair) = &server.curve_server {
+        socket.set_curve_server(true)?;
+        socket.set_curve_secretkey(pair.secret())?;
+    }
     socket.set_maxmsgsize(MAX_SUBSCRIPTION_BYTES as i64)?;
     socket.set_xpub_verbose(true)?;
     let n = MONITORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -176,33 +211,273 @@ pub fn bind_subscribed_publisher(
 /// An async SUB connected to a PUB endpoint (a node's stats or events), subscribed to
 /// `prefix`. `max_message_size` bounds one frame, so a hostile publisher cannot make us
 /// allocate more; ZeroMQ reconnects by itself when the publisher restarts.
-pub fn connect_subscriber(
+pub async fn connect_subscriber(
     context: &Context,
     endpoint: &str,
     prefix: &[u8],
     max_message_size: u64,
 ) -> tmq::Result<tmq::subscribe::Subscribe> {
-    tmq::subscribe(context)
-        .set_linger(0)
-        .set_maxmsgsize(i64::try_from(max_message_size).unwrap_or(i64::MAX))
-        .connect(endpoint)?
-        .subscribe(prefix)
+    let max = i64::try_from(max_message_size).unwrap_or(i64::MAX);
+    let socket = open_async(context, zmq::SUB, endpoint, client_keys(), move |socket| {
+        socket.set_maxmsgsize(max)
+    })
+    .await?;
+    let wrap = <tmq::subscribe::SubscribeWithoutTopic as tmq::FromZmqSocket<_>>::from_zmq_socket;
+    wrap(socket)?.subscribe(prefix)
 }
 
-/// A blocking DEALER connected to a control endpoint, as circusctl uses.
+/// A blocking DEALER connected to a control endpoint, as circusctl uses, presenting this
+/// process's keyring.
 pub fn connect_control(context: &Context, endpoint: &str) -> zmq::Result<zmq::Socket> {
-    let socket = context.socket(zmq::DEALER)?;
-    socket.set_linger(0)?;
-    socket.connect(endpoint)?;
-    Ok(socket)
+    connect_control_with(context, endpoint, client_keys())
 }
 
-/// An async DEALER connected to a control endpoint (probes, heartbeats, forwarding).
-pub fn connect_control_async(
+/// [`connect_control`] presenting `keys` (or no key) rather than the process's keyring.
+pub fn connect_control_with(
+    context: &Context,
+    endpoint: &str,
+    keys: Option<&ClientKeys>,
+) -> zmq::Result<zmq::Socket> {
+    open_blocking(context, zmq::DEALER, endpoint, keys, |_| Ok(()))
+}
+
+/// An async DEALER connected to a control endpoint (probes, heartbeats, forwarding),
+/// presenting this process's keyring.
+pub async fn connect_control_async(
     context: &Context,
     endpoint: &str,
 ) -> tmq::Result<tmq::dealer::Dealer> {
-    tmq::dealer(context).set_linger(0).connect(endpoint)
+    let socket = open_async(context, zmq::DEALER, endpoint, client_keys(), |_| Ok(())).await?;
+    <tmq::dealer::Dealer as tmq::FromZmqSocket<_>>::from_zmq_socket(socket)
+}
+
+/// The keys of this process's outgoing connections, installed once at start.
+static CLIENT_KEYS: std::sync::OnceLock<ClientKeys> = std::sync::OnceLock::new();
+
+/// Makes every outgoing connection of this process present `keyring` (CURVE). Called once,
+/// at start, before any connection; `false` if a keyring was installed already.
+pub fn install_client_keyring(keyring: &Keyring) -> bool {
+    CLIENT_KEYS.set(ClientKeys::new(keyring)).is_ok()
+}
+
+/// The keys installed by [`install_client_keyring`], if any.
+pub fn client_keys() -> Option<&'static ClientKeys> {
+    CLIENT_KEYS.get()
+}
+
+/// How long a new connection waits for its CURVE handshake before it keeps the key it tried.
+/// Only when the keyring holds several keys (a rotation): a server that refuses the key
+/// within this time is tried with the next one; one that does not answer (down, or far) is
+/// left to libzmq's reconnection with the key tried.
+pub const HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
+
+/// The CURVE client side of a keyring, and which key opens each endpoint.
+///
+/// During a rotation, nodes' first keys differ: a server takes its first key's server pair,
+/// and a client must name that server key to be heard at all (CURVE's HELLO is sealed for it).
+/// So with several keys, a new connection watches its handshake (a socket monitor): on a
+/// refusal (`ZMQ_EVENT_HANDSHAKE_FAILED_*`) it is closed and made again with the next key,
+/// and a key other than the first that succeeded is remembered for that endpoint (at most
+/// [`crate::bounds::REMEMBERED_KEY_CHOICES`]). With one key, connections are made at once.
+/// Nothing is sent before the handshake, so a retried request never reaches a node twice.
+pub struct ClientKeys {
+    keyring: Keyring,
+    keys: Vec<CurveKeys>,
+    /// endpoint -> index of the key that last opened it, when not the first. A cache (a lost
+    /// entry costs one handshake) shared by every connection of the process; its lock is never
+    /// held across a wait.
+    chosen: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl ClientKeys {
+    pub fn new(keyring: &Keyring) -> ClientKeys {
+        ClientKeys {
+            keyring: keyring.clone(),
+            keys: keyring.keys().iter().map(|key| key.curve()).collect(),
+            chosen: Default::default(),
+        }
+    }
+
+    /// The keyring these keys come from.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Key indexes in the order to try for `endpoint`: the one remembered, then the keyring's.
+    fn order(&self, endpoint: &str) -> Vec<usize> {
+        let remembered = self.lock().get(endpoint).copied();
+        remembered
+            .into_iter()
+            .chain((0..self.keys.len()).filter(|i| Some(*i) != remembered))
+            .collect()
+    }
+
+    fn remember(&self, endpoint: &str, index: usize) {
+        let mut chosen = self.lock();
+        if index == 0 {
+            chosen.remove(endpoint);
+            return;
+        }
+        if chosen.len() >= crate::bounds::REMEMBERED_KEY_CHOICES {
+            chosen.clear();
+        }
+        chosen.insert(endpoint.to_string(), index);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        self.chosen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes `socket` a CURVE client with key `index`.
+    fn apply(&self, socket: &zmq::Socket, index: usize) -> zmq::Result<()> {
+        let keys = &self.keys[index];
+        socket.set_curve_serverkey(&keys.server.public)?;
+        socket.set_curve_publickey(&keys.client.public)?;
+        socket.set_curve_secretkey(keys.client.secret())
+    }
+}
+
+/// What a new connection's monitor said about its handshake.
+enum Handshake {
+    Succeeded,
+    Refused,
+    /// Nothing within [`HANDSHAKE_WAIT`]: the server is down, slow, or not there.
+    Unknown,
+}
+
+/// The handshake events a connection is watched for.
+const HANDSHAKE_EVENTS: i32 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+    | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
+    | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
+    | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
+
+/// A new socket of `kind` with `configure`'s options and key `index` of `keys`.
+fn new_client_socket(
+    context: &Context,
+    kind: zmq::SocketType,
+    keys: Option<(&ClientKeys, usize)>,
+    configure: &impl Fn(&zmq::Socket) -> zmq::Result<()>,
+) -> zmq::Result<zmq::Socket> {
+    let socket = context.socket(kind)?;
+    socket.set_linger(0)?;
+    configure(&socket)?;
+    if let Some((keys, index)) = keys {
+        keys.apply(&socket, index)?;
+    }
+    Ok(socket)
+}
+
+/// Starts a monitor of `socket`'s handshakes and returns its receiving end.
+fn watch_handshake(context: &Context, socket: &zmq::Socket) -> zmq::Result<zmq::Socket> {
+    static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MONITORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let endpoint = format!("inproc://troupe-handshake-{n}");
+    socket.monitor(&endpoint, HANDSHAKE_EVENTS)?;
+    let monitor = context.socket(zmq::PAIR)?;
+    monitor.set_linger(0)?;
+    monitor.connect(&endpoint)?;
+    Ok(monitor)
+}
+
+/// The verdict in one monitor message (`[event u16 LE, value u32 LE]`, endpoint).
+fn handshake_event(frames: &[Vec<u8>]) -> Option<Handshake> {
+    let first = frames.first()?;
+    let event = u16::from_le_bytes([*first.first()?, *first.get(1)?]);
+    Some(if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 {
+        Handshake::Succeeded
+    } else {
+        Handshake::Refused
+    })
+}
+
+/// A client socket connected to `endpoint` with the key that opens it (see [`ClientKeys`]).
+fn open_blocking(
+    context: &Context,
+    kind: zmq::SocketType,
+    endpoint: &str,
+    keys: Option<&ClientKeys>,
+    configure: impl Fn(&zmq::Socket) -> zmq::Result<()>,
+) -> zmq::Result<zmq::Socket> {
+    let order = keys.map(|keys| keys.order(endpoint)).unwrap_or_default();
+    let (Some(keys), true) = (keys, order.len() > 1) else {
+        let socket = new_client_socket(context, kind, keys.map(|k| (k, 0)), &configure)?;
+        socket.connect(endpoint)?;
+        return Ok(socket);
+    };
+    for &index in &order {
+        let socket = new_client_socket(context, kind, Some((keys, index)), &configure)?;
+        let monitor = watch_handshake(context, &socket)?;
+        socket.connect(endpoint)?;
+        let verdict = if monitor.poll(zmq::POLLIN, poll_timeout_ms(HANDSHAKE_WAIT))? > 0 {
+            handshake_event(&monitor.recv_multipart(0)?)
+        } else {
+            None
+        };
+        match verdict.unwrap_or(Handshake::Unknown) {
+            Handshake::Refused => continue,
+            Handshake::Succeeded => keys.remember(endpoint, index),
+            Handshake::Unknown => {}
+        }
+        return Ok(socket);
+    }
+    refused_by_every_key(context, kind, endpoint, keys, order[0], &configure)
+}
+
+/// The async twin of [`open_blocking`].
+async fn open_async(
+    context: &Context,
+    kind: zmq::SocketType,
+    endpoint: &str,
+    keys: Option<&ClientKeys>,
+    configure: impl Fn(&zmq::Socket) -> zmq::Result<()>,
+) -> tmq::Result<zmq::Socket> {
+    use futures::StreamExt;
+    let order = keys.map(|keys| keys.order(endpoint)).unwrap_or_default();
+    let (Some(keys), true) = (keys, order.len() > 1) else {
+        let socket = new_client_socket(context, kind, keys.map(|k| (k, 0)), &configure)?;
+        socket.connect(endpoint)?;
+        return Ok(socket);
+    };
+    for &index in &order {
+        let socket = new_client_socket(context, kind, Some((keys, index)), &configure)?;
+        let monitor = watch_handshake(context, &socket)?;
+        let mut monitor = <tmq::pair::Pair as tmq::FromZmqSocket<_>>::from_zmq_socket(monitor)?;
+        socket.connect(endpoint)?;
+        let verdict = match tokio::time::timeout(HANDSHAKE_WAIT, monitor.next()).await {
+            Ok(Some(Ok(message))) => {
+                let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
+                handshake_event(&frames)
+            }
+            _ => None,
+        };
+        match verdict.unwrap_or(Handshake::Unknown) {
+            Handshake::Refused => continue,
+            Handshake::Succeeded => keys.remember(endpoint, index),
+            Handshake::Unknown => {}
+        }
+        return Ok(socket);
+    }
+    Ok(refused_by_every_key(
+        context, kind, endpoint, keys, order[0], &configure,
+    )?)
+}
+
+/// When every key was refused: a connection with the one tried first, which the caller's
+/// timeout ends (the server is of another cluster, or holds none of our keys).
+fn refused_by_every_key(
+    context: &Context,
+    kind: zmq::SocketType,
+    endpoint: &str,
+    keys: &ClientKeys,
+    index: usize,
+    configure: &impl Fn(&zmq::Socket) -> zmq::Result<()>,
+) -> zmq::Result<zmq::Socket> {
+    tracing::debug!(endpoint, "refused with every key of the keyring");
+    let socket = new_client_socket(context, kind, Some((keys, index)), configure)?;
+    socket.connect(endpoint)?;
+    Ok(socket)
 }
 
 /// Milliseconds for ZeroMQ's poll, saturating.

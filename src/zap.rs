@@ -9,13 +9,22 @@
 //!
 //! Why a handler as well: with a domain set, libzmq sends the handler a request for every ZMTP 3
 //! handshake and admits the peer only on its "200". With no handler bound, a NULL handshake
-//! goes on unchecked (`session_base_t::zap_connect` fails and `ZMQ_ZAP_ENFORCE_DOMAIN` is off),
-//! so today the handler admits what would pass anyway; it is the place where Trust 2 (CURVE
-//! with a cluster key) checks client keys, by extending [`Policy`]. The handler is a task that
+//! goes on unchecked (`session_base_t::zap_connect` fails and `ZMQ_ZAP_ENFORCE_DOMAIN` is off).
+//! With a cluster key, the handler is what checks CURVE client keys ([`Policy`]).
+//!
+//! What the handler never sees: with a key, libzmq itself drops a NULL peer at the greeting
+//! (mechanism mismatch) and a CURVE peer whose HELLO is not sealed for this node's server key
+//! (a client of another key), before any ZAP request; such peers get no reply either. libzmq
+//! 4.3.4's socket monitor names only the local endpoint for those failures, so only the
+//! refusals the handler makes are logged with the peer's address. The handler is a task that
 //! owns its policy, bound at [`HANDLER_ENDPOINT`] of its context before any listening socket of
 //! that context ([`crate::sockets::ServerContext`] makes that the only possible order).
 
+use crate::bounds;
+use crate::cluster_key::Keyring;
 use futures::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// The domain every listening socket sets; the handler sees it in each request.
@@ -47,20 +56,97 @@ pub enum Verdict {
     Refuse(String),
 }
 
-/// Who may complete a handshake on a listening socket. Today: every ZMTP 3 peer with the NULL
-/// mechanism, as troupe has no keys yet; what a request may do is decided per request, by the
-/// socket it came on (SECURITY.md). Trust 2 gives it the cluster key and makes it check CURVE
-/// clients (and log refusals, rate-limited per address); its state lives here, owned by the
-/// handler task.
+/// The domain of the agent's owner-only Unix socket: NULL peers are admitted there with or
+/// without a cluster key, as its file permissions decide who connects (SECURITY.md). Set by
+/// the listening socket itself, so no peer can choose it.
+pub const OWNER_DOMAIN: &str = "troupe-owner";
+
+/// Who may complete a handshake on a listening socket. Keyless, every ZMTP 3 peer with the
+/// NULL mechanism, and what a request may do is decided per request, by the socket it came on
+/// (SECURITY.md). With a cluster key, the TCP sockets are CURVE servers and only a client
+/// presenting the client public key of a key in the keyring is admitted. Refusals are logged
+/// once per peer address and [`REFUSAL_LOG_INTERVAL`], from a map of at most
+/// [`bounds::REFUSAL_LOG_PEERS`] addresses.
 #[derive(Debug, Default)]
-pub struct Policy {}
+pub struct Policy {
+    /// The client public keys of the keyring; `None` without a key.
+    accepted_clients: Option<Vec<[u8; 32]>>,
+    refusals: RefusalLog,
+}
 
 impl Policy {
-    pub fn decide(&mut self, request: &ZapRequest) -> Verdict {
-        match request.mechanism.as_str() {
-            "NULL" => Verdict::Admit,
-            other => Verdict::Refuse(format!("mechanism {other} is not accepted")),
+    /// Admits NULL peers: a node without a cluster key.
+    pub fn keyless() -> Policy {
+        Policy::default()
+    }
+
+    /// Admits CURVE clients holding any key of `keyring` (and NULL peers on the owner socket).
+    pub fn keyed(keyring: &Keyring) -> Policy {
+        Policy {
+            accepted_clients: Some(
+                keyring
+                    .keys()
+                    .iter()
+                    .map(|key| key.curve().client.public)
+                    .collect(),
+            ),
+            refusals: RefusalLog::default(),
         }
+    }
+
+    pub fn decide(&mut self, request: &ZapRequest) -> Verdict {
+        let mechanism = request.mechanism.as_str();
+        if request.domain == OWNER_DOMAIN {
+            return match mechanism {
+                "NULL" => Verdict::Admit,
+                other => Verdict::Refuse(format!("mechanism {other} is not accepted")),
+            };
+        }
+        match (&self.accepted_clients, mechanism) {
+            (None, "NULL") => Verdict::Admit,
+            (Some(accepted), "CURVE") => match request.credentials.first() {
+                Some(key) if accepted.iter().any(|a| a.as_slice() == key.as_slice()) => {
+                    Verdict::Admit
+                }
+                _ => Verdict::Refuse("the client key is not one of this cluster's keys".into()),
+            },
+            (Some(_), other) => Verdict::Refuse(format!(
+                "mechanism {other}: this node admits only holders of the cluster key (CURVE)"
+            )),
+            (None, other) => Verdict::Refuse(format!("mechanism {other} is not accepted")),
+        }
+    }
+}
+
+/// How long a peer address whose refusal was logged stays quiet.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(600);
+
+/// When each refused peer address was last logged.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    logged: HashMap<String, Instant>,
+    /// Refusals not logged since the map was full, reported with the next line logged.
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    /// Whether a refusal of `address` at `now` is logged; if so, also how many were not
+    /// logged for want of room.
+    fn should_log(&mut self, address: &str, now: Instant) -> Option<u64> {
+        if let Some(last) = self.logged.get(address) {
+            if now.duration_since(*last) < REFUSAL_LOG_INTERVAL {
+                return None;
+            }
+        } else if self.logged.len() >= bounds::REFUSAL_LOG_PEERS {
+            self.logged
+                .retain(|_, last| now.duration_since(*last) < REFUSAL_LOG_INTERVAL);
+            if self.logged.len() >= bounds::REFUSAL_LOG_PEERS {
+                self.unlogged += 1;
+                return None;
+            }
+        }
+        self.logged.insert(address.to_string(), now);
+        Some(std::mem::take(&mut self.unlogged))
     }
 }
 
@@ -141,7 +227,14 @@ fn answer(policy: &mut Policy, frames: Vec<Vec<u8>>) -> Option<Vec<Vec<u8>>> {
     Some(match policy.decide(&request) {
         Verdict::Admit => reply("200", "OK"),
         Verdict::Refuse(reason) => {
-            tracing::info!(address = %request.address, "handshake refused: {reason}");
+            if let Some(unlogged) = policy.refusals.should_log(&request.address, Instant::now()) {
+                tracing::warn!(
+                    address = %request.address,
+                    unlogged,
+                    "handshake refused: {reason} (logged once per address every {}s)",
+                    REFUSAL_LOG_INTERVAL.as_secs()
+                );
+            }
             reply("400", &reason)
         }
     })
@@ -196,5 +289,83 @@ mod tests {
         let mut no_delimiter = request("1.0", "NULL");
         no_delimiter[1] = b"x".to_vec();
         assert_eq!(answer(&mut Policy::default(), no_delimiter), None);
+    }
+
+    fn curve_request(domain: &str, client_public: &[u8]) -> ZapRequest {
+        ZapRequest {
+            domain: domain.into(),
+            address: "10.0.0.2".into(),
+            mechanism: "CURVE".into(),
+            credentials: vec![client_public.to_vec()],
+        }
+    }
+
+    #[test]
+    fn a_keyed_policy_admits_clients_of_every_key_of_the_ring_and_nobody_else() {
+        use crate::cluster_key::ClusterKey;
+        let (new, old, other) = (
+            ClusterKey::generate().unwrap(),
+            ClusterKey::generate().unwrap(),
+            ClusterKey::generate().unwrap(),
+        );
+        let ring = Keyring::new(vec![new.clone(), old.clone()]).unwrap();
+        let mut policy = Policy::keyed(&ring);
+        for key in [&new, &old] {
+            let client = key.curve().client.public;
+            assert_eq!(
+                policy.decide(&curve_request(DOMAIN, &client)),
+                Verdict::Admit
+            );
+        }
+        let refused = |policy: &mut Policy, request: &ZapRequest| {
+            matches!(policy.decide(request), Verdict::Refuse(_))
+        };
+        // Another cluster's client key, a key's server public key, nothing, and NULL.
+        assert!(refused(
+            &mut policy,
+            &curve_request(DOMAIN, &other.curve().client.public)
+        ));
+        assert!(refused(
+            &mut policy,
+            &curve_request(DOMAIN, &new.curve().server.public)
+        ));
+        assert!(refused(&mut policy, &curve_request(DOMAIN, &[])));
+        let null = |domain: &str| ZapRequest {
+            mechanism: "NULL".into(),
+            credentials: Vec::new(),
+            ..curve_request(domain, &[])
+        };
+        assert!(refused(&mut policy, &null(DOMAIN)));
+        // The owner's Unix socket stays NULL; keyless TCP too.
+        assert_eq!(policy.decide(&null(OWNER_DOMAIN)), Verdict::Admit);
+        assert_eq!(Policy::keyless().decide(&null(DOMAIN)), Verdict::Admit);
+        assert!(refused(
+            &mut Policy::keyless(),
+            &curve_request(DOMAIN, &new.curve().client.public)
+        ));
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_address_and_interval_within_the_bound() {
+        let mut log = RefusalLog::default();
+        let start = Instant::now();
+        assert_eq!(log.should_log("10.0.0.2", start), Some(0));
+        assert_eq!(
+            log.should_log("10.0.0.2", start + Duration::from_secs(1)),
+            None
+        );
+        let later = start + REFUSAL_LOG_INTERVAL;
+        assert_eq!(log.should_log("10.0.0.2", later), Some(0));
+        for n in 1..bounds::REFUSAL_LOG_PEERS {
+            assert!(log.should_log(&format!("peer-{n}"), later).is_some());
+        }
+        assert_eq!(log.logged.len(), bounds::REFUSAL_LOG_PEERS);
+        assert_eq!(log.should_log("one-too-many", later), None);
+        assert_eq!(log.should_log("two-too-many", later), None);
+        assert_eq!(log.logged.len(), bounds::REFUSAL_LOG_PEERS, "bounded");
+        // Once entries expire, room is made, and the count of unlogged ones is reported.
+        let much_later = later + REFUSAL_LOG_INTERVAL;
+        assert_eq!(log.should_log("one-too-many", much_later), Some(2));
+        assert_eq!(log.logged.len(), 1);
     }
 }

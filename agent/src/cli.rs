@@ -10,8 +10,18 @@ use troupe::config::AgentConfig;
 
 /// A Circus-compatible process supervisor: one per node, driven by `troupe` or `circusctl`.
 #[derive(Parser, Debug)]
-#[command(name = "troupe-agent", version)]
+#[command(name = "troupe-agent", version, disable_version_flag = true)]
 struct Args {
+    /// Print the version (with --verbose: libzmq's CURVE support and the cluster key in use).
+    #[arg(short = 'V', long)]
+    version: bool,
+    /// With --version: also libzmq's CURVE support and the cluster key's fingerprint.
+    #[arg(long, requires = "version")]
+    verbose: bool,
+    /// Cluster key file (overrides [agent] key_file; default <state_dir>/cluster.key when
+    /// present). Env: TROUPE_KEY_FILE.
+    #[arg(long, env = "TROUPE_KEY_FILE", value_name = "FILE")]
+    key_file: Option<PathBuf>,
     /// Config file (TOML). Without one the agent supervises nothing until told.
     #[arg(short, long, env = "TROUPE_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -36,6 +46,9 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let args = Args::parse_from(argv);
+    if args.version {
+        return print_version(&args);
+    }
     if let Some(check) = &args.check {
         let path = check.clone().or_else(|| args.config.clone());
         let Some(path) = path else {
@@ -90,6 +103,9 @@ where
     if let Some(bind) = args.bind {
         config.agent.bind = bind;
     }
+    if let Some(key_file) = args.key_file {
+        config.agent.key_file = Some(key_file);
+    }
     one_malloc_arena();
     // One thread, as circusd's event loop: every request is served without a hop between
     // threads (status p50 0.08-0.10 ms against 0.12 ms on the multi-threaded runtime), and a
@@ -113,6 +129,51 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--version`, and with `--verbose` what secures the sockets: whether libzmq was built with
+/// CURVE, and the fingerprint of the cluster key the agent would use (never the key).
+fn print_version(args: &Args) -> ExitCode {
+    println!("troupe-agent {}", env!("CARGO_PKG_VERSION"));
+    if !args.verbose {
+        return ExitCode::SUCCESS;
+    }
+    let (major, minor, patch) = zmq::version();
+    let curve = zmq::has("curve") == Some(true);
+    println!(
+        "libzmq {major}.{minor}.{patch}, CURVE: {}",
+        if curve { "yes" } else { "no" }
+    );
+    let mut settings = match &args.config {
+        Some(path) => match AgentConfig::load(path) {
+            Ok(config) => config.agent,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => troupe::config::AgentSettings::default(),
+    };
+    if let Some(key_file) = &args.key_file {
+        settings.key_file = Some(key_file.clone());
+    }
+    match settings.key_file_in_use() {
+        None => println!("cluster key: none (the TCP sockets are open to anyone who reaches them)"),
+        Some(path) => match troupe::cluster_key::Keyring::load(&path) {
+            Ok(keyring) => println!(
+                "cluster key: fingerprint {} ({} key{} in {})",
+                keyring.fingerprint(),
+                keyring.keys().len(),
+                if keyring.keys().len() == 1 { "" } else { "s" },
+                path.display()
+            ),
+            Err(e) => {
+                eprintln!("troupe-agent: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    }
+    ExitCode::SUCCESS
 }
 
 /// glibc gives each thread that allocates an arena of its own (here ZeroMQ's I/O thread and

@@ -15,7 +15,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     crate::watcher::process::raise_open_files_limit();
     let settings = Arc::new(config.agent.clone());
     let node_id = crate::identity::load_or_create(&settings.state_dir)?;
-    let zmq = troupe::sockets::ServerContext::new(troupe::zap::Policy::default())
+    let keyring = load_keyring(&settings)?;
+    let zmq = troupe::sockets::ServerContext::new(keyring.as_ref())
         .context("starting the ZAP handler")?;
     let control_endpoint = settings.endpoint(settings.control_port);
     let router = troupe::sockets::bind_control(&zmq, &control_endpoint, settings.max_message_size)
@@ -134,4 +135,38 @@ async fn reload(ctx: &AgentContext) {
         },
         Err(e) => tracing::error!("config not reloaded:\n{e}"),
     }
+}
+
+/// Reads the cluster key file, if any, and makes the agent's outgoing connections (to its
+/// `master`) present it; says at start what the key protects, or what anyone may do without one.
+fn load_keyring(
+    settings: &troupe::config::AgentSettings,
+) -> anyhow::Result<Option<troupe::cluster_key::Keyring>> {
+    let Some(path) = settings.key_file_in_use() else {
+        tracing::warn!(
+            "no cluster key: anyone who reaches this node's TCP ports ({}, {}, {} on {}) can \
+             stop, start and signal every watcher, reset them, read every command line, \
+             environment, status and stats, and present it as a member of cluster {:?}; \
+             make a key with `troupe keygen --out {}` and copy it to every node",
+            settings.control_port,
+            settings.pubsub_port,
+            settings.stats_port,
+            settings.bind,
+            settings.cluster,
+            settings
+                .state_dir
+                .join(troupe::cluster_key::DEFAULT_FILE_NAME)
+                .display()
+        );
+        return Ok(None);
+    };
+    let keyring = troupe::cluster_key::Keyring::load(&path)?;
+    troupe::sockets::install_client_keyring(&keyring);
+    tracing::info!(
+        fingerprint = %keyring.fingerprint(),
+        keys = keyring.keys().len(),
+        file = %path.display(),
+        "cluster key: the TCP sockets admit only its holders (CURVE)"
+    );
+    Ok(Some(keyring))
 }

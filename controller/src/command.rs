@@ -170,11 +170,12 @@ impl ClusterLink {
         flags: &NodeFlags,
         listen: Duration,
     ) -> anyhow::Result<ClusterLink> {
+        // First: it reads the cluster key that the controller is asked with.
+        let settings = flags.settings()?;
         let endpoint = flags.controller_endpoint();
         if controller_answers(&endpoint).await {
             return Ok(ClusterLink::Controller(endpoint));
         }
-        let settings = flags.settings()?;
         // A controller asked for by name that is not there is worth a word: the answer then
         // comes from this command's own discovery, which may see a different cluster.
         if flags.controller.is_some() {

@@ -8,7 +8,7 @@ use tmq::AsZmqSocket;
 
 /// A context for fake agents to listen in, with its ZAP handler, as the agent's.
 pub fn context() -> troupe::sockets::ServerContext {
-    troupe::sockets::ServerContext::new(Default::default()).expect("a ZAP handler")
+    troupe::sockets::ServerContext::new(None).expect("a ZAP handler")
 }
 
 /// Binds a ROUTER at `endpoint` (`tcp://127.0.0.1:*` for a free port) and returns it with the

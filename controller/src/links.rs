@@ -170,21 +170,26 @@ impl Pool {
     fn on_message(&mut self, msg: Msg) {
         match msg {
             Msg::Checkout { endpoint, reply } => {
-                let kept = self.idle.get_mut(&endpoint).and_then(Vec::pop);
-                let socket =
-                    match kept {
-                        Some(socket) => Ok(socket),
-                        None => troupe::sockets::connect_control_async(&self.zmq, &endpoint)
-                            .map_err(|e| ClientError::Connect {
-                                endpoint: endpoint.clone(),
-                                source: match e {
-                                    tmq::TmqError::Zmq(z) => z,
-                                    _ => zmq::Error::EINVAL,
-                                },
-                            }),
-                    };
                 // A caller gone meanwhile drops the connection with the reply.
-                let _ = reply.send(socket);
+                if let Some(socket) = self.idle.get_mut(&endpoint).and_then(Vec::pop) {
+                    let _ = reply.send(Ok(socket));
+                    return;
+                }
+                // A new connection may wait for its handshake (a keyring of several keys),
+                // which the actor must not.
+                let zmq = self.zmq.clone();
+                tokio::spawn(async move {
+                    let socket = troupe::sockets::connect_control_async(&zmq, &endpoint)
+                        .await
+                        .map_err(|e| ClientError::Connect {
+                            endpoint: endpoint.clone(),
+                            source: match e {
+                                tmq::TmqError::Zmq(z) => z,
+                                _ => zmq::Error::EINVAL,
+                            },
+                        });
+                    let _ = reply.send(socket);
+                });
             }
             Msg::Checkin { endpoint, socket } => {
                 if self

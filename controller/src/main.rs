@@ -27,6 +27,10 @@ struct Cli {
     #[arg(long, global = true, default_value = "warn", env = "TROUPE_LOG",
           value_parser = troupe::logging::parse_filter)]
     log_level: tracing_subscriber::filter::Targets,
+    /// Cluster key file: every connection presents it and `serve` admits only its holders
+    /// (overrides key_file in troupe.toml). Env: TROUPE_KEY_FILE.
+    #[arg(long, global = true, env = "TROUPE_KEY_FILE", value_name = "FILE")]
+    key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -125,6 +129,13 @@ enum Command {
         #[command(flatten)]
         flags: NodeFlags,
     },
+    /// Make a new cluster key: written to FILE (mode 0600, never over an existing file) or
+    /// printed; its fingerprint is printed either way. Copy the file to every node.
+    Keygen {
+        /// Where to write the key (e.g. /var/lib/troupe/cluster.key).
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Send one raw request to one control endpoint and print the JSON reply.
     Ctl {
         /// Control endpoint, e.g. tcp://127.0.0.1:5555.
@@ -153,7 +164,14 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     troupe::logging::init(cli.log_level);
+    if let Some(path) = &cli.key_file {
+        if let Err(e) = troupe_controller::settings::use_key_file(path) {
+            eprintln!("troupe: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     match cli.command {
+        Command::Keygen { out } => troupe_controller::keygen::run(out.as_deref()),
         Command::Broadcast(words) => {
             let Some((command, rest)) = words.split_first() else {
                 return ExitCode::from(2);

@@ -47,7 +47,7 @@ impl Default for ProbeLimits {
 /// marks a stock circusd, whose watchers are then counted with `list`. A new DEALER, closed
 /// afterwards.
 pub async fn probe(context: &zmq::Context, endpoint: &str, timeout: Duration) -> Probed {
-    match connect_control_async(context, endpoint) {
+    match connect_control_async(context, endpoint).await {
         Ok(mut socket) => probe_on(&mut socket, endpoint, timeout).await,
         Err(e) => {
             tracing::debug!(endpoint, "cannot connect: {e}");

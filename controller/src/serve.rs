@@ -79,8 +79,9 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         ..sources(&settings)
     };
     let (membership, discovery) = Discovery::start(sources)?;
-    let zmq = troupe::sockets::ServerContext::new(troupe::zap::Policy::default())
-        .context("starting the ZAP handler")?;
+    // The key `--key-file`, `TROUPE_KEY_FILE` or troupe.toml named (settings() read it).
+    let keyring = troupe::sockets::client_keys().map(|keys| keys.keyring());
+    let zmq = troupe::sockets::ServerContext::new(keyring).context("starting the ZAP handler")?;
     let control_endpoint = format!("tcp://{}:{}", serve.bind, serve.control_port);
     let router = troupe::sockets::bind_control(
         &zmq,

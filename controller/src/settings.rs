@@ -42,6 +42,18 @@ pub struct Settings {
     pub expect: Option<usize>,
 }
 
+/// Makes every connection of this process present the cluster key in `path`, unless a key
+/// was installed already (`--key-file` and `TROUPE_KEY_FILE` are read first, in `main`).
+pub fn use_key_file(path: &std::path::Path) -> anyhow::Result<()> {
+    if troupe::sockets::client_keys().is_some() {
+        return Ok(());
+    }
+    let keyring = troupe::cluster_key::Keyring::load(path)?;
+    tracing::debug!(fingerprint = %keyring.fingerprint(), file = %path.display(), "cluster key");
+    troupe::sockets::install_client_keyring(&keyring);
+    Ok(())
+}
+
 impl NodeFlags {
     /// Reads the config file, the environment and the remembered state, then applies flags.
     pub fn settings(&self) -> anyhow::Result<Settings> {
@@ -56,6 +68,9 @@ impl NodeFlags {
         }
         if let Some(dir) = &self.state_dir {
             config.state_dir = dir.clone();
+        }
+        if let Some(path) = &config.key_file {
+            use_key_file(path)?;
         }
         let state = crate::state::ControllerState::load(&config.state_dir)?;
         let mut ranges: Vec<String> = config.probe.clone();

@@ -48,6 +48,8 @@ pub struct ControllerConfig {
     /// How often ranges and seeds are probed again.
     pub probe_interval: Duration,
     pub state_dir: PathBuf,
+    /// The cluster key file (`key_file`), unless `--key-file` or `TROUPE_KEY_FILE` names one.
+    pub key_file: Option<PathBuf>,
     pub serve: ServeSettings,
 }
 
@@ -61,6 +63,7 @@ impl Default for ControllerConfig {
             timeout: Duration::from_secs(5),
             probe_interval: Duration::from_secs(5),
             state_dir: super::default_state_dir(),
+            key_file: None,
             serve: ServeSettings::default(),
         }
     }
@@ -128,6 +131,7 @@ fn read_top(config: &mut ControllerConfig, key: &str, value: &Value) -> Result<(
         "timeout" => config.timeout = read_duration(value).map_err(err)?,
         "probe_interval" => config.probe_interval = read_duration(value).map_err(err)?,
         "state_dir" => config.state_dir = read_string(value).map_err(err)?.into(),
+        "key_file" => config.key_file = Some(read_string(value).map_err(err)?.into()),
         _ => return Err("unknown key".into()),
     }
     Ok(())

@@ -50,6 +50,8 @@ pub struct AgentSettings {
     pub announce_interfaces: Vec<String>,
     /// Interfaces never to announce on.
     pub ignore_interfaces: Vec<String>,
+    /// The cluster key file (`key_file`); see [`AgentSettings::key_file_in_use`].
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for AgentSettings {
@@ -70,6 +72,7 @@ impl Default for AgentSettings {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             announce_interfaces: Vec::new(),
             ignore_interfaces: Vec::new(),
+            key_file: None,
         }
     }
 }
@@ -83,6 +86,16 @@ impl AgentSettings {
     /// The owner-only control socket, `<state_dir>/control.sock` (SECURITY.md).
     pub fn owner_socket(&self) -> PathBuf {
         self.state_dir.join("control.sock")
+    }
+
+    /// The cluster key file the agent reads: `key_file` when set (the file must then exist),
+    /// else `<state_dir>/cluster.key` when present; `None`: the agent runs keyless.
+    pub fn key_file_in_use(&self) -> Option<PathBuf> {
+        if let Some(path) = &self.key_file {
+            return Some(path.clone());
+        }
+        let default = self.state_dir.join(crate::cluster_key::DEFAULT_FILE_NAME);
+        default.exists().then_some(default)
     }
 }
 
@@ -287,6 +300,7 @@ fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut 
                 }
                 "announce_interfaces" => settings.announce_interfaces = read_names(&json)?,
                 "ignore_interfaces" => settings.ignore_interfaces = read_names(&json)?,
+                "key_file" => settings.key_file = Some(read_string(&json).map_err(err)?.into()),
                 _ => return Err("unknown key".into()),
             }
             Ok(())

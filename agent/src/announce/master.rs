@@ -198,6 +198,7 @@ impl MasterLink {
         request.id = Value::String(uuid::Uuid::new_v4().simple().to_string());
         if self.socket.is_none() {
             let socket = troupe::sockets::connect_control_async(&self.zmq, &self.master)
+                .await
                 .map_err(|e| format!("cannot connect: {e}"))?;
             self.socket = Some(socket);
         }

@@ -398,7 +398,7 @@ async fn heartbeat(
 ) -> (Probed, Option<Dealer>) {
     let mut socket = match kept {
         Some(socket) => socket,
-        None => match troupe::sockets::connect_control_async(zmq, endpoint) {
+        None => match troupe::sockets::connect_control_async(zmq, endpoint).await {
             Ok(socket) => socket,
             Err(e) => {
                 tracing::debug!(endpoint, "cannot connect: {e}");

@@ -45,7 +45,9 @@ pub async fn read(zmq: zmq::Context, stream: Stream, actor: mpsc::Sender<StatsMs
         &endpoint,
         PREFIX.as_bytes(),
         DEFAULT_MAX_MESSAGE_SIZE,
-    ) {
+    )
+    .await
+    {
         Ok(socket) => socket,
         Err(e) => {
             tracing::warn!(%endpoint, "cannot subscribe to stats: {e}");
