@@ -165,7 +165,10 @@ fn other_users_cannot_connect_to_the_owner_socket() {
 
     // Anyone may walk to it (a scratch dir and the state dir are 0700), so only the socket's
     // mode stands in the way.
-    for dir in [agent.dir.path().to_path_buf(), agent.dir.path().join("state")] {
+    for dir in [
+        agent.dir.path().to_path_buf(),
+        agent.dir.path().join("state"),
+    ] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let nobody = nix::unistd::User::from_name("nobody")
