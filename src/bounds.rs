@@ -7,8 +7,19 @@
 /// the agent's control sockets. Each holds a task and a queue of up to [`CLIENT_QUEUE`]
 /// requests; an idle client holds nothing. A new client past this gets an error reply; clients
 /// already in flight are served. The owner's Unix socket counts its clients separately, so a
-/// flood over TCP cannot lock the node's owner out.
+/// flood over TCP cannot lock the node's owner out, and one address holds at most
+/// [`MAX_CONTROL_CONNECTIONS_PER_PEER`] of these places.
 pub const CONTROL_CLIENTS: usize = 256;
+
+/// TCP connections one peer address may keep open to the agent's or `troupe serve`'s control
+/// socket; one more is shut down as soon as it is accepted (and the address logged once while
+/// it stays at the bound). Each costs libzmq a pipe, buffers and a descriptor, idle or not.
+/// A controller host needs far fewer: `troupe serve` keeps one connection per agent plus a
+/// probe now and then, each `troupe ctl`/`circusctl` holds one while it runs (`troupe top`
+/// and `circus-top` read the stats socket), and serve sees one per agent behind an address
+/// (20 agents behind one NAT fit, as for [`SERVE_REGISTER_PER_SECOND_PER_PEER`]). Below
+/// [`CONTROL_CLIENTS`], so one address cannot take every place in flight either.
+pub const MAX_CONTROL_CONNECTIONS_PER_PEER: usize = 64;
 
 /// Requests one control client may have queued behind its running one; past it, that client
 /// gets "too many requests" errors.
@@ -29,16 +40,17 @@ pub const MAX_REMOTE_NUMPROCESSES: u32 = 256;
 /// million nodes, some 40 MB, at worst); real topics (`stat.<watcher>.<pid>`) are far shorter.
 pub const MAX_SUBSCRIPTION_BYTES: usize = 4096;
 
-/// Connections one peer address may keep open to the agent's stats or events socket; one more
-/// is dropped at once. A controller host running `troupe serve`, a `troupe top` and a few
-/// `circus-top`s needs a handful.
+/// Connections one peer address may keep open to a stats or events socket (the agent's and
+/// `troupe serve`'s); one more is dropped at once. A controller host running `troupe serve`,
+/// a `troupe top` and a few `circus-top`s needs a handful.
 pub const MAX_SUBSCRIBERS_PER_PEER: usize = 16;
 
-/// Distinct topic prefixes one peer address may subscribe to on the agent's stats or events
-/// socket, counted until its last connection closes; past it, all its connections there are
-/// dropped (a SUB reconnects and subscribes again by itself, so a peer within the bound never
-/// notices, and one beyond it is dropped each time). Circus's and troupe's clients subscribe to
-/// one prefix; a script following a few hundred watchers one by one still fits.
+/// Distinct topic prefixes one peer address may subscribe to on a stats or events socket (the
+/// agent's and `troupe serve`'s), counted until its last connection closes; past it, all its
+/// connections there are dropped (a SUB reconnects and subscribes again by itself, so a peer
+/// within the bound never notices, and one beyond it is dropped each time). Circus's and
+/// troupe's clients subscribe to one prefix; a script following a few hundred watchers one by
+/// one still fits.
 pub const MAX_TOPICS_PER_PEER: usize = 256;
 
 // ---- troupe serve ------------------------------------------------------------------------

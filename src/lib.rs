@@ -4,6 +4,7 @@
 //! - [`config`]: the agent's config model and its validation, shared with `add`/`set`.
 //! - [`sockets`]: every ZeroMQ socket is created here, so transport options live in one place.
 //! - [`zap`]: the handler that admits peers to every listening socket (Trust 2 checks keys there).
+//! - [`connections`]: a listening socket's connections, held to a bound per peer address.
 //! - [`subscribers`]: publishing sockets whose subscribers are held to [`bounds`].
 //! - [`client`]: a blocking request/reply client, as `circusctl` is.
 //! - [`discovery`]: parsing the IP ranges the controller probes for agents (`--probe`).
@@ -14,6 +15,7 @@ pub mod bounds;
 pub mod client;
 pub mod cluster_key;
 pub mod config;
+pub mod connections;
 pub mod discovery;
 pub mod limits;
 pub mod logging;

@@ -9,8 +9,11 @@
 //! Outgoing connections present the process's keyring ([`install_client_keyring`]), and
 //! [`ClientKeys`] picks which key opens each endpoint: see there for key rotation.
 
-use crate::bounds::MAX_SUBSCRIPTION_BYTES;
+use crate::bounds::{
+    MAX_CONTROL_CONNECTIONS_PER_PEER, MAX_SUBSCRIBERS_PER_PEER, MAX_SUBSCRIPTION_BYTES,
+};
 use crate::cluster_key::{CurveKeys, CurvePair, Keyring};
+use crate::connections::{ConnectionGuard, PerPeer};
 use crate::zap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -56,40 +59,84 @@ impl ServerContext {
         self.curve_server.is_some()
     }
 
-    /// The ZAP domain and, with a key, the CURVE server role of a TCP listener.
-    fn tcp_listener<T: tmq::FromZmqSocket<T>>(
-        &self,
-        builder: tmq::SocketBuilder<T>,
-    ) -> tmq::SocketBuilder<T> {
-        let builder = builder.set_zap_domain(zap::DOMAIN);
-        match &self.curve_server {
-            Some(pair) => builder
-                .set_curve_server(true)
-                .set_curve_secretkey(pair.secret()),
-            None => builder,
+    /// Gives a TCP listener its ZAP domain and, with a key, the CURVE server role.
+    fn tcp_listener(&self, socket: &zmq::Socket) -> zmq::Result<()> {
+        socket.set_zap_domain(zap::DOMAIN)?;
+        if let Some(pair) = &self.curve_server {
+            socket.set_curve_server(true)?;
+            socket.set_curve_secretkey(pair.secret())?;
         }
+        Ok(())
     }
 }
 
-/// A control socket: a ROUTER, as circusd binds.
+/// A control socket: a ROUTER, as circusd binds, and over TCP the guard of its connections,
+/// both for the one loop that serves it. Fields drop in order: the socket first, which stops
+/// its monitor before the guard lets go of the other end.
+pub struct ControlSocket {
+    pub router: tmq::router::Router,
+    /// Holds TCP connections to [`MAX_CONTROL_CONNECTIONS_PER_PEER`] per address; None for
+    /// the owner's Unix socket, which its file mode guards.
+    pub connections: Option<ConnectionGuard>,
+}
+
+/// A control socket over TCP, its connections guarded.
 pub fn bind_control(
     server: &ServerContext,
     endpoint: &str,
     max_message_size: u64,
-) -> tmq::Result<tmq::router::Router> {
-    server
-        .tcp_listener(control_router(server, max_message_size))
-        .bind(endpoint)
+) -> tmq::Result<ControlSocket> {
+    let socket = control_router(server, max_message_size)?;
+    server.tcp_listener(&socket)?;
+    let bound = PerPeer {
+        name: "MAX_CONTROL_CONNECTIONS_PER_PEER",
+        limit: MAX_CONTROL_CONNECTIONS_PER_PEER,
+    };
+    let (socket, guard) = bind_guarded(server, socket, endpoint, "control", bound)?;
+    Ok(ControlSocket {
+        router: wrap(socket)?,
+        connections: Some(guard),
+    })
 }
 
-fn control_router(
-    server: &ServerContext,
-    max_message_size: u64,
-) -> tmq::SocketBuilder<tmq::router::Router> {
+fn control_router(server: &ServerContext, max_message_size: u64) -> zmq::Result<zmq::Socket> {
     let hard_limit = max_message_size.saturating_mul(HARD_LIMIT_FACTOR);
-    tmq::router(&server.context)
-        .set_linger(0)
-        .set_maxmsgsize(i64::try_from(hard_limit).unwrap_or(i64::MAX))
+    let socket = server.context.socket(zmq::ROUTER)?;
+    socket.set_linger(0)?;
+    socket.set_maxmsgsize(i64::try_from(hard_limit).unwrap_or(i64::MAX))?;
+    Ok(socket)
+}
+
+/// Binds `socket` with a monitor started before the bind, so that the guard sees every
+/// connection.
+fn bind_guarded(
+    server: &ServerContext,
+    socket: zmq::Socket,
+    endpoint: &str,
+    name: &'static str,
+    bound: PerPeer,
+) -> tmq::Result<(zmq::Socket, ConnectionGuard)> {
+    static MONITORS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = MONITORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let monitor_endpoint = format!("inproc://troupe-connections-{n}");
+    let events = zmq::SocketEvent::ACCEPTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+    socket.monitor(&monitor_endpoint, events)?;
+    let monitor = server.context.socket(zmq::PAIR)?;
+    monitor.set_linger(0)?;
+    monitor.connect(&monitor_endpoint)?;
+    socket.bind(endpoint)?;
+    let port = socket
+        .get_last_endpoint()?
+        .ok()
+        .and_then(|bound| bound.rsplit(':').next()?.parse().ok())
+        .unwrap_or(0);
+    let guard = ConnectionGuard::new(wrap(monitor)?, port, name, bound);
+    Ok((socket, guard))
+}
+
+/// A tmq socket around a configured ZeroMQ one.
+fn wrap<T: tmq::FromZmqSocket<T>>(socket: zmq::Socket) -> tmq::Result<T> {
+    T::from_zmq_socket(socket)
 }
 
 /// The agent's owner-only control socket at `path` (`ipc://<path>`): a Unix socket file of
@@ -102,7 +149,7 @@ pub fn bind_owner_control(
     server: &ServerContext,
     path: &Path,
     max_message_size: u64,
-) -> std::io::Result<tmq::router::Router> {
+) -> std::io::Result<ControlSocket> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(std::io::Error::other(format!(
             "{} is not a file path",
@@ -118,29 +165,23 @@ pub fn bind_owner_control(
         let staged_path = staged
             .to_str()
             .ok_or_else(|| std::io::Error::other(format!("{} is not UTF-8", staged.display())))?;
-        let router = control_router(server, max_message_size)
-            .set_zap_domain(zap::OWNER_DOMAIN)
-            .bind(&format!("ipc://{staged_path}"))
+        let bind = || -> tmq::Result<tmq::router::Router> {
+            let socket = control_router(server, max_message_size)?;
+            socket.set_zap_domain(zap::OWNER_DOMAIN)?;
+            socket.bind(&format!("ipc://{staged_path}"))?;
+            wrap(socket)
+        };
+        let router = bind()
             .map_err(|e| std::io::Error::other(format!("binding ipc://{staged_path}: {e}")))?;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
         std::fs::rename(&staged, path)?;
-        Ok(router)
+        Ok(ControlSocket {
+            router,
+            connections: None,
+        })
     })();
     let _ = std::fs::remove_dir_all(&staging);
     bound
-}
-
-/// A PUB socket (serve's events and re-published stats). A subscription longer than
-/// [`MAX_SUBSCRIPTION_BYTES`] drops the subscriber's connection.
-pub fn bind_publisher(
-    server: &ServerContext,
-    endpoint: &str,
-) -> tmq::Result<tmq::publish::Publish> {
-    server
-        .tcp_listener(tmq::publish(&server.context))
-        .set_linger(0)
-        .set_maxmsgsize(MAX_SUBSCRIPTION_BYTES as i64)
-        .bind(endpoint)
 }
 
 /// Publishes one `[topic, payload]` message on a PUB or XPUB socket straight through ZeroMQ.
@@ -156,7 +197,7 @@ pub fn publish_now(socket: &impl tmq::AsZmqSocket, topic: String, payload: Vec<u
     }
 }
 
-/// An XPUB and a monitor of its connections, for [`crate::subscribers::GuardedPublisher`].
+/// An XPUB and the guard of its connections, for [`crate::subscribers::GuardedPublisher`].
 pub struct SubscribedPublisher {
     /// Publishes as a PUB does, and hears every subscription (`[1, topic..]`, verbose, with the
     /// peer's `Peer-Address`) and the last unsubscription from a topic (`[0, topic..]`, also
@@ -164,47 +205,29 @@ pub struct SubscribedPublisher {
     /// [`MAX_SUBSCRIPTION_BYTES`] drops that subscriber's connection. tmq has no XPUB type:
     /// its PAIR wrapper is the generic two-way socket.
     pub socket: tmq::pair::Pair,
-    /// ZeroMQ's monitor events for the XPUB's accepted and ended connections.
-    pub monitor: tmq::pair::Pair,
-    /// The TCP port the XPUB is bound to.
-    pub port: u16,
+    /// Holds the XPUB's connections to [`MAX_SUBSCRIBERS_PER_PEER`] per address.
+    pub connections: ConnectionGuard,
 }
 
-/// Binds an XPUB (the agent's stats and events) with a monitor started before the bind, so
-/// every connection is seen.
+/// Binds an XPUB (the stats and events sockets of both daemons), named `name` in logs.
 pub fn bind_subscribed_publisher(
     server: &ServerContext,
     endpoint: &str,
+    name: &'static str,
 ) -> tmq::Result<SubscribedPublisher> {
-    static MONITORS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let context = &server.context;
-    let socket = context.socket(zmq::XPUB)?;
+    let socket = server.context.socket(zmq::XPUB)?;
     socket.set_linger(0)?;
-    socket.set_zap_domain(zap::DOMAIN)?;
-    if let Some(pair) = &server.curve_server {
-        socket.set_curve_server(true)?;
-        socket.set_curve_secretkey(pair.secret())?;
-    }
+    server.tcp_listener(&socket)?;
     socket.set_maxmsgsize(MAX_SUBSCRIPTION_BYTES as i64)?;
     socket.set_xpub_verbose(true)?;
-    let n = MONITORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let monitor_endpoint = format!("inproc://troupe-xpub-monitor-{n}");
-    let events = zmq::SocketEvent::ACCEPTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
-    socket.monitor(&monitor_endpoint, events)?;
-    let monitor = context.socket(zmq::PAIR)?;
-    monitor.set_linger(0)?;
-    monitor.connect(&monitor_endpoint)?;
-    socket.bind(endpoint)?;
-    let port = socket
-        .get_last_endpoint()?
-        .ok()
-        .and_then(|bound| bound.rsplit(':').next()?.parse().ok())
-        .unwrap_or(0);
-    let wrap = <tmq::pair::Pair as tmq::FromZmqSocket<_>>::from_zmq_socket;
+    let bound = PerPeer {
+        name: "MAX_SUBSCRIBERS_PER_PEER",
+        limit: MAX_SUBSCRIBERS_PER_PEER,
+    };
+    let (socket, connections) = bind_guarded(server, socket, endpoint, name, bound)?;
     Ok(SubscribedPublisher {
         socket: wrap(socket)?,
-        monitor: wrap(monitor)?,
-        port,
+        connections,
     })
 }
 

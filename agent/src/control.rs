@@ -18,6 +18,7 @@ use tmq::Multipart;
 use tokio::sync::{mpsc, watch};
 use troupe::bounds::{CLIENT_QUEUE, CONTROL_CLIENTS};
 use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Request};
+use troupe::sockets::ControlSocket;
 
 /// Routing frames to put in front of a reply: the identity, plus an empty delimiter when the
 /// client is a REQ socket.
@@ -41,7 +42,7 @@ type Clients = HashMap<Vec<u8>, VecDeque<Job>>;
 /// Serves a control socket whose requests all come from `caller`, until `shutdown` turns
 /// true, then flushes pending replies.
 pub async fn serve(
-    mut router: tmq::router::Router,
+    mut control: ControlSocket,
     caller: Caller,
     ctx: AgentContext,
     mut shutdown: watch::Receiver<bool>,
@@ -54,7 +55,7 @@ pub async fn serve(
             biased;
             Some(done) = finished.recv() => {
                 if let Some(frames) = done.reply {
-                    send(&mut router, frames).await;
+                    send(&mut control.router, frames).await;
                 }
                 let next = clients.get_mut(&done.identity).and_then(VecDeque::pop_front);
                 match next {
@@ -64,11 +65,12 @@ pub async fn serve(
                     }
                 }
             }
-            incoming = router.next() => match incoming {
+            _ = troupe::connections::watch(&mut control.connections) => {}
+            incoming = control.router.next() => match incoming {
                 Some(Ok(message)) => {
                     let reply = route(message, caller, max_bytes, &ctx, &finished_tx, &mut clients);
                     if let Some(frames) = reply {
-                        send(&mut router, frames).await;
+                        send(&mut control.router, frames).await;
                     }
                 }
                 Some(Err(e)) => tracing::warn!("control socket receive failed: {e}"),
@@ -84,11 +86,11 @@ pub async fn serve(
     // The reply to `quit` (and any other finished request) still goes out.
     while let Ok(done) = finished.try_recv() {
         if let Some(frames) = done.reply {
-            send(&mut router, frames).await;
+            send(&mut control.router, frames).await;
         }
     }
     use tmq::AsZmqSocket;
-    let _ = router.get_socket().set_linger(1000);
+    let _ = control.router.get_socket().set_linger(1000);
 }
 
 async fn send(router: &mut tmq::router::Router, frames: Vec<Vec<u8>>) {

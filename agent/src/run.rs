@@ -19,13 +19,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let zmq = troupe::sockets::ServerContext::new(keyring.as_ref())
         .context("starting the ZAP handler")?;
     let control_endpoint = settings.endpoint(settings.control_port);
-    let router = troupe::sockets::bind_control(&zmq, &control_endpoint, settings.max_message_size)
-        .with_context(|| format!("binding the control socket on {control_endpoint}"))?;
+    let control_socket =
+        troupe::sockets::bind_control(&zmq, &control_endpoint, settings.max_message_size)
+            .with_context(|| format!("binding the control socket on {control_endpoint}"))?;
     // Absolute, so the endpoint the agent shows works from any directory.
     let owner_socket = std::path::absolute(settings.owner_socket())
         .context("resolving the owner socket's path")?;
     let owner_endpoint = format!("ipc://{}", owner_socket.display());
-    let owner_router =
+    let owner_control_socket =
         troupe::sockets::bind_owner_control(&zmq, &owner_socket, settings.max_message_size)
             .with_context(|| format!("binding the owner-only control socket {owner_endpoint}"))?;
     let pubsub_endpoint = settings.endpoint(settings.pubsub_port);
@@ -56,13 +57,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         owner_endpoint,
     };
     let control = tokio::spawn(crate::control::serve(
-        router,
+        control_socket,
         Caller::Network,
         ctx.clone(),
         shutdown_rx.clone(),
     ));
     let owner_control = tokio::spawn(crate::control::serve(
-        owner_router,
+        owner_control_socket,
         Caller::Owner,
         ctx.clone(),
         shutdown_rx.clone(),

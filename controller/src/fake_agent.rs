@@ -18,9 +18,21 @@ pub async fn bind(
     endpoint: &str,
 ) -> (tmq::router::Router, String) {
     for _ in 0..50 {
-        if let Ok(router) = troupe::sockets::bind_control(zmq, endpoint, 1 << 20) {
-            let bound = router.get_socket().get_last_endpoint().unwrap().unwrap();
-            return (router, bound);
+        if let Ok(control) = troupe::sockets::bind_control(zmq, endpoint, 1 << 20) {
+            let bound = control
+                .router
+                .get_socket()
+                .get_last_endpoint()
+                .unwrap()
+                .unwrap();
+            // The guard must be read while its socket lives (ConnectionGuard): a task does.
+            let mut connections = control.connections;
+            tokio::spawn(async move {
+                loop {
+                    troupe::connections::watch(&mut connections).await;
+                }
+            });
+            return (control.router, bound);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

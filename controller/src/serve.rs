@@ -8,7 +8,8 @@
 //! themselves (SECURITY.md): it never forwards a command that brings code, adopts a
 //! registered endpoint only on the address the registration came from, and adopts nothing
 //! on its own host that its operator did not name ([`crate::discovery::admission`]). What a
-//! client can make it hold is bounded ([`gate`], [`troupe::bounds`]).
+//! client can make it hold is bounded ([`gate`], [`troupe::bounds`]), and so are the connections
+//! one address may keep open to each of its sockets ([`troupe::connections`]).
 
 mod gate;
 mod registration;
@@ -32,6 +33,8 @@ use tokio::time::Instant;
 use troupe::bounds::{MAX_MEMBERS, SERVE_REMOTE_SWEEP_ADDRESSES};
 use troupe::discovery::parse_targets;
 use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Request};
+use troupe::sockets::ControlSocket;
+use troupe::subscribers::GuardedPublisher;
 
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -83,17 +86,17 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     let keyring = troupe::sockets::client_keys().map(|keys| keys.keyring());
     let zmq = troupe::sockets::ServerContext::new(keyring).context("starting the ZAP handler")?;
     let control_endpoint = format!("tcp://{}:{}", serve.bind, serve.control_port);
-    let router = troupe::sockets::bind_control(
+    let control = troupe::sockets::bind_control(
         &zmq,
         &control_endpoint,
         troupe::config::DEFAULT_MAX_MESSAGE_SIZE,
     )
     .with_context(|| format!("binding the controller's control socket on {control_endpoint}"))?;
     let events_endpoint = format!("tcp://{}:{}", serve.bind, serve.events_port);
-    let events = troupe::sockets::bind_publisher(&zmq, &events_endpoint)
+    let mut events = GuardedPublisher::bind(&zmq, &events_endpoint, "events")
         .with_context(|| format!("binding the controller's events socket on {events_endpoint}"))?;
     let stats_endpoint = format!("tcp://{}:{}", serve.bind, serve.stats_port);
-    let stats_socket = troupe::sockets::bind_publisher(&zmq, &stats_endpoint)
+    let stats_socket = GuardedPublisher::bind(&zmq, &stats_endpoint, "stats")
         .with_context(|| format!("binding the controller's stats socket on {stats_endpoint}"))?;
     let (stats, stats_actor) = crate::stats::spawn(
         crate::stats::Feed::Members(membership.clone()),
@@ -103,12 +106,18 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         crate::links::Links::spawn(zmq.context().clone(), Some(membership.clone()));
     let mut member_events = membership.subscribe();
     let publisher = tokio::spawn(async move {
-        while let Ok(event) = member_events.recv().await {
-            troupe::sockets::publish_now(
-                &events,
-                event.topic,
-                event.payload.to_string().into_bytes(),
-            );
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            tokio::select! {
+                event = member_events.recv() => match event {
+                    Ok(event) => {
+                        events.publish(event.topic, event.payload.to_string().into_bytes());
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                },
+                _ = events.watch() => {}
+            }
         }
     });
     tracing::info!(control = %control_endpoint, events = %events_endpoint, stats = %stats_endpoint, multicast = settings.multicast, "troupe serve ready");
@@ -124,7 +133,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     if context.settings.config.serve.auto_configure {
         tasks.push(tokio::spawn(auto_configure(context.clone())));
     }
-    tasks.push(tokio::spawn(control_loop(router, context)));
+    tasks.push(tokio::spawn(control_loop(control, context)));
     Ok(Serving {
         membership,
         control_endpoint,
@@ -245,8 +254,9 @@ impl Received {
 /// Decodes each message in the loop, asks the [`Gate`] (requests in flight, the rate of
 /// `register_node`), and runs what it admits as a task of its own, so a slow request (a
 /// sweep, a frozen node) holds up no other; one it refuses is answered at once. The loop owns
-/// the gate and the running tasks, whose replies come back through the [`JoinSet`].
-async fn control_loop(mut router: tmq::router::Router, context: Arc<ServeContext>) {
+/// the gate, the running tasks, whose replies come back through the [`JoinSet`], and the
+/// guard that holds connections to their bound per address.
+async fn control_loop(mut control: ControlSocket, context: Arc<ServeContext>) {
     let max_bytes = troupe::config::DEFAULT_MAX_MESSAGE_SIZE as usize;
     let mut gate = Gate::new(Instant::now());
     let mut running = JoinSet::new();
@@ -266,7 +276,8 @@ async fn control_loop(mut router: tmq::router::Router, context: Arc<ServeContext
                 }
                 reply
             }
-            incoming = router.next() => {
+            _ = troupe::connections::watch(&mut control.connections) => None,
+            incoming = control.router.next() => {
                 let Some(Ok(message)) = incoming else { return };
                 let Some((received, body)) = Received::read(message) else { continue };
                 match Request::decode(&body, max_bytes) {
@@ -287,7 +298,7 @@ async fn control_loop(mut router: tmq::router::Router, context: Arc<ServeContext
             }
         };
         if let Some(frames) = reply {
-            let _ = router.send(tmq::Multipart::from(frames)).await;
+            let _ = control.router.send(tmq::Multipart::from(frames)).await;
         }
     }
 }

@@ -6,11 +6,14 @@ use super::{call_from, is_ok, FakeNodes, HostAgent, HostServe, Lab};
 use crate::support::netns::Host;
 use crate::support::wait_for;
 use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use troupe::bounds::{
-    MAX_MEMBERS, MAX_SUBSCRIBERS_PER_PEER, MAX_TOPICS_PER_PEER, SERVE_REGISTER_BURST_PER_PEER,
-    SERVE_REMOTE_SWEEP_ADDRESSES, SERVE_REQUESTS_IN_FLIGHT_PER_PEER, SERVE_STATS_SERIES_PER_NODE,
+    MAX_CONTROL_CONNECTIONS_PER_PEER, MAX_MEMBERS, MAX_SUBSCRIBERS_PER_PEER, MAX_TOPICS_PER_PEER,
+    SERVE_REGISTER_BURST_PER_PEER, SERVE_REMOTE_SWEEP_ADDRESSES, SERVE_REQUESTS_IN_FLIGHT_PER_PEER,
+    SERVE_STATS_SERIES_PER_NODE,
 };
 use troupe::protocol::Request;
 
@@ -214,6 +217,111 @@ fn agent_stats_and_events_subscribers_past_the_bounds_are_dropped_and_others_ser
     for bound in ["MAX_TOPICS_PER_PEER", "MAX_SUBSCRIBERS_PER_PEER"] {
         assert!(log.contains(bound), "the agent's log names {bound}");
     }
+}
+
+/// Connections past the bound of one address, beyond it.
+const CONNECTIONS_PAST: usize = 6;
+
+/// `count` TCP connections from `host` to `address:port`, each sending a ZMTP 3 greeting (NULL
+/// mechanism) and then nothing, as an attacker hoarding connections would. The daemon's
+/// ZeroMQ drops them after its handshake interval (30 s), longer than a test takes.
+fn connections_from(host: &Host, address: &str, port: u16, count: usize) -> Vec<TcpStream> {
+    let target = format!("{address}:{port}");
+    let mut greeting = vec![0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 3, 0];
+    greeting.extend_from_slice(b"NULL");
+    greeting.resize(64, 0);
+    host.ns.run(|| {
+        (0..count)
+            .map(|_| {
+                let mut stream = TcpStream::connect(&target).expect("connect");
+                stream.write_all(&greeting).expect("greeting");
+                stream.set_nonblocking(true).expect("a non-blocking stream");
+                stream
+            })
+            .collect()
+    })
+}
+
+/// Whether the daemon closed `stream` (end of file or a reset); its greeting is read past.
+fn closed_by_the_daemon(stream: &mut TcpStream) -> bool {
+    let mut buffer = [0u8; 256];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Opens the bound's worth of connections and [`CONNECTIONS_PAST`] more to `port` from the
+/// attacker's host, and waits until exactly the ones past the bound are closed. Returns the
+/// connections still open.
+fn connections_past_the_bound_are_closed(lab: &Lab, port: u16, bound: usize) -> Vec<TcpStream> {
+    let address = &lab.victim().address;
+    let mut streams = connections_from(lab.attacker(), address, port, bound + CONNECTIONS_PAST);
+    let mut closed = std::collections::HashSet::new();
+    wait_for(
+        &format!("{CONNECTIONS_PAST} connections to port {port} closed"),
+        Duration::from_secs(10),
+        || {
+            for (n, stream) in streams.iter_mut().enumerate() {
+                if closed_by_the_daemon(stream) {
+                    closed.insert(n);
+                }
+            }
+            closed.len() >= CONNECTIONS_PAST
+        },
+    );
+    assert_eq!(closed.len(), CONNECTIONS_PAST, "port {port}: {closed:?}");
+    let mut open: Vec<TcpStream> = streams
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| !closed.contains(n))
+        .map(|(_, stream)| stream)
+        .collect();
+    assert!(
+        open.iter_mut().all(|stream| !closed_by_the_daemon(stream)),
+        "the connections within the bound stay open"
+    );
+    open
+}
+
+#[test]
+#[ignore = "needs root"]
+fn agent_control_connections_past_the_per_peer_bound_are_closed_and_others_served() {
+    let lab = Lab::new("bnconn");
+    let agent = HostAgent::start(lab.victim(), "", "");
+    let hoard = connections_past_the_bound_are_closed(&lab, 5555, MAX_CONTROL_CONNECTIONS_PER_PEER);
+    // A ZeroMQ client from the attacker's address is at the bound too...
+    let refused = lab.attack(&agent.endpoint, "status", json!({}));
+    assert!(refused.is_err(), "{refused:?}");
+    // ...while another address is served.
+    let victim = call_from(
+        lab.victim(),
+        &agent.endpoint,
+        "status",
+        json!({}),
+        Duration::from_secs(3),
+    );
+    assert!(is_ok(&victim), "{victim:?}");
+    wait_for(
+        "the bound in the agent's log",
+        Duration::from_secs(5),
+        || {
+            agent
+                .daemon
+                .log()
+                .contains("MAX_CONTROL_CONNECTIONS_PER_PEER")
+        },
+    );
+    drop(hoard);
+    wait_for(
+        "the attacker served once its connections are closed",
+        Duration::from_secs(10),
+        || is_ok(&lab.attack(&agent.endpoint, "status", json!({}))),
+    );
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -427,5 +535,31 @@ fn serve_stats_of_a_node_past_its_series_bound_are_not_kept() {
     assert!(
         (1..SERVE_STATS_SERIES_PER_NODE).contains(&processes),
         "{processes} processes kept"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn serve_connections_past_the_per_peer_bounds_are_closed_and_others_served() {
+    let lab = Lab::new("sb-conn");
+    let serve = HostServe::start(lab.victim(), false, &[]);
+    let control =
+        connections_past_the_bound_are_closed(&lab, 5558, MAX_CONTROL_CONNECTIONS_PER_PEER);
+    let refused = lab.attack(&serve.endpoint, "nodelist", json!({}));
+    assert!(refused.is_err(), "{refused:?}");
+    let nodelist = serve.call(lab.victim(), "nodelist", json!({}));
+    assert!(is_ok(&nodelist), "{nodelist:?}");
+    // The events and the stats sockets.
+    let events = connections_past_the_bound_are_closed(&lab, 5560, MAX_SUBSCRIBERS_PER_PEER);
+    let stats = connections_past_the_bound_are_closed(&lab, 5559, MAX_SUBSCRIBERS_PER_PEER);
+    wait_for("the bounds in serve's log", Duration::from_secs(5), || {
+        let log = serve.daemon.log();
+        log.contains("MAX_CONTROL_CONNECTIONS_PER_PEER") && log.contains("MAX_SUBSCRIBERS_PER_PEER")
+    });
+    drop((control, events, stats));
+    wait_for(
+        "the attacker served once its connections are closed",
+        Duration::from_secs(10),
+        || is_ok(&lab.attack(&serve.endpoint, "nodelist", json!({}))),
     );
 }

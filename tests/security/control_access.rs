@@ -204,10 +204,18 @@ except PermissionError:
 #[test]
 #[ignore = "needs root"]
 fn clients_past_the_bound_get_an_error_while_the_others_are_served() {
-    use troupe::bounds::CONTROL_CLIENTS;
+    use troupe::bounds::{CONTROL_CLIENTS, MAX_CONTROL_CONNECTIONS_PER_PEER};
     // A few hundred sockets in this process.
     troupe::limits::raise_open_files();
-    let lab = Lab::new("flood");
+    let mut lab = Lab::new("flood");
+    let flood = CONTROL_CLIENTS + 16;
+    // One address keeps at most MAX_CONTROL_CONNECTIONS_PER_PEER connections open: the flood
+    // comes from enough attacker hosts (2, 3, ...) to stay within it.
+    let per_host = MAX_CONTROL_CONNECTIONS_PER_PEER - 4;
+    let hosts = flood.div_ceil(per_host);
+    for _ in 1..hosts {
+        lab.segment.add_host();
+    }
     // `stop` asks with SIGCONT, which sleep ignores: the watcher is busy for the whole
     // graceful_timeout, and every request for it waits behind, its client in flight.
     let agent = HostAgent::start(
@@ -216,40 +224,52 @@ fn clients_past_the_bound_get_an_error_while_the_others_are_served() {
         "[watcher.slow]\ncmd = \"sleep 1000\"\nstop_signal = \"CONT\"\ngraceful_timeout = 6\n",
     );
     let endpoint = agent.endpoint.clone();
-    let flood = CONTROL_CLIENTS + 16;
-    let replies: Vec<Value> = lab.attacker().ns.run(|| {
+    // Sockets made on a host's thread (with a context of their own) live in its namespace.
+    let send = |zmq: &zmq::Context, command: &str, properties: Value| {
+        let socket = troupe::sockets::connect_control(zmq, &endpoint).expect("connect");
+        let Value::Object(properties) = properties else {
+            unreachable!()
+        };
+        let mut request = Request::new(command, properties);
+        request.id = json!(command);
+        socket.send(request.encode(), 0).expect("send");
+        socket
+    };
+    let stop = lab.attacker().ns.run(|| {
         let status = || request(&endpoint, "status", json!({"name": "slow"}));
         wait_for("a running watcher", Duration::from_secs(10), || {
             status().is_ok_and(|s| s["status"] == "active")
         });
-        let zmq = zmq::Context::new();
-        let send = |command: &str, properties: Value| {
-            let socket = troupe::sockets::connect_control(&zmq, &endpoint).expect("connect");
-            let Value::Object(properties) = properties else {
-                unreachable!()
-            };
-            let mut request = Request::new(command, properties);
-            request.id = json!(command);
-            socket.send(request.encode(), 0).expect("send");
-            socket
-        };
-        let stop = send("stop", json!({"name": "slow", "waiting": true}));
+        let stop = send(
+            &zmq::Context::new(),
+            "stop",
+            json!({"name": "slow", "waiting": true}),
+        );
         wait_for("the stop to begin", Duration::from_secs(10), || {
             status().is_ok_and(|s| s["status"] == "stopping")
         });
-        let clients: Vec<zmq::Socket> = (0..flood)
-            .map(|_| send("signal", json!({"name": "slow", "signum": "CONT"})))
-            .chain([stop])
-            .collect();
-        clients
-            .iter()
-            .map(|socket| {
-                socket.set_rcvtimeo(30_000).expect("rcvtimeo");
-                let frame = socket.recv_bytes(0).expect("a reply within 30 s");
-                serde_json::from_slice(&frame).expect("JSON")
-            })
-            .collect()
+        stop
     });
+    let mut clients: Vec<zmq::Socket> = Vec::new();
+    for host in &lab.segment.hosts()[1..] {
+        let count = per_host.min(flood - clients.len());
+        clients.extend(host.ns.run(|| {
+            let zmq = zmq::Context::new();
+            (0..count)
+                .map(|_| send(&zmq, "signal", json!({"name": "slow", "signum": "CONT"})))
+                .collect::<Vec<_>>()
+        }));
+    }
+    assert_eq!(clients.len(), flood);
+    clients.push(stop);
+    let replies: Vec<Value> = clients
+        .iter()
+        .map(|socket| {
+            socket.set_rcvtimeo(30_000).expect("rcvtimeo");
+            let frame = socket.recv_bytes(0).expect("a reply within 30 s");
+            serde_json::from_slice(&frame).expect("JSON")
+        })
+        .collect();
     let limit = format!("limit {CONTROL_CLIENTS}");
     let refused = replies
         .iter()

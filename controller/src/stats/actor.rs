@@ -1,5 +1,5 @@
 //! The stats actor: owns the subscriptions (one SUB reader task per member), the
-//! [`ClusterStats`] and the optional PUB socket it re-publishes on. Readers, the control
+//! [`ClusterStats`] and the optional publishing socket it re-publishes on. Readers, the control
 //! socket and `troupe top` talk to it through one channel.
 
 use super::history::{HistoryAnswer, HistoryQuery};
@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use troupe::protocol::now_epoch;
+use troupe::subscribers::GuardedPublisher;
 
 /// How often node totals are published and the state is pruned and reconciled.
 const TICK: Duration = Duration::from_secs(1);
@@ -63,10 +64,7 @@ impl StatsHandle {
 
 /// Starts the actor. With `publisher`, every sample is re-published there with the node
 /// prefixed to the watcher, plus node totals (`stat.<node>`).
-pub fn spawn(
-    feed: Feed,
-    publisher: Option<tmq::publish::Publish>,
-) -> (StatsHandle, JoinHandle<()>) {
+pub fn spawn(feed: Feed, publisher: Option<GuardedPublisher>) -> (StatsHandle, JoinHandle<()>) {
     // Bounded: a slow actor makes readers wait, and ZeroMQ drops at the SUB's high-water mark
     // instead of this process growing without limit.
     let (tx, rx) = mpsc::channel(4096);
@@ -89,6 +87,15 @@ pub fn spawn(
     (StatsHandle { tx }, task)
 }
 
+/// The publisher's subscriptions and connections, read as they come (it has to be: see
+/// [`GuardedPublisher::watch`]); without one, never.
+async fn watch(publisher: &mut Option<GuardedPublisher>) {
+    match publisher {
+        Some(publisher) => publisher.watch().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Subscription {
     node: String,
     source: StatsSource,
@@ -99,7 +106,7 @@ struct Actor {
     stats: ClusterStats,
     /// By member key ("" for a controller's stream).
     subscriptions: BTreeMap<String, Subscription>,
-    publisher: Option<tmq::publish::Publish>,
+    publisher: Option<GuardedPublisher>,
     zmq: zmq::Context,
     tx: mpsc::Sender<StatsMsg>,
 }
@@ -136,6 +143,7 @@ impl Actor {
                         self.reconcile(&membership.members());
                     }
                 }
+                _ = watch(&mut self.publisher) => {}
                 _ = tick.tick() => {
                     if let Some(membership) = &membership {
                         self.reconcile(&membership.members());
@@ -182,8 +190,8 @@ impl Actor {
     }
 
     fn publish(&self, topic: String, body: Vec<u8>) {
-        if let Some(socket) = &self.publisher {
-            troupe::sockets::publish_now(socket, topic, body);
+        if let Some(publisher) = &self.publisher {
+            publisher.publish(topic, body);
         }
     }
 
