@@ -59,15 +59,31 @@ impl ServerContext {
         self.curve_server.is_some()
     }
 
-    /// Gives a TCP listener its ZAP domain and, with a key, the CURVE server role.
-    fn tcp_listener(&self, socket: &zmq::Socket) -> zmq::Result<()> {
-        socket.set_zap_domain(zap::DOMAIN)?;
-        if let Some(pair) = &self.curve_server {
-            socket.set_curve_server(true)?;
-            socket.set_curve_secretkey(pair.secret())?;
+    /// Gives a TCP listener its ZAP domain and, for the cluster's sockets of a keyed daemon,
+    /// the CURVE server role.
+    fn tcp_listener(&self, socket: &zmq::Socket, listener: Listener) -> zmq::Result<()> {
+        match listener {
+            Listener::Cluster => {
+                socket.set_zap_domain(zap::DOMAIN)?;
+                if let Some(pair) = &self.curve_server {
+                    socket.set_curve_server(true)?;
+                    socket.set_curve_secretkey(pair.secret())?;
+                }
+            }
+            Listener::Plaintext => socket.set_zap_domain(zap::PLAINTEXT_DOMAIN)?,
         }
         Ok(())
     }
+}
+
+/// Whom a TCP listener is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The cluster: holders of its key when the daemon has one (CURVE), else everyone (NULL).
+    Cluster,
+    /// Stock Circus clients, which cannot speak CURVE: a keyed agent's `circus_bind` (NULL,
+    /// in [`zap::PLAINTEXT_DOMAIN`]).
+    Plaintext,
 }
 
 /// A control socket: a ROUTER, as circusd binds, and over TCP the guard of its connections,
@@ -80,14 +96,24 @@ pub struct ControlSocket {
     pub connections: Option<ConnectionGuard>,
 }
 
-/// A control socket over TCP, its connections guarded.
+/// A control socket over TCP for the cluster, its connections guarded.
 pub fn bind_control(
     server: &ServerContext,
     endpoint: &str,
     max_message_size: u64,
 ) -> tmq::Result<ControlSocket> {
+    bind_tcp_control(server, endpoint, max_message_size, Listener::Cluster)
+}
+
+/// A control socket over TCP for `listener`, its connections guarded.
+pub fn bind_tcp_control(
+    server: &ServerContext,
+    endpoint: &str,
+    max_message_size: u64,
+    listener: Listener,
+) -> tmq::Result<ControlSocket> {
     let socket = control_router(server, max_message_size)?;
-    server.tcp_listener(&socket)?;
+    server.tcp_listener(&socket, listener)?;
     let bound = PerPeer {
         name: "MAX_CONTROL_CONNECTIONS_PER_PEER",
         limit: MAX_CONTROL_CONNECTIONS_PER_PEER,
@@ -209,15 +235,17 @@ pub struct SubscribedPublisher {
     pub connections: ConnectionGuard,
 }
 
-/// Binds an XPUB (the stats and events sockets of both daemons), named `name` in logs.
+/// Binds an XPUB (the stats and events sockets of both daemons) for `listener`, named `name`
+/// in logs.
 pub fn bind_subscribed_publisher(
     server: &ServerContext,
     endpoint: &str,
     name: &'static str,
+    listener: Listener,
 ) -> tmq::Result<SubscribedPublisher> {
     let socket = server.context.socket(zmq::XPUB)?;
     socket.set_linger(0)?;
-    server.tcp_listener(&socket)?;
+    server.tcp_listener(&socket, listener)?;
     socket.set_maxmsgsize(MAX_SUBSCRIPTION_BYTES as i64)?;
     socket.set_xpub_verbose(true)?;
     let bound = PerPeer {

@@ -11,6 +11,7 @@
 
 use crate::bounds::MAX_TOPICS_PER_PEER;
 use crate::connections::ConnectionGuard;
+use crate::sockets::Listener;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -28,12 +29,22 @@ pub struct GuardedPublisher {
 }
 
 impl GuardedPublisher {
+    /// A publisher for the cluster ([`Listener::Cluster`]).
     pub fn bind(
         server: &crate::sockets::ServerContext,
         endpoint: &str,
         name: &'static str,
     ) -> tmq::Result<GuardedPublisher> {
-        let bound = crate::sockets::bind_subscribed_publisher(server, endpoint, name)?;
+        GuardedPublisher::bind_for(server, endpoint, name, Listener::Cluster)
+    }
+
+    pub fn bind_for(
+        server: &crate::sockets::ServerContext,
+        endpoint: &str,
+        name: &'static str,
+        listener: Listener,
+    ) -> tmq::Result<GuardedPublisher> {
+        let bound = crate::sockets::bind_subscribed_publisher(server, endpoint, name, listener)?;
         Ok(GuardedPublisher {
             socket: bound.socket,
             connections: bound.connections,

@@ -61,6 +61,11 @@ pub enum Verdict {
 /// the listening socket itself, so no peer can choose it.
 pub const OWNER_DOMAIN: &str = "troupe-owner";
 
+/// The domain of a keyed agent's plaintext Circus sockets (`circus_bind`): NULL peers are
+/// admitted there, and what they may do is decided per request (read-only unless
+/// `allow_remote_exec`). Set by the listening socket itself, so no peer can choose it.
+pub const PLAINTEXT_DOMAIN: &str = "troupe-plaintext";
+
 /// Who may complete a handshake on a listening socket. Keyless, every ZMTP 3 peer with the
 /// NULL mechanism, and what a request may do is decided per request, by the socket it came on
 /// (SECURITY.md). With a cluster key, the TCP sockets are CURVE servers and only a client
@@ -96,7 +101,7 @@ impl Policy {
 
     pub fn decide(&mut self, request: &ZapRequest) -> Verdict {
         let mechanism = request.mechanism.as_str();
-        if request.domain == OWNER_DOMAIN {
+        if request.domain == OWNER_DOMAIN || request.domain == PLAINTEXT_DOMAIN {
             return match mechanism {
                 "NULL" => Verdict::Admit,
                 other => Verdict::Refuse(format!("mechanism {other} is not accepted")),
@@ -336,8 +341,13 @@ mod tests {
             ..curve_request(domain, &[])
         };
         assert!(refused(&mut policy, &null(DOMAIN)));
-        // The owner's Unix socket stays NULL; keyless TCP too.
+        // The owner's Unix socket and the plaintext Circus sockets stay NULL; keyless TCP too.
         assert_eq!(policy.decide(&null(OWNER_DOMAIN)), Verdict::Admit);
+        assert_eq!(policy.decide(&null(PLAINTEXT_DOMAIN)), Verdict::Admit);
+        assert!(refused(
+            &mut policy,
+            &curve_request(PLAINTEXT_DOMAIN, &new.curve().client.public)
+        ));
         assert_eq!(Policy::keyless().decide(&null(DOMAIN)), Verdict::Admit);
         assert!(refused(
             &mut Policy::keyless(),

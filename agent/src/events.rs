@@ -1,6 +1,7 @@
 //! The events socket: one task owns the publishing socket (an XPUB whose subscribers are held
 //! to the bounds of [`troupe::subscribers`]); everyone else holds an [`EventSender`].
 
+use crate::circus_bind::Publishers;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use troupe::protocol::{event_topic, Event};
@@ -32,12 +33,17 @@ impl EventSender {
     }
 }
 
-/// Binds the events socket and spawns the task that owns it, until every sender is gone.
+/// Binds the events socket on `endpoint` for the cluster, and spawns the task that owns it
+/// and `plaintext` (`circus_bind`'s), until every sender is gone.
 pub fn spawn_publisher(
     server: &troupe::sockets::ServerContext,
     endpoint: &str,
+    plaintext: Option<GuardedPublisher>,
 ) -> tmq::Result<EventSender> {
-    let mut publisher = GuardedPublisher::bind(server, endpoint, "events")?;
+    let mut publisher = Publishers {
+        cluster: GuardedPublisher::bind(server, endpoint, "events")?,
+        plaintext,
+    };
     let (tx, mut rx) = mpsc::channel::<(String, Value)>(QUEUE);
     tokio::spawn(async move {
         loop {

@@ -7,6 +7,7 @@
 //! - [`watcher`]: one actor per watcher, owning its processes (spawn, reap, respawn, stop).
 //! - [`events`]: the PUB socket for `watcher.<name>.<event>` topics.
 //! - [`stats`]: the stats stream (`stat.<watcher>.<pid>`), as circusd-stats publishes it.
+//! - [`circus_bind`]: a keyed agent's plaintext sockets for the stock Circus clients.
 //! - [`sampler`], [`output`]: process statistics and output capture.
 //! - [`announce`]: mDNS announcement, Circus UDP discovery answers, registration with a master.
 //! - [`configure`], [`reset`]: rendering service configs from the peer list; wiping data dirs.
@@ -15,6 +16,7 @@
 pub mod announce;
 pub mod arbiter;
 pub mod backoff;
+pub mod circus_bind;
 pub mod cli;
 pub mod commands;
 pub mod configure;

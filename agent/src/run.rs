@@ -29,8 +29,17 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let owner_control_socket =
         troupe::sockets::bind_owner_control(&zmq, &owner_socket, settings.max_message_size)
             .with_context(|| format!("binding the owner-only control socket {owner_endpoint}"))?;
+    let circus = crate::circus_bind::bind(&zmq, &settings)?;
+    let (circus_control, circus_events, circus_stats) = match circus {
+        Some(sockets) => (
+            Some(sockets.control),
+            Some(sockets.events),
+            Some(sockets.stats),
+        ),
+        None => (None, None, None),
+    };
     let pubsub_endpoint = settings.endpoint(settings.pubsub_port);
-    let events = crate::events::spawn_publisher(&zmq, &pubsub_endpoint)
+    let events = crate::events::spawn_publisher(&zmq, &pubsub_endpoint, circus_events)
         .with_context(|| format!("binding the events socket on {pubsub_endpoint}"))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let arbiter = ArbiterHandle::spawn(events.clone(), settings.state_dir.clone());
@@ -39,6 +48,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let stats = crate::stats::spawn_stats(
         &zmq,
         &stats_endpoint,
+        circus_stats,
         settings.stats_interval,
         arbiter.clone(),
         sampler.clone(),
@@ -68,6 +78,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         ctx.clone(),
         shutdown_rx.clone(),
     ));
+    let circus_control = circus_control.map(|socket| {
+        tokio::spawn(crate::control::serve(
+            socket,
+            Caller::Plaintext,
+            ctx.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
     tracing::info!(
         name = %settings.name,
         id = %ctx.node_id,
@@ -98,6 +116,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     ctx.shutdown.send_replace(true);
     let _ = control.await;
     let _ = owner_control.await;
+    if let Some(circus_control) = circus_control {
+        let _ = circus_control.await;
+    }
     tracing::info!("troupe-agent stopped");
     Ok(())
 }

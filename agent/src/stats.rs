@@ -3,6 +3,7 @@
 //! circusd-stats' format, so the stock circus-top reads the agent directly.
 
 use crate::arbiter::ArbiterHandle;
+use crate::circus_bind::Publishers;
 use crate::sampler::{SampleTarget, Sampler};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -13,15 +14,19 @@ use troupe::subscribers::GuardedPublisher;
 /// Binds the stats socket and spawns the publishing loop. A round is sampled only while
 /// someone is subscribed: sampling 1000 processes costs about 1.5 % of a core, and an agent
 /// nobody watches (or one busy spawning) should not pay it. Subscribers are held to the bounds
-/// of [`troupe::subscribers`].
+/// of [`troupe::subscribers`]. The same stream goes to `plaintext`, `circus_bind`'s socket.
 pub fn spawn_stats(
     server: &troupe::sockets::ServerContext,
     endpoint: &str,
+    plaintext: Option<GuardedPublisher>,
     interval: Duration,
     arbiter: ArbiterHandle,
     sampler: Sampler,
 ) -> tmq::Result<tokio::task::JoinHandle<()>> {
-    let mut publisher = GuardedPublisher::bind(server, endpoint, "stats")?;
+    let mut publisher = Publishers {
+        cluster: GuardedPublisher::bind(server, endpoint, "stats")?,
+        plaintext,
+    };
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -27,6 +27,11 @@ use value::{read_bool, read_duration, read_int, read_size, read_string, toml_to_
 pub const DEFAULT_CONTROL_PORT: u16 = 5555;
 pub const DEFAULT_PUBSUB_PORT: u16 = 5556;
 pub const DEFAULT_STATS_PORT: u16 = 5557;
+/// The plaintext Circus ports of a keyed agent ([`AgentSettings::circus_bind`]): Circus's own
+/// plus 10, as `127.0.0.1:5555` cannot be bound beside `0.0.0.0:5555`.
+pub const DEFAULT_CIRCUS_CONTROL_PORT: u16 = 5565;
+pub const DEFAULT_CIRCUS_PUBSUB_PORT: u16 = 5566;
+pub const DEFAULT_CIRCUS_STATS_PORT: u16 = 5567;
 /// Largest control frame the agent decodes.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 1 << 20;
 
@@ -52,6 +57,12 @@ pub struct AgentSettings {
     pub ignore_interfaces: Vec<String>,
     /// The cluster key file (`key_file`); see [`AgentSettings::key_file_in_use`].
     pub key_file: Option<PathBuf>,
+    /// Where a keyed agent also serves stock Circus clients in plaintext (`circus_bind`: an
+    /// address, or `true` for 127.0.0.1), read-only unless `allow_remote_exec`; `None`: off.
+    pub circus_bind: Option<String>,
+    pub circus_control_port: u16,
+    pub circus_pubsub_port: u16,
+    pub circus_stats_port: u16,
 }
 
 impl Default for AgentSettings {
@@ -73,6 +84,10 @@ impl Default for AgentSettings {
             announce_interfaces: Vec::new(),
             ignore_interfaces: Vec::new(),
             key_file: None,
+            circus_bind: None,
+            circus_control_port: DEFAULT_CIRCUS_CONTROL_PORT,
+            circus_pubsub_port: DEFAULT_CIRCUS_PUBSUB_PORT,
+            circus_stats_port: DEFAULT_CIRCUS_STATS_PORT,
         }
     }
 }
@@ -81,6 +96,12 @@ impl AgentSettings {
     /// `tcp://<bind>:<port>` for one of the agent's sockets.
     pub fn endpoint(&self, port: u16) -> String {
         format!("tcp://{}:{}", self.bind, port)
+    }
+
+    /// `tcp://<circus_bind>:<port>` for one of the plaintext Circus sockets, if `circus_bind`.
+    pub fn circus_endpoint(&self, port: u16) -> Option<String> {
+        let address = self.circus_bind.as_ref()?;
+        Some(format!("tcp://{address}:{port}"))
     }
 
     /// The owner-only control socket, `<state_dir>/control.sock` (SECURITY.md).
@@ -189,11 +210,18 @@ impl AgentConfig {
                 });
             }
         }
-        let ports = [
+        let mut ports = vec![
             ("control_port", config.agent.control_port),
             ("pubsub_port", config.agent.pubsub_port),
             ("stats_port", config.agent.stats_port),
         ];
+        if config.agent.circus_bind.is_some() {
+            ports.extend([
+                ("circus_control_port", config.agent.circus_control_port),
+                ("circus_pubsub_port", config.agent.circus_pubsub_port),
+                ("circus_stats_port", config.agent.circus_stats_port),
+            ]);
+        }
         for (i, (a, pa)) in ports.iter().enumerate() {
             for (b, pb) in &ports[i + 1..] {
                 if pa == pb && *pa != 0 {
@@ -301,6 +329,10 @@ fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut 
                 "announce_interfaces" => settings.announce_interfaces = read_names(&json)?,
                 "ignore_interfaces" => settings.ignore_interfaces = read_names(&json)?,
                 "key_file" => settings.key_file = Some(read_string(&json).map_err(err)?.into()),
+                "circus_bind" => settings.circus_bind = read_circus_bind(&json)?,
+                "circus_control_port" => settings.circus_control_port = read_port(&json)?,
+                "circus_pubsub_port" => settings.circus_pubsub_port = read_port(&json)?,
+                "circus_stats_port" => settings.circus_stats_port = read_port(&json)?,
                 _ => return Err("unknown key".into()),
             }
             Ok(())
@@ -330,6 +362,18 @@ fn read_names(value: &Value) -> Result<Vec<String>, String> {
             })
             .collect(),
         _ => Err(format!("expected a list of interface names, got {value}")),
+    }
+}
+
+/// `circus_bind`: `true` (loopback), `false` (off) or an address to bind.
+fn read_circus_bind(value: &Value) -> Result<Option<String>, String> {
+    match value {
+        Value::Bool(true) => Ok(Some("127.0.0.1".into())),
+        Value::Bool(false) => Ok(None),
+        Value::String(address) if !address.trim().is_empty() => Ok(Some(address.clone())),
+        other => Err(format!(
+            "expected true (127.0.0.1), false or an address such as \"127.0.0.1\", got {other}"
+        )),
     }
 }
 

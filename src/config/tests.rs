@@ -162,6 +162,41 @@ fn duplicate_ports_and_names_are_refused() {
 }
 
 #[test]
+fn circus_bind_is_off_by_default_true_means_loopback_and_its_ports_are_checked() {
+    let parse = |agent: &str| AgentConfig::parse(&format!("[agent]\n{agent}\n"), "t");
+    let default = parse("").unwrap().agent;
+    assert_eq!(default.circus_bind, None);
+    assert_eq!(default.circus_endpoint(default.circus_control_port), None);
+    let on = parse("circus_bind = true").unwrap().agent;
+    assert_eq!(
+        on.circus_endpoint(on.circus_stats_port).as_deref(),
+        Some("tcp://127.0.0.1:5567")
+    );
+    let custom = parse("circus_bind = \"127.0.0.5\"\ncircus_control_port = 6565").unwrap();
+    assert_eq!(
+        custom
+            .agent
+            .circus_endpoint(custom.agent.circus_control_port)
+            .as_deref(),
+        Some("tcp://127.0.0.5:6565")
+    );
+    let shown = parse("circus_bind = 1").unwrap_err().to_string();
+    assert!(
+        shown.contains("agent.circus_bind: expected true (127.0.0.1), false or an address"),
+        "{shown}"
+    );
+    let shown = parse("circus_bind = true\ncircus_stats_port = 5555")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        shown.contains("agent.circus_stats_port: port 5555 is already used by agent.control_port"),
+        "{shown}"
+    );
+    // Unused ports clash with nothing while circus_bind is off.
+    assert!(parse("circus_stats_port = 5555").is_ok());
+}
+
+#[test]
 fn watcher_names_that_break_topics_are_refused() {
     for name in ["a.b", "a:b", ""] {
         assert!(check_watcher_name(name).is_err(), "{name:?}");

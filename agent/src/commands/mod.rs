@@ -53,12 +53,11 @@ type Fields = Result<Map<String, Value>, CommandError>;
 
 /// Runs one request and returns the reply fields.
 pub async fn dispatch(ctx: &AgentContext, request: &Request, caller: Caller) -> Fields {
-    access::admit(
-        request,
-        caller,
-        ctx.settings.allow_remote_exec,
-        &ctx.owner_endpoint,
-    )?;
+    let access = access::Access {
+        allow_remote_exec: ctx.settings.allow_remote_exec,
+        owner_endpoint: &ctx.owner_endpoint,
+    };
+    access::admit(request, caller, access)?;
     let props = Props(&request.properties);
     match request.command.as_str() {
         "add" => manage::add(ctx, props, caller).await,
