@@ -4,6 +4,7 @@
 //! of its tests failed on the code before that hole was closed.
 
 mod bounds;
+mod circus_bind;
 mod cluster_key;
 mod configure_injection;
 mod control_access;
