@@ -908,7 +908,58 @@ fn demo_discovers_its_agents_and_ctrl_c_stops_everything() {
         demo.report()
     );
 
+    demo_is_keyed(&demo, addresses[0]);
     ctrl_c_stops_everything(&mut demo, &agents, "at the prompt");
+}
+
+/// The demo runs keyed (issue 12): a keyless client gets nothing from its agents nor its
+/// controller, while the commands it prints for another shell work: `troupe` with its key
+/// file, circusctl on demo-1's owner socket.
+fn demo_is_keyed(demo: &Demo, first: &str) {
+    let output = demo.output();
+    let key_file = output
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cluster key ")?
+                .split(" (fingerprint ")
+                .next()
+        })
+        .unwrap_or_else(|| panic!("no cluster key line\n{}", demo.report()));
+    let agent = format!("tcp://{first}:5555");
+    let controller = output
+        .lines()
+        .find_map(|l| l.strip_prefix("Controller on ")?.split_whitespace().next())
+        .map(|endpoint| endpoint.trim_end_matches('.').to_string());
+    let status = || troupe::protocol::Request::new("status", Default::default());
+    for endpoint in std::iter::once(agent.clone()).chain(controller.clone()) {
+        let keyless = troupe::client::call(&endpoint, status(), Duration::from_secs(2));
+        assert!(
+            keyless.is_err(),
+            "{endpoint} answered a keyless client: {keyless:?}"
+        );
+        let keyed = Command::new(bin("troupe"))
+            .env("TROUPE_KEY_FILE", key_file)
+            .args(["ctl", &endpoint, "status"])
+            .output()
+            .expect("troupe ctl");
+        assert!(keyed.status.success(), "{endpoint} with the key: {keyed:?}");
+    }
+    assert!(
+        output.contains(&format!("TROUPE_KEY_FILE={key_file} troupe status")),
+        "{}",
+        demo.report()
+    );
+    let owner = output
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("circusctl --endpoint ")?
+                .split_whitespace()
+                .next()
+        })
+        .unwrap_or_else(|| panic!("no circusctl line\n{}", demo.report()));
+    let by_owner = circusctl(owner, &["status"]);
+    assert!(by_owner.stdout.contains("worker: active"), "{by_owner:?}");
 }
 
 /// Ctrl-C while the demo is still discovering its agents stops it just as cleanly. Discovery

@@ -84,16 +84,17 @@ pub async fn run(count: u8, first: Ipv4Addr) -> anyhow::Result<()> {
         children: Vec::new(),
         dir: dir.clone(),
     };
+    let key_file = cluster_key(&dir)?;
     println!("Starting {count} agents (logs in {}):", dir.display());
     for (i, address) in addresses.iter().enumerate() {
         let name = format!("demo-{}", i + 1);
-        let child = start_agent(&agent_bin, &dir, &name, *address)?;
+        let child = start_agent(&agent_bin, &dir, &key_file, &name, *address)?;
         println!("  {name}  tcp://{address}:5555  (pid {})", child.id());
         agents.children.push(child);
     }
     let range = format!("{}-{}", first, addresses.last().copied().unwrap_or(first));
     let shown = tokio::select! {
-        shown = show(count, first, &range, &dir) => Some(shown?),
+        shown = show(count, first, &range, &dir, &key_file) => Some(shown?),
         _ = stop.wait() => None,
     };
     if let Some(_controller) = shown {
@@ -107,7 +108,13 @@ pub async fn run(count: u8, first: Ipv4Addr) -> anyhow::Result<()> {
 
 /// Discovery, a broadcast and stats, then the prompt; returns what keeps the controller (or
 /// discovery) running.
-async fn show(count: u8, first: Ipv4Addr, range: &str, dir: &Path) -> anyhow::Result<KeepRunning> {
+async fn show(
+    count: u8,
+    first: Ipv4Addr,
+    range: &str,
+    dir: &Path,
+    key_file: &Path,
+) -> anyhow::Result<KeepRunning> {
     println!("\nDiscovering by probing {range} (no multicast: nothing leaves this machine)...");
     let (membership, controller) = start_controller(range)?;
     let all_up = |m: &[crate::membership::Member]| {
@@ -136,9 +143,17 @@ async fn show(count: u8, first: Ipv4Addr, range: &str, dir: &Path) -> anyhow::Re
     for (node, reply) in &replies {
         println!("  {}", stats_line(node, reply));
     }
+    let key = key_file.display();
+    let owner_socket = dir.join("demo-1").join("control.sock");
     println!(
-        "\nThe agents speak the Circus protocol: try `circusctl --endpoint tcp://{first}:5555 status`,\n\
-         or `troupe status` / `troupe stats` in another shell. Ctrl-C stops everything."
+        "\nThe demo runs keyed: its agents and controller answer only holders of {key}.\n\
+         From another shell:\n  \
+         TROUPE_KEY_FILE={key} troupe status      (or troupe stats, troupe nodes)\n  \
+         circusctl --endpoint ipc://{owner} status      (demo-1's owner socket: every command)\n  \
+         circus-top --endpoint tcp://{first}:{stats}      (demo-1's circus_bind: read-only, plaintext)\n\
+         Ctrl-C stops everything.",
+        owner = owner_socket.display(),
+        stats = troupe::config::DEFAULT_CIRCUS_STATS_PORT,
     );
     Ok(controller)
 }
@@ -230,13 +245,46 @@ impl StopSignals {
     }
 }
 
-fn start_agent(bin: &Path, dir: &Path, name: &str, address: Ipv4Addr) -> anyhow::Result<Child> {
+/// The demo's cluster key, `<dir>/cluster.key`, which its agents read and every connection of
+/// this process presents: the key given with `--key-file` or `TROUPE_KEY_FILE` if any, else a
+/// new one.
+fn cluster_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    use troupe::cluster_key::{write_new, ClusterKey, Keyring};
+    let path = dir.join(troupe::cluster_key::DEFAULT_FILE_NAME);
+    let given = troupe::sockets::client_keys().map(|keys| keys.keyring().first().clone());
+    let key = match given {
+        Some(key) => key,
+        None => ClusterKey::generate().context("making the demo's cluster key")?,
+    };
+    write_new(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(keyring) = Keyring::new(vec![key]) {
+        troupe::sockets::install_client_keyring(&keyring);
+        println!(
+            "Cluster key {} (fingerprint {}).",
+            path.display(),
+            keyring.fingerprint()
+        );
+    }
+    Ok(path)
+}
+
+/// An agent on `address`, keyed with `key_file`, with a read-only plaintext `circus_bind` on
+/// the same loopback address for circus-top.
+fn start_agent(
+    bin: &Path,
+    dir: &Path,
+    key_file: &Path,
+    name: &str,
+    address: Ipv4Addr,
+) -> anyhow::Result<Child> {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[agent]\nname = \"{name}\"\nbind = \"{address}\"\nmdns = false\nstate_dir = \"{}\"\n{WATCHERS}",
-            dir.join(name).display()
+            "[agent]\nname = \"{name}\"\nbind = \"{address}\"\nmdns = false\nstate_dir = \"{}\"\n\
+             key_file = \"{}\"\ncircus_bind = \"{address}\"\n{WATCHERS}",
+            dir.join(name).display(),
+            key_file.display()
         ),
     )?;
     let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
