@@ -7,6 +7,7 @@ mod bounds;
 mod cluster_key;
 mod configure_injection;
 mod control_access;
+mod impostor;
 mod reset_race;
 mod serve_deputy;
 mod signal_scope;

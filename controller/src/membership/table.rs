@@ -244,16 +244,15 @@ impl MemberTable {
         if !self.members.contains_key(&key) && !self.make_room() {
             return;
         }
-        let name = name
-            .filter(|n| troupe::config::names::check_name(n).is_ok())
-            .map_or_else(|| locked_name(endpoint), str::to_string);
+        // A Circus UDP reply names nothing: an mDNS record's name is kept.
+        let name = name.filter(|n| troupe::config::names::check_name(n).is_ok());
         let fingerprint = match announced {
             Announced::Key(fp) => Some(fp.to_string()),
             _ => None,
         };
         let member = self.members.entry(key.clone()).or_insert_with(|| Member {
             key,
-            name: name.clone(),
+            name: locked_name(endpoint),
             id: None,
             endpoint: endpoint.to_string(),
             kind: Kind::Troupe,
@@ -267,7 +266,9 @@ impl MemberTable {
             fingerprint: None,
             locked: None,
         });
-        member.name = name;
+        if let Some(name) = name {
+            member.name = name.to_string();
+        }
         member.sources.insert(source);
         member.fingerprint = fingerprint;
         member.locked = Some(why);
