@@ -64,11 +64,17 @@ pub const SERVE_REQUESTS_IN_FLIGHT: usize = 256;
 /// take every slot of [`SERVE_REQUESTS_IN_FLIGHT`]. Every local client shares 127.0.0.1.
 pub const SERVE_REQUESTS_IN_FLIGHT_PER_PEER: usize = 32;
 
-/// Rows in a controller's member table (alive, suspect, down and left, until forgotten).
+/// Rows in a controller's member table (alive, suspect, down, left and locked, until
+/// forgotten).
 /// Each alive member costs a heartbeat a second and a kept connection. When the table is
-/// full, a new member takes the place of the member down (or left) the longest; with none,
+/// full, a new member takes the place of the member down (left, locked) the longest; with none,
 /// it is not adopted and `register_node` or `cluster` says so.
 pub const MAX_MEMBERS: usize = 512;
+
+/// Claims of an id already held by an alive member (a copied id file) that a controller
+/// remembers having logged, so each (id, endpoint) is logged once, not at every sighting;
+/// past it the memory starts afresh (a claim is logged again, nothing else changes).
+pub const MAX_REFUSED_CLAIMS: usize = 256;
 
 /// Stats history series (one per process, plus the node's total) and processes in the
 /// snapshot that `troupe serve` keeps for one node. A node chooses its own pids and watcher

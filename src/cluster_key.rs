@@ -164,12 +164,31 @@ impl ClusterKey {
 }
 
 /// The public, one-way short name of a cluster key (16 hex digits).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fingerprint(String);
+
+/// Hex digits in a fingerprint: 8 bytes.
+const FINGERPRINT_DIGITS: usize = 16;
 
 impl Fingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A fingerprint read from the network (an mDNS TXT record, a Circus UDP reply, a
+    /// `nodeinfo` reply): 16 lowercase hex digits, or an error that quotes at most that many
+    /// characters of it.
+    pub fn parse(text: &str) -> Result<Fingerprint, String> {
+        let valid = text.len() == FINGERPRINT_DIGITS
+            && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if valid {
+            return Ok(Fingerprint(text.to_string()));
+        }
+        let shown: String = text.chars().take(FINGERPRINT_DIGITS).collect();
+        Err(format!(
+            "expected a key fingerprint of {FINGERPRINT_DIGITS} lowercase hex digits, got {shown:?}{}",
+            if text.chars().count() > FINGERPRINT_DIGITS { "..." } else { "" }
+        ))
     }
 }
 
@@ -297,6 +316,12 @@ impl Keyring {
     pub fn fingerprint(&self) -> Fingerprint {
         self.first().fingerprint()
     }
+
+    /// The fingerprints of every key: a node announcing any of them may be a member (during
+    /// a rotation, nodes' first keys differ).
+    pub fn fingerprints(&self) -> Vec<Fingerprint> {
+        self.keys.iter().map(ClusterKey::fingerprint).collect()
+    }
 }
 
 /// Writes `key` to a new file at `path`, mode 0600. An existing file is never replaced: it
@@ -407,6 +432,24 @@ mod tests {
         ] {
             assert!(!shown.contains(&secret), "{shown} shows {secret}");
         }
+    }
+
+    #[test]
+    fn fingerprints_from_the_network_are_checked() {
+        let key = counting_key();
+        let shown = key.fingerprint();
+        assert_eq!(Fingerprint::parse(shown.as_str()), Ok(shown));
+        for bad in [
+            "",
+            "1A370741C810A9B4",
+            "1a370741c810a9b",
+            "1a370741c810a9b4a",
+            "zz370741c810a9b4",
+        ] {
+            assert!(Fingerprint::parse(bad).is_err(), "{bad}");
+        }
+        let long = Fingerprint::parse(&"x".repeat(1000)).unwrap_err();
+        assert!(long.len() < 120, "{long}");
     }
 
     #[test]

@@ -201,6 +201,7 @@ fn an_agent_alone_on_lo_is_resolved_over_mdns_with_its_record() {
                 pubsub_port: 6102,
                 stats_port: 6103,
                 proto: PROTO_VERSION,
+                fingerprint: None,
             }
         );
         assert_eq!(service.get_port(), 6101);

@@ -8,6 +8,7 @@ mod circus_bind;
 mod cluster_key;
 mod configure_injection;
 mod control_access;
+mod impostor;
 mod reset_race;
 mod serve_deputy;
 mod signal_scope;

@@ -97,7 +97,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     // Announce once the sockets answer; say goodbye before stopping the watchers, so
     // controllers stop sending commands early.
-    let announcer = crate::announce::Announcer::start(&settings, &ctx.node_id)?;
+    let announcer = crate::announce::Announcer::start(
+        &settings,
+        &ctx.node_id,
+        keyring.as_ref().map(|k| k.fingerprint()).as_ref(),
+    )?;
     let boot = {
         let ctx = ctx.clone();
         tokio::spawn(async move {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use troupe::protocol::{ConfigureRequest, Peer, PeerList, Request};
 
-/// The peers: alive troupe members without an id clash (stock circusd nodes cannot render
+/// The peers: alive troupe members (never a locked row, and an id held by one member only) (stock circusd nodes cannot render
 /// configs), with the host the controller reaches each at. Sorting and indexing is
 /// [`PeerList::assign`]'s job.
 ///
@@ -21,7 +21,7 @@ pub fn peers(nodes: &[Value]) -> (Vec<Peer>, Vec<RefusedMember>) {
     let mut refused = Vec::new();
     let members = nodes
         .iter()
-        .filter(|n| n["state"] == "alive" && n["kind"] == "troupe" && n["conflict"] != true);
+        .filter(|n| n["state"] == "alive" && n["kind"] == "troupe");
     for n in members {
         let control = n["endpoint"].as_str().unwrap_or_default().to_string();
         let endpoints: BTreeMap<String, String> = n["endpoints"]
@@ -277,7 +277,7 @@ mod tests {
             name.len() * 1000 + name.as_bytes()[0] as usize
         );
         json!({"name": name, "id": id, "kind": "troupe", "state": state,
-               "endpoint": endpoint, "endpoints": {"control": endpoint}, "conflict": false})
+               "endpoint": endpoint, "endpoints": {"control": endpoint}})
     }
 
     fn valid_peers(nodes: &[Value]) -> Vec<Peer> {

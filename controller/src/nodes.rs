@@ -12,12 +12,13 @@ pub async fn list(flags: &NodeFlags, wait: Duration) -> anyhow::Result<Vec<Value
     Ok(link.nodes().await)
 }
 
-/// The human table: one row per member.
+/// The human table: one row per member, KEY the fingerprint of its cluster key or `none`;
+/// then why each locked row is locked.
 pub fn table(nodes: &[Value]) -> String {
     let header = [
-        "NAME", "ID", "ADDRESS", "STATE", "SOURCE", "VERSION", "WATCHERS",
+        "NAME", "ID", "ADDRESS", "STATE", "KEY", "SOURCE", "VERSION", "WATCHERS",
     ];
-    let rows: Vec<[String; 7]> = nodes
+    let rows: Vec<[String; 8]> = nodes
         .iter()
         .map(|n| {
             let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
@@ -25,10 +26,8 @@ pub fn table(nodes: &[Value]) -> String {
                 .as_str()
                 .map(|i| i.chars().take(8).collect())
                 .unwrap_or_else(|| "-".into());
-            let mut state = text(&n["state"]);
-            if n["conflict"] == true {
-                state.push_str(" (id clash!)");
-            }
+            let state = text(&n["state"]);
+            let key = n["key_fingerprint"].as_str().unwrap_or("none").to_string();
             let source = n["source"]
                 .as_array()
                 .map(|s| {
@@ -49,6 +48,7 @@ pub fn table(nodes: &[Value]) -> String {
                     .trim_start_matches("tcp://")
                     .to_string(),
                 state,
+                key,
                 source,
                 version,
                 n["watchers"].to_string(),
@@ -56,5 +56,39 @@ pub fn table(nodes: &[Value]) -> String {
         })
         .collect();
     let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
-    crate::render::table(&header, &rows)
+    let mut out = crate::render::table(&header, &rows);
+    for n in nodes {
+        if let (Some(name), Some(why)) = (n["name"].as_str(), n["locked"].as_str()) {
+            out.push_str(&format!("\n{name} is locked: it {why}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_are_shown_and_locked_rows_say_why() {
+        let nodes = [
+            json!({"name": "a", "id": "0123456789", "endpoint": "tcp://10.0.0.1:5555",
+                   "state": "alive", "kind": "troupe", "key_fingerprint": "1a370741c810a9b4",
+                   "source": ["mdns"], "version": "0.1.0", "watchers": 2}),
+            json!({"name": "b", "id": null, "endpoint": "tcp://10.0.0.2:5555", "state": "locked",
+                   "kind": "troupe", "key_fingerprint": null, "source": ["mdns"],
+                   "locked": "has no cluster key; this controller has one", "watchers": 0}),
+        ];
+        let shown = table(&nodes);
+        let lines: Vec<&str> = shown.lines().collect();
+        let cells = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>()[3..5].join(" ");
+        assert_eq!(cells(0), "STATE KEY", "{shown}");
+        assert_eq!(cells(1), "alive 1a370741c810a9b4", "{shown}");
+        assert_eq!(cells(2), "locked none", "{shown}");
+        assert_eq!(
+            lines[3],
+            "b is locked: it has no cluster key; this controller has one"
+        );
+    }
 }

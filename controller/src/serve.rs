@@ -357,6 +357,8 @@ async fn handle(
                 .send(MembershipMsg::Seen {
                     endpoint: registration.endpoint.clone(),
                     source: Source::Registered,
+                    announced: crate::membership::Announced::Unsaid,
+                    name: None,
                 })
                 .await;
             Ok(fields([("node", json!(registration.name))]))

@@ -1,6 +1,13 @@
 //! What an agent announces and how to read it back: the mDNS record and Circus's UDP
 //! discovery datagram.
+//!
+//! Both carry the fingerprint of the agent's cluster key in use (never the key, SECURITY.md),
+//! so a controller skips an agent of another key, or a keyless one, without dialling it, and a
+//! keyless controller tells a keyed agent from a silent one. An agent without a key announces
+//! none. The fingerprint is a claim, not a proof: membership still takes only what answered
+//! `nodeinfo` over CURVE.
 
+use crate::cluster_key::Fingerprint;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -12,6 +19,9 @@ pub const PROTO_VERSION: u32 = 1;
 /// `{"endpoint": "<control endpoint>"}` back from every circusd (and troupe-agent).
 pub const CIRCUS_MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(237, 219, 251, 97);
 pub const CIRCUS_MULTICAST_PORT: u16 = 12027;
+/// TXT key of the key fingerprint, and the field of the Circus UDP reply that carries it.
+pub const TXT_FINGERPRINT: &str = "fp";
+pub const UDP_FINGERPRINT: &str = "fingerprint";
 
 /// The TXT record of an agent's mDNS announcement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +32,17 @@ pub struct AnnounceRecord {
     pub pubsub_port: u16,
     pub stats_port: u16,
     pub proto: u32,
+    /// The fingerprint of the key in use; `None` without a key.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 impl AnnounceRecord {
-    /// TXT key/value pairs: id, cluster, v, pub, stats, proto.
+    /// TXT key/value pairs: id, cluster, v, pub, stats, proto, and fp with a key.
     pub fn to_txt(&self) -> BTreeMap<String, String> {
+        let fingerprint = self
+            .fingerprint
+            .as_ref()
+            .map(|fp| (TXT_FINGERPRINT, fp.to_string()));
         [
             ("id", self.id.clone()),
             ("cluster", self.cluster.clone()),
@@ -36,6 +52,7 @@ impl AnnounceRecord {
             ("proto", self.proto.to_string()),
         ]
         .into_iter()
+        .chain(fingerprint)
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -57,6 +74,10 @@ impl AnnounceRecord {
             proto: text("proto")?
                 .parse()
                 .map_err(|_| "TXT key 'proto' is not a number".to_string())?,
+            fingerprint: get(TXT_FINGERPRINT)
+                .map(Fingerprint::parse)
+                .transpose()
+                .map_err(|e| format!("TXT key '{TXT_FINGERPRINT}': {e}"))?,
         })
     }
 }
@@ -93,11 +114,21 @@ mod tests {
             pubsub_port: 5556,
             stats_port: 5557,
             proto: PROTO_VERSION,
+            fingerprint: None,
         };
         let txt = record.to_txt();
         assert_eq!(txt["pub"], "5556");
+        assert!(!txt.contains_key(TXT_FINGERPRINT));
         let back = AnnounceRecord::from_txt(|k| txt.get(k).map(String::as_str)).unwrap();
         assert_eq!(back, record);
+        let keyed = AnnounceRecord {
+            fingerprint: Some(Fingerprint::parse("1a370741c810a9b4").unwrap()),
+            ..record
+        };
+        let txt = keyed.to_txt();
+        assert_eq!(txt[TXT_FINGERPRINT], "1a370741c810a9b4");
+        let back = AnnounceRecord::from_txt(|k| txt.get(k).map(String::as_str)).unwrap();
+        assert_eq!(back, keyed);
     }
 
     #[test]
@@ -107,6 +138,9 @@ mod tests {
         let err =
             AnnounceRecord::from_txt(|k| Some(if k == "pub" { "x" } else { "1" })).unwrap_err();
         assert!(err.contains("'pub' is not a port"), "{err}");
+        let err = AnnounceRecord::from_txt(|k| Some(if k == "fp" { "not-hex" } else { "1" }))
+            .unwrap_err();
+        assert!(err.contains("'fp'"), "{err}");
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct NodeInfo {
     /// of the same running agent.
     pub started: f64,
     pub watchers: BTreeMap<String, WatcherSummary>,
+    /// The fingerprint of the cluster key the agent uses (its first); absent without a key.
+    /// A claim: what proves the key is that the reply came over CURVE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// Properties of `register_node` (agent -> controller) and `unregister_node`.

@@ -1,5 +1,6 @@
 //! Circus's UDP discovery responder: any datagram to 237.219.251.97:12027 gets
-//! `{"endpoint": "tcp://ADDR:PORT"}` back, as circusd answers, so Circus tooling finds agents.
+//! `{"endpoint": "tcp://ADDR:PORT"}` back, as circusd answers, so Circus tooling finds agents;
+//! a keyed agent adds `"fingerprint"`, its cluster key's (Circus reads only `endpoint`).
 
 use super::interfaces::{tcp_endpoint, Bind};
 use anyhow::Context;
@@ -9,7 +10,8 @@ use std::os::fd::AsRawFd;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use troupe::discovery::announce::{CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT};
+use troupe::cluster_key::Fingerprint;
+use troupe::discovery::announce::{CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT, UDP_FINGERPRINT};
 
 /// The running responder; dropping it (or [`Responder::stop`]) ends the task.
 pub struct Responder {
@@ -23,11 +25,17 @@ impl Responder {
     pub fn start(
         bind: Bind,
         control_port: u16,
+        fingerprint: Option<Fingerprint>,
         interfaces: &[(String, Ipv4Addr)],
     ) -> anyhow::Result<Self> {
         let socket = bind_group_socket(CIRCUS_MULTICAST_PORT, interfaces)?;
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(socket, bind, control_port, stopped));
+        let answer = Answer {
+            bind,
+            port: control_port,
+            fingerprint,
+        };
+        let task = tokio::spawn(serve(socket, answer, stopped));
         Ok(Self { stop, task })
     }
 
@@ -65,7 +73,14 @@ fn bind_group_socket(port: u16, interfaces: &[(String, Ipv4Addr)]) -> anyhow::Re
     UdpSocket::from_std(socket).with_context(|| format!("registering {what} with tokio"))
 }
 
-async fn serve(socket: UdpSocket, bind: Bind, port: u16, mut stopped: oneshot::Receiver<()>) {
+/// What the responder says: the control endpoint and the key's fingerprint.
+struct Answer {
+    bind: Bind,
+    port: u16,
+    fingerprint: Option<Fingerprint>,
+}
+
+async fn serve(socket: UdpSocket, answer: Answer, mut stopped: oneshot::Receiver<()>) {
     let mut buffer = [0u8; 2048];
     loop {
         let received = tokio::select! {
@@ -84,7 +99,7 @@ async fn serve(socket: UdpSocket, bind: Bind, port: u16, mut stopped: oneshot::R
         if peer.port() == CIRCUS_MULTICAST_PORT {
             continue;
         }
-        match answer_for(&bind, port, peer) {
+        match answer.to(peer) {
             Ok(answer) => {
                 if let Err(e) = socket.send_to(answer.as_bytes(), peer).await {
                     tracing::debug!(%peer, "Circus discovery answer not sent: {e}");
@@ -95,10 +110,17 @@ async fn serve(socket: UdpSocket, bind: Bind, port: u16, mut stopped: oneshot::R
     }
 }
 
-/// `{"endpoint": "tcp://ADDR:PORT"}` with the address `peer` can reach us on.
-fn answer_for(bind: &Bind, port: u16, peer: SocketAddr) -> std::io::Result<String> {
-    let ip = bind.advertised_towards(peer.ip())?;
-    Ok(serde_json::json!({ "endpoint": tcp_endpoint(ip, port) }).to_string())
+impl Answer {
+    /// `{"endpoint": "tcp://ADDR:PORT"}` with the address `peer` can reach us on, and the
+    /// fingerprint with a key.
+    fn to(&self, peer: SocketAddr) -> std::io::Result<String> {
+        let ip = self.bind.advertised_towards(peer.ip())?;
+        let mut answer = serde_json::json!({ "endpoint": tcp_endpoint(ip, self.port) });
+        if let Some(fingerprint) = &self.fingerprint {
+            answer[UDP_FINGERPRINT] = fingerprint.as_str().into();
+        }
+        Ok(answer.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -108,14 +130,21 @@ mod tests {
     #[test]
     fn answers_name_the_bound_address_or_the_route_back() {
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let answer = |bind, port, fingerprint: Option<&str>| Answer {
+            bind,
+            port,
+            fingerprint: fingerprint.map(|fp| Fingerprint::parse(fp).unwrap()),
+        };
         let bound = Bind::Addr("127.0.0.9".parse().unwrap());
         assert_eq!(
-            answer_for(&bound, 5555, peer).unwrap(),
+            answer(bound, 5555, None).to(peer).unwrap(),
             r#"{"endpoint":"tcp://127.0.0.9:5555"}"#
         );
         assert_eq!(
-            answer_for(&Bind::Any, 6000, peer).unwrap(),
-            r#"{"endpoint":"tcp://127.0.0.1:6000"}"#
+            answer(Bind::Any, 6000, Some("1a370741c810a9b4"))
+                .to(peer)
+                .unwrap(),
+            r#"{"endpoint":"tcp://127.0.0.1:6000","fingerprint":"1a370741c810a9b4"}"#
         );
     }
 
@@ -128,7 +157,12 @@ mod tests {
         let second = bind_group_socket(port, &[]).expect("SO_REUSEADDR/SO_REUSEPORT share");
         drop(second);
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(first, Bind::Any, 7000, stopped));
+        let answer = Answer {
+            bind: Bind::Any,
+            port: 7000,
+            fingerprint: None,
+        };
+        let task = tokio::spawn(serve(first, answer, stopped));
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         client.send_to(b"{}", ("127.0.0.1", port)).await.unwrap();
         let mut buffer = [0u8; 256];

@@ -5,6 +5,7 @@ use super::interfaces::Selection;
 use anyhow::Context;
 use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceInfo, UnregisterStatus};
 use std::time::Duration;
+use troupe::cluster_key::Fingerprint;
 use troupe::config::AgentSettings;
 use troupe::discovery::announce::{AnnounceRecord, PROTO_VERSION, SERVICE_TYPE};
 
@@ -23,6 +24,7 @@ impl MdnsAnnouncement {
     pub fn start(
         settings: &AgentSettings,
         node_id: &str,
+        fingerprint: Option<&Fingerprint>,
         selection: &Selection,
     ) -> anyhow::Result<Self> {
         let record = AnnounceRecord {
@@ -32,6 +34,7 @@ impl MdnsAnnouncement {
             pubsub_port: settings.pubsub_port,
             stats_port: settings.stats_port,
             proto: PROTO_VERSION,
+            fingerprint: fingerprint.cloned(),
         };
         let txt: Vec<(String, String)> = record.to_txt().into_iter().collect();
         let host = format!("{}.local.", short_hostname());

@@ -13,6 +13,7 @@ pub mod mdns;
 use anyhow::Context;
 use interfaces::{Bind, Selection};
 use std::time::Duration;
+use troupe::cluster_key::Fingerprint;
 use troupe::config::AgentSettings;
 
 /// How long a clean shutdown waits for the mDNS goodbye to go out.
@@ -32,8 +33,13 @@ impl Announcer {
     /// master registration loop when settings.master is Some. Errors name what failed.
     ///
     /// Must be called within a tokio runtime. The Circus responder failing to bind is only a
-    /// warning, as in circusd: mDNS and the controller still find the agent.
-    pub fn start(settings: &AgentSettings, node_id: &str) -> anyhow::Result<Announcer> {
+    /// warning, as in circusd: mDNS and the controller still find the agent. Both multicast
+    /// answers carry `fingerprint`, the cluster key's in use (None without a key).
+    pub fn start(
+        settings: &AgentSettings,
+        node_id: &str,
+        fingerprint: Option<&Fingerprint>,
+    ) -> anyhow::Result<Announcer> {
         let mut announcer = Announcer {
             mdns: None,
             udp: None,
@@ -57,9 +63,12 @@ impl Announcer {
                 "choosing what to announce over mDNS (set mdns = false to announce nothing)",
             )?;
             announcer.mdns = Some(mdns::MdnsAnnouncement::start(
-                settings, node_id, &selection,
+                settings,
+                node_id,
+                fingerprint,
+                &selection,
             )?);
-            announcer.udp = start_udp(&bind, settings.control_port, &selection);
+            announcer.udp = start_udp(&bind, settings.control_port, fingerprint, &selection);
         }
         if settings.master.is_some() {
             announcer.master = Some(master::Registrar::start(settings, node_id, bind)?);
@@ -93,6 +102,7 @@ impl Announcer {
 fn start_udp(
     bind: &Bind,
     control_port: u16,
+    fingerprint: Option<&Fingerprint>,
     selection: &Selection,
 ) -> Option<circus_udp::Responder> {
     let groups = selection.ipv4_per_interface();
@@ -100,7 +110,7 @@ fn start_udp(
         tracing::warn!("Circus UDP discovery off: no IPv4 address is announced");
         return None;
     }
-    match circus_udp::Responder::start(bind.clone(), control_port, &groups) {
+    match circus_udp::Responder::start(bind.clone(), control_port, fingerprint.cloned(), &groups) {
         Ok(responder) => Some(responder),
         Err(e) => {
             tracing::warn!("Circus UDP discovery off: {e:#}");

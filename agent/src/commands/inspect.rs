@@ -185,6 +185,8 @@ pub async fn nodeinfo(ctx: &AgentContext) -> Fields {
         },
         started: ctx.started,
         watchers,
+        fingerprint: troupe::sockets::client_keys()
+            .map(|keys| keys.keyring().fingerprint().to_string()),
     };
     Ok(fields([("node", json!(node))]))
 }

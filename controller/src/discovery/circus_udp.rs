@@ -1,15 +1,19 @@
 //! Circus's UDP discovery: one datagram to 237.219.251.97:12027, and every circusd (and
-//! troupe-agent) on the segment answers `{"endpoint": "tcp://..."}`.
+//! troupe-agent) on the segment answers `{"endpoint": "tcp://..."}`; a keyed troupe-agent adds
+//! `"fingerprint"`.
 
-use std::collections::BTreeSet;
+use crate::membership::Announced;
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use troupe::discovery::announce::{CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT};
+use troupe::cluster_key::Fingerprint;
+use troupe::discovery::announce::{CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT, UDP_FINGERPRINT};
 
 /// Sends the discovery datagram out of every multicast-capable IPv4 interface and collects
-/// the endpoints that answer within `wait`.
-pub async fn query(wait: Duration) -> std::io::Result<BTreeSet<String>> {
+/// the endpoints that answer within `wait`, with what each said of its cluster key (a reply
+/// whose fingerprint is malformed is dropped).
+pub async fn query(wait: Duration) -> std::io::Result<BTreeMap<String, Announced>> {
     let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).await?;
     let group = SocketAddrV4::new(CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT);
     let mut sent = false;
@@ -24,7 +28,7 @@ pub async fn query(wait: Duration) -> std::io::Result<BTreeSet<String>> {
     if !sent {
         socket.send_to(b"{}", group).await?;
     }
-    let mut endpoints = BTreeSet::new();
+    let mut endpoints = BTreeMap::new();
     let mut buffer = [0u8; 2048];
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(Ok((n, _from))) =
@@ -34,12 +38,23 @@ pub async fn query(wait: Duration) -> std::io::Result<BTreeSet<String>> {
             Ok(reply) => reply,
             Err(_) => continue,
         };
-        if let Some(endpoint) = reply["endpoint"]
+        let Some(endpoint) = reply["endpoint"]
             .as_str()
             .filter(|e| e.starts_with("tcp://"))
-        {
-            endpoints.insert(endpoint.to_string());
-        }
+        else {
+            continue;
+        };
+        let announced = match reply.get(UDP_FINGERPRINT) {
+            None => Announced::Keyless,
+            Some(fp) => match Fingerprint::parse(fp.as_str().unwrap_or_default()) {
+                Ok(fp) => Announced::Key(fp),
+                Err(e) => {
+                    tracing::debug!(endpoint, "Circus UDP reply ignored: {UDP_FINGERPRINT}: {e}");
+                    continue;
+                }
+            },
+        };
+        endpoints.insert(endpoint.to_string(), announced);
     }
     Ok(endpoints)
 }

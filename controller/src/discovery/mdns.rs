@@ -2,7 +2,7 @@
 //! a removal a goodbye. Missed heartbeats come back here as `verify` requests, so a record
 //! of a crashed agent is flushed in seconds rather than at its 120 s TTL.
 
-use crate::membership::{MembershipHandle, MembershipMsg, Source};
+use crate::membership::{Announced, MembershipHandle, MembershipMsg, Source};
 use anyhow::Context;
 use mdns_sd::{ServiceDaemon, ServiceEvent};
 use std::net::IpAddr;
@@ -29,18 +29,22 @@ pub fn start(
                 event = receiver.recv_async() => match event {
                     Ok(ServiceEvent::ServiceResolved(service)) => {
                         let txt = |key: &str| service.get_property_val_str(key);
-                        match AnnounceRecord::from_txt(txt) {
-                            Ok(record) if record.cluster == cluster => {}
+                        let announced = match AnnounceRecord::from_txt(txt) {
+                            Ok(record) if record.cluster == cluster => {
+                                record.fingerprint.map_or(Announced::Keyless, Announced::Key)
+                            }
                             Ok(_) => continue,
                             Err(e) => {
                                 tracing::debug!(instance = %service.fullname, "ignored mDNS record: {e}");
                                 continue;
                             }
-                        }
+                        };
                         let addresses = service.get_addresses().iter().map(|a| a.to_ip_addr());
                         if let Some(ip) = best_address(addresses) {
                             let endpoint = crate::probe::endpoint_of((ip, service.get_port()).into());
-                            membership.send(MembershipMsg::Seen { endpoint, source: Source::Mdns }).await;
+                            let name = instance_name(&service.fullname);
+                            let seen = MembershipMsg::Seen { endpoint, source: Source::Mdns, announced, name };
+                            membership.send(seen).await;
                         }
                     }
                     Ok(ServiceEvent::ServiceRemoved(_, fullname)) => {

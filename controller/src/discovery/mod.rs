@@ -173,11 +173,13 @@ async fn probe_loop(
                     .await;
             }
         }
-        for endpoint in udp {
+        for (endpoint, announced) in udp {
             membership
                 .send(MembershipMsg::Seen {
                     endpoint,
                     source: Source::CircusUdp,
+                    announced,
+                    name: None,
                 })
                 .await;
         }

@@ -26,7 +26,7 @@
 //! 250 ms tick. Publishing copies the whole table: after every heartbeat answer that was half
 //! of `troupe serve`'s CPU with 200 members.
 
-use super::table::{Member, MemberEvent, MemberState, MemberTable, Source};
+use super::table::{Announced, EventKind, Member, MemberEvent, MemberState, MemberTable, Source};
 use crate::discovery::Admission;
 use crate::probe::{probe, probe_on, Dealer, Probed};
 use serde_json::{json, Value};
@@ -46,8 +46,14 @@ const TICK_EVERY: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub enum MembershipMsg {
     /// Something may be at `endpoint` (mDNS record, registration, UDP reply): probe it, if
-    /// the [`Admission`] lets it be adopted.
-    Seen { endpoint: String, source: Source },
+    /// what it announced of its key lets it answer ([`MemberTable::lock_of`]; else it is
+    /// listed as locked, named `name`) and the [`Admission`] lets it be adopted.
+    Seen {
+        endpoint: String,
+        source: Source,
+        announced: Announced,
+        name: Option<String>,
+    },
     /// Already probed (range sweep): adopt as is.
     Answered {
         endpoint: String,
@@ -91,8 +97,13 @@ impl MembershipHandle {
         let (view_tx, view) = watch::channel(Vec::new());
         let (refused_tx, refused) = watch::channel(0);
         let (events, _) = broadcast::channel(1024);
+        // The keyring is the process's, installed at start (troupe::sockets).
+        let table = match troupe::sockets::client_keys() {
+            Some(keys) => MemberTable::keyed(cluster, keys.keyring().fingerprints()),
+            None => MemberTable::new(cluster),
+        };
         let actor = Actor {
-            table: MemberTable::new(cluster),
+            table,
             admission,
             zmq: zmq::Context::new(),
             view: view_tx,
@@ -211,7 +222,19 @@ impl Actor {
         let now = Instant::now();
         self.view_stale = true;
         match msg {
-            MembershipMsg::Seen { endpoint, source } => {
+            MembershipMsg::Seen {
+                endpoint,
+                source,
+                announced,
+                name,
+            } => {
+                if let Some(why) = self.table.lock_of(&announced) {
+                    tracing::debug!(%endpoint, source = source.as_str(), "not dialled: {why}");
+                    let name = name.as_deref();
+                    self.table
+                        .locked(&endpoint, name, source, &announced, why, now);
+                    return Vec::new();
+                }
                 match self.admission.check(&endpoint) {
                     Ok(()) => self.spawn_probe(None, endpoint, Some(source), results),
                     Err(refusal) => {
@@ -278,11 +301,12 @@ impl Actor {
     }
 
     fn heartbeat(&mut self, results: &mpsc::UnboundedSender<ProbeResult>) {
-        // Rows dropped without an event (a dead duplicate of an id clash) are caught here.
+        // Rows dropped without an event (a locked row that answered) are caught here.
         self.close_stale();
         let due: Vec<(String, String)> = self
             .table
             .members()
+            .filter(|m| m.state != MemberState::Locked)
             .map(|m| (m.key.clone(), m.endpoint.clone()))
             .collect();
         for (key, endpoint) in due {
@@ -375,7 +399,7 @@ impl Actor {
             let level_warn = matches!(
                 member.map(|m| m.state),
                 Some(MemberState::Down | MemberState::Suspect)
-            ) || member.is_some_and(|m| m.conflict);
+            ) || event.kind == EventKind::Refused;
             if level_warn {
                 tracing::warn!(node = %event.name, "{}: {}", event.kind.as_str(), event.detail);
             } else {
@@ -434,7 +458,8 @@ pub fn member_json(m: &Member) -> Value {
         "version": m.info.as_ref().map(|i| i.version.clone()),
         "watchers": m.watchers,
         "last_seen": last_seen,
-        "conflict": m.conflict,
+        "key_fingerprint": m.fingerprint,
+        "locked": m.locked,
     })
 }
 
@@ -511,6 +536,7 @@ mod heartbeat_tests {
             },
             started: 1.0,
             watchers: Default::default(),
+            fingerprint: None,
         }
     }
 
@@ -618,6 +644,8 @@ mod heartbeat_tests {
         let seen = || MembershipMsg::Seen {
             endpoint: endpoint.clone(),
             source: Source::Mdns,
+            announced: Announced::Keyless,
+            name: None,
         };
 
         let other = troupe::discovery::parse_targets("127.0.0.1:1,10.0.0.1").unwrap();

@@ -5,5 +5,5 @@ pub mod table;
 
 pub use actor::{member_json, MembershipHandle, MembershipMsg, PublishedEvent};
 pub use table::{
-    EventKind, Kind, Member, MemberEvent, MemberState, MemberTable, NodeFacts, Source,
+    Announced, EventKind, Kind, Member, MemberEvent, MemberState, MemberTable, NodeFacts, Source,
 };

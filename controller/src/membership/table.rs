@@ -3,12 +3,26 @@
 //! Rows are keyed by node id (troupe agents) or by endpoint (stock circusd, which has no id).
 //! The actor in [`super::actor`] does the I/O and feeds results here, so every rule below is
 //! unit-tested with paused time and no sockets.
+//!
+//! **Keys** (SECURITY.md: membership is proven, not claimed). A member is only ever made from
+//! a `nodeinfo` answer, and a keyed controller's every connection is CURVE: an answer proves
+//! the key. A sighting (mDNS record, Circus UDP reply) names the fingerprint of the node's
+//! key, and [`MemberTable::lock_of`] decides from it alone whether to dial at all: a node of
+//! another key, a keyless node seen by a keyed controller and a keyed node seen by a keyless
+//! one could never answer, so they are listed as [`MemberState::Locked`] rows, never dialled,
+//! never alive, never in a peer list, so an operator sees why a node is missing.
+//!
+//! **Ids.** The first member to hold an id keeps it while it is alive: another node answering
+//! with that id (a copied id file, a cloned disk) is refused, logged once with both
+//! endpoints, and not listed; once the holder is down, the next answer of the other is
+//! adopted as the same node moved.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
-use troupe::bounds::MAX_MEMBERS;
+use troupe::bounds::{MAX_MEMBERS, MAX_REFUSED_CLAIMS};
+use troupe::cluster_key::Fingerprint;
 use troupe::protocol::NodeInfo;
 
 /// Consecutive missed heartbeats that make an alive member suspect.
@@ -56,6 +70,9 @@ pub enum MemberState {
     Suspect,
     Down,
     Left,
+    /// Seen, but of another cluster key than this controller's (or one of the two has none):
+    /// never dialled, never a member.
+    Locked,
 }
 
 impl MemberState {
@@ -65,8 +82,28 @@ impl MemberState {
             MemberState::Suspect => "suspect",
             MemberState::Down => "down",
             MemberState::Left => "left",
+            MemberState::Locked => "locked",
         }
     }
+
+    /// Down, left or locked: a row that gives its place when the table is full.
+    fn is_gone(self) -> bool {
+        matches!(
+            self,
+            MemberState::Down | MemberState::Left | MemberState::Locked
+        )
+    }
+}
+
+/// What a sighting says about the node's cluster key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announced {
+    /// Nothing (a `register_node`, a probed address): only the answer will tell.
+    Unsaid,
+    /// An mDNS record or UDP reply without a fingerprint: the node has no key.
+    Keyless,
+    /// The fingerprint of the node's key in use.
+    Key(Fingerprint),
 }
 
 /// What a node told us when it answered.
@@ -96,8 +133,12 @@ pub struct Member {
     pub last_ok: Instant,
     /// When `state` last changed.
     pub since: Instant,
-    /// Another agent claims the same id.
-    pub conflict: bool,
+    /// The fingerprint of the member's cluster key: the one its `nodeinfo` names, answered
+    /// over CURVE; `None` for a keyless member (a keyless controller's members all are).
+    /// For a locked row, what its sighting announced.
+    pub fingerprint: Option<String>,
+    /// Why a [`MemberState::Locked`] row is not dialled.
+    pub locked: Option<String>,
 }
 
 /// A change others should hear about: topic `node.<name>.<kind>`.
@@ -116,6 +157,8 @@ pub enum EventKind {
     Down,
     Leave,
     Update,
+    /// Another node answered with a held id and was not adopted (on the holder's name).
+    Refused,
 }
 
 impl EventKind {
@@ -126,6 +169,7 @@ impl EventKind {
             EventKind::Down => "down",
             EventKind::Leave => "leave",
             EventKind::Update => "update",
+            EventKind::Refused => "refused",
         }
     }
 }
@@ -135,18 +179,101 @@ impl EventKind {
 #[derive(Debug, Clone)]
 pub struct MemberTable {
     cluster: String,
+    /// The fingerprints of this controller's keyring; `None` without a key.
+    keys: Option<BTreeSet<Fingerprint>>,
     members: BTreeMap<String, Member>,
     /// New members not adopted because alive and suspect ones filled the table.
     refused: u64,
+    /// (id, endpoint) claims of a held id already logged, at most [`MAX_REFUSED_CLAIMS`].
+    refused_claims: BTreeSet<(String, String)>,
 }
 
 impl MemberTable {
+    /// The table of a keyless controller.
     pub fn new(cluster: &str) -> Self {
         Self {
             cluster: cluster.to_string(),
+            keys: None,
             members: BTreeMap::new(),
             refused: 0,
+            refused_claims: BTreeSet::new(),
         }
+    }
+
+    /// The table of a controller holding a keyring of these fingerprints.
+    pub fn keyed(cluster: &str, keys: impl IntoIterator<Item = Fingerprint>) -> Self {
+        Self {
+            keys: Some(keys.into_iter().collect()),
+            ..Self::new(cluster)
+        }
+    }
+
+    /// Why a node that announced `announced` cannot answer this controller, so is not to be
+    /// dialled: `None` when it may be. A keyed controller accepts any key of its keyring (a
+    /// rotation changes nodes' first keys one by one).
+    pub fn lock_of(&self, announced: &Announced) -> Option<String> {
+        match (&self.keys, announced) {
+            (_, Announced::Unsaid) | (None, Announced::Keyless) => None,
+            (Some(keys), Announced::Key(fp)) if keys.contains(fp) => None,
+            (Some(_), Announced::Key(fp)) => Some(format!(
+                "holds cluster key {fp}, not one of this controller's keyring"
+            )),
+            (Some(_), Announced::Keyless) => {
+                Some("has no cluster key; this controller has one".into())
+            }
+            (None, Announced::Key(fp)) => Some(format!(
+                "holds cluster key {fp}; this controller has none (key_file, --key-file, \
+                 TROUPE_KEY_FILE)"
+            )),
+        }
+    }
+
+    /// A sighting at `endpoint` that [`Self::lock_of`] locked: listed (or refreshed) as a
+    /// locked row, named `name` when it is a valid node name. A row of the same endpoint that
+    /// answered stays as it is: its heartbeats decide about it.
+    pub fn locked(
+        &mut self,
+        endpoint: &str,
+        name: Option<&str>,
+        source: Source,
+        announced: &Announced,
+        why: String,
+        now: Instant,
+    ) {
+        let key = format!("locked@{endpoint}");
+        if !self.members.contains_key(&key) && !self.make_room() {
+            return;
+        }
+        // A Circus UDP reply names nothing: an mDNS record's name is kept.
+        let name = name.filter(|n| troupe::config::names::check_name(n).is_ok());
+        let fingerprint = match announced {
+            Announced::Key(fp) => Some(fp.to_string()),
+            _ => None,
+        };
+        let member = self.members.entry(key.clone()).or_insert_with(|| Member {
+            key,
+            name: locked_name(endpoint),
+            id: None,
+            endpoint: endpoint.to_string(),
+            kind: Kind::Troupe,
+            state: MemberState::Locked,
+            sources: BTreeSet::new(),
+            info: None,
+            watchers: 0,
+            misses: 0,
+            last_ok: now,
+            since: now,
+            fingerprint: None,
+            locked: None,
+        });
+        if let Some(name) = name {
+            member.name = name.to_string();
+        }
+        member.sources.insert(source);
+        member.fingerprint = fingerprint;
+        member.locked = Some(why);
+        // When it was last seen, for forgetting it.
+        member.last_ok = now;
     }
 
     /// How many new members were not adopted because the table was full, since it started.
@@ -163,7 +290,7 @@ impl MemberTable {
         let gone = self
             .members
             .values()
-            .filter(|m| matches!(m.state, MemberState::Down | MemberState::Left))
+            .filter(|m| m.state.is_gone())
             .min_by_key(|m| m.since)
             .map(|m| m.key.clone());
         match gone {
@@ -231,7 +358,8 @@ impl MemberTable {
             misses: 0,
             last_ok: now,
             since: now,
-            conflict: false,
+            fingerprint: None,
+            locked: None,
         });
         member.sources.extend(source);
         member.watchers = watchers;
@@ -243,10 +371,17 @@ impl MemberTable {
         &mut self,
         endpoint: &str,
         source: Option<Source>,
-        info: NodeInfo,
+        mut info: NodeInfo,
         now: Instant,
     ) -> Vec<MemberEvent> {
         let mut events = Vec::new();
+        // It answered: whatever locked it (a key since copied) is over.
+        self.members
+            .retain(|_, m| !(m.state == MemberState::Locked && m.endpoint == endpoint));
+        // A keyless controller's connections are NULL: whatever the node says, it has no key.
+        if self.keys.is_none() {
+            info.fingerprint = None;
+        }
         // Another id answering at an endpoint we knew for someone else: that one left it.
         let displaced: Vec<String> = self
             .members
@@ -295,30 +430,28 @@ impl MemberTable {
             revive(m, now, &mut events);
             return events;
         }
-        // Known id, other address, other process: moved/restarted, or a clash if the old one
-        // is still answering.
-        let live_other = rows.iter().find(|k| {
+        // Known id, other address, other process: moved/restarted, or a copied id if the
+        // holder is still answering.
+        let live_holder = rows.iter().find(|k| {
             let m = &self.members[*k];
             m.state == MemberState::Alive && now.duration_since(m.last_ok) < DOWN_AFTER
         });
-        match (rows.first().cloned(), live_other.cloned()) {
-            (_, Some(other)) => {
-                let key = format!("{}@{endpoint}", info.id);
-                if !self.make_room() {
-                    return events;
+        match (rows.first().cloned(), live_holder.cloned()) {
+            (_, Some(holder)) => {
+                let holder = &self.members[&holder];
+                let claim = (info.id.clone(), endpoint.to_string());
+                if !self.refused_claims.contains(&claim) {
+                    if self.refused_claims.len() >= MAX_REFUSED_CLAIMS {
+                        self.refused_claims.clear();
+                    }
+                    let detail = format!(
+                        "refused {endpoint} (named {}): id {} is held by {} at {}, alive; \
+                         a copied id file? the holder keeps it",
+                        info.name, info.id, holder.name, holder.endpoint
+                    );
+                    push(&mut events, holder, EventKind::Refused, detail);
+                    self.refused_claims.insert(claim);
                 }
-                if let Some(m) = self.members.get_mut(&other) {
-                    m.conflict = true;
-                }
-                let mut member = new_member(&key, endpoint, source, info, now);
-                member.conflict = true;
-                let detail = format!(
-                    "id {} is also claimed by {}",
-                    member.id.as_deref().unwrap_or(""),
-                    self.members[&other].endpoint
-                );
-                push(&mut events, &member, EventKind::Join, detail);
-                self.members.insert(key, member);
             }
             (Some(key), None) => {
                 let m = self.members.get_mut(&key).expect("row listed above");
@@ -380,6 +513,9 @@ impl MemberTable {
     /// A member found by mDNS under `instance` (its node name) said goodbye.
     pub fn goodbye_by_name(&mut self, name: &str, now: Instant) -> Vec<MemberEvent> {
         let mut events = Vec::new();
+        self.members.retain(|_, m| {
+            !(m.state == MemberState::Locked && m.name == name && m.sources.contains(&Source::Mdns))
+        });
         for m in self.members.values_mut() {
             if m.name == name && m.sources.contains(&Source::Mdns) && m.state != MemberState::Left {
                 set_state(m, MemberState::Left, now, &mut events, "mDNS goodbye");
@@ -389,7 +525,8 @@ impl MemberTable {
     }
 
     /// Time-driven transitions: down after [`DOWN_AFTER`] without an answer, forgetting
-    /// after [`FORGET_AFTER`], and the end of an id clash once one side is gone.
+    /// after [`FORGET_AFTER`] (a locked row: that long after it was last seen, unless mDNS,
+    /// whose goodbye or expiry removes it, still announces it).
     pub fn tick(&mut self, now: Instant) -> Vec<MemberEvent> {
         let mut events = Vec::new();
         for m in self.members.values_mut() {
@@ -400,60 +537,21 @@ impl MemberTable {
                 set_state(m, MemberState::Down, now, &mut events, &detail);
             }
         }
-        self.members.retain(|_, m| {
-            !(matches!(m.state, MemberState::Down | MemberState::Left)
-                && now.duration_since(m.since) >= FORGET_AFTER)
+        self.members.retain(|_, m| match m.state {
+            MemberState::Down | MemberState::Left => now.duration_since(m.since) < FORGET_AFTER,
+            MemberState::Locked => {
+                m.sources.contains(&Source::Mdns) || now.duration_since(m.last_ok) < FORGET_AFTER
+            }
+            MemberState::Alive | MemberState::Suspect => true,
         });
-        self.resolve_clashes();
         events
-    }
-
-    /// An id clash ends when at most one of its rows is alive: the dead duplicates go.
-    fn resolve_clashes(&mut self) {
-        let ids: BTreeSet<String> = self
-            .members
-            .values()
-            .filter(|m| m.conflict)
-            .filter_map(|m| m.id.clone())
-            .collect();
-        for id in ids {
-            let alive: Vec<String> = self
-                .members
-                .values()
-                .filter(|m| m.id.as_deref() == Some(&id) && m.state == MemberState::Alive)
-                .map(|m| m.key.clone())
-                .collect();
-            if alive.len() > 1 {
-                continue;
-            }
-            let keep = alive.first().cloned().unwrap_or_else(|| id.clone());
-            self.members.retain(|k, m| {
-                m.id.as_deref() != Some(&id) || *k == keep || m.state == MemberState::Alive
-            });
-            let rows: Vec<String> = self
-                .members
-                .values()
-                .filter(|m| m.id.as_deref() == Some(&id))
-                .map(|m| m.key.clone())
-                .collect();
-            for key in rows {
-                if let Some(mut m) = self.members.remove(&key) {
-                    m.conflict = false;
-                    m.key = id.clone();
-                    self.members.insert(id.clone(), m);
-                }
-            }
-        }
     }
 }
 
 /// Whether a new member would be refused: [`MAX_MEMBERS`] rows, none down or left (one of
 /// those would give its place).
 pub fn is_full(members: &[Member]) -> bool {
-    members.len() >= MAX_MEMBERS
-        && members
-            .iter()
-            .all(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+    members.len() >= MAX_MEMBERS && members.iter().all(|m| !m.state.is_gone())
 }
 
 fn new_member(
@@ -472,17 +570,19 @@ fn new_member(
         state: MemberState::Alive,
         sources: source.into_iter().collect(),
         watchers: info.watchers.len(),
-        info: Some(info),
         misses: 0,
         last_ok: now,
         since: now,
-        conflict: false,
+        fingerprint: info.fingerprint.clone(),
+        locked: None,
+        info: Some(info),
     }
 }
 
 fn update_facts(m: &mut Member, source: Option<Source>, info: NodeInfo) {
     m.sources.extend(source);
     m.watchers = info.watchers.len();
+    m.fingerprint = info.fingerprint.clone();
     m.info = Some(info);
 }
 
@@ -512,6 +612,7 @@ fn set_state(
         MemberState::Suspect => EventKind::Suspect,
         MemberState::Down => EventKind::Down,
         MemberState::Left => EventKind::Leave,
+        MemberState::Locked => EventKind::Update,
     };
     push(events, m, kind, detail.to_string());
 }
@@ -550,6 +651,16 @@ fn rank(endpoint: &str) -> u8 {
         Ok(std::net::IpAddr::V6(_)) => 1,
         Err(_) => 2,
     }
+}
+
+/// A locked sighting without a usable name is named after its endpoint.
+fn locked_name(endpoint: &str) -> String {
+    format!(
+        "locked-{}",
+        endpoint
+            .trim_start_matches("tcp://")
+            .replace(['.', ':', '[', ']'], "-")
+    )
 }
 
 /// A stock circusd has no name: it is named after its endpoint, without the '.' and ':'

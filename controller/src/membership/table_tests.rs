@@ -1,5 +1,6 @@
 use super::*;
 use std::collections::BTreeMap;
+use troupe::cluster_key::Fingerprint;
 use troupe::protocol::Endpoints;
 
 fn info(id: &str, name: &str, started: f64) -> NodeFacts {
@@ -17,6 +18,7 @@ fn info(id: &str, name: &str, started: f64) -> NodeFacts {
         },
         started,
         watchers: BTreeMap::new(),
+        fingerprint: None,
     }))
 }
 
@@ -152,28 +154,143 @@ async fn one_agent_seen_at_two_addresses_is_one_member_preferring_ipv4() {
     assert_eq!(table.get("id-a").unwrap().endpoint, A);
 }
 
+/// A copied id file (or a cloned disk): the first holder keeps the id and stays the one
+/// member; the other is refused, once per endpoint, naming both; it is adopted as the node
+/// moved only after the holder is down.
 #[tokio::test(start_paused = true)]
-async fn two_agents_claiming_one_id_are_both_shown_with_a_warning() {
+async fn a_copied_id_never_evicts_the_holder() {
     let t0 = Instant::now();
     let mut table = table_with_a(t0);
     let events = table.answered(B, Some(Source::Probe), info("id-a", "a2", 7.0), t0);
-    assert_eq!(events.len(), 1);
-    assert!(events[0].detail.contains("also claimed"), "{events:?}");
-    assert_eq!(table.members().count(), 2);
-    assert!(table.members().all(|m| m.conflict));
-    // Once one of them is gone, the clash is over and one row remains.
-    table.answered(
-        B,
-        None,
-        info("id-a", "a2", 7.0),
-        t0 + Duration::from_secs(2),
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Refused)]);
+    assert!(
+        events[0].detail.contains(A) && events[0].detail.contains(B),
+        "{events:?}"
     );
-    table.tick(t0 + Duration::from_secs(3));
+    let again = table.answered(B, Some(Source::Mdns), info("id-a", "a2", 7.0), t0);
+    assert_eq!(again, [], "logged once");
     let rows: Vec<&Member> = table.members().collect();
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0].endpoint, B);
-    assert!(!rows[0].conflict);
-    assert_eq!(rows[0].key, "id-a");
+    assert_eq!(
+        (rows[0].endpoint.as_str(), rows[0].state),
+        (A, MemberState::Alive)
+    );
+    // While the holder answers, the claimant never gets in, however often it answers.
+    for second in 1..5 {
+        let now = t0 + Duration::from_secs(second);
+        table.answered(A, None, info("id-a", "a", 1.0), now);
+        table.answered(B, None, info("id-a", "a2", 7.0), now);
+        table.tick(now);
+        assert_eq!(table.get("id-a").unwrap().endpoint, A);
+        assert_eq!(table.members().count(), 1);
+    }
+    // The holder goes silent: down, then the other is the node moved.
+    let later = t0 + Duration::from_secs(8);
+    table.tick(later);
+    assert_eq!(state(&table, "id-a"), MemberState::Down);
+    table.answered(B, None, info("id-a", "a2", 7.0), later);
+    let row = table.get("id-a").unwrap();
+    assert_eq!((row.endpoint.as_str(), row.state), (B, MemberState::Alive));
+}
+
+fn fp(hex: &str) -> Fingerprint {
+    Fingerprint::parse(hex).unwrap()
+}
+
+const OURS: &str = "00000000000000aa";
+const ROTATING: &str = "00000000000000bb";
+const THEIRS: &str = "00000000000000cc";
+
+#[test]
+fn sightings_are_dialled_only_when_their_key_can_answer() {
+    let keyed = MemberTable::keyed("default", [fp(OURS), fp(ROTATING)]);
+    let keyless = MemberTable::new("default");
+    let cases = [
+        (&keyed, Announced::Key(fp(OURS)), None),
+        (&keyed, Announced::Key(fp(ROTATING)), None),
+        (&keyed, Announced::Key(fp(THEIRS)), Some(THEIRS)),
+        (&keyed, Announced::Keyless, Some("has no cluster key")),
+        (&keyed, Announced::Unsaid, None),
+        (&keyless, Announced::Keyless, None),
+        (&keyless, Announced::Unsaid, None),
+        (
+            &keyless,
+            Announced::Key(fp(THEIRS)),
+            Some("this controller has none"),
+        ),
+    ];
+    for (table, announced, lock) in cases {
+        let why = table.lock_of(&announced);
+        match lock {
+            None => assert_eq!(why, None, "{announced:?}"),
+            Some(text) => assert!(
+                why.as_deref().is_some_and(|w| w.contains(text)),
+                "{announced:?}: {why:?}"
+            ),
+        }
+    }
+}
+
+/// A locked row is listed, never alive, refreshed rather than duplicated, gone with its mDNS
+/// goodbye or when its node answers after all; an id it might claim matters to nobody.
+#[tokio::test(start_paused = true)]
+async fn locked_rows_are_listed_apart_from_members() {
+    let t0 = Instant::now();
+    let mut table = MemberTable::keyed("default", [fp(OURS)]);
+    let theirs = Announced::Key(fp(THEIRS));
+    for _ in 0..2 {
+        table.locked(A, Some("x"), Source::Mdns, &theirs, "why".into(), t0);
+    }
+    table.locked(
+        B,
+        Some("bad name!"),
+        Source::CircusUdp,
+        &Announced::Keyless,
+        "no".into(),
+        t0,
+    );
+    let rows: Vec<&Member> = table.members().collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows
+        .iter()
+        .all(|m| m.state == MemberState::Locked && m.id.is_none()));
+    let a = table.get(&format!("locked@{A}")).unwrap();
+    assert_eq!(
+        (a.name.as_str(), a.fingerprint.as_deref()),
+        ("x", Some(THEIRS))
+    );
+    assert_eq!(
+        table.get(&format!("locked@{B}")).unwrap().name,
+        "locked-10-0-0-2-5555"
+    );
+    // A UDP-only row is forgotten when no longer seen; an mDNS one by its goodbye.
+    table.tick(t0 + FORGET_AFTER);
+    assert_eq!(table.members().count(), 1);
+    table.goodbye_by_name("x", t0 + FORGET_AFTER);
+    assert_eq!(table.members().count(), 0);
+    // Locked, then it answers (its key was fixed): a member, and the locked row is gone.
+    table.locked(A, Some("x"), Source::Mdns, &theirs, "why".into(), t0);
+    let mut answer = info("id-a", "a", 1.0);
+    if let NodeFacts::Troupe(node) = &mut answer {
+        node.fingerprint = Some(OURS.into());
+    }
+    table.answered(A, Some(Source::Mdns), answer, t0);
+    let rows: Vec<&Member> = table.members().collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].state, MemberState::Alive);
+    assert_eq!(rows[0].fingerprint.as_deref(), Some(OURS));
+}
+
+/// A keyless controller's members are keyless, whatever their `nodeinfo` claims.
+#[tokio::test(start_paused = true)]
+async fn a_keyless_controller_shows_no_key_for_its_members() {
+    let mut table = MemberTable::new("default");
+    let mut answer = info("id-a", "a", 1.0);
+    if let NodeFacts::Troupe(node) = &mut answer {
+        node.fingerprint = Some(OURS.into());
+    }
+    table.answered(A, None, answer, Instant::now());
+    assert_eq!(table.get("id-a").unwrap().fingerprint, None);
 }
 
 #[tokio::test(start_paused = true)]

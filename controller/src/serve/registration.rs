@@ -243,6 +243,7 @@ mod tests {
                 },
                 started: 1.0,
                 watchers: Default::default(),
+                fingerprint: None,
             };
             let facts = crate::membership::NodeFacts::Troupe(Box::new(info));
             table.answered(endpoint, None, facts, tokio::time::Instant::now());
