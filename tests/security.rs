@@ -8,6 +8,7 @@ mod cluster_key;
 mod configure_injection;
 mod control_access;
 mod reset_race;
+mod rotation;
 mod serve_deputy;
 mod signal_scope;
 
