@@ -137,13 +137,14 @@ impl Connection {
     /// Called on every use, and by a pool on its idle connections, so the monitor never
     /// holds more than a few events.
     pub fn drain(&mut self) -> bool {
-        use futures::{FutureExt, StreamExt};
+        use tmq::AsZmqSocket;
         let mut refused = false;
         let Some(events) = &mut self.events else {
             return false;
         };
-        while let Some(Some(Ok(message))) = events.next().now_or_never() {
-            let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
+        // Straight from the socket: a stream that was not polled since its descriptor last
+        // fired says "pending" with events queued.
+        while let Ok(frames) = events.get_socket().recv_multipart(zmq::DONTWAIT) {
             match crate::sockets::handshake_event(&frames) {
                 Some(Handshake::Succeeded) => self.up = true,
                 Some(Handshake::Disconnected) => self.up = false,
