@@ -58,7 +58,10 @@ enum Msg {
         reply: oneshot::Sender<Result<Dealer, ClientError>>,
     },
     /// A connection whose last request got its reply.
-    Checkin { endpoint: String, socket: Dealer },
+    Checkin {
+        endpoint: String,
+        socket: Box<Dealer>,
+    },
     /// How many connections are idle (tests).
     #[cfg(test)]
     Idle(oneshot::Sender<usize>),
@@ -93,7 +96,7 @@ impl Links {
         if reply.is_ok() {
             let _ = self.tx.send(Msg::Checkin {
                 endpoint: endpoint.to_string(),
-                socket,
+                socket: Box::new(socket),
             });
         }
         reply
@@ -206,7 +209,7 @@ impl Pool {
                 }
                 let idle = self.idle.entry(endpoint).or_default();
                 if idle.len() < IDLE_PER_NODE {
-                    idle.push(socket);
+                    idle.push(*socket);
                 }
             }
             #[cfg(test)]
