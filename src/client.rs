@@ -1,6 +1,6 @@
 //! Control clients: one request, one reply or a timeout. [`call`] blocks; [`call_async`] opens
-//! a DEALER per call; [`exchange`] runs one request on a DEALER the caller keeps (the pooled
-//! links of `troupe serve`).
+//! a DEALER per call; [`exchange`] runs one request on a [`Connection`] the caller keeps (the
+//! pooled links of `troupe serve`, membership's heartbeats).
 
 use crate::protocol::Request;
 use crate::sockets::{connect_control, poll_timeout_ms, Context};
@@ -75,71 +75,222 @@ pub async fn call_async(
     request: Request,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
-    let mut socket = crate::sockets::connect_control_async(context, endpoint)
+    let mut connection = crate::sockets::connect_control_async(context, endpoint)
         .await
-        .map_err(|e| ClientError::Connect {
-            endpoint: endpoint.to_string(),
-            source: match e {
-                tmq::TmqError::Zmq(z) => z,
-                _ => zmq::Error::EINVAL,
-            },
-        })?;
-    exchange(&mut socket, endpoint, request, timeout).await
+        .map_err(|e| connect_error(endpoint, e))?;
+    exchange(&mut connection, request, timeout).await
 }
 
-/// One request and its reply on an async DEALER connected to `endpoint` (a new one, or one
-/// kept from earlier calls), within `timeout`. Replies with another id (answers to earlier
-/// requests that timed out) are skipped. After an error the socket may still hold the
-/// request or owe its reply: callers that keep sockets must close it instead of reusing it.
-pub async fn exchange(
-    socket: &mut tmq::dealer::Dealer,
-    endpoint: &str,
-    mut request: Request,
-    timeout: Duration,
-) -> Result<Value, ClientError> {
-    use futures::{SinkExt, StreamExt};
-    let transport = |e: tmq::TmqError| ClientError::Transport {
+/// An async DEALER to one control endpoint that follows the endpoint through a key rotation.
+///
+/// A node that makes a new key first binds its listeners again (see
+/// [`crate::sockets::ListenerKey`]): its connections end, and libzmq connects again with the
+/// key the socket was made with, which the node now refuses, for ever. So with a key, the
+/// socket's handshakes are watched while it lives: when its endpoint refuses its key, a
+/// request that cannot have reached the node (sent while no handshake had succeeded, and
+/// none succeeded before the refusal) is sent again on a new socket, made with the key the
+/// endpoint takes now ([`crate::sockets::ClientKeys`]), within the request's own timeout.
+pub struct Connection {
+    /// Dropped first: closing it stops its monitor before `events` is closed.
+    dealer: tmq::dealer::Dealer,
+    /// The monitor of `dealer`'s handshakes and disconnections; `None` without a key.
+    events: Option<tmq::pair::Pair>,
+    /// Whether, as far as the events read say, a handshake succeeded and the connection has
+    /// not ended since.
+    up: bool,
+    endpoint: String,
+    /// To make the socket again.
+    context: Context,
+}
+
+/// What one event of a connection's monitor means for the request in flight.
+enum Outcome {
+    Reply(Value),
+    /// The endpoint refused the socket's key; whether the request may have reached it.
+    Refused {
+        maybe_delivered: bool,
+    },
+}
+
+impl Connection {
+    pub(crate) fn new(
+        context: &Context,
+        dealer: tmq::dealer::Dealer,
+        events: Option<tmq::pair::Pair>,
+        up: bool,
+        endpoint: &str,
+    ) -> Connection {
+        Connection {
+            dealer,
+            events,
+            up,
+            endpoint: endpoint.to_string(),
+            context: context.clone(),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Reads the events that are waiting; whether one said the endpoint refused the key.
+    /// Called on every use, and by a pool on its idle connections, so the monitor never
+    /// holds more than a few events.
+    pub fn drain(&mut self) -> bool {
+        use tmq::AsZmqSocket;
+        let mut refused = false;
+        let Some(events) = &mut self.events else {
+            return false;
+        };
+        // Straight from the socket: a stream that was not polled since its descriptor last
+        // fired says "pending" with events queued.
+        while let Ok(frames) = events.get_socket().recv_multipart(zmq::DONTWAIT) {
+            match crate::sockets::handshake_event(&frames) {
+                Some(Handshake::Succeeded) => self.up = true,
+                Some(Handshake::Disconnected) => self.up = false,
+                Some(Handshake::Refused) => {
+                    self.up = false;
+                    refused = true;
+                }
+                _ => {}
+            }
+        }
+        refused
+    }
+
+    /// Waits for the reply to `request` or a refusal of the key, whichever comes first.
+    async fn outcome(
+        &mut self,
+        request: &Request,
+        sent_while_up: bool,
+    ) -> Result<Outcome, ClientError> {
+        use futures::StreamExt;
+        let mut maybe_delivered = sent_while_up;
+        let endpoint = &self.endpoint;
+        loop {
+            let event = async {
+                match &mut self.events {
+                    Some(events) => events.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                message = self.dealer.next() => {
+                    let Some(message) = message else {
+                        return Err(transport(endpoint, tmq::TmqError::Zmq(zmq::Error::ETERM)));
+                    };
+                    let message = message.map_err(|e| transport(endpoint, e))?;
+                    let Some(frame) = message.iter().last() else {
+                        continue;
+                    };
+                    let reply: Value = serde_json::from_slice(frame).map_err(|e| ClientError::BadReply {
+                        endpoint: endpoint.to_string(),
+                        detail: e.to_string(),
+                    })?;
+                    if reply.get("id") == Some(&request.id) || reply.get("id") == Some(&Value::Null) {
+                        return Ok(Outcome::Reply(reply));
+                    }
+                }
+                Some(Ok(message)) = event => {
+                    let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
+                    match crate::sockets::handshake_event(&frames) {
+                        Some(Handshake::Succeeded) => {
+                            self.up = true;
+                            maybe_delivered = true;
+                        }
+                        Some(Handshake::Disconnected) => self.up = false,
+                        Some(Handshake::Refused) => {
+                            self.up = false;
+                            return Ok(Outcome::Refused { maybe_delivered });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+use crate::sockets::Handshake;
+
+fn transport(endpoint: &str, e: tmq::TmqError) -> ClientError {
+    ClientError::Transport {
         endpoint: endpoint.to_string(),
         source: match e {
             tmq::TmqError::Zmq(z) => z,
             _ => zmq::Error::EFAULT,
         },
-    };
+    }
+}
+
+/// One request and its reply on `connection` (a new one, or one kept from earlier calls),
+/// within `timeout`. Replies with another id (answers to earlier requests that timed out) are
+/// skipped. After an error the connection may still hold the request or owe its reply:
+/// callers that keep connections must close it instead of reusing it.
+pub async fn exchange(
+    connection: &mut Connection,
+    mut request: Request,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
+    use futures::SinkExt;
     if request.id.is_null() {
         request.id = Value::String(random_id());
     }
+    let endpoint = connection.endpoint.clone();
+    let timed_out = || ClientError::Timeout {
+        endpoint: endpoint.clone(),
+        timeout,
+    };
     let exchange = async {
-        socket
-            .send(tmq::Multipart::from(vec![request.encode()]))
-            .await
-            .map_err(transport)?;
-        while let Some(message) = socket.next().await {
-            let message = message.map_err(transport)?;
-            let Some(frame) = message.iter().last() else {
-                continue;
-            };
-            let reply: Value =
-                serde_json::from_slice(frame).map_err(|e| ClientError::BadReply {
-                    endpoint: endpoint.to_string(),
-                    detail: e.to_string(),
-                })?;
-            if reply.get("id") == Some(&request.id) || reply.get("id") == Some(&Value::Null) {
-                return Ok(reply);
+        // Bounded: each new connection takes the next key the endpoint may take.
+        let mut reopened = 0;
+        loop {
+            if connection.drain() && !connection.up {
+                reopen(connection).await?;
+            }
+            let sent_while_up = connection.events.is_none() || connection.up;
+            connection
+                .dealer
+                .send(tmq::Multipart::from(vec![request.encode()]))
+                .await
+                .map_err(|e| transport(&endpoint, e))?;
+            match connection.outcome(&request, sent_while_up).await? {
+                Outcome::Reply(reply) => return Ok(reply),
+                Outcome::Refused { maybe_delivered } => {
+                    tracing::debug!(endpoint, maybe_delivered, "the endpoint refused the key");
+                    reopened += 1;
+                    if maybe_delivered || reopened > 3 {
+                        // Not sent twice: the reply, if any, is lost with the connection.
+                        std::future::pending::<()>().await;
+                    }
+                    reopen(connection).await?;
+                }
             }
         }
-        Err(ClientError::Timeout {
-            endpoint: endpoint.to_string(),
-            timeout,
-        })
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .unwrap_or_else(|_| {
-            Err(ClientError::Timeout {
-                endpoint: endpoint.to_string(),
-                timeout,
-            })
-        })
+        .unwrap_or_else(|_| Err(timed_out()))
+}
+
+/// Replaces `connection`'s socket with a new one, presenting the key its endpoint takes now.
+async fn reopen(connection: &mut Connection) -> Result<(), ClientError> {
+    let context = connection.context.clone();
+    let endpoint = connection.endpoint.clone();
+    *connection = crate::sockets::connect_control_async(&context, &endpoint)
+        .await
+        .map_err(|e| connect_error(&endpoint, e))?;
+    Ok(())
+}
+
+fn connect_error(endpoint: &str, e: tmq::TmqError) -> ClientError {
+    ClientError::Connect {
+        endpoint: endpoint.to_string(),
+        source: match e {
+            tmq::TmqError::Zmq(z) => z,
+            _ => zmq::Error::EINVAL,
+        },
+    }
 }
 
 fn random_id() -> String {

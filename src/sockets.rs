@@ -31,8 +31,7 @@ pub use zmq::Context;
 pub struct ServerContext {
     context: Context,
     _zap: zap::Handler,
-    /// The first key's server pair, taken by every TCP listener; `None` without a key.
-    curve_server: Option<CurvePair>,
+    keys: ServerKeys,
 }
 
 impl ServerContext {
@@ -40,12 +39,12 @@ impl ServerContext {
     /// every NULL peer. Needs a Tokio runtime: the ZAP handler is a task.
     pub fn new(keyring: Option<&Keyring>) -> tmq::Result<ServerContext> {
         let context = Context::new();
-        let policy = keyring.map_or_else(zap::Policy::keyless, zap::Policy::keyed);
-        let handler = zap::start(&context, policy)?;
+        let (keys, updates) = tokio::sync::watch::channel(keyring.cloned());
+        let handler = zap::start(&context, updates)?;
         Ok(ServerContext {
             context,
             _zap: handler,
-            curve_server: keyring.map(|keys| keys.first().curve().server),
+            keys: ServerKeys(std::sync::Arc::new(keys)),
         })
     }
 
@@ -56,23 +55,42 @@ impl ServerContext {
 
     /// Whether the TCP listeners require the cluster key.
     pub fn is_keyed(&self) -> bool {
-        self.curve_server.is_some()
+        self.keys.0.borrow().is_some()
+    }
+
+    /// A handle that replaces the keyring of this context's listeners (rotation).
+    pub fn keys(&self) -> ServerKeys {
+        self.keys.clone()
     }
 
     /// Gives a TCP listener its ZAP domain and, for the cluster's sockets of a keyed daemon,
-    /// the CURVE server role.
-    fn tcp_listener(&self, socket: &zmq::Socket, listener: Listener) -> zmq::Result<()> {
-        match listener {
-            Listener::Cluster => {
-                socket.set_zap_domain(zap::DOMAIN)?;
-                if let Some(pair) = &self.curve_server {
-                    socket.set_curve_server(true)?;
-                    socket.set_curve_secretkey(pair.secret())?;
-                }
-            }
-            Listener::Plaintext => socket.set_zap_domain(zap::PLAINTEXT_DOMAIN)?,
+    /// the CURVE server role; returns what follows the first key for the listener's owner
+    /// (see [`ListenerKey`]). A plaintext listener has no key to follow.
+    fn tcp_listener(
+        &self,
+        socket: &zmq::Socket,
+        listener: Listener,
+    ) -> zmq::Result<Option<ListenerKey>> {
+        if listener == Listener::Plaintext {
+            socket.set_zap_domain(zap::PLAINTEXT_DOMAIN)?;
+            return Ok(None);
         }
-        Ok(())
+        socket.set_zap_domain(zap::DOMAIN)?;
+        let mut updates = self.keys.0.subscribe();
+        let Some(pair) = updates
+            .borrow_and_update()
+            .as_ref()
+            .map(|keys| keys.first().curve().server)
+        else {
+            return Ok(None);
+        };
+        socket.set_curve_server(true)?;
+        socket.set_curve_secretkey(pair.secret())?;
+        Ok(Some(ListenerKey {
+            updates,
+            serving: pair.public,
+            bound: String::new(),
+        }))
     }
 }
 
@@ -86,6 +104,119 @@ pub enum Listener {
     Plaintext,
 }
 
+/// The keyring of a daemon's listeners and its outgoing connections, which a running daemon
+/// replaces when its key file changes (SIGHUP): the ZAP handler admits the new keyring's
+/// clients at once, every listener whose first key changed is bound again with the new
+/// server pair by its owner ([`ListenerKey`]), and outgoing connections present the new
+/// keyring ([`install_client_keyring`]).
+#[derive(Clone)]
+pub struct ServerKeys(std::sync::Arc<tokio::sync::watch::Sender<Option<Keyring>>>);
+
+/// What [`ServerKeys::rotate`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotation {
+    Unchanged,
+    /// New keys accepted; the first key (and so the server key) is the same.
+    Accepted,
+    /// The first key changed: the listeners are bound again with its server pair.
+    NewFirstKey,
+}
+
+impl ServerKeys {
+    /// Makes `keyring` this daemon's keyring. A daemon started without a key stays keyless
+    /// (its listeners are not CURVE servers; turning them into ones takes a restart).
+    pub fn rotate(&self, keyring: &Keyring) -> Result<Rotation, String> {
+        let current = self.0.borrow().clone();
+        let Some(current) = current else {
+            return Err("started without a cluster key: restart it to use one".into());
+        };
+        if &current == keyring {
+            return Ok(Rotation::Unchanged);
+        }
+        install_client_keyring(keyring);
+        let rotation = if current.first() == keyring.first() {
+            Rotation::Accepted
+        } else {
+            Rotation::NewFirstKey
+        };
+        self.0.send_replace(Some(keyring.clone()));
+        Ok(rotation)
+    }
+}
+
+/// How a keyed TCP listener follows its daemon's first key: its owner (the one task that
+/// uses the socket) waits on [`ListenerKey::changed`] and calls [`ListenerKey::rebind`].
+/// libzmq copies a socket's options into a listener when it binds, so a new server key takes
+/// a new bind; that ends the listener's connections, and clients connect again (with the
+/// key the new one opens: see [`ClientKeys`]).
+pub struct ListenerKey {
+    updates: tokio::sync::watch::Receiver<Option<Keyring>>,
+    /// The public key of the server pair the listener was bound with.
+    serving: [u8; 32],
+    /// The endpoint as bound (a port chosen by the system stays the same).
+    bound: String,
+}
+
+impl ListenerKey {
+    /// Waits until the daemon's first key is not the one the listener serves; returns its
+    /// server pair. Cancel-safe.
+    pub async fn changed(&mut self) -> CurvePair {
+        loop {
+            if self.updates.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            let first = self
+                .updates
+                .borrow_and_update()
+                .as_ref()
+                .map(|keys| keys.first().curve().server);
+            if let Some(pair) = first.filter(|pair| pair.public != self.serving) {
+                return pair;
+            }
+        }
+    }
+
+    /// Binds `socket` again with `pair`. The old listener closes in libzmq's I/O thread, so
+    /// the port may still be taken for a moment: the bind is retried for up to
+    /// [`REBIND_WAIT`], blocking its owner's task that long at most.
+    pub fn rebind(&mut self, socket: &zmq::Socket, pair: &CurvePair) {
+        let result = (|| {
+            socket.set_curve_secretkey(pair.secret())?;
+            socket.unbind(&self.bound)?;
+            let started = std::time::Instant::now();
+            loop {
+                match socket.bind(&self.bound) {
+                    Err(zmq::Error::EADDRINUSE) if started.elapsed() < REBIND_WAIT => {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    other => return other,
+                }
+            }
+        })();
+        match result {
+            Ok(()) => {
+                self.serving = pair.public;
+                tracing::info!(endpoint = %self.bound, "listening with the new first cluster key");
+            }
+            Err(e) => tracing::error!(
+                endpoint = %self.bound,
+                "cannot listen with the new first cluster key: {e}"
+            ),
+        }
+    }
+}
+
+/// [`ListenerKey::changed`] for a listener that may have none (then it waits for ever).
+pub async fn key_changed(key: &mut Option<ListenerKey>) -> CurvePair {
+    match key {
+        Some(key) => key.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a listener bound again with a new key waits for its port to be free.
+pub const REBIND_WAIT: Duration = Duration::from_secs(2);
+
 /// A control socket: a ROUTER, as circusd binds, and over TCP the guard of its connections,
 /// both for the one loop that serves it. Fields drop in order: the socket first, which stops
 /// its monitor before the guard lets go of the other end.
@@ -94,6 +225,33 @@ pub struct ControlSocket {
     /// Holds TCP connections to [`MAX_CONTROL_CONNECTIONS_PER_PEER`] per address; None for
     /// the owner's Unix socket, which its file mode guards.
     pub connections: Option<ConnectionGuard>,
+    /// Follows the cluster key; None without one and for the owner's Unix socket.
+    pub key: Option<ListenerKey>,
+}
+
+impl ControlSocket {
+    /// Binds the socket again with the new first key's `pair` (from [`watch_control`]).
+    pub fn rebind(&mut self, pair: &CurvePair) {
+        use tmq::AsZmqSocket;
+        if let Some(key) = &mut self.key {
+            key.rebind(self.router.get_socket(), pair);
+        }
+    }
+}
+
+/// Waits for a connection event of a control socket (and applies it) or, when `idle`, for a
+/// new first key, which it returns for [`ControlSocket::rebind`]. Its loop passes `idle` when
+/// no request is running: binding again ends the connections, and a reply owed on one would
+/// be lost. Takes the socket's parts, so the loop can wait on its router at the same time.
+pub async fn watch_control(
+    connections: &mut Option<ConnectionGuard>,
+    key: &mut Option<ListenerKey>,
+    idle: bool,
+) -> Option<CurvePair> {
+    tokio::select! {
+        _ = crate::connections::watch(connections) => None,
+        pair = key_changed(key), if idle => Some(pair),
+    }
 }
 
 /// A control socket over TCP for the cluster, its connections guarded.
@@ -113,15 +271,16 @@ pub fn bind_tcp_control(
     listener: Listener,
 ) -> tmq::Result<ControlSocket> {
     let socket = control_router(server, max_message_size)?;
-    server.tcp_listener(&socket, listener)?;
+    let mut key = server.tcp_listener(&socket, listener)?;
     let bound = PerPeer {
         name: "MAX_CONTROL_CONNECTIONS_PER_PEER",
         limit: MAX_CONTROL_CONNECTIONS_PER_PEER,
     };
-    let (socket, guard) = bind_guarded(server, socket, endpoint, "control", bound)?;
+    let (socket, guard) = bind_guarded(server, socket, endpoint, "control", bound, &mut key)?;
     Ok(ControlSocket {
         router: wrap(socket)?,
         connections: Some(guard),
+        key,
     })
 }
 
@@ -134,13 +293,14 @@ fn control_router(server: &ServerContext, max_message_size: u64) -> zmq::Result<
 }
 
 /// Binds `socket` with a monitor started before the bind, so that the guard sees every
-/// connection.
+/// connection; `key` learns the endpoint as bound.
 fn bind_guarded(
     server: &ServerContext,
     socket: zmq::Socket,
     endpoint: &str,
     name: &'static str,
     bound: PerPeer,
+    key: &mut Option<ListenerKey>,
 ) -> tmq::Result<(zmq::Socket, ConnectionGuard)> {
     static MONITORS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = MONITORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -151,11 +311,14 @@ fn bind_guarded(
     monitor.set_linger(0)?;
     monitor.connect(&monitor_endpoint)?;
     socket.bind(endpoint)?;
-    let port = socket
-        .get_last_endpoint()?
-        .ok()
+    let last_endpoint = socket.get_last_endpoint()?.ok();
+    let port = last_endpoint
+        .as_deref()
         .and_then(|bound| bound.rsplit(':').next()?.parse().ok())
         .unwrap_or(0);
+    if let Some(key) = key {
+        key.bound = last_endpoint.unwrap_or_else(|| endpoint.to_string());
+    }
     let guard = ConnectionGuard::new(wrap(monitor)?, port, name, bound);
     Ok((socket, guard))
 }
@@ -204,6 +367,7 @@ pub fn bind_owner_control(
         Ok(ControlSocket {
             router,
             connections: None,
+            key: None,
         })
     })();
     let _ = std::fs::remove_dir_all(&staging);
@@ -233,6 +397,8 @@ pub struct SubscribedPublisher {
     pub socket: tmq::pair::Pair,
     /// Holds the XPUB's connections to [`MAX_SUBSCRIBERS_PER_PEER`] per address.
     pub connections: ConnectionGuard,
+    /// Follows the cluster key; None without one.
+    pub key: Option<ListenerKey>,
 }
 
 /// Binds an XPUB (the stats and events sockets of both daemons) for `listener`, named `name`
@@ -245,17 +411,18 @@ pub fn bind_subscribed_publisher(
 ) -> tmq::Result<SubscribedPublisher> {
     let socket = server.context.socket(zmq::XPUB)?;
     socket.set_linger(0)?;
-    server.tcp_listener(&socket, listener)?;
+    let mut key = server.tcp_listener(&socket, listener)?;
     socket.set_maxmsgsize(MAX_SUBSCRIPTION_BYTES as i64)?;
     socket.set_xpub_verbose(true)?;
     let bound = PerPeer {
         name: "MAX_SUBSCRIBERS_PER_PEER",
         limit: MAX_SUBSCRIBERS_PER_PEER,
     };
-    let (socket, connections) = bind_guarded(server, socket, endpoint, name, bound)?;
+    let (socket, connections) = bind_guarded(server, socket, endpoint, name, bound, &mut key)?;
     Ok(SubscribedPublisher {
         socket: wrap(socket)?,
         connections,
+        key,
     })
 }
 
@@ -269,10 +436,22 @@ pub async fn connect_subscriber(
     max_message_size: u64,
 ) -> tmq::Result<tmq::subscribe::Subscribe> {
     let max = i64::try_from(max_message_size).unwrap_or(i64::MAX);
-    let socket = open_async(context, zmq::SUB, endpoint, client_keys(), move |socket| {
-        socket.set_maxmsgsize(max)
-    })
+    let keys = client_keys();
+    let opened = open_async(
+        context,
+        zmq::SUB,
+        endpoint,
+        keys.as_deref(),
+        move |socket| socket.set_maxmsgsize(max),
+    )
     .await?;
+    let Opened {
+        mut socket, events, ..
+    } = opened;
+    if events.is_some() {
+        stop_watching(&mut socket);
+    }
+    drop(events);
     let wrap = <tmq::subscribe::SubscribeWithoutTopic as tmq::FromZmqSocket<_>>::from_zmq_socket;
     wrap(socket)?.subscribe(prefix)
 }
@@ -280,7 +459,7 @@ pub async fn connect_subscriber(
 /// A blocking DEALER connected to a control endpoint, as circusctl uses, presenting this
 /// process's keyring.
 pub fn connect_control(context: &Context, endpoint: &str) -> zmq::Result<zmq::Socket> {
-    connect_control_with(context, endpoint, client_keys())
+    connect_control_with(context, endpoint, client_keys().as_deref())
 }
 
 /// [`connect_control`] presenting `keys` (or no key) rather than the process's keyring.
@@ -293,27 +472,45 @@ pub fn connect_control_with(
 }
 
 /// An async DEALER connected to a control endpoint (probes, heartbeats, forwarding),
-/// presenting this process's keyring.
+/// presenting this process's keyring; with a key, its handshakes are watched for as long as
+/// it lives, so that a kept connection follows its endpoint through a key rotation
+/// ([`crate::client::Connection`]).
 pub async fn connect_control_async(
     context: &Context,
     endpoint: &str,
-) -> tmq::Result<tmq::dealer::Dealer> {
-    let socket = open_async(context, zmq::DEALER, endpoint, client_keys(), |_| Ok(())).await?;
-    <tmq::dealer::Dealer as tmq::FromZmqSocket<_>>::from_zmq_socket(socket)
+) -> tmq::Result<crate::client::Connection> {
+    let keys = client_keys();
+    let opened = open_async(context, zmq::DEALER, endpoint, keys.as_deref(), |_| Ok(())).await?;
+    let dealer = <tmq::dealer::Dealer as tmq::FromZmqSocket<_>>::from_zmq_socket(opened.socket)?;
+    Ok(crate::client::Connection::new(
+        context,
+        dealer,
+        opened.events,
+        opened.up,
+        endpoint,
+    ))
 }
 
-/// The keys of this process's outgoing connections, installed once at start.
-static CLIENT_KEYS: std::sync::OnceLock<ClientKeys> = std::sync::OnceLock::new();
+/// The keys of this process's outgoing connections: installed at start, replaced when a
+/// daemon's key file changes (rotation). Connections made earlier keep their key until
+/// their endpoint refuses it (see [`ClientKeys`]).
+static CLIENT_KEYS: std::sync::RwLock<Option<std::sync::Arc<ClientKeys>>> =
+    std::sync::RwLock::new(None);
 
-/// Makes every outgoing connection of this process present `keyring` (CURVE). Called once,
-/// at start, before any connection; `false` if a keyring was installed already.
-pub fn install_client_keyring(keyring: &Keyring) -> bool {
-    CLIENT_KEYS.set(ClientKeys::new(keyring)).is_ok()
+/// Makes every outgoing connection of this process present `keyring` (CURVE), from now on.
+pub fn install_client_keyring(keyring: &Keyring) {
+    let keys = std::sync::Arc::new(ClientKeys::new(keyring));
+    *CLIENT_KEYS
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(keys);
 }
 
 /// The keys installed by [`install_client_keyring`], if any.
-pub fn client_keys() -> Option<&'static ClientKeys> {
-    CLIENT_KEYS.get()
+pub fn client_keys() -> Option<std::sync::Arc<ClientKeys>> {
+    CLIENT_KEYS
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
 }
 
 /// How long a new connection waits for its CURVE handshake before it keeps the key it tried.
@@ -390,19 +587,23 @@ impl ClientKeys {
     }
 }
 
-/// What a new connection's monitor said about its handshake.
-enum Handshake {
+/// What a connection's monitor said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
     Succeeded,
     Refused,
+    /// An established connection ended (libzmq connects again by itself).
+    Disconnected,
     /// Nothing within [`HANDSHAKE_WAIT`]: the server is down, slow, or not there.
     Unknown,
 }
 
-/// The handshake events a connection is watched for.
+/// The events a connection is watched for.
 const HANDSHAKE_EVENTS: i32 = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
     | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
     | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
-    | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
+    | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32
+    | zmq::SocketEvent::DISCONNECTED as i32;
 
 /// A new socket of `kind` with `configure`'s options and key `index` of `keys`.
 fn new_client_socket(
@@ -420,7 +621,11 @@ fn new_client_socket(
     Ok(socket)
 }
 
-/// Starts a monitor of `socket`'s handshakes and returns its receiving end.
+/// Starts a monitor of `socket`'s handshakes and returns its receiving end. libzmq's monitor
+/// sends each event blocking, from the thread that saw it: a receiving end that is closed, or
+/// full, while the monitor runs would stop that thread. So the receiving end has no
+/// high-water mark (its owner drains it) and a monitor nobody reads any more is stopped
+/// ([`stop_watching`]).
 fn watch_handshake(context: &Context, socket: &zmq::Socket) -> zmq::Result<zmq::Socket> {
     static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = MONITORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -428,16 +633,25 @@ fn watch_handshake(context: &Context, socket: &zmq::Socket) -> zmq::Result<zmq::
     socket.monitor(&endpoint, HANDSHAKE_EVENTS)?;
     let monitor = context.socket(zmq::PAIR)?;
     monitor.set_linger(0)?;
+    monitor.set_rcvhwm(0)?;
     monitor.connect(&endpoint)?;
     Ok(monitor)
 }
 
+/// Stops the monitor of `socket` (before its receiving end is closed).
+fn stop_watching(socket: &mut zmq::Socket) {
+    // SAFETY: a live socket of this thread; a null endpoint stops its monitor (zmq_socket_monitor(3)).
+    unsafe { zmq_sys::zmq_socket_monitor(socket.as_mut_ptr(), std::ptr::null(), 0) };
+}
+
 /// The verdict in one monitor message (`[event u16 LE, value u32 LE]`, endpoint).
-fn handshake_event(frames: &[Vec<u8>]) -> Option<Handshake> {
+pub(crate) fn handshake_event(frames: &[Vec<u8>]) -> Option<Handshake> {
     let first = frames.first()?;
     let event = u16::from_le_bytes([*first.first()?, *first.get(1)?]);
     Some(if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 {
         Handshake::Succeeded
+    } else if event == zmq::SocketEvent::DISCONNECTED as u16 {
+        Handshake::Disconnected
     } else {
         Handshake::Refused
     })
@@ -458,7 +672,7 @@ fn open_blocking(
         return Ok(socket);
     };
     for &index in &order {
-        let socket = new_client_socket(context, kind, Some((keys, index)), &configure)?;
+        let mut socket = new_client_socket(context, kind, Some((keys, index)), &configure)?;
         let monitor = watch_handshake(context, &socket)?;
         socket.connect(endpoint)?;
         let verdict = if monitor.poll(zmq::POLLIN, poll_timeout_ms(HANDSHAKE_WAIT))? > 0 {
@@ -466,53 +680,100 @@ fn open_blocking(
         } else {
             None
         };
+        stop_watching(&mut socket);
         match verdict.unwrap_or(Handshake::Unknown) {
             Handshake::Refused => continue,
             Handshake::Succeeded => keys.remember(endpoint, index),
-            Handshake::Unknown => {}
+            Handshake::Unknown | Handshake::Disconnected => {}
         }
         return Ok(socket);
     }
     refused_by_every_key(context, kind, endpoint, keys, order[0], &configure)
 }
 
-/// The async twin of [`open_blocking`].
+/// A socket [`open_async`] made: with a key, the monitor of its handshakes and whether one
+/// succeeded yet.
+struct Opened {
+    socket: zmq::Socket,
+    events: Option<tmq::pair::Pair>,
+    up: bool,
+}
+
+/// The async twin of [`open_blocking`]; with a key, the monitor is kept for the caller.
 async fn open_async(
     context: &Context,
     kind: zmq::SocketType,
     endpoint: &str,
     keys: Option<&ClientKeys>,
     configure: impl Fn(&zmq::Socket) -> zmq::Result<()>,
-) -> tmq::Result<zmq::Socket> {
-    use futures::StreamExt;
-    let order = keys.map(|keys| keys.order(endpoint)).unwrap_or_default();
-    let (Some(keys), true) = (keys, order.len() > 1) else {
-        let socket = new_client_socket(context, kind, keys.map(|k| (k, 0)), &configure)?;
+) -> tmq::Result<Opened> {
+    let Some(keys) = keys else {
+        let socket = new_client_socket(context, kind, None, &configure)?;
         socket.connect(endpoint)?;
-        return Ok(socket);
+        return Ok(Opened {
+            socket,
+            events: None,
+            up: false,
+        });
     };
+    let order = keys.order(endpoint);
+    if order.len() == 1 {
+        let socket = new_client_socket(context, kind, Some((keys, 0)), &configure)?;
+        let events = watch_handshake(context, &socket)?;
+        socket.connect(endpoint)?;
+        return Ok(Opened {
+            socket,
+            events: Some(wrap(events)?),
+            up: false,
+        });
+    }
     for &index in &order {
         let socket = new_client_socket(context, kind, Some((keys, index)), &configure)?;
-        let monitor = watch_handshake(context, &socket)?;
-        let mut monitor = <tmq::pair::Pair as tmq::FromZmqSocket<_>>::from_zmq_socket(monitor)?;
+        let mut events: tmq::pair::Pair = wrap(watch_handshake(context, &socket)?)?;
         socket.connect(endpoint)?;
-        let verdict = match tokio::time::timeout(HANDSHAKE_WAIT, monitor.next()).await {
-            Ok(Some(Ok(message))) => {
-                let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
-                handshake_event(&frames)
-            }
-            _ => None,
-        };
-        match verdict.unwrap_or(Handshake::Unknown) {
+        match next_handshake(&mut events, HANDSHAKE_WAIT).await {
             Handshake::Refused => continue,
-            Handshake::Succeeded => keys.remember(endpoint, index),
-            Handshake::Unknown => {}
+            Handshake::Succeeded => {
+                keys.remember(endpoint, index);
+                return Ok(Opened {
+                    socket,
+                    events: Some(events),
+                    up: true,
+                });
+            }
+            Handshake::Unknown | Handshake::Disconnected => {
+                return Ok(Opened {
+                    socket,
+                    events: Some(events),
+                    up: false,
+                })
+            }
         }
-        return Ok(socket);
     }
-    Ok(refused_by_every_key(
-        context, kind, endpoint, keys, order[0], &configure,
-    )?)
+    let socket = refused_by_every_key(context, kind, endpoint, keys, order[0], &configure)?;
+    Ok(Opened {
+        socket,
+        events: None,
+        up: false,
+    })
+}
+
+/// The next handshake verdict from `events` within `wait` (disconnections skipped).
+async fn next_handshake(events: &mut tmq::pair::Pair, wait: Duration) -> Handshake {
+    use futures::StreamExt;
+    let verdict = async {
+        while let Some(Ok(message)) = events.next().await {
+            let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
+            match handshake_event(&frames) {
+                Some(Handshake::Disconnected) | None => continue,
+                Some(verdict) => return verdict,
+            }
+        }
+        Handshake::Unknown
+    };
+    tokio::time::timeout(wait, verdict)
+        .await
+        .unwrap_or(Handshake::Unknown)
 }
 
 /// When every key was refused: a connection with the one tried first, which the caller's

@@ -21,6 +21,8 @@ use tmq::Multipart;
 pub struct GuardedPublisher {
     socket: tmq::pair::Pair,
     connections: ConnectionGuard,
+    /// Follows the cluster key; None without one.
+    key: Option<crate::sockets::ListenerKey>,
     /// Names the socket in logs ("stats", "events").
     name: &'static str,
     topics: Topics,
@@ -48,6 +50,7 @@ impl GuardedPublisher {
         Ok(GuardedPublisher {
             socket: bound.socket,
             connections: bound.connections,
+            key: bound.key,
             name,
             topics: Topics::default(),
             subscribed: HashSet::new(),
@@ -78,6 +81,13 @@ impl GuardedPublisher {
             closed = self.connections.watch() => {
                 if let Some(peer) = closed {
                     self.topics.forget(peer);
+                }
+            }
+            // A subscriber misses what is published while it connects again.
+            pair = crate::sockets::key_changed(&mut self.key) => {
+                use tmq::AsZmqSocket;
+                if let Some(key) = &mut self.key {
+                    key.rebind(self.socket.get_socket(), &pair);
                 }
             }
         }

@@ -99,6 +99,11 @@ impl Policy {
         }
     }
 
+    /// From now on admits the clients of `keyring` instead (its refusal log is kept).
+    pub fn accept(&mut self, keyring: &Keyring) {
+        self.accepted_clients = Policy::keyed(keyring).accepted_clients;
+    }
+
     pub fn decide(&mut self, request: &ZapRequest) -> Verdict {
         let mechanism = request.mechanism.as_str();
         if request.domain == OWNER_DOMAIN || request.domain == PLAINTEXT_DOMAIN {
@@ -166,11 +171,31 @@ impl Drop for Handler {
     }
 }
 
-/// Binds the handler in `context` and starts answering with `policy`. Needs a Tokio runtime.
-pub fn start(context: &zmq::Context, mut policy: Policy) -> tmq::Result<Handler> {
+/// Binds the handler in `context` and starts answering for the keyring in `keyring` (none:
+/// keyless), taking each new keyring it is sent (rotation). Needs a Tokio runtime.
+pub fn start(
+    context: &zmq::Context,
+    mut keyring: tokio::sync::watch::Receiver<Option<Keyring>>,
+) -> tmq::Result<Handler> {
+    let mut policy = keyring
+        .borrow_and_update()
+        .as_ref()
+        .map_or_else(Policy::keyless, Policy::keyed);
     let mut socket = tmq::router(context).set_linger(0).bind(HANDLER_ENDPOINT)?;
     let task = tokio::spawn(async move {
-        while let Some(message) = socket.next().await {
+        loop {
+            let message = tokio::select! {
+                changed = keyring.changed(), if keyring.has_changed().is_ok() => {
+                    if changed.is_ok() {
+                        if let Some(keys) = keyring.borrow_and_update().as_ref() {
+                            policy.accept(keys);
+                        }
+                    }
+                    continue;
+                }
+                message = socket.next() => message,
+            };
+            let Some(message) = message else { break };
             let frames: Vec<Vec<u8>> = match message {
                 Ok(message) => message.iter().map(|frame| frame.to_vec()).collect(),
                 Err(e) => {

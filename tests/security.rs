@@ -10,6 +10,7 @@ mod configure_injection;
 mod control_access;
 mod impostor;
 mod reset_race;
+mod rotation;
 mod serve_deputy;
 mod signal_scope;
 

@@ -65,7 +65,12 @@ pub async fn serve(
                     }
                 }
             }
-            _ = troupe::connections::watch(&mut control.connections) => {}
+            rekeyed = troupe::sockets::watch_control(&mut control.connections, &mut control.key, clients.is_empty()) => {
+                if let Some(pair) = rekeyed {
+                    control.rebind(&pair);
+                }
+
+            }
             incoming = control.router.next() => match incoming {
                 Some(Ok(message)) => {
                     let reply = route(message, caller, max_bytes, &ctx, &finished_tx, &mut clients);

@@ -65,6 +65,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         shutdown: Arc::new(shutdown_tx),
         disk_changes: Arc::new(tokio::sync::Mutex::new(())),
         owner_endpoint,
+        server_keys: zmq.keys(),
     };
     let control = tokio::spawn(crate::control::serve(
         control_socket,
@@ -127,7 +128,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM/SIGINT or a `quit`, reloading the config on each SIGHUP meanwhile.
+/// Waits for SIGTERM/SIGINT or a `quit`, reloading the key file and the config on each SIGHUP
+/// meanwhile.
 async fn wait_for_exit(
     ctx: &AgentContext,
     mut shutdown: watch::Receiver<bool>,
@@ -150,6 +152,9 @@ async fn wait_for_exit(
 }
 
 async fn reload(ctx: &AgentContext) {
+    if let Err(e) = commands::reload_key_file(ctx) {
+        tracing::error!("cluster key not reloaded: {e}");
+    }
     let Some(path) = &ctx.config_path else {
         tracing::warn!("SIGHUP ignored: the agent was started without a config file");
         return;

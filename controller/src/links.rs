@@ -20,7 +20,9 @@
 //!   no other node's reply waits for it.
 //! - Idle connections are kept while their endpoint belongs to an alive or suspect member, and
 //!   closed when the member goes down, leaves or moves. An agent that restarts on the same
-//!   endpoint is reconnected to by ZeroMQ itself.
+//!   endpoint is reconnected to by ZeroMQ itself; one that takes a new cluster key is
+//!   reconnected to with it ([`troupe::client::Connection`]), and idle connections its old
+//!   key no longer opens are closed at the next recheck.
 //! - Every connection uses the one ZeroMQ context of the serve process (at most 1023 sockets:
 //!   one idle per member, and one more per node for each broadcast beyond the first running
 //!   at the same time).
@@ -41,7 +43,7 @@ pub const IDLE_PER_NODE: usize = 1;
 /// How often idle connections are checked against membership besides its events.
 const RECHECK_EVERY: Duration = Duration::from_secs(10);
 
-type Dealer = tmq::dealer::Dealer;
+type Dealer = troupe::client::Connection;
 
 /// A cheap, cloneable handle to the connection pool's actor.
 #[derive(Clone)]
@@ -56,7 +58,10 @@ enum Msg {
         reply: oneshot::Sender<Result<Dealer, ClientError>>,
     },
     /// A connection whose last request got its reply.
-    Checkin { endpoint: String, socket: Dealer },
+    Checkin {
+        endpoint: String,
+        socket: Box<Dealer>,
+    },
     /// How many connections are idle (tests).
     #[cfg(test)]
     Idle(oneshot::Sender<usize>),
@@ -87,11 +92,11 @@ impl Links {
         timeout: Duration,
     ) -> Result<Value, ClientError> {
         let mut socket = self.checkout(endpoint).await?;
-        let reply = exchange(&mut socket, endpoint, request, timeout).await;
+        let reply = exchange(&mut socket, request, timeout).await;
         if reply.is_ok() {
             let _ = self.tx.send(Msg::Checkin {
                 endpoint: endpoint.to_string(),
-                socket,
+                socket: Box::new(socket),
             });
         }
         reply
@@ -162,7 +167,10 @@ impl Pool {
                     }
                     self.refresh(membership.as_ref());
                 }
-                _ = recheck.tick() => self.refresh(membership.as_ref()),
+                _ = recheck.tick() => {
+                    self.drop_refused();
+                    self.refresh(membership.as_ref());
+                }
             }
         }
     }
@@ -201,7 +209,7 @@ impl Pool {
                 }
                 let idle = self.idle.entry(endpoint).or_default();
                 if idle.len() < IDLE_PER_NODE {
-                    idle.push(socket);
+                    idle.push(*socket);
                 }
             }
             #[cfg(test)]
@@ -209,6 +217,15 @@ impl Pool {
                 let _ = reply.send(self.idle.values().map(Vec::len).sum());
             }
         }
+    }
+
+    /// Reads what the idle connections' monitors said, and closes those whose endpoint
+    /// refused their key (it took a new key: the next call opens one with it).
+    fn drop_refused(&mut self) {
+        for sockets in self.idle.values_mut() {
+            sockets.retain_mut(|socket| !socket.drain());
+        }
+        self.idle.retain(|_, sockets| !sockets.is_empty());
     }
 
     /// Closes the idle connections of endpoints that are no longer alive or suspect members.

@@ -12,7 +12,7 @@ use troupe::protocol::{NodeInfo, Request};
 use troupe::sockets::connect_control_async;
 
 /// An async ZeroMQ DEALER.
-pub type Dealer = tmq::dealer::Dealer;
+pub type Dealer = troupe::client::Connection;
 
 /// What answered at an endpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +62,7 @@ pub async fn probe(context: &zmq::Context, endpoint: &str, timeout: Duration) ->
 /// still hold a request or owe a reply: close it.
 pub async fn probe_on(socket: &mut Dealer, endpoint: &str, timeout: Duration) -> Probed {
     let request = |command: &str| Request::new(command, Map::new());
-    let Ok(reply) = exchange(socket, endpoint, request("nodeinfo"), timeout).await else {
+    let Ok(reply) = exchange(socket, request("nodeinfo"), timeout).await else {
         return Probed::Nothing;
     };
     if reply["status"] == "ok" {
@@ -83,7 +83,7 @@ pub async fn probe_on(socket: &mut Dealer, endpoint: &str, timeout: Duration) ->
     if reply["errno"] != 2 {
         return Probed::Nothing;
     }
-    match exchange(socket, endpoint, request("list"), timeout).await {
+    match exchange(socket, request("list"), timeout).await {
         Ok(list) if list["status"] == "ok" => Probed::Node(NodeFacts::Circus {
             watchers: list["watchers"].as_array().map_or(0, Vec::len),
         }),

@@ -36,14 +36,22 @@ use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Request};
 use troupe::sockets::ControlSocket;
 use troupe::subscribers::GuardedPublisher;
 
-/// Runs until SIGINT/SIGTERM.
+/// Runs until SIGINT/SIGTERM, reading the key file again on each SIGHUP.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let serving = start(settings)?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if let Err(e) = serving.reload_key_file() {
+                    tracing::error!("cluster key not reloaded: {e:#}");
+                }
+            }
+        }
     }
     serving.stop();
     tracing::info!("troupe serve stopped");
@@ -56,12 +64,36 @@ pub struct Serving {
     pub control_endpoint: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Keeps the ZAP handler of the listening sockets running.
-    _sockets: troupe::sockets::ServerContext,
+    sockets: troupe::sockets::ServerContext,
 }
 
 impl Serving {
     pub fn stop(self) {
         drop(self);
+    }
+
+    /// Reads the key file again (a key rotation): keys added are accepted at once; a new
+    /// first key is the one serve listens with (its sockets are bound again) and tries first.
+    pub fn reload_key_file(&self) -> anyhow::Result<()> {
+        let Some(path) = crate::settings::key_file_in_use() else {
+            return Ok(());
+        };
+        let keyring = troupe::cluster_key::Keyring::load(path)?;
+        let rotation = self
+            .sockets
+            .keys()
+            .rotate(&keyring)
+            .map_err(|e| anyhow::anyhow!("{}: troupe serve {e}", path.display()))?;
+        if rotation != troupe::sockets::Rotation::Unchanged {
+            tracing::info!(
+                fingerprint = %keyring.fingerprint(),
+                keys = keyring.keys().len(),
+                file = %path.display(),
+                ?rotation,
+                "cluster key reloaded"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -83,8 +115,9 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     };
     let (membership, discovery) = Discovery::start(sources)?;
     // The key `--key-file`, `TROUPE_KEY_FILE` or troupe.toml named (settings() read it).
-    let keyring = troupe::sockets::client_keys().map(|keys| keys.keyring());
-    let zmq = troupe::sockets::ServerContext::new(keyring).context("starting the ZAP handler")?;
+    let keyring = troupe::sockets::client_keys().map(|keys| keys.keyring().clone());
+    let zmq = troupe::sockets::ServerContext::new(keyring.as_ref())
+        .context("starting the ZAP handler")?;
     let control_endpoint = format!("tcp://{}:{}", serve.bind, serve.control_port);
     let control = troupe::sockets::bind_control(
         &zmq,
@@ -138,7 +171,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         membership,
         control_endpoint,
         tasks,
-        _sockets: zmq,
+        sockets: zmq,
     })
 }
 
@@ -262,6 +295,7 @@ async fn control_loop(mut control: ControlSocket, context: Arc<ServeContext>) {
     let mut running = JoinSet::new();
     let mut peers: HashMap<tokio::task::Id, Peer> = HashMap::new();
     loop {
+        let idle = running.is_empty();
         let reply = tokio::select! {
             Some(done) = running.join_next_with_id() => {
                 let (id, reply) = match done {
@@ -276,7 +310,12 @@ async fn control_loop(mut control: ControlSocket, context: Arc<ServeContext>) {
                 }
                 reply
             }
-            _ = troupe::connections::watch(&mut control.connections) => None,
+            rekeyed = troupe::sockets::watch_control(&mut control.connections, &mut control.key, idle) => {
+                if let Some(pair) = rekeyed {
+                    control.rebind(&pair);
+                }
+                None
+            }
             incoming = control.router.next() => {
                 let Some(Ok(message)) = incoming else { return };
                 let Some((received, body)) = Received::read(message) else { continue };

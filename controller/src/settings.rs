@@ -51,7 +51,16 @@ pub fn use_key_file(path: &std::path::Path) -> anyhow::Result<()> {
     let keyring = troupe::cluster_key::Keyring::load(path)?;
     tracing::debug!(fingerprint = %keyring.fingerprint(), file = %path.display(), "cluster key");
     troupe::sockets::install_client_keyring(&keyring);
+    let _ = KEY_FILE.set(path.to_path_buf());
     Ok(())
+}
+
+/// The key file [`use_key_file`] read, which `troupe serve` reads again on SIGHUP.
+static KEY_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// The key file this process took its keyring from, if any.
+pub fn key_file_in_use() -> Option<&'static std::path::Path> {
+    KEY_FILE.get().map(|path| path.as_path())
 }
 
 impl NodeFlags {

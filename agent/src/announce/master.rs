@@ -3,7 +3,6 @@
 //! `unregister_node` on a clean shutdown.
 
 use super::interfaces::{tcp_endpoint, Bind};
-use futures::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -105,7 +104,7 @@ struct MasterLink {
     master: String,
     host: String,
     port: u16,
-    socket: Option<tmq::dealer::Dealer>,
+    socket: Option<troupe::client::Connection>,
     state: LinkState,
 }
 
@@ -203,30 +202,12 @@ impl MasterLink {
             self.socket = Some(socket);
         }
         let socket = self.socket.as_mut().expect("socket just made");
-        let exchange = async {
-            socket
-                .send(tmq::Multipart::from(vec![request.encode()]))
-                .await
-                .map_err(|e| e.to_string())?;
-            while let Some(message) = socket.next().await {
-                let message = message.map_err(|e| e.to_string())?;
-                let Some(frame) = message.iter().last() else {
-                    continue;
-                };
-                let reply: Value =
-                    serde_json::from_slice(frame).map_err(|e| format!("reply is not JSON: {e}"))?;
-                // A late reply to an earlier, timed-out request is skipped.
-                if reply.get("id") == Some(&request.id) {
-                    return Ok(reply);
-                }
-            }
-            Err("socket closed".to_string())
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => {
+        match troupe::client::exchange(socket, request, timeout).await {
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                // It may still hold the request or owe its reply.
                 self.socket = None;
-                Err(format!("no reply within {timeout:?}"))
+                Err(e.to_string())
             }
         }
     }

@@ -87,12 +87,41 @@ pub async fn reloadconfig(ctx: &AgentContext, props: Props<'_>) -> Fields {
         ));
     };
     let config = AgentConfig::load(path).map_err(|e| CommandError::message(e.to_string()))?;
-    let warnings = apply_config(ctx, config, props.waiting()?).await?;
+    let key_warning = reload_key_file(ctx)
+        .err()
+        .map(|e| format!("cluster key not reloaded: {e}"));
+    let mut warnings = apply_config(ctx, config, props.waiting()?).await?;
+    warnings.extend(key_warning);
     Ok(if warnings.is_empty() {
         Map::new()
     } else {
         fields([("warnings", json!(warnings))])
     })
+}
+
+/// Reads the cluster key file again (SIGHUP and `reloadconfig`; a key rotation): keys added
+/// are accepted at once, and a new first key is the one the agent listens with and tries
+/// first from now on (its TCP sockets are bound again: clients connect again). The watchers
+/// are not touched. On an error the keyring in use stays.
+pub fn reload_key_file(ctx: &AgentContext) -> Result<(), String> {
+    let Some(path) = ctx.settings.key_file_in_use() else {
+        return Ok(());
+    };
+    let keyring = troupe::cluster_key::Keyring::load(&path).map_err(|e| e.to_string())?;
+    let rotation = ctx
+        .server_keys
+        .rotate(&keyring)
+        .map_err(|e| format!("{}: the agent {e}", path.display()))?;
+    if rotation != troupe::sockets::Rotation::Unchanged {
+        tracing::info!(
+            fingerprint = %keyring.fingerprint(),
+            keys = keyring.keys().len(),
+            file = %path.display(),
+            ?rotation,
+            "cluster key reloaded"
+        );
+    }
+    Ok(())
 }
 
 /// Makes the running watchers match `config`: adds new ones (starting those with autostart),

@@ -13,7 +13,7 @@ mod reset;
 mod signals;
 
 pub use access::Caller;
-pub use manage::{apply_config, stop_everything};
+pub use manage::{apply_config, reload_key_file, stop_everything};
 
 use crate::arbiter::ArbiterHandle;
 use crate::events::EventSender;
@@ -47,6 +47,9 @@ pub struct AgentContext {
     /// `ipc://<state_dir>/control.sock`, absolute: where the node's owner sends code-bearing
     /// commands.
     pub owner_endpoint: String,
+    /// The keyring of the agent's listeners and connections, replaced when `reloadconfig`
+    /// or SIGHUP finds a new one in the key file (rotation).
+    pub server_keys: troupe::sockets::ServerKeys,
 }
 
 type Fields = Result<Map<String, Value>, CommandError>;

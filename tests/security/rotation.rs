@@ -1,0 +1,259 @@
+//! Key rotation (issue 12): three keyed agents under a running `troupe serve` move from key A
+//! to key B (add B second everywhere, make it first node by node, remove A; each step a
+//! rewritten key file and a SIGHUP, no restart), while a client asks serve for every node's
+//! status every 100 ms. No request fails, every member stays alive, the watchers keep their
+//! processes, and at the end a client with only A gets nothing while B is served.
+//!
+//! Fails on the code before the fix: there an agent read its key only at start (SIGHUP left
+//! A as its only key, so step 3 left serve, holding only B, without members and the
+//! A-only client still served), and serve's kept connections kept key A after an agent
+//! listened with B, so their requests timed out.
+
+use crate::support::netns::{Host, Segment};
+use crate::support::{bin, isolated, wait_for, Daemon};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use troupe::cluster_key::ClusterKey;
+
+fn write_keys(path: &Path, keys: &[&ClusterKey]) {
+    let text: String = keys.iter().map(|key| key.to_line() + "\n").collect();
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+/// One request from `host` presenting only `key`: the reply, or `None` after `timeout`.
+fn request_with(
+    host: &Host,
+    endpoint: &str,
+    key: &ClusterKey,
+    command: &str,
+    properties: Value,
+) -> Option<Value> {
+    host.ns.run(|| {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::DEALER).unwrap();
+        socket.set_linger(0).unwrap();
+        let curve = key.curve();
+        socket.set_curve_serverkey(&curve.server.public).unwrap();
+        socket.set_curve_publickey(&curve.client.public).unwrap();
+        socket.set_curve_secretkey(curve.client.secret()).unwrap();
+        socket.connect(endpoint).unwrap();
+        let body = json!({"command": command, "properties": properties, "id": "r1"});
+        socket.send(body.to_string().as_bytes(), 0).unwrap();
+        (socket.poll(zmq::POLLIN, 3000).unwrap() > 0)
+            .then(|| serde_json::from_slice(&socket.recv_bytes(0).unwrap()).unwrap())
+    })
+}
+
+struct Node {
+    daemon: Daemon,
+    key_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn start_agent(host: &Host, name: &str, keys: &[&ClusterKey]) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("cluster.key");
+    write_keys(&key_file, keys);
+    let config = dir.path().join("troupe-agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nname = \"{name}\"\nbind = \"0.0.0.0\"\nmdns = false\nstate_dir = \"{}\"\n\
+             key_file = \"{}\"\n\n[watcher.w]\ncmd = \"sleep 1000\"\n",
+            dir.path().join("state").display(),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let mut command: Command = host.command(bin("troupe-agent"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-level", "debug"]);
+    let daemon = Daemon::spawn("troupe-agent", command, &dir.path().join("agent.log"));
+    Node {
+        daemon,
+        key_file,
+        _dir: dir,
+    }
+}
+
+fn hangup(daemon: &Daemon) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn rotation_on_three_agents_under_serve_fails_no_request() {
+    let segment = Segment::new("rotate", 4);
+    let (a, b) = (
+        ClusterKey::generate().unwrap(),
+        ClusterKey::generate().unwrap(),
+    );
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|i| start_agent(segment.host(i), &format!("node{i}"), &[&a]))
+        .collect();
+    let client_host = segment.host(4);
+    let serve_dir = tempfile::tempdir().unwrap();
+    let serve_key = serve_dir.path().join("cluster.key");
+    write_keys(&serve_key, &[&a]);
+    let mut command = isolated(client_host.command(bin("troupe")), serve_dir.path());
+    command
+        .args(["serve", "--no-mdns", "--log-level", "debug"])
+        .arg("--state-dir")
+        .arg(serve_dir.path().join("state"))
+        .arg("--key-file")
+        .arg(&serve_key);
+    for i in 1..=3 {
+        command
+            .arg("--probe")
+            .arg(format!("{}:5555", segment.host(i).address));
+    }
+    let mut serve = Daemon::spawn("troupe serve", command, &serve_dir.path().join("serve.log"));
+    let control = format!("tcp://{}:5558", client_host.address);
+    // The client presents what its own key file holds, as a `troupe` command would.
+    let client_key = serve_dir.path().join("client.key");
+    write_keys(&client_key, &[&a]);
+    let alive = |reply: &Value| {
+        reply["nodes"].as_array().map_or(0, |nodes| {
+            nodes.iter().filter(|n| n["state"] == "alive").count()
+        })
+    };
+    wait_for(
+        "serve adopts the three agents",
+        Duration::from_secs(30),
+        || {
+            serve.assert_running();
+            request_with(client_host, &control, &a, "nodelist", json!({}))
+                .is_some_and(|r| alive(&r) == 3)
+        },
+    );
+    let pids_before: Vec<Value> = (1..=3)
+        .map(|i| {
+            let endpoint = format!("tcp://{}:5555", segment.host(i).address);
+            request_with(client_host, &endpoint, &a, "list", json!({"name": "w"})).unwrap()["pids"]
+                .clone()
+        })
+        .collect();
+
+    // The client loop: status of every node through serve, and nodelist, every 100 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loop_stop = stop.clone();
+    let loop_control = control.clone();
+    let loop_key = client_key.clone();
+    let client = super::spawn_in(client_host, move || {
+        let mut failures: Vec<String> = Vec::new();
+        let mut requests = 0;
+        while !loop_stop.load(Ordering::Relaxed) {
+            let keyring = troupe::cluster_key::Keyring::load(&loop_key).unwrap();
+            let keys = troupe::sockets::ClientKeys::new(&keyring);
+            for (command, properties) in [
+                ("status", json!({"name": "w", "node": "*"})),
+                ("nodelist", json!({})),
+            ] {
+                requests += 1;
+                let context = zmq::Context::new();
+                let socket =
+                    troupe::sockets::connect_control_with(&context, &loop_control, Some(&keys))
+                        .unwrap();
+                let body = json!({"command": command, "properties": properties, "id": requests});
+                socket.send(body.to_string().as_bytes(), 0).unwrap();
+                let reply: Option<Value> = (socket.poll(zmq::POLLIN, 5000).unwrap() > 0)
+                    .then(|| serde_json::from_slice(&socket.recv_bytes(0).unwrap()).unwrap());
+                let ok = match (&reply, command) {
+                    (Some(r), "nodelist") => r["status"] == "ok" && alive(r) == 3,
+                    (Some(r), _) => {
+                        r["status"] == "ok"
+                            && r["nodes"].as_object().is_some_and(|nodes| {
+                                nodes.len() == 3 && nodes.values().all(|n| n["status"] == "active")
+                            })
+                    }
+                    (None, _) => false,
+                };
+                if !ok {
+                    failures.push(format!("{command}: {reply:?}"));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (requests, failures)
+    });
+
+    let settle = || std::thread::sleep(Duration::from_secs(2));
+    settle();
+    // Step 1: B added second everywhere.
+    for node in &nodes {
+        write_keys(&node.key_file, &[&a, &b]);
+        hangup(&node.daemon);
+    }
+    write_keys(&serve_key, &[&a, &b]);
+    hangup(&serve);
+    write_keys(&client_key, &[&a, &b]);
+    settle();
+    // Step 2: B first, node by node (serve and the client last).
+    for node in &nodes {
+        write_keys(&node.key_file, &[&b, &a]);
+        hangup(&node.daemon);
+        settle();
+    }
+    write_keys(&serve_key, &[&b, &a]);
+    hangup(&serve);
+    write_keys(&client_key, &[&b, &a]);
+    settle();
+    // Step 3: A removed everywhere.
+    for node in &nodes {
+        write_keys(&node.key_file, &[&b]);
+        hangup(&node.daemon);
+    }
+    write_keys(&serve_key, &[&b]);
+    hangup(&serve);
+    write_keys(&client_key, &[&b]);
+    settle();
+    stop.store(true, Ordering::Relaxed);
+    let (requests, failures) = client.join().unwrap();
+    serve.assert_running();
+    for node in &mut nodes {
+        node.daemon.assert_running();
+    }
+    assert!(requests > 50, "the client loop ran: {requests} requests");
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} requests failed during the rotation: {failures:#?}\nserve log:\n{}",
+        failures.len(),
+        serve.log()
+    );
+    // A is gone: a client with only A gets nothing from serve or any agent; B works.
+    assert_eq!(
+        request_with(client_host, &control, &a, "nodelist", json!({})),
+        None
+    );
+    for (i, before) in (1..=3).zip(&pids_before) {
+        let endpoint = format!("tcp://{}:5555", segment.host(i).address);
+        assert_eq!(
+            request_with(client_host, &endpoint, &a, "list", json!({"name": "w"})),
+            None,
+            "node{i}"
+        );
+        let list = request_with(client_host, &endpoint, &b, "list", json!({"name": "w"}))
+            .expect("B is served");
+        assert_eq!(
+            &list["pids"], before,
+            "node{i}'s watcher kept its processes"
+        );
+    }
+    let nodelist =
+        request_with(client_host, &control, &b, "nodelist", json!({})).expect("B is served");
+    assert_eq!(alive(&nodelist), 3, "{nodelist}");
+}
