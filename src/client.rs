@@ -88,8 +88,10 @@ pub async fn call_async(
 /// key the socket was made with, which the node now refuses, for ever. So with a key, the
 /// socket's handshakes are watched while it lives: when its endpoint refuses its key, a
 /// request that cannot have reached the node (sent while no handshake had succeeded, and
-/// none succeeded before the refusal) is sent again on a new socket, made with the key the
-/// endpoint takes now ([`crate::sockets::ClientKeys`]), within the request's own timeout.
+/// none succeeded before the refusal), or one that changes nothing
+/// ([`Request::changes_nothing`]: the node may have dropped it unread when it re-bound), is
+/// sent again on a new socket, made with the key the endpoint takes now
+/// ([`crate::sockets::ClientKeys`]), within the request's own timeout.
 pub struct Connection {
     /// Dropped first: closing it stops its monitor before `events` is closed.
     dealer: tmq::dealer::Dealer,
@@ -259,8 +261,9 @@ pub async fn exchange(
                 Outcome::Refused { maybe_delivered } => {
                     tracing::debug!(endpoint, maybe_delivered, "the endpoint refused the key");
                     reopened += 1;
-                    if maybe_delivered || reopened > 3 {
-                        // Not sent twice: the reply, if any, is lost with the connection.
+                    if (maybe_delivered && !request.changes_nothing()) || reopened > 3 {
+                        // A request that may have run is not sent twice: the reply, if
+                        // any, is lost with the connection. One that changes nothing is.
                         std::future::pending::<()>().await;
                     }
                     reopen(connection).await?;

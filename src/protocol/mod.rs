@@ -15,7 +15,7 @@ pub use configure::{
 pub use event::{event_topic, Event};
 pub use node::{Endpoints, NodeInfo, Registration, WatcherSummary};
 pub use process_info::{format_cpu_time, format_mem, round_mem_percent, ProcessInfo};
-pub use request::{option_brings_code, Request, RequestError};
+pub use request::{option_brings_code, Request, RequestError, CIRCUS_READ_COMMANDS};
 
 use serde_json::{Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -133,6 +133,14 @@ impl Request {
         }
     }
 
+    /// Whether running this request changes nothing on the node, so sending it twice is the
+    /// same as sending it once: the Circus read commands ([`CIRCUS_READ_COMMANDS`]) and
+    /// troupe's `nodeinfo`. A client may resend such a request whose first copy may have
+    /// been lost with its connection.
+    pub fn changes_nothing(&self) -> bool {
+        CIRCUS_READ_COMMANDS.contains(&self.command.as_str()) || self.command == "nodeinfo"
+    }
+
     /// Encodes the request as a client sends it.
     pub fn encode(&self) -> Vec<u8> {
         let mut object = Map::new();
@@ -145,6 +153,21 @@ impl Request {
         serde_json::to_vec(&Value::Object(object)).expect("a JSON map always serialises")
     }
 }
+
+/// The Circus commands that change nothing: what `circusctl status/list/stats/...` and
+/// `circus-top` send.
+pub const CIRCUS_READ_COMMANDS: &[&str] = &[
+    "status",
+    "list",
+    "numprocesses",
+    "numwatchers",
+    "stats",
+    "dstats",
+    "listsockets",
+    "get",
+    "options",
+    "globaloptions",
+];
 
 /// Watcher options that make the agent run a different program or write elsewhere. The
 /// `configure`/`reset` keys count: they decide which files `configure` writes and which dirs

@@ -1,7 +1,7 @@
 //! What a request may do, by the socket it came on: the one check between a control socket
 //! and the handlers.
 
-use troupe::protocol::{CommandError, Request};
+use troupe::protocol::{CommandError, Request, CIRCUS_READ_COMMANDS};
 
 /// Which control socket a request came on; that alone decides what it may do (SECURITY.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,26 +13,10 @@ pub enum Caller {
     /// the supervised services themselves connect from 127.0.0.1 too.
     Network,
     /// A keyed agent's plaintext `circus_bind`, for stock Circus clients that cannot speak
-    /// CURVE: anyone who reaches it, so it only reads ([`READ_ONLY_COMMANDS`]) unless
+    /// CURVE: anyone who reaches it, so it only reads ([`CIRCUS_READ_COMMANDS`]) unless
     /// `allow_remote_exec`.
     Plaintext,
 }
-
-/// What the plaintext `circus_bind` answers without `allow_remote_exec`: the Circus commands
-/// that change nothing (what `circusctl status/list/stats/...` and `circus-top` use). Anything
-/// else, including commands unknown today, is refused there.
-pub const READ_ONLY_COMMANDS: &[&str] = &[
-    "status",
-    "list",
-    "numprocesses",
-    "numwatchers",
-    "stats",
-    "dstats",
-    "listsockets",
-    "get",
-    "options",
-    "globaloptions",
-];
 
 /// What the node's settings say about who may do what.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +37,7 @@ pub fn admit(request: &Request, caller: Caller, access: Access) -> Result<(), Co
     if caller == Caller::Owner || allow_remote_exec {
         return Ok(());
     }
-    if caller == Caller::Plaintext && !READ_ONLY_COMMANDS.contains(&request.command.as_str()) {
+    if caller == Caller::Plaintext && !CIRCUS_READ_COMMANDS.contains(&request.command.as_str()) {
         return Err(CommandError::command(format!(
             "{} on the plaintext circus_bind socket is refused: it is read-only. On the node, \
              send it to the owner-only socket (circusctl --endpoint {owner_endpoint} ...); \
@@ -128,7 +112,7 @@ mod tests {
                 },
             )
         };
-        for command in READ_ONLY_COMMANDS {
+        for command in CIRCUS_READ_COMMANDS {
             assert_eq!(
                 admit(&request(command, json!({"name": "w"})), false),
                 Ok(())
