@@ -7,6 +7,12 @@ use crate::sockets::{connect_control, poll_timeout_ms, Context};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+/// What a keyless client adds to "no reply": a keyed peer's silence looks the same as a
+/// frozen one's, so say which way out there is.
+const KEYLESS_HINT: &str =
+    " (this client has no cluster key, and a node or controller that has one \
+     answers nobody else: name the key with --key-file or TROUPE_KEY_FILE)";
+
 /// Why a call got no usable reply.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -15,8 +21,13 @@ pub enum ClientError {
         endpoint: String,
         source: zmq::Error,
     },
-    #[error("no reply from {endpoint} within {timeout:?}")]
-    Timeout { endpoint: String, timeout: Duration },
+    #[error("no reply from {endpoint} within {timeout:?}{}", if *keyless { KEYLESS_HINT } else { "" })]
+    Timeout {
+        endpoint: String,
+        timeout: Duration,
+        /// This process holds no cluster key: a keyed node or controller never answers it.
+        keyless: bool,
+    },
     #[error("transport error talking to {endpoint}: {source}")]
     Transport {
         endpoint: String,
@@ -53,6 +64,7 @@ pub fn call(endpoint: &str, mut request: Request, timeout: Duration) -> Result<V
             return Err(ClientError::Timeout {
                 endpoint: endpoint.to_string(),
                 timeout,
+                keyless: crate::sockets::client_keys().is_none(),
             });
         }
         let frame = socket.recv_bytes(0).map_err(transport)?;
@@ -242,6 +254,7 @@ pub async fn exchange(
     let timed_out = || ClientError::Timeout {
         endpoint: endpoint.clone(),
         timeout,
+        keyless: crate::sockets::client_keys().is_none(),
     };
     let exchange = async {
         // Bounded: each new connection takes the next key the endpoint may take.
