@@ -27,7 +27,8 @@ CURVE (issue 12): troupe-agent runs a second time with a fresh cluster key (`key
 [agent]), the client holding the key (its CURVE pairs derived as src/cluster_key.rs documents);
 figures 1-3 as above, crash-to-respawn skipped (no network in it, and it takes ~30 s). A second
 table compares it with the plaintext run: targets keyed p50 <= 1.3 x plaintext p50, keyed RSS
-<= plaintext RSS + 1 MiB. Its floor: the echo ROUTER above, once more with CURVE on.
+<= plaintext RSS + 1 MiB. Its floor: the echo ROUTER above and a CURVE one, measured in
+alternating blocks so that both see the same load.
 """
 
 import argparse
@@ -629,7 +630,8 @@ class SkipRespawn(Exception):
     pass
 
 
-ECHO_PORT = 7555
+ECHO_PORT = 7555  # and 7556 for the CURVE one
+FLOOR_BLOCK = 100
 ECHO_CURVE_ENV = "BENCH_ECHO_CURVE_SECRET"  # the echo server's CURVE secret (z85), if any
 
 
@@ -653,23 +655,39 @@ def echo_server(port):
         sock.send_multipart([ident, json.dumps(reply).encode()])
 
 
-def measure_floor(zmq, curve=None):
+def start_echo_server(port, curve=None):
     env = {k: v for k, v in os.environ.items() if k != ECHO_CURVE_ENV}
     if curve is not None:
         env[ECHO_CURVE_ENV] = curve.server_secret.decode()
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--echo-server", str(ECHO_PORT)],
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--echo-server", str(port)],
                             stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-    client = Client(zmq, f"tcp://127.0.0.1:{ECHO_PORT}", curve)
+
+
+def measure_floors(zmq):
+    """The same `status` loop against two echo ROUTERs, plaintext and CURVE, in alternating
+    blocks of FLOOR_BLOCK requests (so both see the same load on the machine); returns
+    ((p50, p99) plaintext, (p50, p99) CURVE)."""
+    curve = CurveKeys(zmq, new_key_line())
+    procs = [start_echo_server(ECHO_PORT), start_echo_server(ECHO_PORT + 1, curve)]
+    clients = [Client(zmq, f"tcp://127.0.0.1:{ECHO_PORT}"),
+               Client(zmq, f"tcp://127.0.0.1:{ECHO_PORT + 1}", curve)]
     try:
-        client.call("status", timeout=10)
-        for _ in range(RT_WARMUP):
-            client.call("status")
-        times = [client.raw("status")[2] * 1000 for _ in range(RT_COUNT)]
-        return statistics.median(times), percentile(times, 99)
+        for client in clients:
+            client.call("status", timeout=10)
+            for _ in range(RT_WARMUP):
+                client.call("status")
+        times = ([], [])
+        for block in range(RT_COUNT // FLOOR_BLOCK):
+            order = (0, 1) if block % 2 == 0 else (1, 0)
+            for i in order:
+                times[i].extend(clients[i].raw("status")[2] * 1000 for _ in range(FLOOR_BLOCK))
+        return tuple((statistics.median(t), percentile(t, 99)) for t in times)
     finally:
-        client.close()
-        proc.kill()
-        proc.wait(timeout=10)
+        for client in clients:
+            client.close()
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def measure_spawn_floor(sleep_bin):
@@ -719,13 +737,9 @@ def inner(args):
     spawn_floor = None
     try:
         try:
-            floor = measure_floor(zmq)
+            floor, curve_floor = measure_floors(zmq)
         except CallError as e:
             log(f"echo floor: {e}")
-        try:
-            curve_floor = measure_floor(zmq, CurveKeys(zmq, new_key_line()))
-        except CallError as e:
-            log(f"echo floor with CURVE: {e}")
         spawn_floor = measure_spawn_floor(sleep_bin)
         daemons = (
             (Troupe(workdir, sleep_bin, args.agent), True),
@@ -837,7 +851,7 @@ def print_curve_table(plain, keyed, floor, curve_floor):
             return (label, fmt(keyed.get(key)), fmt(plain.get(key)), "n/a", "", "")
         ratio = keyed[key] / plain[key]
         ok = None if target is None else ratio <= target
-        return (label, fmt(keyed[key]), fmt(plain[key]), f"x {ratio:.2f}",
+        return (label, fmt(keyed[key]), fmt(plain[key]), f"x {ratio:.3f}",
                 "" if target is None else f"<= x {target:g}", verdict(ok))
 
     rows = [
@@ -853,7 +867,7 @@ def print_curve_table(plain, keyed, floor, curve_floor):
                      fmt(plain.get("rss_mb"), ".2f"), "n/a", "", ""))
     if "spawn_ms" in plain and "spawn_ms" in keyed:
         rows.append(("200 processes running (ms)", fmt(keyed["spawn_ms"], ".1f"), fmt(plain["spawn_ms"], ".1f"),
-                     f"x {keyed['spawn_ms'] / plain['spawn_ms']:.2f}", "", ""))
+                     f"x {keyed['spawn_ms'] / plain['spawn_ms']:.3f}", "", ""))
     print()
     print("CURVE: troupe-agent with a cluster key (client holds the key) vs the plaintext run above")
     print("(crash -> respawn not measured keyed: nothing of it crosses the network)")
@@ -869,8 +883,9 @@ def print_curve_table(plain, keyed, floor, curve_floor):
                         for i in range(6)).rstrip())
     if floor and curve_floor:
         print()
-        print(f"  floor (pyzmq echo ROUTER): CURVE p50 {curve_floor[0]:.3f} ms, p99 {curve_floor[1]:.3f} ms; "
-              f"plaintext p50 {floor[0]:.3f} ms, p99 {floor[1]:.3f} ms; p50 x {curve_floor[0] / floor[0]:.2f}")
+        print(f"  floor (pyzmq echo ROUTER, the two interleaved in blocks of {FLOOR_BLOCK}): CURVE p50 "
+              f"{curve_floor[0]:.3f} ms, p99 {curve_floor[1]:.3f} ms; plaintext p50 {floor[0]:.3f} ms, "
+              f"p99 {floor[1]:.3f} ms; p50 x {curve_floor[0] / floor[0]:.3f}")
 
 
 def main():
