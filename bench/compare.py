@@ -348,7 +348,8 @@ class Daemon:
         )
         logf.close()
 
-    def stop(self):
+    def stop(self, sweep=True):
+        """SIGTERM, SIGKILL after 30 s; with `sweep`, then every process left in the namespace."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -360,7 +361,8 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.proc = None
-        kill_namespace_except_self()
+        if sweep:
+            kill_namespace_except_self()
 
     def rss_pids(self, client):
         return [self.proc.pid]
@@ -378,6 +380,7 @@ class Troupe(Daemon):
         if keyed:
             self.name = "troupe-agent CURVE"
             self.short = "troupe-keyed"
+            self.port = 5565  # beside the plaintext one, for the interleaved round trip
             key_line = new_key_line()
             self.curve = CurveKeys(zmq, key_line)
             key_file = os.path.join(workdir, "cluster.key")
@@ -455,17 +458,14 @@ class Circus(Daemon):
         return [self.proc.pid] + stats
 
 
-def measure(zmq, daemon, respawn=True):
-    """Runs every measurement against one daemon (crash-to-respawn only with `respawn`);
-    returns (results, failures)."""
-    res = {}
-    failures = []
+def start_ready(zmq, daemon):
+    """Starts the daemon and waits until it answers and all 10 x 10 processes run; returns a
+    client to it."""
     endpoint = f"tcp://127.0.0.1:{daemon.port}"
     log(f"{daemon.name}: starting ({' '.join(daemon.command())})")
     daemon.start()
     client = Client(zmq, endpoint, daemon.curve)
     try:
-        # Ready: answers, and all 10 x 10 processes run.
         deadline = time.monotonic() + 60
         ready = False
         last = None
@@ -487,8 +487,51 @@ def measure(zmq, daemon, respawn=True):
             time.sleep(0.1)
         if not ready:
             raise RuntimeError(f"{daemon.name}: not ready within 60 s (last: {last})")
-        log(f"{daemon.name}: {N_WATCHERS} x {PROCS_PER_WATCHER} processes running; settling 3 s")
-        time.sleep(3)
+    except BaseException:
+        client.close()
+        daemon.stop(sweep=False)
+        raise
+    log(f"{daemon.name}: {N_WATCHERS} x {PROCS_PER_WATCHER} processes running; settling 3 s")
+    time.sleep(3)
+    return client
+
+
+def measure_rt_interleaved(zmq, daemons):
+    """Both daemons running at once, the `status` loop against each in alternating blocks of
+    FLOOR_BLOCK requests, so that the ratio of their round trips is not the machine's load
+    changing between two runs; returns [(p50, p99)] in the order of `daemons`."""
+    clients = []
+    try:
+        for daemon in daemons:
+            clients.append(start_ready(zmq, daemon))
+        for client in clients:
+            for _ in range(RT_WARMUP):
+                client.call("status")
+        times = tuple([] for _ in daemons)
+        for block in range(RT_COUNT // FLOOR_BLOCK):
+            order = range(len(daemons)) if block % 2 == 0 else reversed(range(len(daemons)))
+            for i in order:
+                for _ in range(FLOOR_BLOCK):
+                    msg, reply, dt = clients[i].raw("status")
+                    if reply.get("status") != "ok":
+                        raise CallError(msg, json.dumps(reply))
+                    times[i].append(dt * 1000)
+        return [(statistics.median(t), percentile(t, 99)) for t in times]
+    finally:
+        for client in clients:
+            client.close()
+        for daemon in daemons:
+            daemon.stop(sweep=False)
+        kill_namespace_except_self()
+
+
+def measure(zmq, daemon, respawn=True):
+    """Runs every measurement against one daemon (crash-to-respawn only with `respawn`);
+    returns (results, failures)."""
+    res = {}
+    failures = []
+    client = start_ready(zmq, daemon)
+    try:
 
         # (3) RSS with 10 x 10 processes running.
         try:
@@ -734,6 +777,7 @@ def inner(args):
     all_failures = []
     floor = None
     curve_floor = None
+    interleaved = None
     spawn_floor = None
     try:
         try:
@@ -741,11 +785,9 @@ def inner(args):
         except CallError as e:
             log(f"echo floor: {e}")
         spawn_floor = measure_spawn_floor(sleep_bin)
-        daemons = (
-            (Troupe(workdir, sleep_bin, args.agent), True),
-            (Troupe(workdir, sleep_bin, args.agent, zmq, keyed=True), False),
-            (Circus(workdir, sleep_bin, args.circusd), True),
-        )
+        plain = Troupe(workdir, sleep_bin, args.agent)
+        keyed = Troupe(workdir, sleep_bin, args.agent, zmq, keyed=True)
+        daemons = ((plain, True), (keyed, False), (Circus(workdir, sleep_bin, args.circusd), True))
         for daemon, respawn in daemons:
             try:
                 res, failures = measure(zmq, daemon, respawn)
@@ -755,6 +797,13 @@ def inner(args):
             results[daemon.name] = res
             all_failures += [(daemon.name, what, e) for what, e in failures]
             time.sleep(1)
+        try:
+            interleaved = measure_rt_interleaved(zmq, (plain, keyed))
+            log(f"interleaved status round trip p50/p99: plaintext {interleaved[0][0]:.3f}/{interleaved[0][1]:.3f}"
+                f" ms, CURVE {interleaved[1][0]:.3f}/{interleaved[1][1]:.3f} ms")
+        except (CallError, RuntimeError) as e:
+            log(f"interleaved round trip: {e}")
+            all_failures.append(("troupe-agent plaintext + CURVE", "interleaved round trip", e))
     except KeyboardInterrupt:
         kill_namespace_except_self()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -827,7 +876,7 @@ def inner(args):
         if "respawn_ms" in r:
             print(f"  {name}: crash -> respawn over {r['respawn_n']} kills (each after a random 0-{KILL_PHASE_S:g} s pause): min {r['respawn_min']:.1f}, "
                   f"median {r['respawn_ms']:.1f}, max {r['respawn_max']:.1f} ms")
-    print_curve_table(t, results.get("troupe-agent CURVE", {}), floor, curve_floor)
+    print_curve_table(t, results.get("troupe-agent CURVE", {}), interleaved, floor, curve_floor)
     if all_failures:
         print()
         print("failures (exact request and reply):")
@@ -840,8 +889,16 @@ def inner(args):
     return 1 if all_failures else 0
 
 
-def print_curve_table(plain, keyed, floor, curve_floor):
-    """Keyed troupe-agent against the plaintext run, with issue 12's targets."""
+def print_curve_table(plain, keyed, interleaved, floor, curve_floor):
+    """Keyed troupe-agent against the plaintext run, with issue 12's targets. The round trip
+    rows are the interleaved run's (both agents at once), the others the runs one at a time."""
+    plain, keyed = dict(plain), dict(keyed)
+    separate = {k: (keyed.get(k), plain.get(k)) for k in ("rt_p50", "rt_p99")}
+    for d in (plain, keyed):
+        d.pop("rt_p50", None)
+        d.pop("rt_p99", None)
+    if interleaved:
+        (plain["rt_p50"], plain["rt_p99"]), (keyed["rt_p50"], keyed["rt_p99"]) = interleaved
 
     def verdict(ok):
         return "" if ok is None else ("PASS" if ok else "FAIL")
@@ -870,7 +927,8 @@ def print_curve_table(plain, keyed, floor, curve_floor):
                      f"x {keyed['spawn_ms'] / plain['spawn_ms']:.3f}", "", ""))
     print()
     print("CURVE: troupe-agent with a cluster key (client holds the key) vs the plaintext run above")
-    print("(crash -> respawn not measured keyed: nothing of it crosses the network)")
+    print(f"(round trips: both agents running at once, {RT_COUNT} requests each in alternating blocks of "
+          f"{FLOOR_BLOCK}; crash -> respawn not measured keyed: nothing of it crosses the network)")
     print()
     header = ("", "keyed", "plaintext", "keyed/plain", "target", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(6)]
@@ -881,8 +939,10 @@ def print_curve_table(plain, keyed, floor, curve_floor):
     for r in rows:
         print("  ".join(str(r[i]).ljust(widths[i]) if i == 0 else str(r[i]).rjust(widths[i])
                         for i in range(6)).rstrip())
+    print()
+    print("  one agent at a time (runs above): status p50 keyed {} / plaintext {} ms, p99 {} / {} ms".format(
+        *(fmt(v) for pair in separate.values() for v in pair)))
     if floor and curve_floor:
-        print()
         print(f"  floor (pyzmq echo ROUTER, the two interleaved in blocks of {FLOOR_BLOCK}): CURVE p50 "
               f"{curve_floor[0]:.3f} ms, p99 {curve_floor[1]:.3f} ms; plaintext p50 {floor[0]:.3f} ms, "
               f"p99 {floor[1]:.3f} ms; p50 x {curve_floor[0] / floor[0]:.3f}")
