@@ -27,7 +27,9 @@ CURVE (issue 12): troupe-agent runs a second time with a fresh cluster key (`key
 [agent]), the client holding the key (its CURVE pairs derived as src/cluster_key.rs documents);
 figures 1-3 as above, crash-to-respawn skipped (no network in it, and it takes ~30 s). A second
 table compares it with the plaintext run: targets keyed p50 <= 1.3 x plaintext p50, keyed RSS
-<= plaintext RSS + 1 MiB. Its floor: the echo ROUTER above and a CURVE one, measured in
+<= plaintext RSS + 1 MiB. Its round trips come from a further run with both agents at once
+(keyed on 5565-5567), in alternating blocks of requests: one after the other, the two runs
+differed more by the load of the machine than by CURVE. Its floor: the echo ROUTER above and a CURVE one, measured in
 alternating blocks so that both see the same load.
 """
 
