@@ -22,9 +22,21 @@ Figures, per daemon, with 10 watchers x 10 `sleep` processes configured:
 Also, for scale: the same `status` loop against a minimal pyzmq ROUTER that answers at once
 (the floor set by the Python client and loopback ZeroMQ), and 200 `sleep` started by a bare
 os.posix_spawn loop (the floor set by this machine's fork/exec).
+
+CURVE (issue 12): troupe-agent runs a second time with a fresh cluster key (`key_file` in
+[agent]), the client holding the key (its CURVE pairs derived as src/cluster_key.rs documents);
+figures 1-3 as above, crash-to-respawn skipped (no network in it, and it takes ~30 s). A second
+table compares it with the plaintext run: targets keyed p50 <= 1.3 x plaintext p50, keyed RSS
+<= plaintext RSS + 1 MiB. Its round trips come from a further run with both agents at once
+(keyed on 5565-5567), in alternating blocks of requests: one after the other, the two runs
+differed more by the load of the machine than by CURVE. Its floor: the echo ROUTER above and a CURVE one, measured in
+alternating blocks so that both see the same load.
 """
 
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -53,6 +65,8 @@ CALL_TIMEOUT_S = 10.0
 OUTER_TIMEOUT_S = 1200  # the whole inner run
 TARGET_RSS_MB = 6.0
 TARGET_SPAWN_MS = 60.0
+TARGET_CURVE_P50_RATIO = 1.3
+TARGET_CURVE_RSS_MB = 1.0
 
 
 def log(msg):
@@ -148,6 +162,44 @@ def outer(args):
 # Inner part: inside the namespace.
 # --------------------------------------------------------------------------------------------
 
+# The cluster key scheme of src/cluster_key.rs (its `kdf_vectors_are_pinned` test pins the
+# same derivation): a key line is `troupe-key-v1:<base64 of 32 bytes>`; HKDF-SHA256 with this
+# salt and one info string per pair gives each X25519 secret.
+KEY_PREFIX = "troupe-key-v1:"
+KDF_SALT = b"troupe cluster key v1"
+INFO_SERVER = b"troupe curve server v1"
+INFO_CLIENT = b"troupe curve client v1"
+
+
+def hkdf_sha256(secret, info, length=32):
+    """RFC 5869 extract-then-expand."""
+    prk = hmac.new(KDF_SALT, secret, hashlib.sha256).digest()
+    out, block, i = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([i]), hashlib.sha256).digest()
+        out += block
+        i += 1
+    return out[:length]
+
+
+class CurveKeys:
+    """What a key holder's client presents: the server's public key and the client pair (z85)."""
+
+    def __init__(self, zmq, key_line):
+        from zmq.utils import z85
+
+        secret = base64.b64decode(key_line[len(KEY_PREFIX):], validate=True)
+        server_secret = z85.encode(hkdf_sha256(secret, INFO_SERVER))
+        self.server_secret = server_secret
+        self.server_public = zmq.curve_public(server_secret)
+        self.client_secret = z85.encode(hkdf_sha256(secret, INFO_CLIENT))
+        self.client_public = zmq.curve_public(self.client_secret)
+
+
+def new_key_line():
+    return KEY_PREFIX + base64.b64encode(os.urandom(32)).decode()
+
+
 
 class CallError(Exception):
     """A request that failed: keeps the exact request and reply for the report."""
@@ -161,12 +213,16 @@ class CallError(Exception):
 class Client:
     """One DEALER, one request at a time, replies matched by id (as circusctl does)."""
 
-    def __init__(self, zmq, endpoint):
+    def __init__(self, zmq, endpoint, curve=None):
         self.zmq = zmq
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IDENTITY, uuid.uuid4().hex.encode())
+        if curve is not None:
+            self.sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_public)
+            self.sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.client_public)
+            self.sock.setsockopt(zmq.CURVE_SECRETKEY, curve.client_secret)
         self.sock.connect(endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
@@ -274,6 +330,7 @@ def kill_namespace_except_self(timeout=15):
 
 class Daemon:
     name = "?"
+    curve = None  # the client's CURVE keys when the daemon is keyed
 
     def __init__(self, workdir, sleep_bin):
         self.workdir = workdir
@@ -285,13 +342,16 @@ class Daemon:
 
     def start(self):
         logf = open(self.log_path(), "wb")
+        # A key named by the environment would make the plaintext run keyed.
+        env = {k: v for k, v in os.environ.items() if k != "TROUPE_KEY_FILE"}
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-            start_new_session=True, cwd=self.workdir,
+            start_new_session=True, cwd=self.workdir, env=env,
         )
         logf.close()
 
-    def stop(self):
+    def stop(self, sweep=True):
+        """SIGTERM, SIGKILL after 30 s; with `sweep`, then every process left in the namespace."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -303,7 +363,8 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.proc = None
-        kill_namespace_except_self()
+        if sweep:
+            kill_namespace_except_self()
 
     def rss_pids(self, client):
         return [self.proc.pid]
@@ -314,10 +375,22 @@ class Troupe(Daemon):
     short = "troupe"
     port = 5555
 
-    def __init__(self, workdir, sleep_bin, binary):
+    def __init__(self, workdir, sleep_bin, binary, zmq=None, keyed=False):
         super().__init__(workdir, sleep_bin)
         self.binary = binary
-        self.config = os.path.join(workdir, "troupe-agent.toml")
+        key_lines = []
+        if keyed:
+            self.name = "troupe-agent CURVE"
+            self.short = "troupe-keyed"
+            self.port = 5565  # beside the plaintext one, for the interleaved round trip
+            key_line = new_key_line()
+            self.curve = CurveKeys(zmq, key_line)
+            key_file = os.path.join(workdir, "cluster.key")
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key_line + "\n")
+            key_lines = [f'key_file = "{key_file}"']
+        self.config = os.path.join(workdir, f"{self.short}-agent.toml")
         lines = [
             "[agent]",
             'name = "bench"',
@@ -325,8 +398,9 @@ class Troupe(Daemon):
             f"control_port = {self.port}",
             f"pubsub_port = {self.port + 1}",
             f"stats_port = {self.port + 2}",
-            f'state_dir = "{os.path.join(workdir, "troupe-state")}"',
+            f'state_dir = "{os.path.join(workdir, self.short + "-state")}"',
             "mdns = false",
+            *key_lines,
             # The bench adds watchers over loopback TCP, as it does to circusd, so both are
             # measured over the same transport.
             "allow_remote_exec = true",
@@ -386,16 +460,14 @@ class Circus(Daemon):
         return [self.proc.pid] + stats
 
 
-def measure(zmq, daemon):
-    """Runs every measurement against one daemon; returns (results, failures)."""
-    res = {}
-    failures = []
+def start_ready(zmq, daemon):
+    """Starts the daemon and waits until it answers and all 10 x 10 processes run; returns a
+    client to it."""
     endpoint = f"tcp://127.0.0.1:{daemon.port}"
     log(f"{daemon.name}: starting ({' '.join(daemon.command())})")
     daemon.start()
-    client = Client(zmq, endpoint)
+    client = Client(zmq, endpoint, daemon.curve)
     try:
-        # Ready: answers, and all 10 x 10 processes run.
         deadline = time.monotonic() + 60
         ready = False
         last = None
@@ -413,12 +485,55 @@ def measure(zmq, daemon):
                 last = str(e)
                 # a fresh DEALER in case the daemon was not bound yet when the first was used
                 client.close()
-                client = Client(zmq, endpoint)
+                client = Client(zmq, endpoint, daemon.curve)
             time.sleep(0.1)
         if not ready:
             raise RuntimeError(f"{daemon.name}: not ready within 60 s (last: {last})")
-        log(f"{daemon.name}: {N_WATCHERS} x {PROCS_PER_WATCHER} processes running; settling 3 s")
-        time.sleep(3)
+    except BaseException:
+        client.close()
+        daemon.stop(sweep=False)
+        raise
+    log(f"{daemon.name}: {N_WATCHERS} x {PROCS_PER_WATCHER} processes running; settling 3 s")
+    time.sleep(3)
+    return client
+
+
+def measure_rt_interleaved(zmq, daemons):
+    """Both daemons running at once, the `status` loop against each in alternating blocks of
+    FLOOR_BLOCK requests, so that the ratio of their round trips is not the machine's load
+    changing between two runs; returns [(p50, p99)] in the order of `daemons`."""
+    clients = []
+    try:
+        for daemon in daemons:
+            clients.append(start_ready(zmq, daemon))
+        for client in clients:
+            for _ in range(RT_WARMUP):
+                client.call("status")
+        times = tuple([] for _ in daemons)
+        for block in range(RT_COUNT // FLOOR_BLOCK):
+            order = range(len(daemons)) if block % 2 == 0 else reversed(range(len(daemons)))
+            for i in order:
+                for _ in range(FLOOR_BLOCK):
+                    msg, reply, dt = clients[i].raw("status")
+                    if reply.get("status") != "ok":
+                        raise CallError(msg, json.dumps(reply))
+                    times[i].append(dt * 1000)
+        return [(statistics.median(t), percentile(t, 99)) for t in times]
+    finally:
+        for client in clients:
+            client.close()
+        for daemon in daemons:
+            daemon.stop(sweep=False)
+        kill_namespace_except_self()
+
+
+def measure(zmq, daemon, respawn=True):
+    """Runs every measurement against one daemon (crash-to-respawn only with `respawn`);
+    returns (results, failures)."""
+    res = {}
+    failures = []
+    client = start_ready(zmq, daemon)
+    try:
 
         # (3) RSS with 10 x 10 processes running.
         try:
@@ -501,6 +616,8 @@ def measure(zmq, daemon):
         # (4) crash to respawn on w0 (its processes have been up for several seconds, longer than
         # troupe's min_uptime, so each kill is a healthy run's death, not a quick death).
         try:
+            if not respawn:
+                raise SkipRespawn()
             lat = []
             victims = list(client.pids("w0"))
             for victim in victims[:KILLS]:
@@ -536,6 +653,8 @@ def measure(zmq, daemon):
             res["respawn_max"] = max(lat)
             res["respawn_n"] = len(lat)
             log(f"{daemon.name}: crash->respawn median {res['respawn_ms']:.1f} ms over {len(lat)} kills")
+        except SkipRespawn:
+            log(f"{daemon.name}: crash->respawn skipped")
         except CallError as e:
             failures.append(("crash to respawn", e))
 
@@ -552,16 +671,27 @@ def measure(zmq, daemon):
     return res, failures
 
 
-ECHO_PORT = 7555
+class SkipRespawn(Exception):
+    pass
+
+
+ECHO_PORT = 7555  # and 7556 for the CURVE one
+FLOOR_BLOCK = 100
+ECHO_CURVE_ENV = "BENCH_ECHO_CURVE_SECRET"  # the echo server's CURVE secret (z85), if any
 
 
 def echo_server(port):
-    """A minimal ROUTER answering every request at once (exits after 60 s idle)."""
+    """A minimal ROUTER answering every request at once (exits after 60 s idle). CURVE server
+    when ECHO_CURVE_ENV is set (no ZAP handler: libzmq then admits any CURVE client)."""
     import zmq
 
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    curve_secret = os.environ.get(ECHO_CURVE_ENV)
+    if curve_secret:
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve_secret.encode())
     sock.bind(f"tcp://127.0.0.1:{port}")
     while sock.poll(60000):
         ident, frame = sock.recv_multipart()
@@ -570,20 +700,39 @@ def echo_server(port):
         sock.send_multipart([ident, json.dumps(reply).encode()])
 
 
-def measure_floor(zmq):
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--echo-server", str(ECHO_PORT)],
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    client = Client(zmq, f"tcp://127.0.0.1:{ECHO_PORT}")
+def start_echo_server(port, curve=None):
+    env = {k: v for k, v in os.environ.items() if k != ECHO_CURVE_ENV}
+    if curve is not None:
+        env[ECHO_CURVE_ENV] = curve.server_secret.decode()
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--echo-server", str(port)],
+                            stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+
+
+def measure_floors(zmq):
+    """The same `status` loop against two echo ROUTERs, plaintext and CURVE, in alternating
+    blocks of FLOOR_BLOCK requests (so both see the same load on the machine); returns
+    ((p50, p99) plaintext, (p50, p99) CURVE)."""
+    curve = CurveKeys(zmq, new_key_line())
+    procs = [start_echo_server(ECHO_PORT), start_echo_server(ECHO_PORT + 1, curve)]
+    clients = [Client(zmq, f"tcp://127.0.0.1:{ECHO_PORT}"),
+               Client(zmq, f"tcp://127.0.0.1:{ECHO_PORT + 1}", curve)]
     try:
-        client.call("status", timeout=10)
-        for _ in range(RT_WARMUP):
-            client.call("status")
-        times = [client.raw("status")[2] * 1000 for _ in range(RT_COUNT)]
-        return statistics.median(times), percentile(times, 99)
+        for client in clients:
+            client.call("status", timeout=10)
+            for _ in range(RT_WARMUP):
+                client.call("status")
+        times = ([], [])
+        for block in range(RT_COUNT // FLOOR_BLOCK):
+            order = (0, 1) if block % 2 == 0 else (1, 0)
+            for i in order:
+                times[i].extend(clients[i].raw("status")[2] * 1000 for _ in range(FLOOR_BLOCK))
+        return tuple((statistics.median(t), percentile(t, 99)) for t in times)
     finally:
-        client.close()
-        proc.kill()
-        proc.wait(timeout=10)
+        for client in clients:
+            client.close()
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def measure_spawn_floor(sleep_bin):
@@ -629,23 +778,34 @@ def inner(args):
     results = {}
     all_failures = []
     floor = None
+    curve_floor = None
+    interleaved = None
     spawn_floor = None
     try:
         try:
-            floor = measure_floor(zmq)
+            floor, curve_floor = measure_floors(zmq)
         except CallError as e:
             log(f"echo floor: {e}")
         spawn_floor = measure_spawn_floor(sleep_bin)
-        for cls, binary in ((Troupe, args.agent), (Circus, args.circusd)):
-            daemon = cls(workdir, sleep_bin, binary)
+        plain = Troupe(workdir, sleep_bin, args.agent)
+        keyed = Troupe(workdir, sleep_bin, args.agent, zmq, keyed=True)
+        daemons = ((plain, True), (keyed, False), (Circus(workdir, sleep_bin, args.circusd), True))
+        for daemon, respawn in daemons:
             try:
-                res, failures = measure(zmq, daemon)
+                res, failures = measure(zmq, daemon, respawn)
             except Exception as e:  # a daemon that does not start: report, go on with the other
                 log(f"{daemon.name}: {e}")
                 res, failures = {}, [("start", e)]
             results[daemon.name] = res
             all_failures += [(daemon.name, what, e) for what, e in failures]
             time.sleep(1)
+        try:
+            interleaved = measure_rt_interleaved(zmq, (plain, keyed))
+            log(f"interleaved status round trip p50/p99: plaintext {interleaved[0][0]:.3f}/{interleaved[0][1]:.3f}"
+                f" ms, CURVE {interleaved[1][0]:.3f}/{interleaved[1][1]:.3f} ms")
+        except (CallError, RuntimeError) as e:
+            log(f"interleaved round trip: {e}")
+            all_failures.append(("troupe-agent plaintext + CURVE", "interleaved round trip", e))
     except KeyboardInterrupt:
         kill_namespace_except_self()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -718,6 +878,7 @@ def inner(args):
         if "respawn_ms" in r:
             print(f"  {name}: crash -> respawn over {r['respawn_n']} kills (each after a random 0-{KILL_PHASE_S:g} s pause): min {r['respawn_min']:.1f}, "
                   f"median {r['respawn_ms']:.1f}, max {r['respawn_max']:.1f} ms")
+    print_curve_table(t, results.get("troupe-agent CURVE", {}), interleaved, floor, curve_floor)
     if all_failures:
         print()
         print("failures (exact request and reply):")
@@ -728,6 +889,65 @@ def inner(args):
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if all_failures else 0
+
+
+def print_curve_table(plain, keyed, interleaved, floor, curve_floor):
+    """Keyed troupe-agent against the plaintext run, with issue 12's targets. The round trip
+    rows are the interleaved run's (both agents at once), the others the runs one at a time."""
+    plain, keyed = dict(plain), dict(keyed)
+    separate = {k: (keyed.get(k), plain.get(k)) for k in ("rt_p50", "rt_p99")}
+    for d in (plain, keyed):
+        d.pop("rt_p50", None)
+        d.pop("rt_p99", None)
+    if interleaved:
+        (plain["rt_p50"], plain["rt_p99"]), (keyed["rt_p50"], keyed["rt_p99"]) = interleaved
+
+    def verdict(ok):
+        return "" if ok is None else ("PASS" if ok else "FAIL")
+
+    def ratio_row(label, key, target):
+        if key not in plain or key not in keyed:
+            return (label, fmt(keyed.get(key)), fmt(plain.get(key)), "n/a", "", "")
+        ratio = keyed[key] / plain[key]
+        ok = None if target is None else ratio <= target
+        return (label, fmt(keyed[key]), fmt(plain[key]), f"x {ratio:.3f}",
+                "" if target is None else f"<= x {target:g}", verdict(ok))
+
+    rows = [
+        ratio_row("status round trip p50 (ms)", "rt_p50", TARGET_CURVE_P50_RATIO),
+        ratio_row("status round trip p99 (ms)", "rt_p99", None),
+    ]
+    if "rss_mb" in plain and "rss_mb" in keyed:
+        delta = keyed["rss_mb"] - plain["rss_mb"]
+        rows.append(("RSS, 10 x 10 sleep (MiB)", fmt(keyed["rss_mb"], ".2f"), fmt(plain["rss_mb"], ".2f"),
+                     f"{delta:+.2f}", f"<= +{TARGET_CURVE_RSS_MB:g}", verdict(delta <= TARGET_CURVE_RSS_MB)))
+    else:
+        rows.append(("RSS, 10 x 10 sleep (MiB)", fmt(keyed.get("rss_mb"), ".2f"),
+                     fmt(plain.get("rss_mb"), ".2f"), "n/a", "", ""))
+    if "spawn_ms" in plain and "spawn_ms" in keyed:
+        rows.append(("200 processes running (ms)", fmt(keyed["spawn_ms"], ".1f"), fmt(plain["spawn_ms"], ".1f"),
+                     f"x {keyed['spawn_ms'] / plain['spawn_ms']:.3f}", "", ""))
+    print()
+    print("CURVE: troupe-agent with a cluster key (client holds the key) vs the plaintext run above")
+    print(f"(round trips: both agents running at once, {RT_COUNT} requests each in alternating blocks of "
+          f"{FLOOR_BLOCK}; crash -> respawn not measured keyed: nothing of it crosses the network)")
+    print()
+    header = ("", "keyed", "plaintext", "keyed/plain", "target", "")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(6)]
+    line = "  ".join(str(header[i]).ljust(widths[i]) if i == 0 else str(header[i]).rjust(widths[i])
+                     for i in range(6))
+    print(line.rstrip())
+    print("-" * len(line.rstrip()))
+    for r in rows:
+        print("  ".join(str(r[i]).ljust(widths[i]) if i == 0 else str(r[i]).rjust(widths[i])
+                        for i in range(6)).rstrip())
+    print()
+    print("  one agent at a time (runs above): status p50 keyed {} / plaintext {} ms, p99 {} / {} ms".format(
+        *(fmt(v) for pair in separate.values() for v in pair)))
+    if floor and curve_floor:
+        print(f"  floor (pyzmq echo ROUTER, the two interleaved in blocks of {FLOOR_BLOCK}): CURVE p50 "
+              f"{curve_floor[0]:.3f} ms, p99 {curve_floor[1]:.3f} ms; plaintext p50 {floor[0]:.3f} ms, "
+              f"p99 {floor[1]:.3f} ms; p50 x {curve_floor[0] / floor[0]:.3f}")
 
 
 def main():
