@@ -123,6 +123,26 @@ pub enum Rotation {
 }
 
 impl ServerKeys {
+    /// Reads the key file at `path` again and makes it this daemon's keyring ([`Self::rotate`]),
+    /// logging what changed; `daemon` names it in the error ("the agent", "troupe serve"). On
+    /// an error the keyring in use stays.
+    pub fn reload(&self, path: &Path, daemon: &str) -> Result<Rotation, String> {
+        let keyring = Keyring::load(path).map_err(|e| e.to_string())?;
+        let rotation = self
+            .rotate(&keyring)
+            .map_err(|e| format!("{}: {daemon} {e}", path.display()))?;
+        if rotation != Rotation::Unchanged {
+            tracing::info!(
+                fingerprint = %keyring.fingerprint(),
+                keys = keyring.keys().len(),
+                file = %path.display(),
+                ?rotation,
+                "cluster key reloaded"
+            );
+        }
+        Ok(rotation)
+    }
+
     /// Makes `keyring` this daemon's keyring. A daemon started without a key stays keyless
     /// (its listeners are not CURVE servers; turning them into ones takes a restart).
     pub fn rotate(&self, keyring: &Keyring) -> Result<Rotation, String> {

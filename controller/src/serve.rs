@@ -75,23 +75,11 @@ impl Serving {
     /// Reads the key file again (a key rotation): keys added are accepted at once; a new
     /// first key is the one serve listens with (its sockets are bound again) and tries first.
     pub fn reload_key_file(&self) -> anyhow::Result<()> {
-        let Some(path) = crate::settings::key_file_in_use() else {
-            return Ok(());
-        };
-        let keyring = troupe::cluster_key::Keyring::load(path)?;
-        let rotation = self
-            .sockets
-            .keys()
-            .rotate(&keyring)
-            .map_err(|e| anyhow::anyhow!("{}: troupe serve {e}", path.display()))?;
-        if rotation != troupe::sockets::Rotation::Unchanged {
-            tracing::info!(
-                fingerprint = %keyring.fingerprint(),
-                keys = keyring.keys().len(),
-                file = %path.display(),
-                ?rotation,
-                "cluster key reloaded"
-            );
+        if let Some(path) = crate::settings::key_file_in_use() {
+            self.sockets
+                .keys()
+                .reload(path, "troupe serve")
+                .map_err(anyhow::Error::msg)?;
         }
         Ok(())
     }

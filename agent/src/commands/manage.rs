@@ -104,24 +104,10 @@ pub async fn reloadconfig(ctx: &AgentContext, props: Props<'_>) -> Fields {
 /// first from now on (its TCP sockets are bound again: clients connect again). The watchers
 /// are not touched. On an error the keyring in use stays.
 pub fn reload_key_file(ctx: &AgentContext) -> Result<(), String> {
-    let Some(path) = ctx.settings.key_file_in_use() else {
-        return Ok(());
-    };
-    let keyring = troupe::cluster_key::Keyring::load(&path).map_err(|e| e.to_string())?;
-    let rotation = ctx
-        .server_keys
-        .rotate(&keyring)
-        .map_err(|e| format!("{}: the agent {e}", path.display()))?;
-    if rotation != troupe::sockets::Rotation::Unchanged {
-        tracing::info!(
-            fingerprint = %keyring.fingerprint(),
-            keys = keyring.keys().len(),
-            file = %path.display(),
-            ?rotation,
-            "cluster key reloaded"
-        );
+    match ctx.settings.key_file_in_use() {
+        Some(path) => ctx.server_keys.reload(&path, "the agent").map(drop),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Makes the running watchers match `config`: adds new ones (starting those with autostart),
