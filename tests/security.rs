@@ -80,23 +80,8 @@ impl HostAgent {
     /// `watchers` (TOML `[watcher.X]` sections), and waits until it answers from the host.
     pub fn start(host: &Host, agent_extra: &str, watchers: &str) -> HostAgent {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("troupe-agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[agent]\nname = \"victim\"\nbind = \"0.0.0.0\"\nmdns = false\nstate_dir = \"{state}\"\n{agent_extra}\n\n{watchers}\n",
-                state = dir.path().join("state").display()
-            ),
-        )
-        .expect("write config");
-        let mut command: Command = host.command(bin("troupe-agent"));
-        command
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-level", "debug"]);
-        let daemon = Daemon::spawn("troupe-agent", command, &dir.path().join("agent.log"));
-        let endpoint = format!("tcp://{}:5555", host.address);
-        let probe = endpoint.clone();
+        let agent = HostAgent::spawn_in(dir, host, "victim", agent_extra, watchers);
+        let probe = agent.endpoint.clone();
         wait_for("the agent on its host", Duration::from_secs(10), || {
             host.ns.run(|| {
                 troupe::client::call(
@@ -107,10 +92,38 @@ impl HostAgent {
                 .is_ok()
             })
         });
+        agent
+    }
+
+    /// Starts an agent named `name` on `host`, its config, state and log in `dir` (where a
+    /// test may have put its key file first), without waiting for it: a keyed agent answers
+    /// only its key's holders, so the caller waits as one.
+    pub fn spawn_in(
+        dir: tempfile::TempDir,
+        host: &Host,
+        name: &str,
+        agent_extra: &str,
+        watchers: &str,
+    ) -> HostAgent {
+        let config = dir.path().join("troupe-agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nname = \"{name}\"\nbind = \"0.0.0.0\"\nmdns = false\nstate_dir = \"{state}\"\n{agent_extra}\n\n{watchers}\n",
+                state = dir.path().join("state").display()
+            ),
+        )
+        .expect("write config");
+        let mut command: Command = host.command(bin("troupe-agent"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-level", "debug"]);
+        let daemon = Daemon::spawn("troupe-agent", command, &dir.path().join("agent.log"));
         HostAgent {
             daemon,
             dir,
-            endpoint,
+            endpoint: format!("tcp://{}:5555", host.address),
         }
     }
 

@@ -8,15 +8,15 @@
 
 use crate::support::netns::Host;
 use crate::support::terminal::Tmux;
-use crate::support::{bin, circus_venv, wait_for, Daemon};
+use crate::support::{circus_venv, wait_for, Daemon};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 use troupe::cluster_key::ClusterKey;
 
-use super::Lab;
+use super::{HostAgent, Lab};
 
 const WATCHERS: &str = "[watcher.sleeper]\ncmd = \"sleep 1000\"\ngraceful_timeout = 1\n";
 
@@ -53,23 +53,15 @@ struct NodeAgent {
 impl NodeAgent {
     /// Starts it and waits until `ready` holds.
     fn start(host: &Host, agent_extra: &str, ready: impl Fn() -> bool) -> NodeAgent {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("troupe-agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[agent]\nname = \"victim\"\nbind = \"0.0.0.0\"\nmdns = false\n\
-                 stats_interval = \"200ms\"\nstate_dir = \"{}\"\n{agent_extra}\n\n{WATCHERS}",
-                dir.path().join("state").display()
-            ),
-        )
-        .unwrap();
-        let mut command: Command = host.command(bin("troupe-agent"));
-        command
-            .arg("--config")
-            .arg(&config)
-            .args(["--log-level", "debug"]);
-        let mut daemon = Daemon::spawn("troupe-agent", command, &dir.path().join("agent.log"));
+        let HostAgent {
+            mut daemon, dir, ..
+        } = HostAgent::spawn_in(
+            tempfile::tempdir().unwrap(),
+            host,
+            "victim",
+            &format!("stats_interval = \"200ms\"\n{agent_extra}"),
+            WATCHERS,
+        );
         wait_for("the agent", Duration::from_secs(10), || {
             daemon.assert_running();
             ready()

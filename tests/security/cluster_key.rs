@@ -7,7 +7,7 @@
 //! key (and `--key-file` an unknown flag), and a keyless agent or serve answers every NULL
 //! client, which is what the "gets nothing" assertions check.
 
-use super::{call_from, Lab};
+use super::{call_from, HostAgent, Lab};
 use crate::support::netns::Host;
 use crate::support::{bin, isolated, wait_for, Daemon};
 use serde_json::{json, Value};
@@ -108,27 +108,45 @@ impl Subscriber {
     }
 }
 
+/// A keyless, a wrong-key and a right-key subscriber on `host` to `events` and to `stats`, each
+/// named, with the key it presents.
+fn subscribers_of_every_kind<'k>(
+    host: &Host,
+    events: &str,
+    stats: &str,
+    key: &'k ClusterKey,
+    other: &'k ClusterKey,
+) -> Vec<(&'static str, Option<&'k ClusterKey>, Subscriber, Subscriber)> {
+    [
+        ("keyless", None),
+        ("wrong key", Some(other)),
+        ("right key", Some(key)),
+    ]
+    .into_iter()
+    .map(|(who, k)| {
+        let on_events = Subscriber::connect(host, events, k);
+        let on_stats = Subscriber::connect(host, stats, k);
+        (who, k, on_events, on_stats)
+    })
+    .collect()
+}
+
 /// An agent on `host` with `key_file` as its `[agent] key_file`, waited for with `key`.
 fn keyed_agent(host: &Host, key_path: &Path, key: &ClusterKey, extra: &str) -> KeyedAgent {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("troupe-agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nname = \"victim\"\nbind = \"0.0.0.0\"\nmdns = false\nstats_interval = \"200ms\"\n\
-             state_dir = \"{}\"\nkey_file = \"{}\"\n{extra}\n\n{SLEEPER}",
-            dir.path().join("state").display(),
+    let HostAgent {
+        mut daemon,
+        dir,
+        endpoint,
+    } = HostAgent::spawn_in(
+        tempfile::tempdir().unwrap(),
+        host,
+        "victim",
+        &format!(
+            "stats_interval = \"200ms\"\nkey_file = \"{}\"\n{extra}",
             key_path.display()
         ),
-    )
-    .unwrap();
-    let mut command: Command = host.command(bin("troupe-agent"));
-    command
-        .arg("--config")
-        .arg(&config)
-        .args(["--log-level", "debug"]);
-    let mut daemon = Daemon::spawn("troupe-agent", command, &dir.path().join("agent.log"));
-    let endpoint = format!("tcp://{}:5555", host.address);
+        SLEEPER,
+    );
     wait_for("the keyed agent", Duration::from_secs(10), || {
         daemon.assert_running();
         request(
@@ -186,18 +204,7 @@ fn keyless_and_wrong_key_clients_get_nothing_from_a_keyed_agent() {
     assert_eq!(watcher_status(attacker, &agent.endpoint, &key), "active");
 
     // Subscribers of every kind first, so each has had the same chance to hear something.
-    let subscribers: Vec<(&str, Option<&ClusterKey>, Subscriber, Subscriber)> = [
-        ("keyless", None),
-        ("wrong key", Some(&other)),
-        ("right key", Some(&key)),
-    ]
-    .into_iter()
-    .map(|(who, k)| {
-        let on_events = Subscriber::connect(attacker, &events, k);
-        let on_stats = Subscriber::connect(attacker, &stats, k);
-        (who, k, on_events, on_stats)
-    })
-    .collect();
+    let subscribers = subscribers_of_every_kind(attacker, &events, &stats, &key, &other);
 
     for (who, k) in [("keyless", None), ("wrong key", Some(&other))] {
         for command in ["stop", "status", "options"] {
@@ -316,18 +323,7 @@ fn keyless_and_wrong_key_clients_get_nothing_from_a_keyed_serve() {
             })
         },
     );
-    let subscribers: Vec<(&str, Option<&ClusterKey>, Subscriber, Subscriber)> = [
-        ("keyless", None),
-        ("wrong key", Some(&other)),
-        ("right key", Some(&key)),
-    ]
-    .into_iter()
-    .map(|(who, k)| {
-        let on_events = Subscriber::connect(attacker, &events, k);
-        let on_stats = Subscriber::connect(attacker, &stats, k);
-        (who, k, on_events, on_stats)
-    })
-    .collect();
+    let subscribers = subscribers_of_every_kind(attacker, &events, &stats, &key, &other);
     for (who, k) in [("keyless", None), ("wrong key", Some(&other))] {
         for command in ["nodelist", "stop"] {
             let reply = request(attacker, &control, k, command, json!({"name": "w"}), QUIET);

@@ -9,12 +9,12 @@
 //! A-only client still served), and serve's kept connections kept key A after an agent
 //! listened with B, so their requests timed out.
 
+use super::HostAgent;
 use crate::support::netns::{Host, Segment};
 use crate::support::{bin, isolated, wait_for, Daemon};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,27 +62,17 @@ fn start_agent(host: &Host, name: &str, keys: &[&ClusterKey]) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("cluster.key");
     write_keys(&key_file, keys);
-    let config = dir.path().join("troupe-agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nname = \"{name}\"\nbind = \"0.0.0.0\"\nmdns = false\nstate_dir = \"{}\"\n\
-             key_file = \"{}\"\n\n[watcher.w]\ncmd = \"sleep 1000\"\n",
-            dir.path().join("state").display(),
-            key_file.display()
-        ),
-    )
-    .unwrap();
-    let mut command: Command = host.command(bin("troupe-agent"));
-    command
-        .arg("--config")
-        .arg(&config)
-        .args(["--log-level", "debug"]);
-    let daemon = Daemon::spawn("troupe-agent", command, &dir.path().join("agent.log"));
+    let agent = HostAgent::spawn_in(
+        dir,
+        host,
+        name,
+        &format!("key_file = \"{}\"", key_file.display()),
+        "[watcher.w]\ncmd = \"sleep 1000\"",
+    );
     Node {
-        daemon,
+        daemon: agent.daemon,
         key_file,
-        _dir: dir,
+        _dir: agent.dir,
     }
 }
 
