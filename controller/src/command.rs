@@ -207,18 +207,17 @@ pub async fn dispatch(
         // Exactly the nodes the question named.
         options.node = Some(targets.join(","));
     }
-    let graceful = if request.properties.get("waiting") == Some(&Value::Bool(true))
-        && !options.timeout_given
-    {
+    // A `--waiting` command may wait out graceful stops: known, they lengthen its timeout
+    // (unless `--timeout` says otherwise) and are named if it still runs out.
+    let graceful = if request.properties.get("waiting") == Some(&Value::Bool(true)) {
         let pattern = request.properties.get("name").and_then(Value::as_str);
-        let stops = crate::watchers::graceful_stops(link, options.node.as_deref(), pattern).await;
-        if let Some(longest) = stops.values().max() {
-            options.timeout += *longest;
-        }
-        stops
+        crate::watchers::graceful_stops(link, options.node.as_deref(), pattern).await
     } else {
         BTreeMap::new()
     };
+    if let (false, Some(longest)) = (options.timeout_given, graceful.values().max()) {
+        options.timeout += *longest;
+    }
     let mut replies = link.send(request, &options).await?;
     if replies.is_empty() {
         return Ok(crate::nobody::report(

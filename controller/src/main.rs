@@ -170,7 +170,7 @@ fn main() -> ExitCode {
     troupe::logging::init(cli.log_level);
     if let Some(path) = &cli.key_file {
         if let Err(e) = troupe_controller::settings::use_key_file(path) {
-            eprintln!("troupe: {e:#}");
+            eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
             return ExitCode::from(2);
         }
     }
@@ -236,7 +236,7 @@ fn main() -> ExitCode {
         Command::Shell { flags } => match troupe_controller::shell::run(flags) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("troupe shell: {e:#}");
+                eprintln!("troupe shell: {}", troupe::logging::error_chain(e.as_ref()));
                 ExitCode::from(2)
             }
         },
@@ -365,7 +365,7 @@ fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) 
     match runtime.block_on(work) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("troupe: {e:#}");
+            eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }
