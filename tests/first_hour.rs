@@ -153,7 +153,10 @@ fn a_command_sent_as_serve_starts_waits_for_its_first_discovery() {
     let second = Agent::start_named("fh-serve-b", &unique_loopback(), SLEEPER, "");
     let dir = tempfile::tempdir().unwrap();
     let address = unique_loopback();
-    let probe = format!("{},{}", first.address, second.address);
+    // A silent address too: the first sweep ends only when its probe times out, as a sweep
+    // of a real range does (nothing listens there; the two agents answer at once).
+    let silent = unique_loopback();
+    let probe = format!("{},{},{silent}", first.address, second.address);
     let mut command = Command::new(bin("troupe"));
     command
         .current_dir(dir.path())
@@ -187,7 +190,7 @@ fn a_command_sent_as_serve_starts_waits_for_its_first_discovery() {
     assert!(
         log.contains(&format!(
             "troupe serve: cluster 'default'; control tcp://{address}:5558, events \
-             tcp://{address}:5560, stats tcp://{address}:5559; discovering by probing {}:5555,{}:5555",
+             tcp://{address}:5560, stats tcp://{address}:5559; discovering by probing {}:5555,{}:5555,{silent}:5555",
             first.address, second.address
         )),
         "{log}"
