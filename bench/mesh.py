@@ -976,7 +976,7 @@ class Inner:
             for run in range(ETCD_RUNS):
                 argv = ["reconfigure", "--controller", endpoint, "--timeout", "20s"]
                 if run > 0:
-                    argv.append("--reset")
+                    argv += ["--reset", "--yes"]
                 self.note_load(f"troupe {' '.join(argv[:1] + argv[5:])} -> etcd healthy (run {run + 1})")
                 t0 = time.perf_counter()
                 _, out, _, dt = self.troupe(*argv, timeout=90)

@@ -105,6 +105,16 @@ pub const SERVE_REGISTER_BURST: u32 = 600;
 /// this rate, and buckets that refilled are dropped.
 pub const SERVE_REGISTER_PER_SECOND: u32 = 300;
 
+/// How long a request to `troupe serve` that reads the member list (a forwarded command,
+/// `nodelist`, `status`) waits, at most, for serve's first discovery: the first sweep of its
+/// ranges and seeds, and the moment mDNS answers take. A command sent as serve starts then
+/// finds the nodes a one-shot command would; past this it gets what serve found so far.
+pub const SERVE_FIRST_DISCOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Agents of other clusters a controller remembers (cluster and node name) to tell its
+/// operator where the nodes went ("3 agents of cluster 'lab' answered"); more are not counted.
+pub const MAX_OTHER_CLUSTER_NODES: usize = 256;
+
 // ---- the cluster key ---------------------------------------------------------------------
 
 /// Peer addresses whose refused handshake a daemon remembers having logged, so each address

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// What a keyless client adds to "no reply": a keyed peer's silence looks the same as a
 /// frozen one's, so say which way out there is.
-const KEYLESS_HINT: &str =
+pub const KEYLESS_HINT: &str =
     " (this client has no cluster key, and a node or controller that has one \
      answers nobody else: name the key with --key-file or TROUPE_KEY_FILE)";
 

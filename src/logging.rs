@@ -29,6 +29,25 @@ pub fn init(filter: Targets) {
         .init();
 }
 
+/// An error and its causes, `: `-separated as anyhow's `{:#}` prints them, without a cause
+/// its error already quotes: tmq's "Zmq error: Address already in use" has the zmq error as
+/// its source too, and `{:#}` printed "Address already in use: Address already in use".
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !out.ends_with(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        cause = error.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +68,17 @@ mod tests {
     fn a_bad_filter_is_an_error_naming_the_format() {
         let e = parse_filter("troupe_agent=loud").unwrap_err();
         assert!(e.contains("TARGET=LEVEL"), "{e}");
+    }
+
+    #[test]
+    fn a_cause_the_error_already_quotes_is_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("binding tcp://127.0.0.1:5555")]
+        struct Binding(#[source] tmq::TmqError);
+        let error = Binding(zmq::Error::EADDRINUSE.into());
+        assert_eq!(
+            error_chain(&error),
+            "binding tcp://127.0.0.1:5555: Zmq error: Address already in use"
+        );
     }
 }

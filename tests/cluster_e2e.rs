@@ -109,7 +109,8 @@ fn reconfigure_forms_an_etcd_cluster_and_reset_reforms_it_with_a_fourth_node() {
     let fourth = etcd_agent("etcd-d", work.path());
     let mut refs = refs;
     refs.push(&fourth);
-    let run = troupe(&refs, &state, &["reconfigure", "--reset"]);
+    // Four nodes wiped: no terminal here to ask on, so `--yes`.
+    let run = troupe(&refs, &state, &["reconfigure", "--reset", "--yes"]);
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout.lines().next().unwrap_or("").contains("RESET"),

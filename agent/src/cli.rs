@@ -118,14 +118,14 @@ where
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("troupe-agent: {e:#}");
+            eprintln!("troupe-agent: {}", troupe::logging::error_chain(e.as_ref()));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(crate::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("troupe-agent: {e:#}");
+            eprintln!("troupe-agent: {}", troupe::logging::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

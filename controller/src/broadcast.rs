@@ -22,15 +22,58 @@ pub fn reply_ok(reply: &Value) -> bool {
     reply["status"] != "error"
 }
 
-/// A timeout or transport failure as an error reply, so every node's answer has one shape.
-pub fn failure_reply(error: &ClientError) -> Value {
+/// A timeout or transport failure of `node` as an error reply, so every node's answer has
+/// one shape.
+pub fn failure_reply(node: &str, error: &ClientError) -> Value {
+    let reason = match error {
+        ClientError::Timeout {
+            timeout, keyless, ..
+        } => {
+            let hint = if *keyless {
+                troupe::client::KEYLESS_HINT
+            } else {
+                ""
+            };
+            format!("{}{hint}", timeout_reason(node, *timeout, None))
+        }
+        other => other.to_string(),
+    };
     json!({
         "status": "error",
-        "reason": error.to_string(),
+        "reason": reason,
         "tb": null,
         "errno": Errno::OsError as i64,
         "timeout": matches!(error, ClientError::Timeout { .. }),
     })
+}
+
+/// What a node that did not answer in time is said to have done: maybe all of it (a stop
+/// waits out the watcher's graceful stop, and a start queued behind it waits too), so the
+/// reason says so and how to look. `graceful` is the longest graceful stop of the watchers
+/// concerned on that node, when it is known.
+pub fn timeout_reason(node: &str, timeout: Duration, graceful: Option<Duration>) -> String {
+    let graceful = graceful
+        .filter(|g| !g.is_zero())
+        .map(|g| format!(" (the watcher's graceful stop can take up to {g:?})"))
+        .unwrap_or_default();
+    format!(
+        "no reply from {node} within {timeout:?}; the command may still be applied{graceful}: \
+         check with `troupe status`"
+    )
+}
+
+/// Rewrites the reason of every timed-out reply with what is known of each node's graceful
+/// stops (see [`timeout_reason`]).
+pub fn explain_timeouts(
+    replies: &mut BTreeMap<String, Value>,
+    timeout: Duration,
+    graceful: &BTreeMap<String, Duration>,
+) {
+    for (node, reply) in replies.iter_mut() {
+        if reply["timeout"] == true {
+            reply["reason"] = json!(timeout_reason(node, timeout, graceful.get(node).copied()));
+        }
+    }
 }
 
 /// Sends `request` to every target at once and collects each reply, keyed by node name, on a
@@ -83,7 +126,7 @@ where
         async move {
             let reply = match call.await {
                 Ok(reply) => reply,
-                Err(e) => failure_reply(&e),
+                Err(e) => failure_reply(&target.name, &e),
             };
             bar.inc(1);
             (target.name.clone(), reply)
@@ -163,7 +206,10 @@ mod tests {
         assert!(!reply_ok(reply));
         assert_eq!(reply["timeout"], true);
         assert!(
-            reply["reason"].as_str().unwrap().contains("no reply"),
+            reply["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("no reply from gone within 200ms; the command may still be applied"),
             "{reply}"
         );
     }

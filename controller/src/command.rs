@@ -3,8 +3,10 @@
 
 use crate::broadcast::{fan_out, reply_ok, select, Target};
 use crate::circus_args::build_request;
+use crate::confirm::{confirm, Question};
 use crate::discovery::Discovery;
 use crate::membership::{MemberState, MembershipHandle};
+use crate::nobody::{Nobody, Search};
 use crate::settings::NodeFlags;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -18,15 +20,36 @@ pub const EXIT_NODE_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NOTHING_MATCHED: u8 = 3;
 
-/// How long one-shot discovery listens for mDNS answers after the first probe sweep.
-const MDNS_LISTEN: Duration = Duration::from_millis(1500);
+/// How long discovery listens for mDNS answers after the first probe sweep, before a
+/// command (one-shot, or the first ones a new `troupe serve` gets) takes the member list.
+pub const MDNS_LISTEN: Duration = Duration::from_millis(1500);
+
+/// The per-node timeout when `--timeout` is not given. A `--waiting` command adds the
+/// graceful stops it may wait out (see [`crate::watchers::graceful_stops`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Options of a broadcast.
 #[derive(Debug, Clone)]
 pub struct BroadcastOptions {
     pub node: Option<String>,
     pub timeout: Duration,
+    /// `--timeout` was given: it is not lengthened for a `--waiting` command.
+    pub timeout_given: bool,
     pub json: bool,
+    /// `--yes`: go ahead without the question of [`crate::confirm`].
+    pub yes: bool,
+}
+
+impl Default for BroadcastOptions {
+    fn default() -> Self {
+        BroadcastOptions {
+            node: None,
+            timeout: DEFAULT_TIMEOUT,
+            timeout_given: false,
+            json: false,
+            yes: false,
+        }
+    }
 }
 
 /// The flags a broadcast takes besides the command's own.
@@ -36,12 +59,17 @@ pub struct BroadcastFlags {
     /// Nodes to send to: names or globs, comma-separated (default: all alive nodes).
     #[arg(long)]
     pub node: Option<String>,
-    /// Per-node timeout.
-    #[arg(long, default_value = "5s", value_parser = crate::settings::parse_duration)]
-    pub timeout: Duration,
+    /// Per-node timeout (default 5s; a --waiting command waits out the watchers' graceful
+    /// stops on top of it).
+    #[arg(long, value_parser = crate::settings::parse_duration)]
+    pub timeout: Option<Duration>,
     /// One JSON object keyed by node instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Go ahead without asking: commands that stop agents or wipe data on more than one
+    /// node ask first on a terminal, and refuse without one.
+    #[arg(long)]
+    pub yes: bool,
     #[command(flatten)]
     pub flags: NodeFlags,
 }
@@ -57,7 +85,7 @@ pub fn split_broadcast_args(words: &[String]) -> (Vec<String>, Vec<String>) {
         "--cluster",
         "--state-dir",
     ];
-    const SWITCHES: [&str; 3] = ["--json", "--no-mdns", "--force"];
+    const SWITCHES: [&str; 4] = ["--json", "--no-mdns", "--force", "--yes"];
     let mut ours = vec!["troupe".to_string()];
     let mut theirs = Vec::new();
     let mut iter = words.iter();
@@ -90,8 +118,10 @@ impl BroadcastFlags {
     pub fn options(&self) -> BroadcastOptions {
         BroadcastOptions {
             node: self.node.clone(),
-            timeout: self.timeout,
+            timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            timeout_given: self.timeout.is_some(),
             json: self.json,
+            yes: self.yes,
         }
     }
 }
@@ -110,28 +140,101 @@ pub async fn run(
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
+    if let Some(refusal) = refuse(&request, options) {
+        eprintln!("troupe: {refusal}");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let link = ClusterLink::connect(flags).await?;
-    let replies = link.send(&request, options).await?;
-    Ok(ExitCode::from(print_replies(&request, &replies, options)?))
+    Ok(ExitCode::from(dispatch(&link, &request, options).await?))
 }
 
-/// Prints replies as a table (or JSON) and returns the exit code they call for.
+/// `quit` stops the agents themselves, and every watcher with them: it needs `--node`.
+pub const QUIT_NEEDS_NODE: &str = "quit stops the agents themselves (every watcher they run \
+     goes down with them) and needs the nodes named: troupe quit --node NAME[,NAME] (or \
+     --node '*' for every node, which asks first; --yes for scripts)";
+
+/// Why `request` is refused before anything is sent, if it is.
+pub fn refuse(request: &Request, options: &BroadcastOptions) -> Option<&'static str> {
+    (request.command == "quit" && options.node.is_none()).then_some(QUIT_NEEDS_NODE)
+}
+
+/// What a command that cannot be taken back does to the nodes it reaches, asked about by
+/// [`crate::confirm`]: the question for `request` on `targets`, if one is due.
+async fn question(link: &ClusterLink, request: &Request, targets: &[String]) -> Option<Question> {
+    match request.command.as_str() {
+        "quit" => Question::when_needed(
+            "stop the agents (and every watcher they run) on",
+            targets,
+            None,
+        ),
+        "reset" => {
+            let name = request.properties["name"].as_str().unwrap_or("*");
+            let warning = crate::reset::partial_member_warning(link, name, targets).await;
+            let action = format!("stop '{name}', wipe its data_dir and start it again on");
+            Question::when_needed(&action, targets, warning)
+        }
+        _ => None,
+    }
+}
+
+/// Sends `request` as [`run`] does, on a link the caller holds (the shell keeps one): asks
+/// first when [`question`] says so, lengthens the timeout of a `--waiting` command by the
+/// graceful stops it may wait out, prints the replies, and returns the exit code. A command
+/// that reaches nobody says why ([`crate::nobody`]) and exits [`EXIT_NOTHING_MATCHED`].
+pub async fn dispatch(
+    link: &ClusterLink,
+    request: &Request,
+    options: &BroadcastOptions,
+) -> anyhow::Result<u8> {
+    if let Some(refusal) = refuse(request, options) {
+        eprintln!("troupe: {refusal}");
+        return Ok(EXIT_USAGE);
+    }
+    let mut options = options.clone();
+    if matches!(request.command.as_str(), "quit" | "reset") {
+        let targets = link.target_names(&options).await?;
+        if targets.is_empty() {
+            return Ok(crate::nobody::report(
+                &link.nobody(options.node.as_deref()).await,
+            ));
+        }
+        if let Some(question) = question(link, request, &targets).await {
+            if let Err(refusal) = confirm(&question, options.yes) {
+                eprintln!("troupe: {refusal}");
+                return Ok(EXIT_USAGE);
+            }
+        }
+        // Exactly the nodes the question named.
+        options.node = Some(targets.join(","));
+    }
+    // A `--waiting` command may wait out graceful stops: known, they lengthen its timeout
+    // (unless `--timeout` says otherwise) and are named if it still runs out.
+    let graceful = if request.properties.get("waiting") == Some(&Value::Bool(true)) {
+        let pattern = request.properties.get("name").and_then(Value::as_str);
+        crate::watchers::graceful_stops(link, options.node.as_deref(), pattern).await
+    } else {
+        BTreeMap::new()
+    };
+    if let (false, Some(longest)) = (options.timeout_given, graceful.values().max()) {
+        options.timeout += *longest;
+    }
+    let mut replies = link.send(request, &options).await?;
+    if replies.is_empty() {
+        return Ok(crate::nobody::report(
+            &link.nobody(options.node.as_deref()).await,
+        ));
+    }
+    crate::broadcast::explain_timeouts(&mut replies, options.timeout, &graceful);
+    print_replies(request, &replies, &options)
+}
+
+/// Prints replies as a table (or JSON) and returns the exit code they call for; a caller
+/// with no replies says why instead ([`crate::nobody`]).
 pub fn print_replies(
     request: &Request,
     replies: &BTreeMap<String, Value>,
     options: &BroadcastOptions,
 ) -> anyhow::Result<u8> {
-    if replies.is_empty() {
-        eprintln!(
-            "troupe: no node matched{}",
-            options
-                .node
-                .as_deref()
-                .map(|n| format!(" --node {n}"))
-                .unwrap_or_default()
-        );
-        return Ok(EXIT_NOTHING_MATCHED);
-    }
     if options.json {
         println!("{}", serde_json::to_string_pretty(replies)?);
     } else {
@@ -154,6 +257,8 @@ pub enum ClusterLink {
     Local {
         membership: MembershipHandle,
         discovery: Discovery,
+        /// How it searches (other clusters are read from `membership` when asked).
+        search: Search,
     },
 }
 
@@ -182,21 +287,13 @@ impl ClusterLink {
             eprintln!("troupe: no controller answers at {endpoint}; discovering on the spot");
         }
         let (membership, discovery) = Discovery::start(crate::serve::sources(&settings))?;
-        discovery.first_sweep().await;
-        if settings.multicast {
-            let expect = settings.expect;
-            membership
-                .wait_until(listen, |m| {
-                    expect.is_some_and(|n| {
-                        m.iter().filter(|m| m.state == MemberState::Alive).count() >= n
-                    })
-                })
-                .await;
-        }
-        membership.sync().await;
+        discovery
+            .first_discovery(&membership, listen, settings.expect)
+            .await;
         Ok(ClusterLink::Local {
             membership,
             discovery,
+            search: Search::of(&settings, Default::default()),
         })
     }
 
@@ -218,20 +315,64 @@ impl ClusterLink {
 
     /// The members as JSON objects (see [`crate::membership::member_json`]).
     pub async fn nodes(&self) -> Vec<Value> {
+        self.census().await.0
+    }
+
+    /// The members, and how they were searched for.
+    pub async fn census(&self) -> (Vec<Value>, Search) {
         match self {
             ClusterLink::Controller(endpoint) => {
                 let zmq = zmq::Context::new();
                 let request = Request::new("nodelist", Default::default());
-                troupe::client::call_async(&zmq, endpoint, request, Duration::from_secs(2))
+                let reply = troupe::client::call_async(&zmq, endpoint, request, NODELIST_TIMEOUT)
                     .await
-                    .ok()
-                    .and_then(|r| r["nodes"].as_array().cloned())
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                let nodes = reply["nodes"].as_array().cloned().unwrap_or_default();
+                // An older serve says nothing of its search: then only "not found" is known.
+                let search = serde_json::from_value(reply["search"].clone()).unwrap_or(Search {
+                    sources: vec![format!("the controller at {endpoint}")],
+                    ..Search::default()
+                });
+                (nodes, search)
             }
-            ClusterLink::Local { membership, .. } => membership.members_json(),
+            ClusterLink::Local {
+                membership, search, ..
+            } => {
+                let search = Search {
+                    other_clusters: membership.other_clusters(),
+                    ..search.clone()
+                };
+                (membership.members_json(), search)
+            }
         }
     }
+
+    /// Why a command with this `--node` selection reached nobody.
+    pub async fn nobody(&self, selection: Option<&str>) -> Nobody {
+        let (nodes, search) = self.census().await;
+        crate::nobody::why(&nodes, &search, selection)
+    }
+
+    /// The names of the alive members `options.node` selects.
+    pub async fn target_names(&self, options: &BroadcastOptions) -> anyhow::Result<Vec<String>> {
+        let alive = self
+            .nodes()
+            .await
+            .into_iter()
+            .filter(|n| n["state"] == "alive")
+            .filter_map(|n| {
+                Some(Target {
+                    name: n["name"].as_str()?.to_string(),
+                    endpoint: n["endpoint"].as_str()?.to_string(),
+                })
+            });
+        let selected = select(alive, options.node.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(selected.into_iter().map(|t| t.name).collect())
+    }
 }
+
+/// How long a `nodelist` asked of a running controller may take.
+const NODELIST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a `cluster` request may take: serve replies once it has swept the new range (a
 /// /16 of mostly unanswered addresses takes a while).
@@ -266,8 +407,10 @@ async fn via_controller(
         json!(options.timeout.as_secs_f64()),
     );
     let zmq = zmq::Context::new();
-    // The controller applies the per-node timeout itself; allow it that plus a margin.
-    let margin = options.timeout + Duration::from_secs(2);
+    // The controller applies the per-node timeout itself, after its first discovery at most;
+    // allow it that plus a margin.
+    let margin =
+        options.timeout + troupe::bounds::SERVE_FIRST_DISCOVERY_WAIT + Duration::from_secs(2);
     let reply = troupe::client::call_async(&zmq, endpoint, forwarded, margin).await?;
     if reply["status"] != "ok" {
         anyhow::bail!(

@@ -3,6 +3,7 @@
 
 use crate::broadcast::{fan_out, reply_ok, Target};
 use crate::command::{BroadcastOptions, ClusterLink};
+use crate::confirm::{confirm, Question};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -179,6 +180,40 @@ pub fn render_configure(replies: &BTreeMap<String, Value>, dry_run: bool) -> Str
     crate::render::table(&["NODE", "CONFIGURE"], &rows)
 }
 
+/// `troupe reconfigure [--reset]` as the CLI runs it: reaching nobody says why and exits
+/// [`crate::command::EXIT_NOTHING_MATCHED`], as every command does; a reset of more than one
+/// node (or of some members of a clustered service) asks first ([`crate::confirm`]). Prints
+/// the table and returns the exit code.
+pub async fn run_reconfigure(
+    link: &ClusterLink,
+    cluster: &str,
+    options: &BroadcastOptions,
+    reset: bool,
+) -> anyhow::Result<u8> {
+    let targets = link.target_names(options).await?;
+    if targets.is_empty() {
+        let nobody = link.nobody(options.node.as_deref()).await;
+        return Ok(crate::nobody::report(&nobody));
+    }
+    if reset {
+        let warning = crate::reset::partial_member_warning(link, "*", &targets).await;
+        let action = "stop every watcher, wipe every data_dir, configure and start again on";
+        if let Some(question) = Question::when_needed(action, &targets, warning) {
+            if let Err(refusal) = confirm(&question, options.yes) {
+                eprintln!("troupe: {refusal}");
+                return Ok(crate::command::EXIT_USAGE);
+            }
+        }
+    }
+    let (table, ok) = reconfigure(link, cluster, options, reset).await?;
+    println!("{table}");
+    Ok(if ok {
+        crate::command::EXIT_OK
+    } else {
+        crate::command::EXIT_NODE_FAILED
+    })
+}
+
 /// `troupe reconfigure [--reset]`: stop all -> (reset) -> configure -> start (autostart
 /// watchers and every configured one), one row a node.
 pub async fn reconfigure(
@@ -261,6 +296,8 @@ pub async fn reconfigure(
             row
         })
         .collect();
+    // A fan-out that reached nobody is no success.
+    all_ok &= !rows.is_empty();
     let mut header = vec!["NODE"];
     header.extend(steps.iter().map(|(name, _)| *name));
     Ok((crate::render::table(&header, &rows), all_ok))

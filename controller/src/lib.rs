@@ -9,11 +9,15 @@
 //! - [`keygen`]: `troupe keygen`, a new cluster key.
 //! - [`stats`]: live stats aggregation (`troupe serve`'s stats socket, `troupe stats`);
 //!   [`top`]: the `troupe top` terminal view.
+//! - [`command`]: a command to the cluster, guarded by [`confirm`] (and [`reset`]'s check of
+//!   clustered services), lengthened by what [`watchers`] say of graceful stops; [`nobody`]:
+//!   why a command reached no node.
 
 pub mod broadcast;
 pub mod circus_args;
 pub mod command;
 pub mod configure;
+pub mod confirm;
 pub mod demo;
 pub mod discovery;
 #[cfg(test)]
@@ -21,12 +25,15 @@ mod fake_agent;
 pub mod keygen;
 pub mod links;
 pub mod membership;
+pub mod nobody;
 pub mod nodes;
 pub mod probe;
 pub mod render;
+pub mod reset;
 pub mod serve;
 pub mod settings;
 pub mod shell;
 pub mod state;
 pub mod stats;
 pub mod top;
+pub mod watchers;

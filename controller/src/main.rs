@@ -8,7 +8,7 @@ use troupe::client::{call, call_async, ClientError};
 use troupe::discovery::parse_targets;
 use troupe::protocol::Request;
 use troupe_controller::command::{
-    controller_answers, print_replies, BroadcastFlags, ClusterLink, CLUSTER_SWEEP_TIMEOUT,
+    controller_answers, dispatch, BroadcastFlags, ClusterLink, CLUSTER_SWEEP_TIMEOUT,
 };
 use troupe_controller::configure;
 use troupe_controller::settings::{parse_duration, NodeFlags};
@@ -19,7 +19,11 @@ use troupe_controller::state::ControllerState;
 /// Any Circus command (status, start, stop, restart, reload, incr, decr, numprocesses, list,
 /// signal, kill, get, set, options, add, rm, quit, ...) runs on every node:
 /// `troupe status`, `troupe stop web --node 'db-*' --waiting`, `troupe incr web 2 --json`.
-/// Exit codes: 0 all ok, 1 some node failed or timed out, 2 usage error, 3 nothing matched.
+/// Exit codes: 0 all ok, 1 some node failed or timed out, 2 usage error (or a question not
+/// answered yes), 3 no node reached.
+///
+/// `quit` stops agents and needs `--node`; commands that stop agents or wipe data on more
+/// than one node ask first on a terminal (`--yes` for scripts).
 #[derive(Parser, Debug)]
 #[command(name = "troupe", version, allow_external_subcommands = true)]
 struct Cli {
@@ -166,7 +170,7 @@ fn main() -> ExitCode {
     troupe::logging::init(cli.log_level);
     if let Some(path) = &cli.key_file {
         if let Err(e) = troupe_controller::settings::use_key_file(path) {
-            eprintln!("troupe: {e:#}");
+            eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
             return ExitCode::from(2);
         }
     }
@@ -200,8 +204,8 @@ fn main() -> ExitCode {
             let options = broadcast.options();
             let replies = configure::push(&nodes, &cluster, &options, restart, dry_run).await?;
             if replies.is_empty() {
-                eprintln!("troupe: no troupe node to configure");
-                return Ok(ExitCode::from(3));
+                let nobody = link.nobody(options.node.as_deref()).await;
+                return Ok(ExitCode::from(troupe_controller::nobody::report(&nobody)));
             }
             if options.json {
                 println!("{}", serde_json::to_string_pretty(&replies)?);
@@ -218,23 +222,21 @@ fn main() -> ExitCode {
             props.insert("name".into(), Value::String(watcher));
             props.insert("waiting".into(), Value::Bool(true));
             let request = Request::new("reset", props);
-            let replies = link.send(&request, &options).await?;
-            Ok(ExitCode::from(print_replies(&request, &replies, &options)?))
+            Ok(ExitCode::from(dispatch(&link, &request, &options).await?))
         }),
         Command::Reconfigure { reset, broadcast } => run_async(async move {
             let link = ClusterLink::connect(&broadcast.flags).await?;
             let cluster = broadcast.flags.settings()?.config.cluster;
-            let (table, ok) =
-                configure::reconfigure(&link, &cluster, &broadcast.options(), reset).await?;
-            println!("{table}");
-            Ok(ExitCode::from(if ok { 0 } else { 1 }))
+            Ok(ExitCode::from(
+                configure::run_reconfigure(&link, &cluster, &broadcast.options(), reset).await?,
+            ))
         }),
         Command::Stats(args) => run_async(troupe_controller::stats::cli::run(args)),
         Command::Top { flags } => run_async(troupe_controller::top::run(flags)),
         Command::Shell { flags } => match troupe_controller::shell::run(flags) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("troupe shell: {e:#}");
+                eprintln!("troupe shell: {}", troupe::logging::error_chain(e.as_ref()));
                 ExitCode::from(2)
             }
         },
@@ -252,11 +254,16 @@ fn main() -> ExitCode {
             timeout,
         } => ctl(&endpoint, &command, properties.as_deref(), timeout),
         Command::Nodes { wait, json, flags } => run_async(async move {
-            let nodes = troupe_controller::nodes::list(&flags, wait).await?;
+            let link = ClusterLink::connect_listening(&flags, wait).await?;
+            let (nodes, search) = link.census().await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&nodes)?);
             } else {
                 println!("{}", troupe_controller::nodes::table(&nodes));
+            }
+            if nodes.is_empty() {
+                let nobody = troupe_controller::nobody::why(&nodes, &search, None);
+                eprintln!("troupe: {nobody}");
             }
             Ok(ExitCode::SUCCESS)
         }),
@@ -358,7 +365,7 @@ fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) 
     match runtime.block_on(work) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("troupe: {e:#}");
+            eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

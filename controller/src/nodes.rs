@@ -1,16 +1,7 @@
-//! `troupe nodes`: who is there. Asks a running `troupe serve`, or discovers on the spot.
+//! `troupe nodes`: who is there, as a table (the members come from
+//! [`crate::command::ClusterLink::census`]: a running `troupe serve`, or discovered on the spot).
 
-use crate::command::ClusterLink;
-use crate::settings::NodeFlags;
 use serde_json::Value;
-use std::time::Duration;
-
-/// Members as JSON objects (see [`crate::membership::member_json`]): from a running
-/// controller, or discovered on the spot, listening `wait` for mDNS answers.
-pub async fn list(flags: &NodeFlags, wait: Duration) -> anyhow::Result<Vec<Value>> {
-    let link = ClusterLink::connect_listening(flags, wait).await?;
-    Ok(link.nodes().await)
-}
 
 /// The human table: one row per member, KEY the fingerprint of its cluster key or `none`;
 /// then why each locked row is locked.

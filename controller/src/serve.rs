@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use troupe::bounds::{MAX_MEMBERS, SERVE_REMOTE_SWEEP_ADDRESSES};
+use troupe::bounds::{MAX_MEMBERS, SERVE_FIRST_DISCOVERY_WAIT, SERVE_REMOTE_SWEEP_ADDRESSES};
 use troupe::discovery::parse_targets;
 use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Request};
 use troupe::sockets::ControlSocket;
@@ -38,7 +38,9 @@ use troupe::subscribers::GuardedPublisher;
 
 /// Runs until SIGINT/SIGTERM, reading the key file again on each SIGHUP.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let banner = banner(&settings);
     let serving = start(settings)?;
+    println!("{banner}");
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -56,6 +58,26 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     serving.stop();
     tracing::info!("troupe serve stopped");
     Ok(())
+}
+
+/// What serve says at start: its cluster, what it listens on, how it discovers.
+fn banner(settings: &Settings) -> String {
+    let serve = &settings.config.serve;
+    let endpoint = |port: u16| format!("tcp://{}:{port}", serve.bind);
+    let search = crate::nobody::Search::of(settings, Default::default());
+    let registering = if search.sources.is_empty() {
+        "; only agents that register themselves (master = ...) join"
+    } else {
+        ""
+    };
+    format!(
+        "troupe serve: cluster '{}'; control {}, events {}, stats {}; discovering by {}{registering}",
+        settings.config.cluster,
+        endpoint(serve.control_port),
+        endpoint(serve.events_port),
+        endpoint(serve.stats_port),
+        search.describe(),
+    )
 }
 
 /// A running controller; it stops when dropped.
@@ -142,6 +164,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         }
     });
     tracing::info!(control = %control_endpoint, events = %events_endpoint, stats = %stats_endpoint, multicast = settings.multicast, "troupe serve ready");
+    let (discovered_tx, discovered) = tokio::sync::watch::channel(false);
     let context = Arc::new(ServeContext {
         membership: membership.clone(),
         admission,
@@ -149,8 +172,18 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         settings,
         stats,
         links,
+        discovered,
     });
-    let mut tasks = vec![publisher, stats_actor, links_actor];
+    let first = context.clone();
+    let first_discovery = tokio::spawn(async move {
+        let expect = first.settings.expect;
+        first
+            .discovery
+            .first_discovery(&first.membership, crate::command::MDNS_LISTEN, expect)
+            .await;
+        discovered_tx.send_replace(true);
+    });
+    let mut tasks = vec![publisher, stats_actor, links_actor, first_discovery];
     if context.settings.config.serve.auto_configure {
         tasks.push(tokio::spawn(auto_configure(context.clone())));
     }
@@ -190,9 +223,8 @@ async fn auto_configure(context: Arc<ServeContext>) {
         }
         let nodes = context.membership.members_json();
         let options = crate::command::BroadcastOptions {
-            node: None,
             timeout: context.settings.config.timeout,
-            json: false,
+            ..Default::default()
         };
         let cluster = &context.settings.config.cluster;
         match crate::configure::push(&nodes, cluster, &options, true, false).await {
@@ -239,6 +271,21 @@ struct ServeContext {
     settings: Settings,
     stats: crate::stats::StatsHandle,
     links: crate::links::Links,
+    /// True once the first discovery is done (see [`ServeContext::first_discovery`]).
+    discovered: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ServeContext {
+    /// Waits for serve's first discovery, at most [`SERVE_FIRST_DISCOVERY_WAIT`]: a command
+    /// sent as serve starts would otherwise find an empty member list and reach nobody.
+    async fn first_discovery(&self) {
+        let mut discovered = self.discovered.clone();
+        let _ = tokio::time::timeout(
+            SERVE_FIRST_DISCOVERY_WAIT,
+            discovered.wait_for(|done| *done),
+        )
+        .await;
+    }
 }
 
 /// Where a control message came from and where its reply goes.
@@ -356,6 +403,14 @@ async fn handle(
             request.command
         )));
     }
+    let reads_members = request.properties.contains_key("node")
+        || matches!(
+            request.command.as_str(),
+            "nodelist" | "status" | "list" | "numwatchers" | "numprocesses"
+        );
+    if reads_members {
+        context.first_discovery().await;
+    }
     // Before forwarding: `node` is a filter for these, not a destination.
     if let Some(reply) = crate::stats::control::handle(request, &context.stats).await {
         return reply;
@@ -401,7 +456,9 @@ async fn handle(
         }
         "nodelist" => {
             let nodes = context.membership.members_json();
-            Ok(fields([("nodes", json!(nodes))]))
+            let others = context.membership.other_clusters();
+            let search = crate::nobody::Search::of(&context.settings, others);
+            Ok(fields([("nodes", json!(nodes)), ("search", json!(search))]))
         }
         "cluster" => {
             let range = props["range"]

@@ -1,9 +1,13 @@
 //! `troupe shell`: the seed's console. An interactive prompt with history and completion
 //! (commands, watcher names, node names after `--node`) that accepts the same commands as
-//! the CLI, plus `nodes`, `cluster RANGE [COUNT]`, `help` and `exit`.
+//! the CLI, plus `nodes`, `cluster RANGE [COUNT]`, `help`, and `exit` or `quit` to leave.
+//!
+//! `quit` alone leaves the shell, as in every shell: it is never Circus's `quit` broadcast
+//! to the cluster (that stopped every agent once, without a question). Stopping agents is
+//! `quit --node SEL`, with the CLI's rules ([`crate::command::dispatch`]).
 
 use crate::circus_args::{build_request, COMMANDS};
-use crate::command::{print_replies, BroadcastFlags, ClusterLink};
+use crate::command::{dispatch, BroadcastFlags, ClusterLink};
 use crate::settings::NodeFlags;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -12,6 +16,11 @@ use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 use std::process::ExitCode;
 
 const SHELL_COMMANDS: [&str; 4] = ["nodes", "cluster", "help", "exit"];
+
+/// Whether a line leaves the shell: `exit`, or `quit` with nothing after it.
+fn leaves(command: &str, rest: &[String]) -> bool {
+    command == "exit" || (command == "quit" && rest.is_empty())
+}
 
 /// Completion candidates, refreshed after every command.
 #[derive(Default, Helper, Hinter, Highlighter, Validator)]
@@ -76,7 +85,7 @@ pub fn run(flags: NodeFlags) -> anyhow::Result<ExitCode> {
         }
         ClusterLink::Local { .. } => println!("troupe shell: discovering on the spot"),
     }
-    println!("Type `help` for commands, `exit` or Ctrl-D to leave.");
+    println!("Type `help` for commands, `exit`, `quit` or Ctrl-D to leave.");
     let mut last = 0u8;
     loop {
         let line = match editor.readline("troupe> ") {
@@ -98,8 +107,10 @@ pub fn run(flags: NodeFlags) -> anyhow::Result<ExitCode> {
             }
         };
         let (command, rest) = words.split_first().expect("a non-empty line has a word");
+        if leaves(command, rest) {
+            break;
+        }
         last = match command.as_str() {
-            "exit" => break,
             "help" => {
                 println!("{}", help());
                 0
@@ -139,8 +150,8 @@ async fn broadcast(link: &ClusterLink, command: &str, rest: &[String]) -> u8 {
         }
     };
     let options = flags.options();
-    match link.send(&request, &options).await {
-        Ok(replies) => print_replies(&request, &replies, &options).unwrap_or(1),
+    match dispatch(link, &request, &options).await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             crate::command::EXIT_NODE_FAILED
@@ -230,9 +241,8 @@ async fn refresh_names(link: &ClusterLink, editor: &mut Editor<Names, DefaultHis
         .filter_map(|n| n["name"].as_str().map(str::to_string))
         .collect();
     let options = crate::command::BroadcastOptions {
-        node: None,
         timeout: std::time::Duration::from_millis(500),
-        json: false,
+        ..Default::default()
     };
     let list = troupe::protocol::Request::new("list", Default::default());
     let mut watchers: Vec<String> = match link.send(&list, &options).await {
@@ -255,7 +265,8 @@ fn help() -> String {
     format!(
         "Commands (sent to every alive node, or `--node a,b` / `--node 'web-*'`; `--json`, `--timeout 5s`):\n  {}\n\
          Shell commands:\n  nodes                 list the members\n  cluster RANGE [COUNT] probe RANGE (e.g. 192.168.0.0/24 32)\n  \
-         help, exit",
+         help\n  exit, quit            leave the shell (the agents keep running)\n\
+         Stopping agents: quit --node NAME[,NAME] (--node '*' for all; asks first, --yes skips)",
         COMMANDS.join(" ")
     )
 }

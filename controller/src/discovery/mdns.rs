@@ -33,7 +33,13 @@ pub fn start(
                             Ok(record) if record.cluster == cluster => {
                                 record.fingerprint.map_or(Announced::Keyless, Announced::Key)
                             }
-                            Ok(_) => continue,
+                            Ok(record) => {
+                                if let Some(name) = instance_name(&service.fullname) {
+                                    let cluster = record.cluster;
+                                    membership.send(MembershipMsg::OtherCluster { cluster, name }).await;
+                                }
+                                continue;
+                            }
                             Err(e) => {
                                 tracing::debug!(instance = %service.fullname, "ignored mDNS record: {e}");
                                 continue;

@@ -9,7 +9,7 @@ pub mod mdns;
 
 pub use admission::Admission;
 
-use crate::membership::{MembershipHandle, MembershipMsg, Source};
+use crate::membership::{MemberState, MembershipHandle, MembershipMsg, Source};
 use crate::probe::{sweep, ProbeLimits};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -95,6 +95,27 @@ impl Discovery {
     pub async fn first_sweep(&self) {
         let mut sweeps = self.sweeps.clone();
         let _ = sweeps.wait_for(Option::is_some).await;
+    }
+
+    /// Resolves once the first discovery is done: the first sweep of ranges and seeds, then
+    /// with multicast `listen` more for mDNS answers (less once `expect` members are alive).
+    pub async fn first_discovery(
+        &self,
+        membership: &MembershipHandle,
+        listen: Duration,
+        expect: Option<usize>,
+    ) {
+        self.first_sweep().await;
+        if self.daemon.is_some() {
+            membership
+                .wait_until(listen, |m| {
+                    expect.is_some_and(|n| {
+                        m.iter().filter(|m| m.state == MemberState::Alive).count() >= n
+                    })
+                })
+                .await;
+        }
+        membership.sync().await;
     }
 
     /// Replaces the probed ranges (`troupe cluster`) and resolves once they have been swept

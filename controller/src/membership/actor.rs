@@ -30,7 +30,7 @@ use super::table::{Announced, EventKind, Member, MemberEvent, MemberState, Membe
 use crate::discovery::Admission;
 use crate::probe::{probe, probe_on, Dealer, Probed};
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{interval, Instant, MissedTickBehavior};
@@ -64,6 +64,8 @@ pub enum MembershipMsg {
     Goodbye { id_or_endpoint: String },
     /// mDNS goodbye of an instance (node name).
     GoodbyeByName { name: String },
+    /// An agent of another cluster announced itself (mDNS): counted, never adopted.
+    OtherCluster { cluster: String, name: String },
     /// Answers once every message sent before it was handled.
     Sync(tokio::sync::oneshot::Sender<()>),
 }
@@ -81,6 +83,7 @@ pub struct MembershipHandle {
     tx: mpsc::Sender<MembershipMsg>,
     view: watch::Receiver<Vec<Member>>,
     refused: watch::Receiver<u64>,
+    others: watch::Receiver<BTreeMap<String, usize>>,
     events: broadcast::Sender<PublishedEvent>,
 }
 
@@ -96,6 +99,7 @@ impl MembershipHandle {
         let (tx, rx) = mpsc::channel(1024);
         let (view_tx, view) = watch::channel(Vec::new());
         let (refused_tx, refused) = watch::channel(0);
+        let (others_tx, others) = watch::channel(BTreeMap::new());
         let (events, _) = broadcast::channel(1024);
         // The keyring is the process's, installed at start (troupe::sockets).
         let table = match troupe::sockets::client_keys() {
@@ -108,6 +112,7 @@ impl MembershipHandle {
             zmq: zmq::Context::new(),
             view: view_tx,
             refused: refused_tx,
+            others: others_tx,
             events: events.clone(),
             verify,
             in_flight: BTreeSet::new(),
@@ -119,6 +124,7 @@ impl MembershipHandle {
             tx,
             view,
             refused,
+            others,
             events,
         }
     }
@@ -145,6 +151,12 @@ impl MembershipHandle {
         *self.refused.borrow()
     }
 
+    /// How many agents of each other cluster answered or announced themselves, up to the
+    /// last published view.
+    pub fn other_clusters(&self) -> BTreeMap<String, usize> {
+        self.others.borrow().clone()
+    }
+
     /// The members as JSON objects (see [`member_json`]).
     pub fn members_json(&self) -> Vec<Value> {
         self.members().iter().map(member_json).collect()
@@ -167,6 +179,7 @@ struct Actor {
     zmq: zmq::Context,
     view: watch::Sender<Vec<Member>>,
     refused: watch::Sender<u64>,
+    others: watch::Sender<BTreeMap<String, usize>>,
     events: broadcast::Sender<PublishedEvent>,
     verify: Option<mpsc::UnboundedSender<String>>,
     /// Member keys and endpoints with a heartbeat or probe under way.
@@ -250,6 +263,10 @@ impl Actor {
             } => self.table.answered(&endpoint, Some(source), facts, now),
             MembershipMsg::Goodbye { id_or_endpoint } => self.table.goodbye(&id_or_endpoint, now),
             MembershipMsg::GoodbyeByName { name } => self.table.goodbye_by_name(&name, now),
+            MembershipMsg::OtherCluster { cluster, name } => {
+                self.table.other_cluster(&cluster, &name);
+                Vec::new()
+            }
             MembershipMsg::Sync(done) => {
                 // Publish the view before answering, so the caller reads it up to date.
                 self.publish(Vec::new());
@@ -384,6 +401,10 @@ impl Actor {
                 troupe::bounds::MAX_MEMBERS
             );
             self.refused.send_replace(refused);
+        }
+        let others = self.table.other_clusters();
+        if others != *self.others.borrow() {
+            self.others.send_replace(others);
         }
         self.view_stale = false;
         for event in events {

@@ -21,7 +21,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
-use troupe::bounds::{MAX_MEMBERS, MAX_REFUSED_CLAIMS};
+use troupe::bounds::{MAX_MEMBERS, MAX_OTHER_CLUSTER_NODES, MAX_REFUSED_CLAIMS};
 use troupe::cluster_key::Fingerprint;
 use troupe::protocol::NodeInfo;
 
@@ -186,6 +186,10 @@ pub struct MemberTable {
     refused: u64,
     /// (id, endpoint) claims of a held id already logged, at most [`MAX_REFUSED_CLAIMS`].
     refused_claims: BTreeSet<(String, String)>,
+    /// Agents of other clusters that answered or announced themselves: (cluster, node name),
+    /// at most [`MAX_OTHER_CLUSTER_NODES`]. Never members; they tell an operator who typed
+    /// no `--cluster` where the nodes went.
+    others: BTreeSet<(String, String)>,
 }
 
 impl MemberTable {
@@ -197,6 +201,7 @@ impl MemberTable {
             members: BTreeMap::new(),
             refused: 0,
             refused_claims: BTreeSet::new(),
+            others: BTreeSet::new(),
         }
     }
 
@@ -276,6 +281,27 @@ impl MemberTable {
         member.last_ok = now;
     }
 
+    /// An agent of cluster `cluster`, not ours, called `name`, answered or announced itself.
+    /// Kept only when both are valid names (they are shown to the operator).
+    pub fn other_cluster(&mut self, cluster: &str, name: &str) {
+        use troupe::config::names::check_name;
+        if cluster == self.cluster || check_name(cluster).is_err() || check_name(name).is_err() {
+            return;
+        }
+        if self.others.len() < MAX_OTHER_CLUSTER_NODES {
+            self.others.insert((cluster.to_string(), name.to_string()));
+        }
+    }
+
+    /// How many agents of each other cluster answered or announced themselves.
+    pub fn other_clusters(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for (cluster, _) in &self.others {
+            *counts.entry(cluster.clone()).or_default() += 1;
+        }
+        counts
+    }
+
     /// How many new members were not adopted because the table was full, since it started.
     pub fn refused(&self) -> u64 {
         self.refused
@@ -326,6 +352,7 @@ impl MemberTable {
             NodeFacts::Circus { watchers } => self.circus_answered(endpoint, source, watchers, now),
             NodeFacts::Troupe(info) => {
                 if info.cluster != self.cluster {
+                    self.other_cluster(&info.cluster, &info.name);
                     return Vec::new();
                 }
                 self.troupe_answered(endpoint, source, *info, now)

@@ -316,6 +316,27 @@ async fn other_clusters_are_not_adopted() {
         )
         .is_empty());
     assert_eq!(table.members().count(), 0);
+    assert_eq!(table.other_clusters(), [("default".to_string(), 1)].into());
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_clusters_are_counted_by_node_and_only_with_valid_names() {
+    let mut table = MemberTable::new("lab");
+    for (cluster, name) in [
+        ("default", "a"),
+        ("default", "a"),
+        ("default", "b"),
+        ("prod", "a"),
+        ("lab", "c"),
+        ("bad\u{1b}[2J", "d"),
+        ("default", "e\nf"),
+    ] {
+        table.other_cluster(cluster, name);
+    }
+    assert_eq!(
+        table.other_clusters(),
+        [("default".to_string(), 2), ("prod".to_string(), 1)].into()
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -151,11 +151,16 @@ impl NameFilter {
 }
 
 impl Snapshot {
-    /// Only the nodes and watchers selected; node totals are kept as they are (the node's).
+    /// Only the nodes and watchers selected. With a watcher selection a node's totals are
+    /// those of its selected watchers (a `*` row of every process next to the rows of a few
+    /// read as theirs); without one they stay the node's own.
     pub fn filtered(mut self, nodes: &NameFilter, watchers: &NameFilter) -> Snapshot {
         self.nodes.retain(|name, _| nodes.matches(name));
         for node in self.nodes.values_mut() {
             node.watchers.retain(|name, _| watchers.matches(name));
+            if !watchers.0.is_empty() {
+                node.total = Totals::sum(node.watchers.values().map(|w| &w.total));
+            }
         }
         self
     }
@@ -195,6 +200,36 @@ mod tests {
         assert_eq!(node.pid, [0, 1, 2]);
         assert_eq!(node.cpu, 199.0);
         assert_eq!(node.age, 30.0);
+    }
+
+    #[test]
+    fn a_watcher_selection_totals_the_node_over_the_selected_watchers_only() {
+        let watcher = |pid: u32, cpu: f64| WatcherSnapshot {
+            total: Totals::over(vec![pid], [&Figures::of(&json!({"cpu": cpu, "mem": 1.0}))]),
+            processes: BTreeMap::new(),
+        };
+        let node = NodeSnapshot {
+            total: Totals::over(vec![1, 2, 3], [&Figures::of(&json!({"cpu": 60.0}))]),
+            watchers: [
+                ("web".into(), watcher(1, 10.0)),
+                ("db".into(), watcher(2, 40.0)),
+            ]
+            .into(),
+            ..NodeSnapshot::default()
+        };
+        let snapshot = Snapshot {
+            time: 0.0,
+            nodes: [("a".to_string(), node)].into(),
+        };
+        let all = NameFilter::default();
+        let whole = snapshot.clone().filtered(&all, &all);
+        assert_eq!(
+            whole.nodes["a"].total.cpu, 60.0,
+            "no selection: the node's own"
+        );
+        let web = snapshot.filtered(&all, &NameFilter::parse(Some("web")).unwrap());
+        assert_eq!(web.nodes["a"].total.cpu, 10.0);
+        assert_eq!(web.nodes["a"].total.pid, [1]);
     }
 
     #[test]

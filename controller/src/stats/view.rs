@@ -131,7 +131,11 @@ pub fn summary(snapshot: &Snapshot) -> (usize, usize, usize, f64, u64) {
     let nodes = snapshot.nodes.values();
     let stale = nodes.clone().filter(|n| n.stale).count();
     let processes = nodes.clone().map(|n| n.total.pid.len()).sum();
-    let cpu = nodes.clone().map(|n| n.total.cpu).sum();
+    // Folded from +0.0: an empty f64 sum is -0.0, which showed as "CPU -0.0%".
+    let cpu = nodes
+        .clone()
+        .map(|n| n.total.cpu)
+        .fold(0.0, |sum, cpu| sum + cpu);
     let rss = nodes.map(|n| n.total.rss).sum();
     (snapshot.nodes.len(), stale, processes, cpu, rss)
 }
@@ -144,6 +148,13 @@ mod tests {
     use serde_json::json;
     use std::time::Duration;
     use tokio::time::Instant;
+
+    #[test]
+    fn no_nodes_is_zero_cpu_not_minus_zero() {
+        let (nodes, _, _, cpu, _) = summary(&Snapshot::default());
+        assert_eq!(nodes, 0);
+        assert_eq!(format!("{cpu:.1}"), "0.0");
+    }
 
     fn sample(stats: &mut ClusterStats, node: &str, watcher: &str, procs: &[(u32, f64, f64)]) {
         let now = Instant::now();
