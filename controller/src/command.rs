@@ -112,7 +112,19 @@ pub async fn run(
     };
     let link = ClusterLink::connect(flags).await?;
     let replies = link.send(&request, options).await?;
-    Ok(ExitCode::from(print_replies(&request, &replies, options)?))
+    let code = print_replies(&request, &replies, options)?;
+    report_locked(&link.nodes().await, options);
+    Ok(ExitCode::from(code))
+}
+
+/// Prints, after a fan-out's results, how many selected nodes were skipped because they are
+/// locked, and why ([`crate::broadcast::locked_line`]).
+pub fn report_locked(nodes: &[Value], options: &BroadcastOptions) {
+    let ours = troupe::sockets::client_keys().map(|keys| keys.keyring().fingerprint());
+    let ours = ours.as_ref().map(|fp| fp.as_str());
+    if let Some(line) = crate::broadcast::locked_line(nodes, options.node.as_deref(), ours) {
+        eprintln!("troupe: {line}");
+    }
 }
 
 /// Prints replies as a table (or JSON) and returns the exit code they call for.

@@ -8,7 +8,8 @@ use troupe::client::{call, call_async, ClientError};
 use troupe::discovery::parse_targets;
 use troupe::protocol::Request;
 use troupe_controller::command::{
-    controller_answers, print_replies, BroadcastFlags, ClusterLink, CLUSTER_SWEEP_TIMEOUT,
+    controller_answers, print_replies, report_locked, BroadcastFlags, ClusterLink,
+    CLUSTER_SWEEP_TIMEOUT,
 };
 use troupe_controller::configure;
 use troupe_controller::settings::{parse_duration, NodeFlags};
@@ -201,6 +202,7 @@ fn main() -> ExitCode {
             let replies = configure::push(&nodes, &cluster, &options, restart, dry_run).await?;
             if replies.is_empty() {
                 eprintln!("troupe: no troupe node to configure");
+                report_locked(&nodes, &options);
                 return Ok(ExitCode::from(3));
             }
             if options.json {
@@ -208,6 +210,7 @@ fn main() -> ExitCode {
             } else {
                 println!("{}", configure::render_configure(&replies, dry_run));
             }
+            report_locked(&nodes, &options);
             let ok = replies.values().all(troupe_controller::broadcast::reply_ok);
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }),
@@ -219,7 +222,9 @@ fn main() -> ExitCode {
             props.insert("waiting".into(), Value::Bool(true));
             let request = Request::new("reset", props);
             let replies = link.send(&request, &options).await?;
-            Ok(ExitCode::from(print_replies(&request, &replies, &options)?))
+            let code = print_replies(&request, &replies, &options)?;
+            report_locked(&link.nodes().await, &options);
+            Ok(ExitCode::from(code))
         }),
         Command::Reconfigure { reset, broadcast } => run_async(async move {
             let link = ClusterLink::connect(&broadcast.flags).await?;
@@ -227,6 +232,7 @@ fn main() -> ExitCode {
             let (table, ok) =
                 configure::reconfigure(&link, &cluster, &broadcast.options(), reset).await?;
             println!("{table}");
+            report_locked(&link.nodes().await, &broadcast.options());
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }),
         Command::Stats(args) => run_async(troupe_controller::stats::cli::run(args)),
