@@ -28,6 +28,12 @@ pub enum ClientError {
         /// This process holds no cluster key: a keyed node or controller never answers it.
         keyless: bool,
     },
+    /// Every handshake failed and none succeeded: the endpoint holds none of our keys.
+    #[error(
+        "{endpoint} refused this client's cluster key: it holds another key, or none (copy \
+         the cluster key file to it, or name its key with --key-file or TROUPE_KEY_FILE)"
+    )]
+    Refused { endpoint: String },
     #[error("transport error talking to {endpoint}: {source}")]
     Transport {
         endpoint: String,
@@ -105,16 +111,75 @@ pub async fn call_async(
 /// sent again on a new socket, made with the key the endpoint takes now
 /// ([`crate::sockets::ClientKeys`]), within the request's own timeout.
 pub struct Connection {
-    /// Dropped first: closing it stops its monitor before `events` is closed.
+    /// Dropped first: closing it stops its monitor before the handshakes' end is closed.
     dealer: tmq::dealer::Dealer,
-    /// The monitor of `dealer`'s handshakes and disconnections; `None` without a key.
+    handshakes: Handshakes,
+    endpoint: String,
+    /// To make the socket again.
+    context: Context,
+}
+
+/// The handshakes of a client socket with a key, watched for as long as it lives: what lets
+/// a kept socket ([`Connection`], [`Subscription`]) see that its endpoint now refuses the key
+/// it was made with (a key rotation), and be made again.
+pub(crate) struct Handshakes {
+    /// The monitor of the socket's handshakes and disconnections; `None` without a key.
     events: Option<tmq::pair::Pair>,
     /// Whether, as far as the events read say, a handshake succeeded and the connection has
     /// not ended since.
     up: bool,
-    endpoint: String,
-    /// To make the socket again.
-    context: Context,
+}
+
+impl Handshakes {
+    pub(crate) fn new(events: Option<tmq::pair::Pair>, up: bool) -> Handshakes {
+        Handshakes { events, up }
+    }
+
+    fn note(&mut self, handshake: Handshake) {
+        match handshake {
+            Handshake::Succeeded => self.up = true,
+            Handshake::Disconnected | Handshake::Refused => self.up = false,
+            Handshake::Unknown => {}
+        }
+    }
+
+    /// Reads the events that are waiting; whether one said the endpoint refused the key.
+    fn drain(&mut self) -> bool {
+        use tmq::AsZmqSocket;
+        let mut refused = false;
+        let Some(events) = &mut self.events else {
+            return false;
+        };
+        // Straight from the socket: a stream that was not polled since its descriptor last
+        // fired says "pending" with events queued.
+        let mut seen = Vec::new();
+        while let Ok(frames) = events.get_socket().recv_multipart(zmq::DONTWAIT) {
+            seen.extend(crate::sockets::handshake_event(&frames));
+        }
+        for handshake in seen {
+            refused |= handshake == Handshake::Refused;
+            self.note(handshake);
+        }
+        refused
+    }
+
+    /// The next handshake event; never, without a key. Cancel-safe.
+    async fn next(&mut self) -> Handshake {
+        use futures::StreamExt;
+        loop {
+            let Some(events) = &mut self.events else {
+                return std::future::pending().await;
+            };
+            let Some(Ok(message)) = events.next().await else {
+                return std::future::pending().await;
+            };
+            let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
+            if let Some(handshake) = crate::sockets::handshake_event(&frames) {
+                self.note(handshake);
+                return handshake;
+            }
+        }
+    }
 }
 
 /// What one event of a connection's monitor means for the request in flight.
@@ -136,8 +201,7 @@ impl Connection {
     ) -> Connection {
         Connection {
             dealer,
-            events,
-            up,
+            handshakes: Handshakes::new(events, up),
             endpoint: endpoint.to_string(),
             context: context.clone(),
         }
@@ -151,25 +215,7 @@ impl Connection {
     /// Called on every use, and by a pool on its idle connections, so the monitor never
     /// holds more than a few events.
     pub fn drain(&mut self) -> bool {
-        use tmq::AsZmqSocket;
-        let mut refused = false;
-        let Some(events) = &mut self.events else {
-            return false;
-        };
-        // Straight from the socket: a stream that was not polled since its descriptor last
-        // fired says "pending" with events queued.
-        while let Ok(frames) = events.get_socket().recv_multipart(zmq::DONTWAIT) {
-            match crate::sockets::handshake_event(&frames) {
-                Some(Handshake::Succeeded) => self.up = true,
-                Some(Handshake::Disconnected) => self.up = false,
-                Some(Handshake::Refused) => {
-                    self.up = false;
-                    refused = true;
-                }
-                _ => {}
-            }
-        }
-        refused
+        self.handshakes.drain()
     }
 
     /// Waits for the reply to `request` or a refusal of the key, whichever comes first.
@@ -182,12 +228,6 @@ impl Connection {
         let mut maybe_delivered = sent_while_up;
         let endpoint = &self.endpoint;
         loop {
-            let event = async {
-                match &mut self.events {
-                    Some(events) => events.next().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 message = self.dealer.next() => {
                     let Some(message) = message else {
@@ -205,19 +245,76 @@ impl Connection {
                         return Ok(Outcome::Reply(reply));
                     }
                 }
-                Some(Ok(message)) = event => {
-                    let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
-                    match crate::sockets::handshake_event(&frames) {
-                        Some(Handshake::Succeeded) => {
-                            self.up = true;
-                            maybe_delivered = true;
+                handshake = self.handshakes.next() => match handshake {
+                    Handshake::Succeeded => maybe_delivered = true,
+                    Handshake::Refused => return Ok(Outcome::Refused { maybe_delivered }),
+                    Handshake::Disconnected | Handshake::Unknown => {}
+                }
+            }
+        }
+    }
+}
+
+/// A SUB to a stats stream (a node's, a controller's) that follows its endpoint through a key
+/// rotation as [`Connection`] does: when the endpoint refuses the key the socket was made with,
+/// the socket is made again with the key the endpoint takes now ([`crate::sockets::ClientKeys`])
+/// and subscribes again. Samples published meanwhile are missed, as across any reconnection.
+pub struct Subscription {
+    /// Dropped first: closing it stops its monitor before the handshakes' end is closed.
+    subscriber: tmq::subscribe::Subscribe,
+    handshakes: Handshakes,
+    endpoint: String,
+    prefix: Vec<u8>,
+    max_message_size: u64,
+    context: Context,
+    /// When the socket was made: one that every key of ours opens no more (the endpoint is of
+    /// another cluster now) is made again at most every [`RESUBSCRIBE_EVERY`].
+    opened: Instant,
+}
+
+/// How often a subscription whose endpoint refuses its key is made again, at most.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
+
+impl Subscription {
+    /// Connects to `endpoint`, subscribed to `prefix`; see [`crate::sockets::connect_subscriber`].
+    pub(crate) async fn open(
+        context: &Context,
+        endpoint: &str,
+        prefix: &[u8],
+        max_message_size: u64,
+    ) -> tmq::Result<Subscription> {
+        let (subscriber, handshakes) =
+            crate::sockets::open_subscriber(context, endpoint, prefix, max_message_size).await?;
+        Ok(Subscription {
+            subscriber,
+            handshakes,
+            endpoint: endpoint.to_string(),
+            prefix: prefix.to_vec(),
+            max_message_size,
+            context: context.clone(),
+            opened: Instant::now(),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The next message; `None` once the socket is closed.
+    pub async fn next(&mut self) -> Option<tmq::Result<tmq::Multipart>> {
+        use futures::StreamExt;
+        loop {
+            tokio::select! {
+                message = self.subscriber.next() => return message,
+                handshake = self.handshakes.next() => {
+                    if handshake == Handshake::Refused {
+                        tracing::debug!(endpoint = %self.endpoint, "the endpoint refused the key: subscribing again");
+                        tokio::time::sleep_until((self.opened + RESUBSCRIBE_EVERY).into()).await;
+                        let again = Subscription::open(&self.context, &self.endpoint, &self.prefix, self.max_message_size).await;
+                        match again {
+                            Ok(again) => *self = again,
+                            Err(e) => return Some(Err(e)),
                         }
-                        Some(Handshake::Disconnected) => self.up = false,
-                        Some(Handshake::Refused) => {
-                            self.up = false;
-                            return Ok(Outcome::Refused { maybe_delivered });
-                        }
-                        _ => {}
                     }
                 }
             }
@@ -256,14 +353,17 @@ pub async fn exchange(
         timeout,
         keyless: crate::sockets::client_keys().is_none(),
     };
+    // Whether the endpoint refused our key, for the error at the deadline.
+    let mut refused = false;
     let exchange = async {
         // Bounded: each new connection takes the next key the endpoint may take.
         let mut reopened = 0;
         loop {
-            if connection.drain() && !connection.up {
+            if connection.drain() && !connection.handshakes.up {
                 reopen(connection).await?;
             }
-            let sent_while_up = connection.events.is_none() || connection.up;
+            let handshakes = &connection.handshakes;
+            let sent_while_up = handshakes.events.is_none() || handshakes.up;
             connection
                 .dealer
                 .send(tmq::Multipart::from(vec![request.encode()]))
@@ -273,6 +373,7 @@ pub async fn exchange(
                 Outcome::Reply(reply) => return Ok(reply),
                 Outcome::Refused { maybe_delivered } => {
                     tracing::debug!(endpoint, maybe_delivered, "the endpoint refused the key");
+                    refused = true;
                     reopened += 1;
                     if (maybe_delivered && !request.changes_nothing()) || reopened > 3 {
                         // A request that may have run is not sent twice: the reply, if
@@ -284,9 +385,12 @@ pub async fn exchange(
             }
         }
     };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .unwrap_or_else(|_| Err(timed_out()))
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        // Refused and never up since: no key of ours opens it (not a node that is slow).
+        Err(_) if refused && !connection.handshakes.up => Err(ClientError::Refused { endpoint }),
+        Err(_) => Err(timed_out()),
+    }
 }
 
 /// Replaces `connection`'s socket with a new one, presenting the key its endpoint takes now.

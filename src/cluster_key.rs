@@ -26,13 +26,17 @@
 //!
 //! Secrets never leave this module in a printable form: [`ClusterKey`] and [`CurvePair`]
 //! print only the fingerprint or the public key in `Debug`, and only [`ClusterKey::to_line`]
-//! (for `troupe keygen`) writes a secret out.
+//! (for `troupe keygen`) writes a secret out. Nor do they outlive their use: the secret bytes,
+//! the derived CURVE secrets and the key file's text are held in [`Zeroizing`] buffers, wiped
+//! when dropped (a rotation drops the old keys), so a later heap read or core dump of a
+//! long-running agent does not find a key it no longer uses.
 
 use base64::Engine;
 use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// What starts every key line.
 pub const PREFIX: &str = "troupe-key-v1:";
@@ -82,10 +86,10 @@ pub enum KeyFileError {
     },
 }
 
-/// One cluster key: 32 secret bytes.
+/// One cluster key: 32 secret bytes, wiped when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKey {
-    secret: [u8; KEY_BYTES],
+    secret: Zeroizing<[u8; KEY_BYTES]>,
 }
 
 impl fmt::Debug for ClusterKey {
@@ -97,8 +101,8 @@ impl fmt::Debug for ClusterKey {
 impl ClusterKey {
     /// A new key from the operating system's random source.
     pub fn generate() -> std::io::Result<ClusterKey> {
-        let mut secret = [0u8; KEY_BYTES];
-        getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut secret = Zeroizing::new([0u8; KEY_BYTES]);
+        getrandom::fill(&mut secret[..]).map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(ClusterKey { secret })
     }
 
@@ -112,15 +116,19 @@ impl ClusterKey {
                 line.chars().count()
             ));
         };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|e| format!("the key after `{PREFIX}` is not base64: {e}"))?;
-        let secret: [u8; KEY_BYTES] = bytes.as_slice().try_into().map_err(|_| {
-            format!(
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|e| format!("the key after `{PREFIX}` is not base64: {e}"))?,
+        );
+        if bytes.len() != KEY_BYTES {
+            return Err(format!(
                 "the key after `{PREFIX}` decodes to {} bytes, expected {KEY_BYTES}",
                 bytes.len()
-            )
-        })?;
+            ));
+        }
+        let mut secret = Zeroizing::new([0u8; KEY_BYTES]);
+        secret.copy_from_slice(&bytes);
         Ok(ClusterKey { secret })
     }
 
@@ -128,7 +136,7 @@ impl ClusterKey {
     pub fn to_line(&self) -> String {
         format!(
             "{PREFIX}{}",
-            base64::engine::general_purpose::STANDARD.encode(self.secret)
+            base64::engine::general_purpose::STANDARD.encode(&self.secret[..])
         )
     }
 
@@ -148,8 +156,8 @@ impl ClusterKey {
     }
 
     fn pair(&self, info: &[u8]) -> CurvePair {
-        let mut secret = [0u8; KEY_BYTES];
-        self.expand(info, &mut secret);
+        let mut secret = Zeroizing::new([0u8; KEY_BYTES]);
+        self.expand(info, &mut secret[..]);
         CurvePair {
             public: curve_public(&secret),
             secret,
@@ -157,11 +165,17 @@ impl ClusterKey {
     }
 
     fn expand(&self, info: &[u8], out: &mut [u8]) {
-        hkdf::Hkdf::<sha2::Sha256>::new(Some(KDF_SALT), &self.secret)
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(KDF_SALT), &self.secret[..])
             .expand(info, out)
             .expect("HKDF-SHA256 gives up to 8160 bytes");
     }
 }
+
+// Every secret field is a `Zeroizing` buffer: these types wipe their secrets when dropped.
+impl zeroize::ZeroizeOnDrop for ClusterKey {}
+impl zeroize::ZeroizeOnDrop for CurvePair {}
+impl zeroize::ZeroizeOnDrop for CurveKeys {}
+impl zeroize::ZeroizeOnDrop for Keyring {}
 
 /// The public, one-way short name of a cluster key (16 hex digits).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -198,11 +212,11 @@ impl fmt::Display for Fingerprint {
     }
 }
 
-/// A CURVE key pair; `Debug` shows the public key only.
+/// A CURVE key pair; `Debug` shows the public key only; the secret is wiped when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CurvePair {
     pub public: [u8; KEY_BYTES],
-    secret: [u8; KEY_BYTES],
+    secret: Zeroizing<[u8; KEY_BYTES]>,
 }
 
 impl CurvePair {
@@ -274,9 +288,11 @@ impl Keyring {
                 mode,
             });
         }
-        let mut text = String::new();
-        // A key file is a few lines; a larger one is not a key file.
-        file.take(64 * 1024)
+        // A key file is a few lines; a larger one is not a key file. Room for all of it at
+        // once: a buffer that grew would leave copies of the text behind, unwiped.
+        const MAX_KEY_FILE: usize = 64 * 1024;
+        let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE + 1));
+        file.take(MAX_KEY_FILE as u64)
             .read_to_string(&mut text)
             .map_err(read)?;
         Keyring::parse(&text, path)
@@ -338,11 +354,12 @@ pub fn write_new(path: &Path, key: &ClusterKey) -> Result<(), KeyFileError> {
         .mode(0o600)
         .open(path)
         .map_err(write)?;
-    let text = format!(
+    let line = Zeroizing::new(key.to_line());
+    let text = Zeroizing::new(format!(
         "# troupe cluster key, fingerprint {}. Copy this file to every node, mode 0600.\n{}\n",
         key.fingerprint(),
-        key.to_line()
-    );
+        *line
+    ));
     file.write_all(text.as_bytes()).map_err(write)?;
     file.sync_all().map_err(write)
 }
@@ -353,7 +370,7 @@ mod tests {
 
     /// A fixed key: 32 bytes 0, 1, ..., 31.
     fn counting_key() -> ClusterKey {
-        let mut secret = [0u8; KEY_BYTES];
+        let mut secret = Zeroizing::new([0u8; KEY_BYTES]);
         for (i, b) in secret.iter_mut().enumerate() {
             *b = i as u8;
         }
@@ -395,6 +412,16 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_wiped_when_dropped() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<ClusterKey>();
+        wiped_on_drop::<CurvePair>();
+        wiped_on_drop::<CurveKeys>();
+        wiped_on_drop::<Keyring>();
+        wiped_on_drop::<Zeroizing<[u8; KEY_BYTES]>>();
+    }
+
+    #[test]
     fn derived_pairs_are_distinct_and_match_libzmq() {
         let curve = counting_key().curve();
         assert_ne!(curve.server, curve.client);
@@ -426,7 +453,7 @@ mod tests {
         assert!(shown.contains(key.fingerprint().as_str()), "{shown}");
         for secret in [
             secret_b64.to_string(),
-            z85(&key.secret),
+            z85(&key.secret[..]),
             z85(curve.server.secret()),
             z85(curve.client.secret()),
         ] {

@@ -123,6 +123,11 @@ pub enum Rotation {
 }
 
 impl ServerKeys {
+    /// The keyring as it changes, for what announces its fingerprint.
+    pub fn updates(&self) -> tokio::sync::watch::Receiver<Option<Keyring>> {
+        self.0.subscribe()
+    }
+
     /// Reads the key file at `path` again and makes it this daemon's keyring ([`Self::rotate`]),
     /// logging what changed; `daemon` names it in the error ("the agent", "troupe serve"). On
     /// an error the keyring in use stays.
@@ -446,15 +451,27 @@ pub fn bind_subscribed_publisher(
     })
 }
 
-/// An async SUB connected to a PUB endpoint (a node's stats or events), subscribed to
-/// `prefix`. `max_message_size` bounds one frame, so a hostile publisher cannot make us
-/// allocate more; ZeroMQ reconnects by itself when the publisher restarts.
+/// An async SUB connected to a PUB endpoint (a node's stats, a controller's), subscribed to
+/// `prefix`, presenting this process's keyring. `max_message_size` bounds one frame, so a
+/// hostile publisher cannot make us allocate more; ZeroMQ reconnects by itself when the
+/// publisher restarts, and with a key the subscription follows its endpoint through a key
+/// rotation ([`crate::client::Subscription`]).
 pub async fn connect_subscriber(
     context: &Context,
     endpoint: &str,
     prefix: &[u8],
     max_message_size: u64,
-) -> tmq::Result<tmq::subscribe::Subscribe> {
+) -> tmq::Result<crate::client::Subscription> {
+    crate::client::Subscription::open(context, endpoint, prefix, max_message_size).await
+}
+
+/// The SUB of [`connect_subscriber`] and, with a key, the monitor of its handshakes.
+pub(crate) async fn open_subscriber(
+    context: &Context,
+    endpoint: &str,
+    prefix: &[u8],
+    max_message_size: u64,
+) -> tmq::Result<(tmq::subscribe::Subscribe, crate::client::Handshakes)> {
     let max = i64::try_from(max_message_size).unwrap_or(i64::MAX);
     let keys = client_keys();
     let opened = open_async(
@@ -465,15 +482,12 @@ pub async fn connect_subscriber(
         move |socket| socket.set_maxmsgsize(max),
     )
     .await?;
-    let Opened {
-        mut socket, events, ..
-    } = opened;
-    if events.is_some() {
-        stop_watching(&mut socket);
-    }
-    drop(events);
     let wrap = <tmq::subscribe::SubscribeWithoutTopic as tmq::FromZmqSocket<_>>::from_zmq_socket;
-    wrap(socket)?.subscribe(prefix)
+    let subscriber = wrap(opened.socket)?.subscribe(prefix)?;
+    Ok((
+        subscriber,
+        crate::client::Handshakes::new(opened.events, opened.up),
+    ))
 }
 
 /// A blocking DEALER connected to a control endpoint, as circusctl uses, presenting this
@@ -770,10 +784,14 @@ async fn open_async(
             }
         }
     }
-    let socket = refused_by_every_key(context, kind, endpoint, keys, order[0], &configure)?;
+    // Still watched: a kept socket tries again when the endpoint or our keyring changes.
+    tracing::debug!(endpoint, "refused with every key of the keyring");
+    let socket = new_client_socket(context, kind, Some((keys, order[0])), &configure)?;
+    let events = watch_handshake(context, &socket)?;
+    socket.connect(endpoint)?;
     Ok(Opened {
         socket,
-        events: None,
+        events: Some(wrap(events)?),
         up: false,
     })
 }

@@ -98,11 +98,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     // Announce once the sockets answer; say goodbye before stopping the watchers, so
     // controllers stop sending commands early.
-    let announcer = crate::announce::Announcer::start(
-        &settings,
-        &ctx.node_id,
-        keyring.as_ref().map(|k| k.fingerprint()).as_ref(),
-    )?;
+    let announcer =
+        crate::announce::Announcer::start(&settings, &ctx.node_id, ctx.server_keys.updates())?;
     let boot = {
         let ctx = ctx.clone();
         tokio::spawn(async move {

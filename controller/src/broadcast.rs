@@ -158,9 +158,90 @@ pub fn select(
         .collect())
 }
 
+/// The one line a fan-out (a broadcast, `configure`, `reset`) prints after its per-node
+/// results when selected nodes were skipped because they are locked (see `troupe nodes`):
+/// how many, which, why, and what to do. `nodes` are member JSON objects
+/// ([`crate::membership::member_json`]), `selection` the `--node` patterns, `ours` the
+/// fingerprint of this command's cluster key. None when no selected node is locked.
+pub fn locked_line(nodes: &[Value], selection: Option<&str>, ours: Option<&str>) -> Option<String> {
+    let locked: Vec<&Value> = nodes.iter().filter(|n| n["state"] == "locked").collect();
+    let targets = locked.iter().map(|n| Target {
+        name: n["name"].as_str().unwrap_or_default().to_string(),
+        endpoint: n["endpoint"].as_str().unwrap_or_default().to_string(),
+    });
+    // A bad pattern was reported with the results already.
+    let selected = select(targets, selection).ok().filter(|s| !s.is_empty())?;
+    let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
+    let mut theirs: Vec<&str> = locked
+        .iter()
+        .filter(|n| {
+            selected
+                .iter()
+                .any(|t| n["endpoint"] == t.endpoint.as_str())
+        })
+        .map(|n| n["key_fingerprint"].as_str().unwrap_or("none"))
+        .collect();
+    theirs.sort_unstable();
+    theirs.dedup();
+    let (why, fix) = match ours {
+        Some(ours) => (
+            format!(
+                "their cluster key differs from ours (ours {ours}, theirs {})",
+                theirs.join(", ")
+            ),
+            "copy the cluster key file to them or use --key-file",
+        ),
+        None => (
+            format!(
+                "they hold a cluster key ({}) and this command has none",
+                theirs.join(", ")
+            ),
+            "use --key-file or TROUPE_KEY_FILE with the cluster's key file",
+        ),
+    };
+    let count = match selected.len() {
+        1 => "1 node".to_string(),
+        n => format!("{n} nodes"),
+    };
+    Some(format!(
+        "{count} locked, not sent to ({}): {why}; {fix}",
+        names.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_locked_line_names_the_selected_locked_nodes_why_and_what_to_do() {
+        let row = |name: &str, state: &str, fp: Option<&str>| {
+            let endpoint = format!("tcp://{name}:5555");
+            json!({"name": name, "state": state, "endpoint": endpoint, "key_fingerprint": fp})
+        };
+        let nodes = [
+            row("web-1", "alive", Some("1111111111111111")),
+            row("web-2", "locked", Some("ab12ab12ab12ab12")),
+            row("locked-10-0-0-9-5555", "locked", None),
+            row("db-1", "locked", Some("ab12ab12ab12ab12")),
+        ];
+        let keyed = locked_line(&nodes, None, Some("1111111111111111")).unwrap();
+        assert_eq!(
+            keyed,
+            "3 nodes locked, not sent to (web-2, locked-10-0-0-9-5555, db-1): their cluster \
+             key differs from ours (ours 1111111111111111, theirs ab12ab12ab12ab12, none); \
+             copy the cluster key file to them or use --key-file"
+        );
+        let one = locked_line(&nodes, Some("web-*"), None).unwrap();
+        assert_eq!(
+            one,
+            "1 node locked, not sent to (web-2): they hold a cluster key (ab12ab12ab12ab12) \
+             and this command has none; use --key-file or TROUPE_KEY_FILE with the cluster's \
+             key file"
+        );
+        assert_eq!(locked_line(&nodes, Some("web-1"), None), None);
+        assert_eq!(locked_line(&nodes[..1], None, None), None);
+    }
 
     fn targets(names: &[&str]) -> Vec<Target> {
         names

@@ -148,6 +148,16 @@ pub async fn run(
     Ok(ExitCode::from(dispatch(&link, &request, options).await?))
 }
 
+/// Prints, after a fan-out's results, how many selected nodes were skipped because they are
+/// locked, and why ([`crate::broadcast::locked_line`]).
+pub fn report_locked(nodes: &[Value], options: &BroadcastOptions) {
+    let ours = troupe::sockets::client_keys().map(|keys| keys.keyring().fingerprint());
+    let ours = ours.as_ref().map(|fp| fp.as_str());
+    if let Some(line) = crate::broadcast::locked_line(nodes, options.node.as_deref(), ours) {
+        eprintln!("troupe: {line}");
+    }
+}
+
 /// `quit` stops the agents themselves, and every watcher with them: it needs `--node`.
 pub const QUIT_NEEDS_NODE: &str = "quit stops the agents themselves (every watcher they run \
      goes down with them) and needs the nodes named: troupe quit --node NAME[,NAME] (or \
@@ -219,6 +229,7 @@ pub async fn dispatch(
         options.timeout += *longest;
     }
     let mut replies = link.send(request, &options).await?;
+    report_locked(&link.nodes().await, &options);
     if replies.is_empty() {
         return Ok(crate::nobody::report(
             &link.nobody(options.node.as_deref()).await,

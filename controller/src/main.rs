@@ -8,7 +8,7 @@ use troupe::client::{call, call_async, ClientError};
 use troupe::discovery::parse_targets;
 use troupe::protocol::Request;
 use troupe_controller::command::{
-    controller_answers, dispatch, BroadcastFlags, ClusterLink, CLUSTER_SWEEP_TIMEOUT,
+    controller_answers, dispatch, report_locked, BroadcastFlags, ClusterLink, CLUSTER_SWEEP_TIMEOUT,
 };
 use troupe_controller::configure;
 use troupe_controller::settings::{parse_duration, NodeFlags};
@@ -204,6 +204,7 @@ fn main() -> ExitCode {
             let options = broadcast.options();
             let replies = configure::push(&nodes, &cluster, &options, restart, dry_run).await?;
             if replies.is_empty() {
+                report_locked(&nodes, &options);
                 let nobody = link.nobody(options.node.as_deref()).await;
                 return Ok(ExitCode::from(troupe_controller::nobody::report(&nobody)));
             }
@@ -212,6 +213,7 @@ fn main() -> ExitCode {
             } else {
                 println!("{}", configure::render_configure(&replies, dry_run));
             }
+            report_locked(&nodes, &options);
             let ok = replies.values().all(troupe_controller::broadcast::reply_ok);
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }),
@@ -227,9 +229,10 @@ fn main() -> ExitCode {
         Command::Reconfigure { reset, broadcast } => run_async(async move {
             let link = ClusterLink::connect(&broadcast.flags).await?;
             let cluster = broadcast.flags.settings()?.config.cluster;
-            Ok(ExitCode::from(
-                configure::run_reconfigure(&link, &cluster, &broadcast.options(), reset).await?,
-            ))
+            let options = broadcast.options();
+            let code = configure::run_reconfigure(&link, &cluster, &options, reset).await?;
+            report_locked(&link.nodes().await, &options);
+            Ok(ExitCode::from(code))
         }),
         Command::Stats(args) => run_async(troupe_controller::stats::cli::run(args)),
         Command::Top { flags } => run_async(troupe_controller::top::run(flags)),

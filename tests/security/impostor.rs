@@ -19,19 +19,25 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use troupe::cluster_key::ClusterKey;
 
-const CLUSTER: &str = "lab";
+pub(super) const CLUSTER: &str = "lab";
 
 /// A troupe-agent on a lab host, bound to 0.0.0.0, of cluster `lab`.
-struct LabAgent {
-    _daemon: Daemon,
-    dir: tempfile::TempDir,
+pub(super) struct LabAgent {
+    pub(super) daemon: Daemon,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl LabAgent {
     /// Starts agent `name` with `key` (a key file path) or none, mDNS on or off, and the node
     /// id `id` written in its state dir beforehand (a copied id file) when given; waits for
     /// its "ready" log line.
-    fn start(host: &Host, name: &str, key: Option<&Path>, mdns: bool, id: Option<&str>) -> Self {
+    pub(super) fn start(
+        host: &Host,
+        name: &str,
+        key: Option<&Path>,
+        mdns: bool,
+        id: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
         if let Some(id) = id {
@@ -68,10 +74,7 @@ impl LabAgent {
                 daemon.log().contains("troupe-agent ready")
             },
         );
-        LabAgent {
-            _daemon: daemon,
-            dir,
-        }
+        LabAgent { daemon, dir }
     }
 
     fn id(&self) -> String {
@@ -83,7 +86,7 @@ impl LabAgent {
 }
 
 /// A key file of `key`, mode 0600, in `dir`.
-fn key_file(dir: &Path, key: &ClusterKey) -> PathBuf {
+pub(super) fn key_file(dir: &Path, key: &ClusterKey) -> PathBuf {
     let path = dir.join("cluster.key");
     std::fs::write(&path, key.to_line() + "\n").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -91,7 +94,7 @@ fn key_file(dir: &Path, key: &ClusterKey) -> PathBuf {
 }
 
 /// `troupe [--key-file KEY] ARGS` on `host`, in `dir`: its stdout, or the test fails.
-fn troupe_on(host: &Host, dir: &Path, key: Option<&Path>, args: &[&str]) -> String {
+pub(super) fn troupe_on(host: &Host, dir: &Path, key: Option<&Path>, args: &[&str]) -> String {
     let mut command = isolated(host.command(bin("troupe")), dir);
     if let Some(key) = key {
         command.arg("--key-file").arg(key);
@@ -105,7 +108,7 @@ fn troupe_on(host: &Host, dir: &Path, key: Option<&Path>, args: &[&str]) -> Stri
 }
 
 /// `troupe nodes --json` on `host`: mDNS for 3 s and a sweep of `probe`.
-fn nodes(host: &Host, dir: &Path, key: Option<&Path>, probe: &str) -> Vec<Value> {
+pub(super) fn nodes(host: &Host, dir: &Path, key: Option<&Path>, probe: &str) -> Vec<Value> {
     let out = troupe_on(
         host,
         dir,
@@ -116,7 +119,7 @@ fn nodes(host: &Host, dir: &Path, key: Option<&Path>, probe: &str) -> Vec<Value>
 }
 
 /// The (state, key) of the row named `name`, and how many rows carry that name.
-fn row(nodes: &[Value], name: &str) -> (Vec<(String, String)>, usize) {
+pub(super) fn row(nodes: &[Value], name: &str) -> (Vec<(String, String)>, usize) {
     let rows: Vec<(String, String)> = nodes
         .iter()
         .filter(|n| n["name"] == name)
@@ -131,13 +134,13 @@ fn row(nodes: &[Value], name: &str) -> (Vec<(String, String)>, usize) {
 
 /// Multicast and unicast UDP datagrams received on `port` of `host` (mDNS: 5353, joined to
 /// 224.0.0.251) until stopped, for grepping their raw bytes.
-struct Capture {
+pub(super) struct Capture {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<Vec<Vec<u8>>>>,
 }
 
 impl Capture {
-    fn mdns(host: &Host) -> Capture {
+    pub(super) fn mdns(host: &Host) -> Capture {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -178,7 +181,7 @@ impl Capture {
         }
     }
 
-    fn finish(mut self) -> Vec<Vec<u8>> {
+    pub(super) fn finish(mut self) -> Vec<Vec<u8>> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap()
     }
@@ -186,7 +189,7 @@ impl Capture {
 
 /// The Circus UDP discovery answer of the agent at `address`, asked from `host` (unicast: the
 /// responder answers any datagram to its port).
-fn circus_udp_reply(host: &Host, address: &str) -> Vec<u8> {
+pub(super) fn circus_udp_reply(host: &Host, address: &str) -> Vec<u8> {
     host.ns.run(|| {
         let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         socket
@@ -200,13 +203,13 @@ fn circus_udp_reply(host: &Host, address: &str) -> Vec<u8> {
 }
 
 /// The nodes `troupe configure --dry-run --json` configured: those of its peer list.
-fn peer_names(dry_run: &str) -> Vec<String> {
+pub(super) fn peer_names(dry_run: &str) -> Vec<String> {
     let replies: serde_json::Map<String, Value> =
         serde_json::from_str(dry_run).unwrap_or_else(|e| panic!("{e}: {dry_run}"));
     replies.keys().cloned().collect()
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 

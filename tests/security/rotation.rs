@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use troupe::cluster_key::ClusterKey;
 
-fn write_keys(path: &Path, keys: &[&ClusterKey]) {
+pub(super) fn write_keys(path: &Path, keys: &[&ClusterKey]) {
     let text: String = keys.iter().map(|key| key.to_line() + "\n").collect();
     let staged = path.with_extension("new");
     std::fs::write(&staged, text).unwrap();
@@ -29,7 +29,7 @@ fn write_keys(path: &Path, keys: &[&ClusterKey]) {
 }
 
 /// One request from `host` presenting only `key`: the reply, or `None` after `timeout`.
-fn request_with(
+pub(super) fn request_with(
     host: &Host,
     endpoint: &str,
     key: &ClusterKey,
@@ -52,13 +52,13 @@ fn request_with(
     })
 }
 
-struct Node {
-    daemon: Daemon,
-    key_file: PathBuf,
+pub(super) struct Node {
+    pub(super) daemon: Daemon,
+    pub(super) key_file: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-fn start_agent(host: &Host, name: &str, keys: &[&ClusterKey]) -> Node {
+pub(super) fn start_agent(host: &Host, name: &str, keys: &[&ClusterKey]) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("cluster.key");
     write_keys(&key_file, keys);
@@ -76,12 +76,30 @@ fn start_agent(host: &Host, name: &str, keys: &[&ClusterKey]) -> Node {
     }
 }
 
-fn hangup(daemon: &Daemon) {
+pub(super) fn hangup(daemon: &Daemon) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.pid() as i32),
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
+}
+
+/// `troupe serve` on `host` with the key file `key_file`, its state and log in `dir`,
+/// probing `agents`' control ports, mDNS off.
+pub(super) fn start_serve(host: &Host, dir: &Path, key_file: &Path, agents: &[&Host]) -> Daemon {
+    let mut command = isolated(host.command(bin("troupe")), dir);
+    command
+        .args(["serve", "--no-mdns", "--log-level", "debug"])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--key-file")
+        .arg(key_file);
+    for agent in agents {
+        command
+            .arg("--probe")
+            .arg(format!("{}:5555", agent.address));
+    }
+    Daemon::spawn("troupe serve", command, &dir.join("serve.log"))
 }
 
 #[test]
@@ -99,19 +117,8 @@ fn rotation_on_three_agents_under_serve_fails_no_request() {
     let serve_dir = tempfile::tempdir().unwrap();
     let serve_key = serve_dir.path().join("cluster.key");
     write_keys(&serve_key, &[&a]);
-    let mut command = isolated(client_host.command(bin("troupe")), serve_dir.path());
-    command
-        .args(["serve", "--no-mdns", "--log-level", "debug"])
-        .arg("--state-dir")
-        .arg(serve_dir.path().join("state"))
-        .arg("--key-file")
-        .arg(&serve_key);
-    for i in 1..=3 {
-        command
-            .arg("--probe")
-            .arg(format!("{}:5555", segment.host(i).address));
-    }
-    let mut serve = Daemon::spawn("troupe serve", command, &serve_dir.path().join("serve.log"));
+    let agents: Vec<&Host> = (1..=3).map(|i| segment.host(i)).collect();
+    let mut serve = start_serve(client_host, serve_dir.path(), &serve_key, &agents);
     let control = format!("tcp://{}:5558", client_host.address);
     // The client presents what its own key file holds, as a `troupe` command would.
     let client_key = serve_dir.path().join("client.key");

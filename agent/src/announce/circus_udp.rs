@@ -10,7 +10,6 @@ use std::os::fd::AsRawFd;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use troupe::cluster_key::Fingerprint;
 use troupe::discovery::announce::{CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT, UDP_FINGERPRINT};
 
 /// The running responder; dropping it (or [`Responder::stop`]) ends the task.
@@ -25,7 +24,7 @@ impl Responder {
     pub fn start(
         bind: Bind,
         control_port: u16,
-        fingerprint: Option<Fingerprint>,
+        keys: super::KeyringUpdates,
         interfaces: &[(String, Ipv4Addr)],
     ) -> anyhow::Result<Self> {
         let socket = bind_group_socket(CIRCUS_MULTICAST_PORT, interfaces)?;
@@ -33,7 +32,7 @@ impl Responder {
         let answer = Answer {
             bind,
             port: control_port,
-            fingerprint,
+            keys,
         };
         let task = tokio::spawn(serve(socket, answer, stopped));
         Ok(Self { stop, task })
@@ -73,11 +72,12 @@ fn bind_group_socket(port: u16, interfaces: &[(String, Ipv4Addr)]) -> anyhow::Re
     UdpSocket::from_std(socket).with_context(|| format!("registering {what} with tokio"))
 }
 
-/// What the responder says: the control endpoint and the key's fingerprint.
+/// What the responder says: the control endpoint and the fingerprint of the first key of
+/// `keys`, read at each answer (a rotation changes it).
 struct Answer {
     bind: Bind,
     port: u16,
-    fingerprint: Option<Fingerprint>,
+    keys: super::KeyringUpdates,
 }
 
 async fn serve(socket: UdpSocket, answer: Answer, mut stopped: oneshot::Receiver<()>) {
@@ -116,7 +116,7 @@ impl Answer {
     fn to(&self, peer: SocketAddr) -> std::io::Result<String> {
         let ip = self.bind.advertised_towards(peer.ip())?;
         let mut answer = serde_json::json!({ "endpoint": tcp_endpoint(ip, self.port) });
-        if let Some(fingerprint) = &self.fingerprint {
+        if let Some(fingerprint) = super::fingerprint_of(&self.keys) {
             answer[UDP_FINGERPRINT] = fingerprint.as_str().into();
         }
         Ok(answer.to_string())
@@ -128,24 +128,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_name_the_bound_address_or_the_route_back() {
+    fn answers_name_the_bound_address_or_the_route_back_and_the_key_in_use() {
+        use troupe::cluster_key::{ClusterKey, Keyring};
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let answer = |bind, port, fingerprint: Option<&str>| Answer {
+        let (first, second) = (
+            ClusterKey::generate().unwrap(),
+            ClusterKey::generate().unwrap(),
+        );
+        let (keys, updates) = tokio::sync::watch::channel(None);
+        let answer = |bind, port| Answer {
             bind,
             port,
-            fingerprint: fingerprint.map(|fp| Fingerprint::parse(fp).unwrap()),
+            keys: updates.clone(),
         };
         let bound = Bind::Addr("127.0.0.9".parse().unwrap());
         assert_eq!(
-            answer(bound, 5555, None).to(peer).unwrap(),
+            answer(bound, 5555).to(peer).unwrap(),
             r#"{"endpoint":"tcp://127.0.0.9:5555"}"#
         );
+        let keyed = answer(Bind::Any, 6000);
+        keys.send_replace(Keyring::new(vec![first.clone()]));
         assert_eq!(
-            answer(Bind::Any, 6000, Some("1a370741c810a9b4"))
-                .to(peer)
-                .unwrap(),
-            r#"{"endpoint":"tcp://127.0.0.1:6000","fingerprint":"1a370741c810a9b4"}"#
+            keyed.to(peer).unwrap(),
+            format!(
+                r#"{{"endpoint":"tcp://127.0.0.1:6000","fingerprint":"{}"}}"#,
+                first.fingerprint()
+            )
         );
+        // A rotation: the answer names the new first key from then on.
+        keys.send_replace(Keyring::new(vec![second.clone(), first]));
+        let rotated: serde_json::Value = serde_json::from_str(&keyed.to(peer).unwrap()).unwrap();
+        assert_eq!(rotated["fingerprint"], second.fingerprint().as_str());
     }
 
     /// Unicast only, so it needs no namespace: two responders share the port, as circusd
@@ -160,7 +173,7 @@ mod tests {
         let answer = Answer {
             bind: Bind::Any,
             port: 7000,
-            fingerprint: None,
+            keys: tokio::sync::watch::channel(None).1,
         };
         let task = tokio::spawn(serve(first, answer, stopped));
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();

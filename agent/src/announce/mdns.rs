@@ -2,10 +2,10 @@
 //! mdns-sd on the selected interfaces only, and a goodbye when the agent stops cleanly.
 
 use super::interfaces::Selection;
+use super::{fingerprint_of, KeyringUpdates};
 use anyhow::Context;
 use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceInfo, UnregisterStatus};
 use std::time::Duration;
-use troupe::cluster_key::Fingerprint;
 use troupe::config::AgentSettings;
 use troupe::discovery::announce::{AnnounceRecord, PROTO_VERSION, SERVICE_TYPE};
 
@@ -17,36 +17,60 @@ const GOODBYE_RESEND: Duration = Duration::from_millis(200);
 pub struct MdnsAnnouncement {
     daemon: ServiceDaemon,
     fullname: String,
+    /// Registers the record again when the cluster key in use changes (see [`follow_key`]).
+    follower: tokio::task::JoinHandle<()>,
+}
+
+/// What the record is made of, to make it again with another fingerprint.
+struct Registration {
+    record: AnnounceRecord,
+    name: String,
+    host: String,
+    ips: Vec<std::net::IpAddr>,
+    port: u16,
+}
+
+impl Registration {
+    fn service(&self) -> anyhow::Result<ServiceInfo> {
+        let txt: Vec<(String, String)> = self.record.to_txt().into_iter().collect();
+        ServiceInfo::new(
+            SERVICE_TYPE,
+            &self.name,
+            &self.host,
+            &self.ips[..],
+            self.port,
+            &txt[..],
+        )
+        .with_context(|| format!("building the mDNS record of {:?}", self.name))
+    }
 }
 
 impl MdnsAnnouncement {
-    /// Starts a daemon restricted to the selected interfaces and registers the agent.
+    /// Starts a daemon restricted to the selected interfaces and registers the agent, its
+    /// TXT `fp` the fingerprint of the first key of `keys` (the agent's keyring, which a
+    /// rotation replaces).
     pub fn start(
         settings: &AgentSettings,
         node_id: &str,
-        fingerprint: Option<&Fingerprint>,
+        keys: KeyringUpdates,
         selection: &Selection,
     ) -> anyhow::Result<Self> {
-        let record = AnnounceRecord {
-            id: node_id.to_string(),
-            cluster: settings.cluster.clone(),
-            version: troupe::VERSION.to_string(),
-            pubsub_port: settings.pubsub_port,
-            stats_port: settings.stats_port,
-            proto: PROTO_VERSION,
-            fingerprint: fingerprint.cloned(),
+        let registration = Registration {
+            record: AnnounceRecord {
+                id: node_id.to_string(),
+                cluster: settings.cluster.clone(),
+                version: troupe::VERSION.to_string(),
+                pubsub_port: settings.pubsub_port,
+                stats_port: settings.stats_port,
+                proto: PROTO_VERSION,
+                fingerprint: fingerprint_of(&keys),
+            },
+            name: settings.name.clone(),
+            host: format!("{}.local.", short_hostname()),
+            ips: selection.ips(),
+            port: settings.control_port,
         };
-        let txt: Vec<(String, String)> = record.to_txt().into_iter().collect();
-        let host = format!("{}.local.", short_hostname());
-        let service = ServiceInfo::new(
-            SERVICE_TYPE,
-            &settings.name,
-            &host,
-            &selection.ips()[..],
-            settings.control_port,
-            &txt[..],
-        )
-        .with_context(|| format!("building the mDNS record of {:?}", settings.name))?;
+        let service = registration.service()?;
         let fullname = service.get_fullname().to_string();
 
         let daemon = ServiceDaemon::new().context("starting the mDNS daemon")?;
@@ -67,15 +91,21 @@ impl MdnsAnnouncement {
         tokio::spawn(log_daemon_events(events));
         tracing::info!(
             service = %fullname,
-            host = %host,
+            host = %registration.host,
             addresses = ?selection.ips(),
             "announcing over mDNS"
         );
-        Ok(Self { daemon, fullname })
+        let follower = tokio::spawn(follow_key(daemon.clone(), registration, keys));
+        Ok(Self {
+            daemon,
+            fullname,
+            follower,
+        })
     }
 
     /// Unregisters (browsers see a goodbye) and stops the daemon, within `bound`.
     pub async fn goodbye(self, bound: Duration) {
+        self.follower.abort();
         let deadline = tokio::time::Instant::now() + bound;
         match self.daemon.unregister(&self.fullname) {
             Ok(status) => match tokio::time::timeout_at(deadline, status.recv_async()).await {
@@ -94,6 +124,34 @@ impl MdnsAnnouncement {
         }
         if let Ok(status) = self.daemon.shutdown() {
             let _ = tokio::time::timeout_at(deadline, status.recv_async()).await;
+        }
+    }
+}
+
+/// Registers the record again, with the new fingerprint, each time the agent's first key
+/// changes (a rotation: SIGHUP, `reloadconfig`), so controllers that skip agents of other keys
+/// by their announcement keep finding this one. mdns-sd sends the new record unsolicited; its
+/// TXT is a unique record, so browsers replace the old one.
+async fn follow_key(
+    daemon: ServiceDaemon,
+    mut registration: Registration,
+    mut keys: KeyringUpdates,
+) {
+    while keys.changed().await.is_ok() {
+        let fingerprint = fingerprint_of(&keys);
+        if fingerprint == registration.record.fingerprint {
+            continue;
+        }
+        registration.record.fingerprint = fingerprint;
+        let registered = registration
+            .service()
+            .and_then(|service| daemon.register(service).map_err(anyhow::Error::from));
+        match registered {
+            Ok(()) => tracing::info!(
+                fingerprint = ?registration.record.fingerprint.as_ref().map(|fp| fp.to_string()),
+                "mDNS record announced again with the new cluster key's fingerprint"
+            ),
+            Err(e) => tracing::warn!("mDNS record not announced again after a key change: {e:#}"),
         }
     }
 }

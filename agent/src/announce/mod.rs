@@ -13,13 +13,21 @@ pub mod mdns;
 use anyhow::Context;
 use interfaces::{Bind, Selection};
 use std::time::Duration;
-use troupe::cluster_key::Fingerprint;
+use troupe::cluster_key::{Fingerprint, Keyring};
 use troupe::config::AgentSettings;
 
 /// How long a clean shutdown waits for the mDNS goodbye to go out.
 const GOODBYE_BOUND: Duration = Duration::from_secs(2);
 /// How long a clean shutdown waits for the controller to acknowledge `unregister_node`.
 const UNREGISTER_BOUND: Duration = Duration::from_secs(1);
+
+/// The agent's keyring as it changes (a rotation); `None` without a key.
+pub type KeyringUpdates = tokio::sync::watch::Receiver<Option<Keyring>>;
+
+/// The fingerprint to announce now: the first key's.
+pub fn fingerprint_of(keys: &KeyringUpdates) -> Option<Fingerprint> {
+    keys.borrow().as_ref().map(Keyring::fingerprint)
+}
 
 /// Everything the agent announces; dropping without shutdown is allowed (no goodbye then).
 pub struct Announcer {
@@ -34,11 +42,12 @@ impl Announcer {
     ///
     /// Must be called within a tokio runtime. The Circus responder failing to bind is only a
     /// warning, as in circusd: mDNS and the controller still find the agent. Both multicast
-    /// answers carry `fingerprint`, the cluster key's in use (None without a key).
+    /// answers carry the fingerprint of the first key of `keys` (none without a key), and
+    /// follow it when a rotation changes it.
     pub fn start(
         settings: &AgentSettings,
         node_id: &str,
-        fingerprint: Option<&Fingerprint>,
+        keys: KeyringUpdates,
     ) -> anyhow::Result<Announcer> {
         let mut announcer = Announcer {
             mdns: None,
@@ -65,10 +74,10 @@ impl Announcer {
             announcer.mdns = Some(mdns::MdnsAnnouncement::start(
                 settings,
                 node_id,
-                fingerprint,
+                keys.clone(),
                 &selection,
             )?);
-            announcer.udp = start_udp(&bind, settings.control_port, fingerprint, &selection);
+            announcer.udp = start_udp(&bind, settings.control_port, keys, &selection);
         }
         if settings.master.is_some() {
             announcer.master = Some(master::Registrar::start(settings, node_id, bind)?);
@@ -102,7 +111,7 @@ impl Announcer {
 fn start_udp(
     bind: &Bind,
     control_port: u16,
-    fingerprint: Option<&Fingerprint>,
+    keys: KeyringUpdates,
     selection: &Selection,
 ) -> Option<circus_udp::Responder> {
     let groups = selection.ipv4_per_interface();
@@ -110,7 +119,7 @@ fn start_udp(
         tracing::warn!("Circus UDP discovery off: no IPv4 address is announced");
         return None;
     }
-    match circus_udp::Responder::start(bind.clone(), control_port, fingerprint.cloned(), &groups) {
+    match circus_udp::Responder::start(bind.clone(), control_port, keys, &groups) {
         Ok(responder) => Some(responder),
         Err(e) => {
             tracing::warn!("Circus UDP discovery off: {e:#}");

@@ -60,6 +60,8 @@ pub enum MembershipMsg {
         source: Source,
         facts: super::NodeFacts,
     },
+    /// Probed (range sweep, seeds): refused our cluster key, so listed as locked.
+    Refused { endpoint: String, source: Source },
     /// Clean goodbye by id or endpoint (`unregister_node`).
     Goodbye { id_or_endpoint: String },
     /// mDNS goodbye of an instance (node name).
@@ -261,6 +263,11 @@ impl Actor {
                 source,
                 facts,
             } => self.table.answered(&endpoint, Some(source), facts, now),
+            MembershipMsg::Refused { endpoint, source } => {
+                tracing::debug!(%endpoint, source = source.as_str(), "refused our cluster key");
+                self.table.refused_key(&endpoint, source, now);
+                Vec::new()
+            }
             MembershipMsg::Goodbye { id_or_endpoint } => self.table.goodbye(&id_or_endpoint, now),
             MembershipMsg::GoodbyeByName { name } => self.table.goodbye_by_name(&name, now),
             MembershipMsg::OtherCluster { cluster, name } => {
@@ -297,7 +304,13 @@ impl Actor {
                 }
                 events
             }
-            (Probed::Nothing, Some(key)) => {
+            (Probed::Refused, None) => {
+                if let Some(source) = result.source {
+                    self.table.refused_key(&result.endpoint, source, now);
+                }
+                Vec::new()
+            }
+            (Probed::Nothing | Probed::Refused, Some(key)) => {
                 if let (Some(verify), Some(member)) = (&self.verify, self.table.get(&key)) {
                     if member.sources.contains(&Source::Mdns) {
                         let _ = verify.send(member.name.clone());
@@ -452,7 +465,7 @@ async fn heartbeat(
         },
     };
     match probe_on(&mut socket, endpoint, HEARTBEAT_TIMEOUT).await {
-        Probed::Nothing => (Probed::Nothing, None),
+        refused @ (Probed::Nothing | Probed::Refused) => (refused, None),
         answered => (answered, Some(socket)),
     }
 }

@@ -302,6 +302,21 @@ impl MemberTable {
         counts
     }
 
+    /// A probe at `endpoint` (found by `source`: a range, a seed, a sighting without a word
+    /// on its key) was refused our key: listed as a locked row, unless a member that answers
+    /// there is alive or suspect (its heartbeats decide about it).
+    pub fn refused_key(&mut self, endpoint: &str, source: Source, now: Instant) {
+        let answering = self.members.values().any(|m| {
+            m.endpoint == endpoint && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+        });
+        if answering {
+            return;
+        }
+        // Only a keyed controller watches its handshakes, so only it hears a refusal.
+        let why = "refused this controller's cluster key: it holds another key, or none";
+        self.locked(endpoint, None, source, &Announced::Unsaid, why.into(), now);
+    }
+
     /// How many new members were not adopted because the table was full, since it started.
     pub fn refused(&self) -> u64 {
         self.refused

@@ -3,7 +3,6 @@
 
 use super::actor::StatsMsg;
 use super::topic::{parse_cluster_topic, parse_node_topic, PREFIX};
-use futures::StreamExt;
 use serde_json::{Map, Value};
 use std::time::Duration;
 use tokio::sync::mpsc;

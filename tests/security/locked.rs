@@ -1,0 +1,139 @@
+//! Agents that refuse our cluster key, found only by probing (no mDNS record to announce a
+//! fingerprint), are listed as `locked` by a keyed `troupe nodes`, never alive, never in a
+//! `configure` peer list; and a fan-out says in one line how many selected nodes it skipped
+//! because they are locked, why and what to do, exiting nonzero when it reached nobody.
+//!
+//! Fails on the code before the fix: there a probe that the node refused (a failed CURVE
+//! handshake) was the same as silence, so those agents were absent from `troupe nodes`, and a
+//! broadcast said nothing of them ("no node matched" when they were all it found).
+
+use super::impostor::{key_file, nodes, peer_names, troupe_on, LabAgent, CLUSTER};
+use crate::support::netns::{Host, Segment};
+use crate::support::{bin, isolated, run_command};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+use troupe::cluster_key::ClusterKey;
+
+/// `troupe --key-file KEY ARGS` on `host`: exit code, stdout, stderr.
+fn troupe_run(host: &Host, dir: &Path, key: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut command = isolated(host.command(bin("troupe")), dir);
+    command.arg("--key-file").arg(key).args(args).args([
+        "--cluster",
+        CLUSTER,
+        "--state-dir",
+        "cli-state",
+        "--no-mdns",
+    ]);
+    let run = run_command(command, Duration::from_secs(30));
+    (run.code, run.stdout, run.stderr)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn probed_agents_refusing_our_key_are_locked_and_fan_outs_say_so() {
+    let segment = Segment::new("lockprobe", 4);
+    let (holder_host, other_host, keyless_host, observer) = (
+        segment.host(1),
+        segment.host(2),
+        segment.host(3),
+        segment.host(4),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let ours = ClusterKey::generate().unwrap();
+    let our_path = key_file(scratch.path(), &ours);
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_path = key_file(other_dir.path(), &ClusterKey::generate().unwrap());
+    // mDNS off everywhere: these agents are found by probing only.
+    let _holder = LabAgent::start(holder_host, "holder", Some(&our_path), false, None);
+    let _other = LabAgent::start(other_host, "other-key", Some(&other_path), false, None);
+    let _keyless = LabAgent::start(keyless_host, "keyless", None, false, None);
+    let endpoint = |host: &Host| format!("tcp://{}:5555", host.address);
+    let probe = format!(
+        "{},{},{}",
+        holder_host.address, other_host.address, keyless_host.address
+    );
+
+    let listed = nodes(observer, scratch.path(), Some(&our_path), &probe);
+    let row = |host: &Host| -> &Value {
+        let rows: Vec<&Value> = listed
+            .iter()
+            .filter(|n| n["endpoint"] == endpoint(host).as_str())
+            .collect();
+        assert_eq!(rows.len(), 1, "one row at {}: {listed:#?}", endpoint(host));
+        rows[0]
+    };
+    assert_eq!(row(holder_host)["state"], "alive", "{listed:#?}");
+    assert_eq!(
+        row(holder_host)["key_fingerprint"],
+        ours.fingerprint().as_str()
+    );
+    for host in [other_host, keyless_host] {
+        let locked = row(host);
+        assert_eq!(locked["state"], "locked", "{locked}");
+        assert!(
+            locked["locked"]
+                .as_str()
+                .is_some_and(|why| why.contains("refused this controller's cluster key")),
+            "{locked}"
+        );
+    }
+    let table = troupe_on(
+        observer,
+        scratch.path(),
+        Some(&our_path),
+        &["nodes", "--wait", "1s", "--probe", &probe],
+    );
+    assert!(
+        table.contains("is locked: it refused this controller's cluster key"),
+        "{table}"
+    );
+
+    // configure's peer list: the holder only.
+    let dry_run = troupe_on(
+        observer,
+        scratch.path(),
+        Some(&our_path),
+        &["configure", "--dry-run", "--json", "--probe", &probe],
+    );
+    assert_eq!(peer_names(&dry_run), ["holder"]);
+
+    // A broadcast reaches the holder and says, in one line after the results, what it skipped.
+    let (code, stdout, stderr) = troupe_run(
+        observer,
+        scratch.path(),
+        &our_path,
+        &["status", "--probe", &probe],
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("holder"), "{stdout}");
+    let locked_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("locked")).collect();
+    assert_eq!(locked_lines.len(), 1, "{stderr}");
+    let line = locked_lines[0];
+    assert!(
+        line.starts_with("troupe: 2 nodes locked, not sent to ("),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "their cluster key differs from ours (ours {}, theirs none); copy the cluster key \
+             file to them or use --key-file",
+            ours.fingerprint()
+        )),
+        "{line}"
+    );
+
+    // Only locked nodes: nobody reached, a nonzero exit, and the same line says why.
+    let (code, stdout, stderr) = troupe_run(
+        observer,
+        scratch.path(),
+        &our_path,
+        &["status", "--probe", &other_host.address],
+    );
+    assert_ne!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("troupe: 1 node locked, not sent to (")
+            && stderr.contains("copy the cluster key file to them or use --key-file"),
+        "{stderr}"
+    );
+}
