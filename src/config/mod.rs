@@ -7,6 +7,7 @@ pub mod controller;
 mod data_dir;
 pub mod names;
 mod service;
+pub mod suggest;
 pub mod value;
 mod watcher;
 
@@ -287,6 +288,30 @@ pub(crate) fn parse_toml(text: &str, file: &str) -> Result<toml::Table, ConfigEr
     })
 }
 
+/// The keys of `[agent]`, for the "did you mean" hint.
+const AGENT_KEYS: [&str; 20] = [
+    "name",
+    "cluster",
+    "bind",
+    "control_port",
+    "pubsub_port",
+    "stats_port",
+    "stats_interval",
+    "state_dir",
+    "data_root",
+    "mdns",
+    "master",
+    "allow_remote_exec",
+    "max_message_size",
+    "announce_interfaces",
+    "ignore_interfaces",
+    "key_file",
+    "circus_bind",
+    "circus_control_port",
+    "circus_pubsub_port",
+    "circus_stats_port",
+];
+
 fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut Vec<Problem>) {
     for (key, value) in table {
         let json = toml_to_json(value);
@@ -333,7 +358,7 @@ fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut 
                 "circus_control_port" => settings.circus_control_port = read_port(&json)?,
                 "circus_pubsub_port" => settings.circus_pubsub_port = read_port(&json)?,
                 "circus_stats_port" => settings.circus_stats_port = read_port(&json)?,
-                _ => return Err("unknown key".into()),
+                _ => return Err(suggest::unknown_key(key, AGENT_KEYS)),
             }
             Ok(())
         })();

@@ -197,7 +197,12 @@ impl ServiceOptions {
                     _ => Some(read_hook(value).map_err(bad)?),
                 }
             }
-            other => return Err(OptionError::UnknownKey(other.to_string())),
+            other => {
+                return Err(OptionError::UnknownKey {
+                    key: other.to_string(),
+                    known: &Self::KEYS,
+                })
+            }
         }
         Ok(())
     }
