@@ -8,6 +8,7 @@ mod cli;
 mod cluster_e2e;
 mod configure;
 mod discovery;
+mod missing_program;
 mod raw_frames;
 mod remote_exec;
 mod security;

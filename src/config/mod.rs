@@ -6,12 +6,14 @@
 pub mod controller;
 mod data_dir;
 pub mod names;
+mod program;
 mod service;
 pub mod suggest;
 pub mod value;
 mod watcher;
 
 pub use data_dir::{check_data_dir, DataDirRefusal, DataDirRule, SYSTEM_DIRS};
+pub use program::{program_candidates, DEFAULT_PATH};
 pub use service::{read_knob, KnobKind, Profile, ServiceOptions, TemplateConfig, PER_NODE_KEY};
 pub use watcher::{
     HookConfig, OptionEffect, OptionError, OutputConfig, WatcherConfig, DEFAULT_TIME_FORMAT,
@@ -242,15 +244,17 @@ impl AgentConfig {
 }
 
 impl AgentConfig {
-    /// What is valid but likely wrong, keyed like problems: a profile's data-dir knob outside
-    /// every data_dir of its watcher. `--check` prints these; the agent logs them.
+    /// What is valid but likely wrong, keyed like problems: a program the agent (with this
+    /// process's `PATH`) would not find; a profile's data-dir knob outside every data_dir of
+    /// its watcher. `--check` prints these; the agent logs them.
     pub fn warnings(&self) -> Vec<Problem> {
+        let agent_path = std::env::var_os("PATH");
         self.watchers
             .iter()
             .flat_map(|w| {
-                w.service
-                    .data_dir_disagreements()
+                w.program_problem(agent_path.as_deref())
                     .into_iter()
+                    .chain(w.service.data_dir_disagreements())
                     .map(|message| Problem {
                         key: format!("watcher.{}", w.name),
                         message,
