@@ -91,6 +91,7 @@ impl Profile {
                 ("peer_port", Port),
                 ("token", Text),
                 ("cluster_state", Choice(&["new", "existing"])),
+                ("loopback_client", Choice(&["yes", "no"])),
             ],
             Profile::Zookeeper => &[
                 ("data_dir", Path),
