@@ -16,3 +16,4 @@ mod shell;
 mod stats;
 mod supervision;
 mod support;
+mod walkthrough;
