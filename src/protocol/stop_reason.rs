@@ -78,7 +78,7 @@ impl fmt::Display for StopReason {
             (StopCause::Flapping, None) => f.write_str("flapping")?,
             (StopCause::SpawnFailed, _) => f.write_str("spawn failed")?,
             (StopCause::HookFailed, _) => f.write_str("hook failed")?,
-            (StopCause::Exited, _) => f.write_str("exited (respawn = false)")?,
+            (StopCause::Exited, _) => f.write_str("exited with respawn = false")?,
         }
         if let Some(error) = &self.error {
             write!(f, ": {error}")?;
@@ -136,7 +136,7 @@ mod tests {
         };
         assert_eq!(
             killed.to_string(),
-            "exited (respawn = false); last: signal 9"
+            "exited with respawn = false; last: signal 9"
         );
     }
 
