@@ -947,8 +947,13 @@ fn demo_is_keyed(demo: &Demo, first: &str) {
             .expect("troupe ctl");
         assert!(keyed.status.success(), "{endpoint} with the key: {keyed:?}");
     }
+    // The binary by its path: after `cargo run`, `troupe` is on nobody's PATH (issue 18).
+    let troupe = bin("troupe");
     assert!(
-        output.contains(&format!("TROUPE_KEY_FILE={key_file} troupe status")),
+        output.contains(&format!(
+            "TROUPE_KEY_FILE={key_file} {} status",
+            troupe.display()
+        )),
         "{}",
         demo.report()
     );

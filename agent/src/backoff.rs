@@ -41,6 +41,11 @@ impl RespawnPolicy {
         RespawnDecision::After(delay(self.quick_failures, backoff_max))
     }
 
+    /// Whether the last death was quick: the next spawn is a retry.
+    pub fn retrying(&self) -> bool {
+        self.quick_failures > 0
+    }
+
     /// A fresh start (start, restart, reload) forgets earlier failures.
     pub fn reset(&mut self) {
         self.quick_failures = 0;

@@ -75,14 +75,15 @@ impl OutputLog {
 
     /// Spawns a task that reads `stream` until EOF and hands every line to the writer, prefixed
     /// `<local time in time_format> [<pid>] | ` (Circus's format, e.g. `2026-11-22 23:14:34 [3822] | hi 1`).
-    /// The returned JoinHandle completes only after all of this stream's lines were handed to the writer.
+    /// The returned JoinHandle completes only after all of this stream's lines were handed to
+    /// the writer, with the stream's last non-blank line (for a stop reason).
     pub fn capture<R: AsyncRead + Unpin + Send + 'static>(
         &self,
         pid: u32,
         stream: R,
-    ) -> JoinHandle<()> {
+    ) -> JoinHandle<Option<String>> {
         let log = self.clone();
-        tokio::spawn(async move { log.read_lines(pid, stream).await })
+        tokio::spawn(async move { read_lines(pid, stream, LineSink::Log(&log)).await })
     }
 
     /// Resolves once everything handed to the writer before this call is written and flushed to the OS.
@@ -90,40 +91,6 @@ impl OutputLog {
         let (done, flushed) = oneshot::channel();
         if self.tx.send(Command::Flush(done)).await.is_ok() {
             let _ = flushed.await;
-        }
-    }
-
-    /// The body of `capture`. A read error ends the capture like EOF (after a warning), since
-    /// a pipe that failed once will not recover.
-    async fn read_lines<R: AsyncRead + Unpin>(&self, pid: u32, stream: R) {
-        let mut reader = BufReader::new(stream);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let read = (&mut reader)
-                .take(MAX_LINE as u64)
-                .read_until(b'\n', &mut line)
-                .await;
-            if let Err(e) = &read {
-                tracing::warn!(pid, "reading process output failed: {e}");
-            }
-            if line.is_empty() {
-                break;
-            }
-            if line.last() != Some(&b'\n') {
-                // A line cut at MAX_LINE whose newline comes right after the cut takes it
-                // along, rather than leaving it to show up as an empty line.
-                if line.len() == MAX_LINE && read.is_ok() {
-                    if let Ok([b'\n', ..]) = reader.fill_buf().await {
-                        reader.consume(1);
-                    }
-                }
-                line.push(b'\n');
-            }
-            let record = self.record(pid, &line);
-            if self.tx.send(Command::Record(record)).await.is_err() || read.is_err() {
-                break;
-            }
         }
     }
 
@@ -136,6 +103,72 @@ impl OutputLog {
         record.extend_from_slice(line);
         record
     }
+}
+
+/// Copies a process's stderr to the agent's own stderr, where an uncaptured process writes,
+/// and returns its last non-blank line: used for a watcher retrying after quick exits whose
+/// stderr has no file, so that its stop reason can quote the error that made it exit.
+pub fn pass_through<R: AsyncRead + Unpin + Send + 'static>(
+    pid: u32,
+    stream: R,
+) -> JoinHandle<Option<String>> {
+    tokio::spawn(async move { read_lines(pid, stream, LineSink::AgentStderr).await })
+}
+
+/// Where `read_lines` puts each line.
+enum LineSink<'a> {
+    Log(&'a OutputLog),
+    AgentStderr,
+}
+
+/// Reads `stream` line by line until EOF into `sink`; returns the last non-blank line. A read
+/// error ends it like EOF (after a warning), since a pipe that failed once will not recover.
+async fn read_lines<R: AsyncRead + Unpin>(
+    pid: u32,
+    stream: R,
+    sink: LineSink<'_>,
+) -> Option<String> {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    let mut last = None;
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await;
+        if let Err(e) = &read {
+            tracing::warn!(pid, "reading process output failed: {e}");
+        }
+        if line.is_empty() {
+            break;
+        }
+        if line.last() != Some(&b'\n') {
+            // A line cut at MAX_LINE whose newline comes right after the cut takes it
+            // along, rather than leaving it to show up as an empty line.
+            if line.len() == MAX_LINE && read.is_ok() {
+                if let Ok([b'\n', ..]) = reader.fill_buf().await {
+                    reader.consume(1);
+                }
+            }
+            line.push(b'\n');
+        }
+        let start = &line[..line.len().min(troupe::protocol::LAST_OUTPUT_MAX * 2)];
+        if let Some(kept) = troupe::protocol::last_line(&String::from_utf8_lossy(start)) {
+            last = Some(kept);
+        }
+        let written = match &sink {
+            LineSink::Log(log) => {
+                let record = log.record(pid, &line);
+                log.tx.send(Command::Record(record)).await.is_ok()
+            }
+            LineSink::AgentStderr => tokio::io::stderr().write_all(&line).await.is_ok(),
+        };
+        if !written || read.is_err() {
+            break;
+        }
+    }
+    last
 }
 
 /// The writer task's state: the only owner of the file.

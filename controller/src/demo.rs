@@ -147,15 +147,29 @@ async fn show(
     let owner_socket = dir.join("demo-1").join("control.sock");
     println!(
         "\nThe demo runs keyed: its agents and controller answer only holders of {key}.\n\
-         From another shell:\n  \
-         TROUPE_KEY_FILE={key} troupe status      (or troupe stats, troupe nodes)\n  \
+         From another shell, in this directory:\n  \
+         TROUPE_KEY_FILE={key} {troupe} status      (or stats, nodes)\n\
+         and with the stock Circus clients (.venv-circus/bin/ once scripts/test has run):\n  \
          circusctl --endpoint ipc://{owner} status      (demo-1's owner socket: every command)\n  \
          circus-top --endpoint tcp://{first}:{stats}      (demo-1's circus_bind: read-only, plaintext)\n\
          Ctrl-C stops everything.",
+        troupe = this_binary().display(),
         owner = owner_socket.display(),
         stats = troupe::config::DEFAULT_CIRCUS_STATS_PORT,
     );
     Ok(controller)
+}
+
+/// How to run this `troupe` again from the working dir: `target/debug/troupe` after `cargo
+/// run` in the repository (which puts no `troupe` on the PATH), else its full path.
+fn this_binary() -> PathBuf {
+    let Ok(exe) = std::env::current_exe() else {
+        return PathBuf::from("troupe");
+    };
+    std::env::current_dir()
+        .ok()
+        .and_then(|dir| exe.strip_prefix(dir).ok().map(Path::to_path_buf))
+        .unwrap_or(exe)
 }
 
 /// Runs a controller on 127.0.0.1:5558 when that port is free (so `troupe status` in

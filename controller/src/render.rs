@@ -3,6 +3,7 @@
 use crate::broadcast::reply_ok;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use troupe::protocol::StopReason;
 
 /// Renders the replies to `command` as a table.
 pub fn render(
@@ -33,10 +34,18 @@ pub fn render(
         match (command, named) {
             ("status", false) => {
                 for (watcher, state) in reply["statuses"].as_object().into_iter().flatten() {
-                    rows.push(vec![node.clone(), watcher.clone(), text(state)]);
+                    let reason = &reply["stopped_reasons"][watcher];
+                    rows.push(vec![
+                        node.clone(),
+                        watcher.clone(),
+                        state_text(state, reason),
+                    ]);
                 }
             }
-            ("status", true) => rows.push(vec![node.clone(), text(&reply["status"])]),
+            ("status", true) => rows.push(vec![
+                node.clone(),
+                state_text(&reply["status"], &reply["stopped_reason"]),
+            ]),
             ("list", false) => rows.push(vec![node.clone(), join(&reply["watchers"])]),
             ("list", true) => rows.push(vec![node.clone(), join(&reply["pids"])]),
             ("numprocesses" | "numwatchers" | "incr" | "decr", _) => {
@@ -95,6 +104,15 @@ fn stats_rows(node: &str, reply: &Value, rows: &mut Vec<Vec<String>>) {
     }
 }
 
+/// A watcher's state, with the reason it stopped by itself when the agent gave one:
+/// `stopped (flapping: 6 quick exits; last: exit 1 "...")`.
+fn state_text(state: &Value, reason: &Value) -> String {
+    match serde_json::from_value::<StopReason>(reason.clone()) {
+        Ok(reason) => format!("{} ({reason})", text(state)),
+        Err(_) => text(state),
+    }
+}
+
 fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -148,7 +166,9 @@ mod tests {
         let mut replies = BTreeMap::new();
         replies.insert(
             "a".to_string(),
-            json!({"status": "ok", "statuses": {"web": "active", "db": "stopped"}}),
+            json!({"status": "ok", "statuses": {"web": "active", "db": "stopped"},
+                   "stopped_reasons": {"db": {"cause": "flapping", "quick_exits": 6,
+                                              "last_exit": 1, "last_output": "boom"}}}),
         );
         replies.insert(
             "b".to_string(),
@@ -166,7 +186,19 @@ mod tests {
         );
         assert_eq!(
             lines[2].split_whitespace().collect::<Vec<_>>(),
-            ["a", "db", "stopped"]
+            [
+                "a",
+                "db",
+                "stopped",
+                "(flapping:",
+                "6",
+                "quick",
+                "exits;",
+                "last:",
+                "exit",
+                "1",
+                "\"boom\")"
+            ]
         );
         assert!(
             lines[3].starts_with("b") && lines[3].contains("error: no reply"),

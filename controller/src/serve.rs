@@ -588,16 +588,25 @@ async fn cluster_view(
     let ok = replies.iter().filter(|(_, r)| reply_ok(r));
     Ok(match request.command.as_str() {
         "status" => {
-            let statuses: Map<String, Value> = ok
-                .flat_map(|(node, r)| {
-                    r["statuses"]
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .map(move |(w, s)| (format!("{node}:{w}"), s.clone()))
-                })
-                .collect();
-            fields([("statuses", Value::Object(statuses))])
+            let by_watcher = |field: &'static str| -> Map<String, Value> {
+                replies
+                    .iter()
+                    .filter(|(_, r)| reply_ok(r))
+                    .flat_map(|(node, r)| {
+                        r[field]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(move |(w, s)| (format!("{node}:{w}"), s.clone()))
+                    })
+                    .collect()
+            };
+            let mut reply = fields([("statuses", Value::Object(by_watcher("statuses")))]);
+            let reasons = by_watcher("stopped_reasons");
+            if !reasons.is_empty() {
+                reply.insert("stopped_reasons".into(), Value::Object(reasons));
+            }
+            reply
         }
         "list" => {
             let watchers: Vec<String> = ok

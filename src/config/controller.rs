@@ -117,6 +117,28 @@ impl ControllerConfig {
     }
 }
 
+/// The top-level keys of troupe.toml (besides `[serve]`), for the "did you mean" hint.
+const TOP_KEYS: [&str; 9] = [
+    "cluster",
+    "probe",
+    "seeds",
+    "mdns",
+    "timeout",
+    "probe_interval",
+    "state_dir",
+    "key_file",
+    "serve",
+];
+/// The keys of `[serve]`.
+const SERVE_KEYS: [&str; 6] = [
+    "bind",
+    "control_port",
+    "stats_port",
+    "events_port",
+    "auto_configure",
+    "quiet_period",
+];
+
 fn read_top(config: &mut ControllerConfig, key: &str, value: &Value) -> Result<(), String> {
     let err = |e: super::value::ValueError| e.to_string();
     match key {
@@ -132,7 +154,7 @@ fn read_top(config: &mut ControllerConfig, key: &str, value: &Value) -> Result<(
         "probe_interval" => config.probe_interval = read_duration(value).map_err(err)?,
         "state_dir" => config.state_dir = read_string(value).map_err(err)?.into(),
         "key_file" => config.key_file = Some(read_string(value).map_err(err)?.into()),
-        _ => return Err("unknown key".into()),
+        _ => return Err(super::suggest::unknown_key(key, TOP_KEYS)),
     }
     Ok(())
 }
@@ -147,7 +169,7 @@ fn read_serve(serve: &mut ServeSettings, key: &str, value: &Value) -> Result<(),
         "events_port" => serve.events_port = port(value)?,
         "auto_configure" => serve.auto_configure = read_bool(value).map_err(err)?,
         "quiet_period" => serve.quiet_period = read_duration(value).map_err(err)?,
-        _ => return Err("unknown key".into()),
+        _ => return Err(super::suggest::unknown_key(key, SERVE_KEYS)),
     }
     Ok(())
 }
@@ -197,12 +219,36 @@ mod tests {
             err.contains("troupe.toml: mdns: expected a boolean, got \"maybe\""),
             "{err}"
         );
-        assert!(err.contains("troupe.toml: bogus: unknown key"), "{err}");
+        assert!(
+            err.contains("troupe.toml: bogus: unknown key `bogus`"),
+            "{err}"
+        );
         assert!(
             err.contains(
                 "troupe.toml: serve.control_port: expected an integer from 0 to 65535, got -1"
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_mistyped_key_is_told_the_nearest_known_one_and_every_suggestion_is_a_key() {
+        let err = ControllerConfig::parse("clustr = \"lab\"\n[serve]\nquiet_perod = 2\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.toml: clustr: unknown key `clustr`; did you mean `cluster`?"),
+            "{err}"
+        );
+        assert!(err.contains("did you mean `quiet_period`?"), "{err}");
+        for key in TOP_KEYS.into_iter().filter(|k| *k != "serve") {
+            let err = ControllerConfig::parse(&format!("{key} = {{}}\n"), "t.toml").unwrap_err();
+            assert!(!err.to_string().contains("unknown key"), "{key}: {err}");
+        }
+        for key in SERVE_KEYS {
+            let err =
+                ControllerConfig::parse(&format!("[serve]\n{key} = {{}}\n"), "t.toml").unwrap_err();
+            assert!(!err.to_string().contains("unknown key"), "{key}: {err}");
+        }
     }
 }

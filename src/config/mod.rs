@@ -6,11 +6,14 @@
 pub mod controller;
 mod data_dir;
 pub mod names;
+mod program;
 mod service;
+pub mod suggest;
 pub mod value;
 mod watcher;
 
 pub use data_dir::{check_data_dir, DataDirRefusal, DataDirRule, SYSTEM_DIRS};
+pub use program::{program_candidates, DEFAULT_PATH};
 pub use service::{read_knob, KnobKind, Profile, ServiceOptions, TemplateConfig, PER_NODE_KEY};
 pub use watcher::{
     HookConfig, OptionEffect, OptionError, OutputConfig, WatcherConfig, DEFAULT_TIME_FORMAT,
@@ -241,15 +244,17 @@ impl AgentConfig {
 }
 
 impl AgentConfig {
-    /// What is valid but likely wrong, keyed like problems: a profile's data-dir knob outside
-    /// every data_dir of its watcher. `--check` prints these; the agent logs them.
+    /// What is valid but likely wrong, keyed like problems: a program the agent (with this
+    /// process's `PATH`) would not find; a profile's data-dir knob outside every data_dir of
+    /// its watcher. `--check` prints these; the agent logs them.
     pub fn warnings(&self) -> Vec<Problem> {
+        let agent_path = std::env::var_os("PATH");
         self.watchers
             .iter()
             .flat_map(|w| {
-                w.service
-                    .data_dir_disagreements()
+                w.program_problem(agent_path.as_deref())
                     .into_iter()
+                    .chain(w.service.data_dir_disagreements())
                     .map(|message| Problem {
                         key: format!("watcher.{}", w.name),
                         message,
@@ -286,6 +291,30 @@ pub(crate) fn parse_toml(text: &str, file: &str) -> Result<toml::Table, ConfigEr
         }
     })
 }
+
+/// The keys of `[agent]`, for the "did you mean" hint.
+const AGENT_KEYS: [&str; 20] = [
+    "name",
+    "cluster",
+    "bind",
+    "control_port",
+    "pubsub_port",
+    "stats_port",
+    "stats_interval",
+    "state_dir",
+    "data_root",
+    "mdns",
+    "master",
+    "allow_remote_exec",
+    "max_message_size",
+    "announce_interfaces",
+    "ignore_interfaces",
+    "key_file",
+    "circus_bind",
+    "circus_control_port",
+    "circus_pubsub_port",
+    "circus_stats_port",
+];
 
 fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut Vec<Problem>) {
     for (key, value) in table {
@@ -333,7 +362,7 @@ fn read_agent(settings: &mut AgentSettings, table: &toml::Table, problems: &mut 
                 "circus_control_port" => settings.circus_control_port = read_port(&json)?,
                 "circus_pubsub_port" => settings.circus_pubsub_port = read_port(&json)?,
                 "circus_stats_port" => settings.circus_stats_port = read_port(&json)?,
-                _ => return Err("unknown key".into()),
+                _ => return Err(suggest::unknown_key(key, AGENT_KEYS)),
             }
             Ok(())
         })();

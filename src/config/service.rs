@@ -91,6 +91,7 @@ impl Profile {
                 ("peer_port", Port),
                 ("token", Text),
                 ("cluster_state", Choice(&["new", "existing"])),
+                ("loopback_client", Choice(&["yes", "no"])),
             ],
             Profile::Zookeeper => &[
                 ("data_dir", Path),
@@ -197,7 +198,12 @@ impl ServiceOptions {
                     _ => Some(read_hook(value).map_err(bad)?),
                 }
             }
-            other => return Err(OptionError::UnknownKey(other.to_string())),
+            other => {
+                return Err(OptionError::UnknownKey {
+                    key: other.to_string(),
+                    known: &Self::KEYS,
+                })
+            }
         }
         Ok(())
     }

@@ -143,6 +143,40 @@ numprocesses = 2
 }
 
 #[test]
+fn a_mistyped_key_is_told_the_nearest_known_one() {
+    let text =
+        "[agent]\nclustr = \"lab\"\n[watcher.web]\ncmd = \"x\"\nnumproceses = 2\nbogus = 1\n";
+    let shown = AgentConfig::parse(text, "troupe-agent.toml")
+        .unwrap_err()
+        .to_string();
+    for line in [
+        "troupe-agent.toml: agent.clustr: unknown key `clustr`; did you mean `cluster`?",
+        "troupe-agent.toml: watcher.web.numproceses: unknown key `numproceses`; did you mean `numprocesses`?",
+        "troupe-agent.toml: watcher.web.bogus: unknown key `bogus`\n",
+    ] {
+        assert!(format!("{shown}\n").contains(line), "missing {line:?} in:\n{shown}");
+    }
+}
+
+/// The "did you mean" lists are written beside the readers: each of their keys must be one the
+/// reader takes, or a typo would be pointed at a key that is refused in turn.
+#[test]
+fn every_key_offered_as_a_suggestion_is_accepted() {
+    for key in AGENT_KEYS {
+        let text = format!("[agent]\n{key} = {{}}\n");
+        let shown = AgentConfig::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(!shown.contains("unknown key"), "{key}: {shown}");
+    }
+    for key in WatcherConfig::KEYS {
+        let error = WatcherConfig::new("w", "x").apply(key, &json!([[]]));
+        assert!(
+            !matches!(error, Err(OptionError::UnknownKey { .. })),
+            "{key}: {error:?}"
+        );
+    }
+}
+
+#[test]
 fn toml_syntax_errors_name_the_line() {
     let err = AgentConfig::parse("[agent]\nname = \"a\"\nbind = \n", "x.toml").unwrap_err();
     assert_eq!(err.problems.len(), 1);
@@ -221,7 +255,10 @@ fn set_options_report_their_effect_and_refuse_unknown_keys() {
     assert_eq!(w.hooks["after_stop"].cmd, "true");
     assert_eq!(
         w.apply("bogus", &json!(1)),
-        Err(OptionError::UnknownKey("bogus".into()))
+        Err(OptionError::UnknownKey {
+            key: "bogus".into(),
+            known: &WatcherConfig::KEYS
+        })
     );
     assert!(matches!(
         w.apply("hooks.nope", &json!("x")),

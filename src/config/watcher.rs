@@ -314,7 +314,12 @@ impl WatcherConfig {
                     }
                     None
                 }
-                Option::None => return Err(OptionError::UnknownKey(other.to_string())),
+                Option::None => {
+                    return Err(OptionError::UnknownKey {
+                        key: other.to_string(),
+                        known: &WatcherConfig::KEYS,
+                    })
+                }
             },
         };
         Ok(effect)
@@ -456,8 +461,13 @@ impl WatcherConfig {
 /// Why an option was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
-    #[error("unknown key '{0}'")]
-    UnknownKey(String),
+    /// A key that is not an option; `known` are the keys that were possible there, for the
+    /// "did you mean" hint.
+    #[error("{}", super::suggest::unknown_key(key, known.iter().copied()))]
+    UnknownKey {
+        key: String,
+        known: &'static [&'static str],
+    },
     #[error("unknown hook '{0}' (known: {list})", list = HOOK_NAMES.join(", "))]
     UnknownHook(String),
     #[error("{0}")]
@@ -538,6 +548,9 @@ pub(super) fn read_hook(value: &Value) -> Result<HookConfig, ValueError> {
     Ok(hook)
 }
 
+/// The keys of an output table (`stdout`, `stderr`).
+const OUTPUT_KEYS: [&str; 4] = ["file", "max_bytes", "backup_count", "time_format"];
+
 /// `{ file = "...", max_bytes = "50MB", backup_count = 5, time_format = "..." }` or a path.
 fn read_output(value: &Value) -> Result<OutputConfig, OptionError> {
     let bad = OptionError::Invalid;
@@ -558,7 +571,12 @@ fn read_output(value: &Value) -> Result<OutputConfig, OptionError> {
                         output.backup_count = read_int(v, 0, 1000).map_err(bad)? as u32
                     }
                     "time_format" => output.time_format = read_string(v).map_err(bad)?,
-                    _ => return Err(OptionError::UnknownKey(key.clone())),
+                    _ => {
+                        return Err(OptionError::UnknownKey {
+                            key: key.clone(),
+                            known: &OUTPUT_KEYS,
+                        })
+                    }
                 }
             }
         }

@@ -7,6 +7,7 @@ mod event;
 mod node;
 mod process_info;
 pub(crate) mod request;
+mod stop_reason;
 
 pub use configure::{
     ClusterInfo, ConfigureReply, ConfigureRequest, ConfiguredFile, FieldError, NodeRef, Peer,
@@ -16,6 +17,7 @@ pub use event::{event_topic, Event};
 pub use node::{Endpoints, NodeInfo, Registration, WatcherSummary};
 pub use process_info::{format_cpu_time, format_mem, round_mem_percent, ProcessInfo};
 pub use request::{option_brings_code, Request, RequestError, CIRCUS_READ_COMMANDS};
+pub use stop_reason::{last_line, StopCause, StopReason, LAST_OUTPUT_MAX};
 
 use serde_json::{Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -16,6 +16,9 @@ pub struct Endpoints {
 pub struct WatcherSummary {
     pub status: String,
     pub numprocesses: usize,
+    /// Why it is stopped, when it stopped by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<super::StopReason>,
 }
 
 /// The `node` field of a `nodeinfo` reply.

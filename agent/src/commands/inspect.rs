@@ -24,20 +24,32 @@ pub async fn list(ctx: &AgentContext, props: Props<'_>) -> Fields {
     Ok(fields([("watchers", json!(names))]))
 }
 
+/// Circus's `status`, plus troupe's reason for every watcher that stopped by itself, in an
+/// extra field stock clients ignore (`stopped_reason`, or `stopped_reasons` by watcher).
 pub async fn status(ctx: &AgentContext, props: Props<'_>) -> Fields {
     if let Some(name) = props.opt_str("name")? {
         let view = watcher(ctx, name).await?.view();
         // Circus's quirk, relied upon by circusctl: the state replaces "ok".
-        return Ok(fields([("status", json!(view.state.as_str()))]));
+        let mut reply = fields([("status", json!(view.state.as_str()))]);
+        if let Some(reason) = &view.stopped_reason {
+            reply.insert("stopped_reason".into(), json!(reason));
+        }
+        return Ok(reply);
     }
-    let statuses: Map<String, Value> = ctx
-        .arbiter
-        .all()
-        .await?
-        .iter()
-        .map(|w| (w.name.clone(), json!(w.view().state.as_str())))
-        .collect();
-    Ok(fields([("statuses", Value::Object(statuses))]))
+    let mut statuses = Map::new();
+    let mut reasons = Map::new();
+    for w in ctx.arbiter.all().await? {
+        let view = w.view();
+        statuses.insert(w.name.clone(), json!(view.state.as_str()));
+        if let Some(reason) = &view.stopped_reason {
+            reasons.insert(w.name.clone(), json!(reason));
+        }
+    }
+    let mut reply = fields([("statuses", Value::Object(statuses))]);
+    if !reasons.is_empty() {
+        reply.insert("stopped_reasons".into(), Value::Object(reasons));
+    }
+    Ok(reply)
 }
 
 pub async fn numprocesses(ctx: &AgentContext, props: Props<'_>) -> Fields {
@@ -163,6 +175,7 @@ pub async fn nodeinfo(ctx: &AgentContext) -> Fields {
             let summary = WatcherSummary {
                 status: view.state.as_str().to_string(),
                 numprocesses: view.processes.len(),
+                stopped_reason: view.stopped_reason,
             };
             (w.name.clone(), summary)
         })

@@ -4,8 +4,16 @@ use super::options::{check_remote_numprocesses, numprocesses_ceiling};
 use super::{fields, matching, watcher, AgentContext, Caller, Fields, Props};
 use crate::watcher::{Reply, Transition, WatcherHandle, WatcherMsg};
 use serde_json::{json, Map, Value};
+use std::time::Duration;
+use tokio::sync::oneshot;
 use troupe::config::MAX_NUMPROCESSES;
 use troupe::protocol::CommandError;
+
+/// How long a `start` without `waiting` waits for its outcome before answering that it is
+/// queued: a program that cannot be spawned fails within milliseconds, and that failure is
+/// then the answer rather than "ok". A start that takes longer (many processes, a slow hook,
+/// a slow stop queued before it) is answered as queued, as Circus does, and its outcome logged.
+const START_FAILURE_WAIT: Duration = Duration::from_secs(1);
 
 /// Queues a command on a watcher; with `waiting` returns its result, otherwise only makes
 /// sure it is queued (its outcome is logged).
@@ -21,7 +29,24 @@ pub(super) async fn run_on<T: Send + 'static>(
             .map_err(|_| CommandError::command(format!("watcher '{}' was removed", handle.name)))?
             .map(Some);
     }
-    let name = handle.name.clone();
+    failure_within(&handle.name, rx, Duration::ZERO).await
+}
+
+/// Waits up to `patience` for a queued command's result: a failure by then is returned; a
+/// success, or no result yet, answers `Ok(None)` (queued), and a later failure is logged.
+async fn failure_within<T: Send + 'static>(
+    name: &str,
+    mut rx: oneshot::Receiver<Result<T, CommandError>>,
+    patience: Duration,
+) -> Result<Option<T>, CommandError> {
+    if !patience.is_zero() {
+        match tokio::time::timeout(patience, &mut rx).await {
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(_) => return Ok(None),
+            Err(_) => {}
+        }
+    }
+    let name = name.to_string();
     tokio::spawn(async move {
         if let Ok(Err(e)) = rx.await {
             tracing::warn!(watcher = %name, "background command failed: {e}");
@@ -66,11 +91,14 @@ async fn start_in_order(watchers: Vec<WatcherHandle>, waiting: bool) -> Result<(
         first_error.map_or(Ok(()), Err)
     };
     if waiting {
-        sequence.await
-    } else {
-        tokio::spawn(sequence);
-        Ok(())
+        return sequence.await;
     }
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = tx.send(sequence.await);
+    });
+    failure_within("*", rx, START_FAILURE_WAIT).await?;
+    Ok(())
 }
 
 /// Stops watchers concurrently, as Circus's stop-all does.
@@ -95,6 +123,11 @@ pub async fn start(ctx: &AgentContext, props: Props<'_>) -> Fields {
     }
     let found = matching(ctx, props).await?;
     if let [single] = found.as_slice() {
+        if !waiting {
+            let rx = single.enqueue(WatcherMsg::Start).await?;
+            failure_within(&single.name, rx, START_FAILURE_WAIT).await?;
+            return Ok(Map::new());
+        }
         return Ok(match run_on(single, waiting, WatcherMsg::Start).await? {
             Some(t) => fields([("info", info(&t, false))]),
             None => Map::new(),

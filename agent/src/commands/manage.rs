@@ -186,8 +186,9 @@ pub async fn apply_config(
     // Highest priority first, each started before the next, as Circus does.
     to_start.sort_by_cached_key(|w| (-w.view().config.priority, w.name.to_lowercase()));
     for handle in to_start {
+        // The watcher's errors name it already ("watcher 'web' could not start: ...").
         if let Err(e) = run_on(&handle, waiting, WatcherMsg::Start).await {
-            warnings.push(format!("watcher '{}': {e}", handle.name));
+            warnings.push(e.to_string());
         }
     }
     Ok(warnings)

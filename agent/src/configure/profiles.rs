@@ -47,6 +47,7 @@ pub fn defaults(
             ("peer_port", json!(2380)),
             ("token", json!(format!("troupe-{}", cluster.name))),
             ("cluster_state", json!("new")),
+            ("loopback_client", json!("yes")),
         ],
         Profile::Zookeeper => vec![
             ("data_dir", data_dir(dir("data"))),

@@ -3,7 +3,7 @@
 
 use super::write::{preview, write_all};
 use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use troupe::config::Profile;
@@ -191,7 +191,8 @@ fn etcd_profile_is_an_env_file_with_every_etcd_variable() {
         &[
             "ETCD_NAME=node-b",
             "ETCD_INITIAL_CLUSTER=node-a=http://10.0.0.11:2380,node-b=http://10.0.0.12:2380,node-c=http://10.0.0.13:2380",
-            "ETCD_LISTEN_CLIENT_URLS=http://10.0.0.12:2379",
+            "ETCD_LISTEN_CLIENT_URLS=http://10.0.0.12:2379,http://127.0.0.1:2379",
+            "ETCD_ADVERTISE_CLIENT_URLS=http://10.0.0.12:2379",
             "ETCD_INITIAL_CLUSTER_STATE=new",
             "ETCD_DATA_DIR=/srv/troupe/etcd/data",
         ],
@@ -243,9 +244,37 @@ fn knobs_are_overridden_for_all_nodes_and_per_node() {
         text,
         &[
             "ETCD_INITIAL_CLUSTER=node-a=http://10.0.0.11:2380,node-b=http://10.0.0.12:2380,node-c=http://10.0.0.13:22380",
-            "ETCD_LISTEN_CLIENT_URLS=http://10.0.0.12:32379",
+            "ETCD_LISTEN_CLIENT_URLS=http://10.0.0.12:32379,http://127.0.0.1:32379",
             "ETCD_DATA_DIR=/data/etcd",
         ],
+    );
+}
+
+/// etcd also listens on 127.0.0.1, so `etcdctl` on the node needs no --endpoints; not where the
+/// node's own address is a loopback one (members sharing a host would all claim 127.0.0.1),
+/// nor with `loopback_client = "no"`.
+#[test]
+fn etcd_serves_clients_on_loopback_unless_the_node_is_on_loopback_or_says_no() {
+    let listen = |address: &str, options: Value| {
+        let mut w = profile_watcher(Profile::Etcd);
+        w.apply("profile_options", &options).unwrap();
+        let mut peers = peer_list();
+        peers.me.address = address.into();
+        let files = render_all(&[w], &peers, &inputs(Path::new("/var/lib/troupe"))).unwrap();
+        let text = files[0].text.clone();
+        text.lines()
+            .find_map(|l| l.strip_prefix("ETCD_LISTEN_CLIENT_URLS="))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        listen("10.0.0.12", json!({})),
+        "http://10.0.0.12:2379,http://127.0.0.1:2379"
+    );
+    assert_eq!(listen("127.0.0.3", json!({})), "http://127.0.0.3:2379");
+    assert_eq!(
+        listen("10.0.0.12", json!({"loopback_client": "no"})),
+        "http://10.0.0.12:2379"
     );
 }
 

@@ -1,7 +1,7 @@
 //! The watcher actor: the one owner of a watcher's processes and their lifecycle.
 
 use super::hooks::{self, HookContext};
-use super::process::{self, ExitCode, OutputLogs, Process};
+use super::process::{self, Exit, ExitCode, OutputLogs, Process};
 use super::{
     ProcessView, SignalScope, Transition, WatcherHandle, WatcherMsg, WatcherState, WatcherView,
 };
@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 use troupe::config::{OptionEffect, WatcherConfig};
-use troupe::protocol::{CommandError, Event};
+use troupe::protocol::{CommandError, Event, StopCause, StopReason};
 
 /// How long processes may take to die after SIGKILL before the stop gives up on them
 /// (a process in uninterruptible sleep cannot be killed until its I/O returns).
@@ -38,6 +38,7 @@ pub fn spawn(
         config: config.clone(),
         state: WatcherState::Stopped,
         processes: Vec::new(),
+        stopped_reason: None,
     });
     let handle = WatcherHandle {
         name: config.name.clone(),
@@ -51,6 +52,8 @@ pub fn spawn(
         policy: RespawnPolicy::default(),
         respawn_at: None,
         last_spawn_error: None,
+        last_exit: None,
+        stopped_reason: None,
         state_dir,
         logs,
         events,
@@ -103,10 +106,14 @@ struct WatcherActor {
     policy: RespawnPolicy,
     respawn_at: Option<Instant>,
     last_spawn_error: Option<std::io::Error>,
+    /// The last process's exit code and last stderr line, for a stop reason.
+    last_exit: Option<(ExitCode, Option<String>)>,
+    /// Why the watcher stopped by itself; cleared by a start or a commanded stop.
+    stopped_reason: Option<StopReason>,
     state_dir: PathBuf,
     logs: OutputLogs,
     events: EventSender,
-    exits_tx: mpsc::UnboundedSender<(u32, ExitCode)>,
+    exits_tx: mpsc::UnboundedSender<Exit>,
     view_tx: watch::Sender<WatcherView>,
 }
 
@@ -114,7 +121,7 @@ impl WatcherActor {
     async fn run(
         mut self,
         mut mailbox: mpsc::Receiver<WatcherMsg>,
-        mut exits: mpsc::UnboundedReceiver<(u32, ExitCode)>,
+        mut exits: mpsc::UnboundedReceiver<Exit>,
     ) {
         loop {
             let timer = self.next_timer();
@@ -134,7 +141,7 @@ impl WatcherActor {
                         return;
                     }
                 },
-                Some((pid, code)) = exits.recv() => self.on_exit(pid, code).await,
+                Some(exit) = exits.recv() => self.on_exit(exit).await,
                 _ = sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
                     self.on_timer().await
                 }
@@ -229,10 +236,15 @@ impl WatcherActor {
                 started: p.started,
             })
             .collect();
+        let stopped_reason = match self.state {
+            WatcherState::Stopped => self.stopped_reason.clone(),
+            _ => None,
+        };
         self.view_tx.send_replace(WatcherView {
             config: self.config.clone(),
             state: self.state,
             processes,
+            stopped_reason,
         });
     }
 
@@ -257,6 +269,8 @@ impl WatcherActor {
         }
         self.policy.reset();
         self.last_spawn_error = None;
+        self.last_exit = None;
+        self.stopped_reason = None;
         self.set_state(WatcherState::Starting);
         if !hooks::run(
             &self.config,
@@ -276,11 +290,7 @@ impl WatcherActor {
         self.state = WatcherState::Active;
         self.maintain().await;
         if self.state != WatcherState::Active {
-            return Err(CommandError::command(format!(
-                "watcher '{}' could not start: {}",
-                self.name(),
-                self.last_failure()
-            )));
+            return Err(self.could_not_start());
         }
         if self.processes.is_empty() && self.config.numprocesses > 0 {
             if let Some(e) = &self.last_spawn_error {
@@ -288,12 +298,12 @@ impl WatcherActor {
                     e.kind(),
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
                 ) {
-                    let reason = format!("cannot spawn {:?}: {e}", self.config.cmd);
-                    self.give_up(reason.clone()).await;
-                    return Err(CommandError::command(format!(
-                        "watcher '{}' could not start: {reason}",
-                        self.name()
-                    )));
+                    let reason = StopReason {
+                        error: Some(self.spawn_error_text(e)),
+                        ..StopReason::new(StopCause::SpawnFailed)
+                    };
+                    self.give_up(reason).await;
+                    return Err(self.could_not_start());
                 }
             }
         }
@@ -306,7 +316,11 @@ impl WatcherActor {
         )
         .await
         {
-            self.stop(Some("after_start hook failed".into())).await;
+            let reason = StopReason {
+                error: Some("after_start hook failed".into()),
+                ..StopReason::new(StopCause::HookFailed)
+            };
+            self.give_up(reason).await;
             return Err(CommandError::command(format!(
                 "after_start hook of '{}' failed: watcher stopped",
                 self.name()
@@ -323,15 +337,30 @@ impl WatcherActor {
         })
     }
 
-    fn last_failure(&self) -> String {
-        self.last_spawn_error
+    /// The error of a start that left the watcher stopped, with the reason it gave up.
+    fn could_not_start(&self) -> CommandError {
+        let why = self
+            .stopped_reason
             .as_ref()
-            .map(|e| format!("cannot spawn {:?}: {e}", self.config.cmd))
-            .unwrap_or_else(|| "a spawn hook failed".into())
+            .map_or_else(|| "a spawn hook failed".into(), ToString::to_string);
+        CommandError::command(format!("watcher '{}' could not start: {why}", self.name()))
+    }
+
+    /// `cannot spawn etcd: No such file or directory (os error 2)`: the program as the
+    /// watcher's command names it, and the error.
+    fn spawn_error_text(&self, e: &std::io::Error) -> String {
+        let argv = self.config.argv();
+        let program = argv
+            .first()
+            .map_or(self.config.cmd.as_str(), String::as_str);
+        format!("cannot spawn {program}: {e}")
     }
 
     /// Stops every process; `reason` is set when the watcher stops itself.
     async fn stop(&mut self, reason: Option<String>) -> Transition {
+        if reason.is_none() {
+            self.stopped_reason = None;
+        }
         self.respawn_at = None;
         if self.state == WatcherState::Stopped && self.processes.is_empty() {
             return Transition::default();
@@ -361,11 +390,14 @@ impl WatcherActor {
         }
     }
 
-    /// The watcher gives up on itself (flapping, unspawnable command).
-    async fn give_up(&mut self, reason: String) {
+    /// The watcher gives up on itself (flapping, unspawnable command, failed hook); `status`
+    /// shows why until the next start.
+    async fn give_up(&mut self, reason: StopReason) {
         tracing::warn!(watcher = %self.name(), "stopping: {reason}");
         self.last_spawn_error = None;
-        self.stop(Some(reason)).await;
+        let text = reason.to_string();
+        self.stopped_reason = Some(reason);
+        self.stop(Some(text)).await;
     }
 
     async fn restart(&mut self) -> Result<Transition, CommandError> {

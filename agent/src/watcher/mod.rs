@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use troupe::config::WatcherConfig;
-use troupe::protocol::CommandError;
+use troupe::protocol::{CommandError, StopReason};
 
 pub use actor::spawn;
 
@@ -50,6 +50,8 @@ pub struct WatcherView {
     pub state: WatcherState,
     /// Oldest first.
     pub processes: Vec<ProcessView>,
+    /// Why it is stopped, when it stopped by itself (flapping, unspawnable...).
+    pub stopped_reason: Option<StopReason>,
 }
 
 impl WatcherView {

@@ -52,15 +52,27 @@ pub struct OutputLogs {
     pub stderr: Option<OutputLog>,
 }
 
+/// How a process ended, as its reaper reports it to the watcher.
+#[derive(Debug)]
+pub struct Exit {
+    pub pid: u32,
+    pub code: ExitCode,
+    /// The last non-blank line it wrote to stderr, when its stderr was read.
+    pub last_stderr: Option<String>,
+}
+
 /// Spawns one process of `config` with worker id `wid`. The reaper task reports the exit on
 /// `exits` once the process is reaped (at once: it waits on the process's pidfd). Its env
-/// files are read now, so each spawn sees what `configure` last wrote.
+/// files are read now, so each spawn sees what `configure` last wrote. With `tail_stderr`, a
+/// stderr that has no log file is read too (and passed on to the agent's stderr), so the exit
+/// carries its last line.
 pub fn spawn(
     config: &WatcherConfig,
     state_dir: &Path,
     wid: u32,
     logs: &OutputLogs,
-    exits: &mpsc::UnboundedSender<(u32, ExitCode)>,
+    tail_stderr: bool,
+    exits: &mpsc::UnboundedSender<Exit>,
 ) -> std::io::Result<Process> {
     let argv = config.argv();
     let Some((program, args)) = argv.split_first() else {
@@ -79,7 +91,7 @@ pub fn spawn(
         Vec::new()
     };
     // Circus's copy_env=false leaves children without PATH; troupe always passes it on.
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let path = std::env::var_os("PATH").unwrap_or_else(|| troupe::config::DEFAULT_PATH.into());
     let overrides = std::iter::once((OsString::from("PATH"), path))
         .chain(from_files.into_iter().map(|(k, v)| (k.into(), v.into())))
         .chain(
@@ -102,7 +114,7 @@ pub fn spawn(
         env,
         working_dir: config.working_dir.as_deref(),
         capture_stdout: logs.stdout.is_some(),
-        capture_stderr: logs.stderr.is_some(),
+        capture_stderr: logs.stderr.is_some() || tail_stderr,
         open_files: CHILD_OPEN_FILES.get().copied(),
     })?;
     let pid = child.pid;
@@ -129,10 +141,20 @@ pub fn spawn(
         // descendants would otherwise hold the output pipes open.
         kill_group(pid);
         // Output written before the exit must reach the log before the exit is reported.
-        let drain = futures::future::join_all(captures);
-        let _ = tokio::time::timeout(OUTPUT_DRAIN_LIMIT, drain).await;
+        let drain = futures::future::join(
+            futures::future::OptionFuture::from(captures.stdout),
+            futures::future::OptionFuture::from(captures.stderr),
+        );
+        let last_stderr = match tokio::time::timeout(OUTPUT_DRAIN_LIMIT, drain).await {
+            Ok((_, Some(Ok(last)))) => last,
+            _ => None,
+        };
         let _ = exit_tx.send(Some(code));
-        let _ = exits.send((pid, code));
+        let _ = exits.send(Exit {
+            pid,
+            code,
+            last_stderr,
+        });
     });
     let recycle_at = (!config.max_age.is_zero())
         .then(|| Instant::now() + config.max_age + jitter(config.max_age_variance, pid));
@@ -146,21 +168,31 @@ pub fn spawn(
     })
 }
 
-/// Starts copying the child's captured output into the watcher's logs.
+/// The tasks copying a child's output; each ends with its stream's last line.
+#[derive(Default)]
+struct Captures {
+    stdout: Option<tokio::task::JoinHandle<Option<String>>>,
+    stderr: Option<tokio::task::JoinHandle<Option<String>>>,
+}
+
+/// Starts copying the child's captured output into the watcher's logs (a stderr read only for
+/// its last line goes on to the agent's stderr).
 fn capture_output(
     pid: u32,
     logs: &OutputLogs,
     child: &mut vfork::Child,
-) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let mut captures = Vec::new();
-    for (log, read_end) in [
-        (&logs.stdout, child.stdout.take()),
-        (&logs.stderr, child.stderr.take()),
-    ] {
-        if let (Some(log), Some(read_end)) = (log, read_end) {
-            let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)?;
-            captures.push(log.capture(pid, pipe));
-        }
+) -> std::io::Result<Captures> {
+    let pipe = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd);
+    let mut captures = Captures::default();
+    if let (Some(log), Some(read_end)) = (&logs.stdout, child.stdout.take()) {
+        captures.stdout = Some(log.capture(pid, pipe(read_end)?));
+    }
+    if let Some(read_end) = child.stderr.take() {
+        let stream = pipe(read_end)?;
+        captures.stderr = Some(match &logs.stderr {
+            Some(log) => log.capture(pid, stream),
+            None => crate::output::pass_through(pid, stream),
+        });
     }
     Ok(captures)
 }

@@ -304,24 +304,14 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-/// The paths to try: `program` itself if it has a slash, else `program` in each `PATH` entry.
+/// The paths to try, as the core's [`troupe::config::program_candidates`] finds them.
 fn candidates(program: &OsStr, path: Option<&OsStr>) -> io::Result<Vec<CString>> {
     if program.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     }
-    if program.as_bytes().contains(&b'/') {
-        return Ok(vec![c_string(program.as_bytes())?]);
-    }
-    let path = path.unwrap_or_else(|| OsStr::new("/usr/local/bin:/usr/bin:/bin"));
-    path.as_bytes()
-        .split(|&b| b == b':')
-        .map(|dir| {
-            let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
-            let mut full = dir.to_vec();
-            full.push(b'/');
-            full.extend_from_slice(program.as_bytes());
-            c_string(&full)
-        })
+    troupe::config::program_candidates(program, path)
+        .iter()
+        .map(|candidate| c_string(candidate.as_os_str().as_bytes()))
         .collect()
 }
 

@@ -3,10 +3,16 @@
 use super::*;
 
 impl WatcherActor {
-    pub(super) async fn on_exit(&mut self, pid: u32, code: ExitCode) {
+    pub(super) async fn on_exit(&mut self, exit: Exit) {
+        let Exit {
+            pid,
+            code,
+            last_stderr,
+        } = exit;
         let Some(index) = self.processes.iter().position(|p| p.pid == pid) else {
             return; // a stop already reaped and reported it
         };
+        self.last_exit = Some((code, last_stderr));
         let dead = self.processes.remove(index);
         self.emit(Event::Reap {
             pid,
@@ -22,6 +28,7 @@ impl WatcherActor {
         }
         if !self.config.respawn {
             if self.processes.is_empty() {
+                self.stopped_reason = Some(self.with_last_exit(StopReason::new(StopCause::Exited)));
                 self.set_state(WatcherState::Stopped);
                 self.emit(Event::Stop { reason: None });
             }
@@ -41,15 +48,16 @@ impl WatcherActor {
         );
         match decision {
             RespawnDecision::GiveUp { quick_failures } => {
-                let cause = match &self.last_spawn_error {
-                    Some(e) => format!(" (last spawn error: {e})"),
-                    None => String::new(),
+                let reason = StopReason {
+                    quick_exits: Some(quick_failures),
+                    error: self
+                        .last_spawn_error
+                        .as_ref()
+                        .map(|e| self.spawn_error_text(e)),
+                    ..StopReason::new(StopCause::Flapping)
                 };
-                self.give_up(format!(
-                    "flapping: {quick_failures} quick exits in a row (max_retry = {}){cause}",
-                    self.config.max_retry
-                ))
-                .await;
+                let reason = self.with_last_exit(reason);
+                self.give_up(reason).await;
             }
             RespawnDecision::After(delay) if delay.is_zero() => Box::pin(self.maintain()).await,
             RespawnDecision::After(delay) => {
@@ -107,7 +115,11 @@ impl WatcherActor {
             match self.spawn_one().await {
                 Ok(_) => {}
                 Err(SpawnError::Hook(hook)) => {
-                    self.give_up(format!("{hook} hook failed")).await;
+                    let reason = StopReason {
+                        error: Some(format!("{hook} hook failed")),
+                        ..StopReason::new(StopCause::HookFailed)
+                    };
+                    self.give_up(reason).await;
                     return;
                 }
                 Err(SpawnError::Io(e)) => {
@@ -118,6 +130,15 @@ impl WatcherActor {
                 }
             }
         }
+    }
+
+    /// `reason` with the last process's exit code and stderr line, when one exited.
+    fn with_last_exit(&self, mut reason: StopReason) -> StopReason {
+        if let Some((code, last_stderr)) = &self.last_exit {
+            reason.last_exit = *code;
+            reason = reason.with_last_output(last_stderr.as_deref());
+        }
+        reason
     }
 
     pub(super) async fn warmup(&self) {
@@ -145,6 +166,7 @@ impl WatcherActor {
             &self.state_dir,
             wid,
             &self.logs,
+            self.policy.retrying(),
             &self.exits_tx,
         )
         .map_err(SpawnError::Io)?;
