@@ -116,3 +116,27 @@ pub const REFUSAL_LOG_PEERS: usize = 1024;
 /// connection (during a key rotation). When full, the memory is cleared: forgetting costs one
 /// extra handshake per endpoint.
 pub const REMEMBERED_KEY_CHOICES: usize = 4096;
+
+// ---- the web dashboard (`troupe serve --http`) --------------------------------------------
+
+/// Requests the dashboard's HTTP server handles at once, live event streams not counted (they
+/// have [`DASHBOARD_EVENT_STREAMS`]). An action holds a task and, while its nodes answer, a
+/// connection per node; one more request is answered 503 at once.
+pub const DASHBOARD_REQUESTS_IN_FLIGHT: usize = 64;
+
+/// Live event streams (Server-Sent Events: one per open page) the dashboard serves at once.
+/// Each holds a task and subscriptions to membership and watcher events; one more gets 503
+/// and a message saying so. A handful of people watching an experiment need a few each.
+pub const DASHBOARD_EVENT_STREAMS: usize = 32;
+
+/// The largest request body the dashboard reads (an action is a few hundred bytes); a larger
+/// one is refused with 413 before it is read.
+pub const DASHBOARD_BODY_BYTES: usize = 16 * 1024;
+
+/// Events the dashboard keeps for a page that opens (the last ones, newest last), and the
+/// most one stream may fall behind before it is told it missed some.
+pub const DASHBOARD_RECENT_EVENTS: usize = 200;
+
+/// Pids per node whose `kill` the dashboard remembers, to tell a requested stop from a crash
+/// when their `reap` comes; past it the oldest is forgotten (its reap may then read as a crash).
+pub const DASHBOARD_KILLED_PIDS_PER_NODE: usize = 1024;

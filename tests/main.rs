@@ -7,6 +7,7 @@ mod circusctl;
 mod cli;
 mod cluster_e2e;
 mod configure;
+mod dashboard;
 mod discovery;
 mod raw_frames;
 mod remote_exec;

@@ -155,6 +155,11 @@ pub enum ClusterLink {
         membership: MembershipHandle,
         discovery: Discovery,
     },
+    /// Inside `troupe serve` (its dashboard): serve's own membership and kept connections.
+    Kept {
+        membership: MembershipHandle,
+        links: crate::links::Links,
+    },
 }
 
 impl ClusterLink {
@@ -213,6 +218,11 @@ impl ClusterLink {
                     .map_err(|e| anyhow::anyhow!(e))?;
                 Ok(fan_out(&targets, request, options.timeout, true).await)
             }
+            ClusterLink::Kept { membership, links } => {
+                let targets = select(alive_targets(membership), options.node.as_deref())
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                Ok(links.fan_out(&targets, request, options.timeout).await)
+            }
         }
     }
 
@@ -228,7 +238,9 @@ impl ClusterLink {
                     .and_then(|r| r["nodes"].as_array().cloned())
                     .unwrap_or_default()
             }
-            ClusterLink::Local { membership, .. } => membership.members_json(),
+            ClusterLink::Local { membership, .. } | ClusterLink::Kept { membership, .. } => {
+                membership.members_json()
+            }
         }
     }
 }

@@ -9,11 +9,15 @@
 //! - [`keygen`]: `troupe keygen`, a new cluster key.
 //! - [`stats`]: live stats aggregation (`troupe serve`'s stats socket, `troupe stats`);
 //!   [`top`]: the `troupe top` terminal view.
+//! - [`dashboard`]: `troupe serve --http`, the web dashboard and its JSON API, fed by serve's
+//!   actors and [`activity`] (every member's watcher events, named).
 
+pub mod activity;
 pub mod broadcast;
 pub mod circus_args;
 pub mod command;
 pub mod configure;
+pub mod dashboard;
 pub mod demo;
 pub mod discovery;
 #[cfg(test)]

@@ -39,6 +39,10 @@ use troupe::subscribers::GuardedPublisher;
 /// Runs until SIGINT/SIGTERM, reading the key file again on each SIGHUP.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let serving = start(settings)?;
+    if let Some(address) = serving.dashboard {
+        // Printed, never logged: with a key the URL carries the dashboard's token.
+        println!("Dashboard: {}", crate::dashboard::access::url(address));
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -62,6 +66,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 pub struct Serving {
     pub membership: MembershipHandle,
     pub control_endpoint: String,
+    /// Where the web dashboard listens (`--http`), if it runs.
+    pub dashboard: Option<std::net::SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Keeps the ZAP handler of the listening sockets running.
     sockets: troupe::sockets::ServerContext,
@@ -125,6 +131,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     );
     let (links, links_actor) =
         crate::links::Links::spawn(zmq.context().clone(), Some(membership.clone()));
+    let (activity, activity_actor) = crate::activity::spawn(membership.clone());
     let mut member_events = membership.subscribe();
     let publisher = tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
@@ -141,6 +148,20 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
             }
         }
     });
+    let dashboard = match serve.http {
+        Some(address) => {
+            let context = crate::dashboard::DashboardContext {
+                membership: membership.clone(),
+                stats: stats.clone(),
+                activity,
+                links: links.clone(),
+                cluster: settings.config.cluster.clone(),
+                timeout: settings.config.timeout,
+            };
+            Some(crate::dashboard::start(address, context)?)
+        }
+        None => None,
+    };
     tracing::info!(control = %control_endpoint, events = %events_endpoint, stats = %stats_endpoint, multicast = settings.multicast, "troupe serve ready");
     let context = Arc::new(ServeContext {
         membership: membership.clone(),
@@ -150,7 +171,11 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         stats,
         links,
     });
-    let mut tasks = vec![publisher, stats_actor, links_actor];
+    let mut tasks = vec![publisher, stats_actor, links_actor, activity_actor];
+    let dashboard = dashboard.map(|dashboard| {
+        tasks.push(dashboard.task);
+        dashboard.address
+    });
     if context.settings.config.serve.auto_configure {
         tasks.push(tokio::spawn(auto_configure(context.clone())));
     }
@@ -158,6 +183,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     Ok(Serving {
         membership,
         control_endpoint,
+        dashboard,
         tasks,
         sockets: zmq,
     })
