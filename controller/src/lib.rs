@@ -9,6 +9,7 @@
 //! - [`keygen`]: `troupe keygen`, a new cluster key.
 //! - [`stats`]: live stats aggregation (`troupe serve`'s stats socket, `troupe stats`);
 //!   [`top`]: the `troupe top` terminal view.
+//! - [`logs`]: `troupe logs`, a watcher's output from every node: tail, follow, collect.
 
 pub mod broadcast;
 pub mod circus_args;
@@ -20,6 +21,7 @@ pub mod discovery;
 mod fake_agent;
 pub mod keygen;
 pub mod links;
+pub mod logs;
 pub mod membership;
 pub mod nodes;
 pub mod probe;

@@ -257,9 +257,14 @@ pub struct LogFileInfo {
     pub modified: f64,
 }
 
-/// The fields of a `log_files` reply: the files that exist, current first.
+/// The fields of a `log_files` reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogFilesReply {
+    /// The streams the watcher's config sends to a file (whether or not it exists yet): the
+    /// others are only in the ring.
+    pub configured: Vec<LogStream>,
+    /// The files that exist, current first, then backups from `.1`. A file both streams
+    /// share is listed once, under stdout.
     pub files: Vec<LogFileInfo>,
 }
 

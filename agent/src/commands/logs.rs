@@ -24,10 +24,14 @@ pub async fn log_files(ctx: &AgentContext, request: &Request) -> Fields {
     let request =
         LogFilesRequest::from_properties(&request.properties).map_err(invalid("log_files"))?;
     let config = watcher(ctx, &request.name).await?.view().config;
+    let configured = LogStream::ALL
+        .into_iter()
+        .filter(|&stream| file_of(&config, stream, 0).is_some())
+        .collect();
     let files = tokio::task::spawn_blocking(move || existing_files(&config))
         .await
         .map_err(|e| CommandError::os(format!("log_files: {e}")))?;
-    reply_fields(&LogFilesReply { files })
+    reply_fields(&LogFilesReply { configured, files })
 }
 
 pub async fn log_file(ctx: &AgentContext, request: &Request) -> Fields {
