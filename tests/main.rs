@@ -8,6 +8,7 @@ mod cli;
 mod cluster_e2e;
 mod configure;
 mod discovery;
+mod logs;
 mod raw_frames;
 mod remote_exec;
 mod security;

@@ -7,8 +7,9 @@
 //! reconnected by ZeroMQ itself. Each node's lines carry their ring position (`seq`): a line
 //! already printed by the tail is skipped, and a jump (lines published before the agent saw
 //! the subscription, or dropped from a full queue) is filled by asking `logs` from the last
-//! position seen, when the follow is not filtered by pid or stream (filtered lines jump by
-//! nature). Lines wait [`REORDER`] before printing, so those of several nodes come out by time.
+//! position seen; a line numbered lower but newer means the agent came back with a new ring,
+//! filled from its start. Only a follow not filtered by pid or stream fills (filtered lines
+//! jump by nature). Lines wait [`REORDER`] before printing, so those of several nodes come out by time.
 
 use super::{sort_by_time, NodeLine, Printer, Tail};
 use crate::broadcast::{select, Target};
@@ -88,14 +89,20 @@ pub async fn run(
                 if !wanted(&request, &event) {
                     continue;
                 }
-                let cursor = cursors.get(&node).copied();
-                if let Some(cursor) = cursor {
-                    if event.line.seq < cursor.next_seq && event.line.time <= cursor.last_time {
+                if let Some(cursor) = cursors.get(&node).copied() {
+                    let (seq, time) = (event.line.seq, event.line.time);
+                    if seq < cursor.next_seq && time <= cursor.last_time {
                         continue;
                     }
-                    if unfiltered && event.line.seq > cursor.next_seq {
-                        let missed = fill(link, options, &request, &node, cursor, event.line.seq)
-                            .await;
+                    // A lower seq with a newer time: the agent came back with a new ring,
+                    // whose lines before this one are missed too.
+                    let from = if seq < cursor.next_seq {
+                        Cursor { next_seq: 0, ..cursor }
+                    } else {
+                        cursor
+                    };
+                    if unfiltered && seq > from.next_seq {
+                        let missed = fill(link, options, &request, &node, from, seq).await;
                         pending.extend(missed.into_iter().map(|l| (Instant::now(), l)));
                     }
                 }
