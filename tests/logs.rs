@@ -356,7 +356,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[test]
 fn the_ring_bound_holds_under_a_watcher_printing_as_fast_as_it_can() {
-    let bound = 256 * 1024;
+    // Below what one reply carries (LOGS_REPLY_BYTES), so a reply shows the whole ring.
+    let bound = 64 * 1024;
     let watchers = format!(
         "[watcher.flood]\ncmd = \"yes\"\nargs = [\"a line of output printed as fast as it can be\"]\n\
          log_ring_bytes = {bound}\ngraceful_timeout = 1\n\n\
@@ -392,7 +393,7 @@ fn the_ring_bound_holds_under_a_watcher_printing_as_fast_as_it_can() {
         },
     );
     assert!(
-        passes.iter().any(|&n| n > 1000),
+        passes.iter().any(|&n| n > bound / 200),
         "the ring kept too little: {passes:?}"
     );
     let rss_kib = proc_status_kib(agent.pid(), "VmRSS");
