@@ -140,3 +140,30 @@ pub const DASHBOARD_RECENT_EVENTS: usize = 200;
 /// Pids per node whose `kill` the dashboard remembers, to tell a requested stop from a crash
 /// when their `reap` comes; past it the oldest is forgotten (its reap may then read as a crash).
 pub const DASHBOARD_KILLED_PIDS_PER_NODE: usize = 1024;
+
+// ---- watcher output (`logs`, `log_files`, `log_file`) --------------------------------------
+
+/// The longest piece of one output line the agent keeps as one record (ring, file, event); a
+/// longer line is cut into pieces of this size, each but the last marked `cut`, so a process
+/// that never prints a newline cannot make the agent buffer without end.
+pub const LOG_LINE_BYTES: usize = 16 * 1024;
+
+/// The most bytes of output lines one watcher's in-memory ring may be configured to hold
+/// (`log_ring_bytes`); its default is [`crate::config::DEFAULT_LOG_RING_BYTES`].
+pub const MAX_LOG_RING_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The most lines one `logs` request may ask for (`lines`).
+pub const LOGS_MAX_LINES: u64 = 100_000;
+
+/// Bytes of line text one `logs` reply carries at most: below the default message size
+/// ([`crate::config::DEFAULT_MAX_MESSAGE_SIZE`], 1 MiB) with room for JSON escaping of the
+/// worst text. A reply that stops at it says so (`more`), and the client asks again from its
+/// `offset`.
+pub const LOGS_REPLY_BYTES: usize = 256 * 1024;
+
+/// Bytes of a file one `log_file` request may read (`length`), sent base64 (a third more).
+pub const LOG_FILE_CHUNK_BYTES: u64 = 256 * 1024;
+
+/// Log lines queued for the events socket while someone follows `log.`; past it lines are
+/// dropped from the socket (never from the ring), and a follower sees the gap in `seq`.
+pub const LOG_PUBLISH_QUEUE: usize = 4096;

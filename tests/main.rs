@@ -9,6 +9,7 @@ mod cluster_e2e;
 mod configure;
 mod dashboard;
 mod discovery;
+mod logs;
 mod raw_frames;
 mod remote_exec;
 mod security;

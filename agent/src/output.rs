@@ -1,5 +1,7 @@
-//! Capture of watcher processes' output into files, with size rotation.
+//! Capture of watcher processes' output: into the watcher's ring ([`crate::log_ring`]) and,
+//! where the config names them, into files with size rotation.
 
+use crate::log_ring::LogRingHandle;
 use chrono::format::{Item, StrftimeItems};
 use std::io::{self, Write as _};
 use std::os::unix::fs::MetadataExt;
@@ -10,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use troupe::config::OutputConfig;
+use troupe::protocol::LogStream;
 
 /// Longest piece of a line written as one record: a process that never prints a newline
 /// must not make the agent buffer without bound.
@@ -73,16 +76,17 @@ impl OutputLog {
         })
     }
 
-    /// Spawns a task that reads `stream` until EOF and hands every line to the writer, prefixed
-    /// `<local time in time_format> [<pid>] | ` (Circus's format, e.g. `2026-11-22 23:14:34 [3822] | hi 1`).
-    /// The returned JoinHandle completes only after all of this stream's lines were handed to the writer.
+    /// [`capture`] into this file alone.
     pub fn capture<R: AsyncRead + Unpin + Send + 'static>(
         &self,
         pid: u32,
         stream: R,
     ) -> JoinHandle<()> {
-        let log = self.clone();
-        tokio::spawn(async move { log.read_lines(pid, stream).await })
+        let sinks = Sinks {
+            file: Some(self.clone()),
+            ring: None,
+        };
+        capture(pid, stream, sinks)
     }
 
     /// Resolves once everything handed to the writer before this call is written and flushed to the OS.
@@ -93,38 +97,10 @@ impl OutputLog {
         }
     }
 
-    /// The body of `capture`. A read error ends the capture like EOF (after a warning), since
-    /// a pipe that failed once will not recover.
-    async fn read_lines<R: AsyncRead + Unpin>(&self, pid: u32, stream: R) {
-        let mut reader = BufReader::new(stream);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let read = (&mut reader)
-                .take(MAX_LINE as u64)
-                .read_until(b'\n', &mut line)
-                .await;
-            if let Err(e) = &read {
-                tracing::warn!(pid, "reading process output failed: {e}");
-            }
-            if line.is_empty() {
-                break;
-            }
-            if line.last() != Some(&b'\n') {
-                // A line cut at MAX_LINE whose newline comes right after the cut takes it
-                // along, rather than leaving it to show up as an empty line.
-                if line.len() == MAX_LINE && read.is_ok() {
-                    if let Ok([b'\n', ..]) = reader.fill_buf().await {
-                        reader.consume(1);
-                    }
-                }
-                line.push(b'\n');
-            }
-            let record = self.record(pid, &line);
-            if self.tx.send(Command::Record(record)).await.is_err() || read.is_err() {
-                break;
-            }
-        }
+    /// Hands one line (newline included) to the writer; false once the writer is gone.
+    async fn write(&self, pid: u32, line: &[u8]) -> bool {
+        let record = self.record(pid, line);
+        self.tx.send(Command::Record(record)).await.is_ok()
     }
 
     /// `line` behind its `<time> [<pid>] | ` prefix.
@@ -135,6 +111,69 @@ impl OutputLog {
         let _ = write!(record, "{time} [{pid}] | ");
         record.extend_from_slice(line);
         record
+    }
+}
+
+/// Where one output stream of one process goes.
+pub struct Sinks {
+    /// The file the config names for it, if any.
+    pub file: Option<OutputLog>,
+    /// The watcher's ring, and which stream this is.
+    pub ring: Option<(LogRingHandle, LogStream)>,
+}
+
+/// Spawns a task that reads `stream` until EOF and hands every line to the sinks: to the file
+/// prefixed `<local time in time_format> [<pid>] | ` (Circus's format, e.g.
+/// `2026-11-22 23:14:34 [3822] | hi 1`), to the ring as a line with time, pid and stream.
+/// The returned JoinHandle completes only after all of this stream's lines were handed over.
+pub fn capture<R: AsyncRead + Unpin + Send + 'static>(
+    pid: u32,
+    stream: R,
+    sinks: Sinks,
+) -> JoinHandle<()> {
+    tokio::spawn(read_lines(pid, stream, sinks))
+}
+
+/// The body of `capture`. A read error ends the capture like EOF (after a warning), since a
+/// pipe that failed once will not recover; so does every sink going away.
+async fn read_lines<R: AsyncRead + Unpin>(pid: u32, stream: R, sinks: Sinks) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await;
+        if let Err(e) = &read {
+            tracing::warn!(pid, "reading process output failed: {e}");
+        }
+        if line.is_empty() {
+            break;
+        }
+        let mut cut = false;
+        if line.last() != Some(&b'\n') {
+            // A line cut at MAX_LINE whose newline comes right after the cut takes it
+            // along, rather than leaving it to show up as an empty line.
+            cut = line.len() == MAX_LINE;
+            if cut && read.is_ok() {
+                if let Ok([b'\n', ..]) = reader.fill_buf().await {
+                    reader.consume(1);
+                    cut = false;
+                }
+            }
+            line.push(b'\n');
+        }
+        let mut kept = false;
+        if let Some(file) = &sinks.file {
+            kept |= file.write(pid, &line).await;
+        }
+        if let Some((ring, stream)) = &sinks.ring {
+            kept |= ring.push(pid, *stream, &line[..line.len() - 1], cut).await;
+        }
+        if !kept || read.is_err() {
+            break;
+        }
     }
 }
 

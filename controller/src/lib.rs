@@ -11,6 +11,7 @@
 //!   [`top`]: the `troupe top` terminal view.
 //! - [`dashboard`]: `troupe serve --http`, the web dashboard and its JSON API, fed by serve's
 //!   actors and [`activity`] (every member's watcher events, named).
+//! - [`logs`]: `troupe logs`, a watcher's output from every node: tail, follow, collect.
 
 pub mod activity;
 pub mod broadcast;
@@ -24,6 +25,7 @@ pub mod discovery;
 mod fake_agent;
 pub mod keygen;
 pub mod links;
+pub mod logs;
 pub mod membership;
 pub mod nodes;
 pub mod probe;

@@ -135,6 +135,7 @@ enum Command {
     /// CPU and memory of every process on every node: one snapshot (from a running
     /// `troupe serve`, else asked of each node), or with --since the history serve keeps.
     Stats(troupe_controller::stats::cli::StatsArgs),
+    Logs(troupe_controller::logs::LogsArgs),
     /// Live view of the whole cluster (q quits, c/m/a sort, / filters).
     Top {
         #[command(flatten)]
@@ -246,6 +247,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }),
         Command::Stats(args) => run_async(troupe_controller::stats::cli::run(args)),
+        Command::Logs(args) => run_async(troupe_controller::logs::run(args)),
         Command::Top { flags } => run_async(troupe_controller::top::run(flags)),
         Command::Shell { flags } => match troupe_controller::shell::run(flags) {
             Ok(code) => code,

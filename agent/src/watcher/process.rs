@@ -2,7 +2,8 @@
 
 pub use super::vfork::ExitCode;
 use super::{env_file, vfork};
-use crate::output::OutputLog;
+use crate::log_ring::LogRingHandle;
+use crate::output::{OutputLog, Sinks};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::ffi::OsString;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use troupe::config::WatcherConfig;
-use troupe::protocol::now_epoch;
+use troupe::protocol::{now_epoch, LogStream};
 
 /// How long a reaped process's output may keep draining before its exit is reported anyway
 /// (a daemonised grandchild can hold the pipe open forever).
@@ -45,11 +46,13 @@ pub struct Process {
     pub exit: watch::Receiver<Option<ExitCode>>,
 }
 
-/// The watcher's output files, shared by its processes.
+/// Where the watcher's output goes, shared by its processes: its files, and its ring (None
+/// when `log_ring_bytes` is 0).
 #[derive(Clone, Default)]
 pub struct OutputLogs {
     pub stdout: Option<OutputLog>,
     pub stderr: Option<OutputLog>,
+    pub ring: Option<LogRingHandle>,
 }
 
 /// Spawns one process of `config` with worker id `wid`. The reaper task reports the exit on
@@ -101,8 +104,8 @@ pub fn spawn(
         args,
         env,
         working_dir: config.working_dir.as_deref(),
-        capture_stdout: logs.stdout.is_some(),
-        capture_stderr: logs.stderr.is_some(),
+        capture_stdout: logs.stdout.is_some() || logs.ring.is_some(),
+        capture_stderr: logs.stderr.is_some() || logs.ring.is_some(),
         open_files: CHILD_OPEN_FILES.get().copied(),
     })?;
     let pid = child.pid;
@@ -153,13 +156,17 @@ fn capture_output(
     child: &mut vfork::Child,
 ) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut captures = Vec::new();
-    for (log, read_end) in [
-        (&logs.stdout, child.stdout.take()),
-        (&logs.stderr, child.stderr.take()),
+    for (file, read_end, stream) in [
+        (&logs.stdout, child.stdout.take(), LogStream::Stdout),
+        (&logs.stderr, child.stderr.take(), LogStream::Stderr),
     ] {
-        if let (Some(log), Some(read_end)) = (log, read_end) {
+        if let Some(read_end) = read_end {
             let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)?;
-            captures.push(log.capture(pid, pipe));
+            let sinks = Sinks {
+                file: file.clone(),
+                ring: logs.ring.clone().map(|ring| (ring, stream)),
+            };
+            captures.push(crate::output::capture(pid, pipe, sinks));
         }
     }
     Ok(captures)
