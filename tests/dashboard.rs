@@ -576,3 +576,86 @@ fn a_keyless_dashboard_beyond_loopback_is_refused() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_view_follows_a_line_printed_after_the_page_opened() {
+    if !browser_available("dashboard logs") {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let say = scratch.path().join("say");
+    // Prints whatever the test writes to `say`, once.
+    let echoer = format!(
+        "[watcher.echoer]\ncmd = \"sh\"\nargs = [\"-c\", \"while :; do if [ -f {f} ]; then cat {f}; \
+         rm -f {f}; fi; sleep 0.2; done\"]\ngraceful_timeout = 1\n",
+        f = say.display()
+    );
+    let mut agents = vec![Agent::start_named(
+        "n1",
+        &unique_loopback(),
+        &format!("{WATCHERS}\n{echoer}"),
+        "",
+    )];
+    for name in ["n2", "n3"] {
+        agents.push(Agent::start_named(name, &unique_loopback(), WATCHERS, ""));
+    }
+    let probe: Vec<&str> = agents.iter().map(|a| a.address.as_str()).collect();
+    let serve = Serve::start(&probe, None);
+    let browser = Browser::open("logs").await;
+    browser.client().goto(&serve.url()).await.unwrap();
+    browser
+        .wait_for(
+            "three alive nodes",
+            Duration::from_secs(20),
+            &format!("{ALIVE_ROWS} === 3"),
+        )
+        .await;
+    browser
+        .wait_for(
+            "echoer among the log view's watchers",
+            Duration::from_secs(10),
+            "[...document.querySelectorAll('#log-watcher option')].some(o => o.value === 'echoer')",
+        )
+        .await;
+    browser
+        .eval("(document.querySelector('#log-watcher').value = 'echoer', document.querySelector('#log-node').value = 'n1', true)")
+        .await;
+    browser.click("#log-follow").await;
+    browser.click("#log-show").await;
+    browser
+        .wait_for(
+            "the follow stream to open",
+            Duration::from_secs(10),
+            "document.querySelector('#log-status').dataset.following === 'true'",
+        )
+        .await;
+    let marker = format!("printed after the page opened {}", std::process::id());
+    let shown = format!("document.querySelector('#log-lines-box').innerText.includes('{marker}')");
+    // The agent publishes once it has seen the subscription: say it until the page shows it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.eval(&shown).await != json!(true) {
+        assert!(Instant::now() < deadline, "the line never reached the page");
+        if !say.exists() {
+            std::fs::write(&say, format!("{marker}\n")).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The text filter hides what does not match, and the tail reads it back from the ring.
+    browser
+        .client()
+        .find(Locator::Css("#log-filter"))
+        .await
+        .unwrap()
+        .send_keys("nothing like it")
+        .await
+        .unwrap();
+    assert_eq!(browser.eval(&shown).await, json!(false));
+    browser.eval("(document.querySelector('#log-filter').value = '', document.querySelector('#log-filter').dispatchEvent(new Event('input')), true)").await;
+    browser.click("#log-follow").await;
+    browser.click("#log-show").await;
+    browser
+        .wait_for("the tail to hold the line", Duration::from_secs(10), &shown)
+        .await;
+    browser.screenshot("logs").await;
+    browser.close().await;
+}

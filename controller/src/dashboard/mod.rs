@@ -6,7 +6,8 @@
 //!   once, reads the current state from the JSON API, then follows one Server-Sent Events
 //!   stream ([`live`]): it never polls.
 //! - `/api/...` ([`api`]) is what the page uses and what scripts may use: members with the
-//!   node x watcher matrix, stats history for the charts, the live stream, actions ([`actions`]).
+//!   node x watcher matrix, stats history for the charts, the live stream, actions
+//!   ([`actions`]), a watcher's output ([`logs`]).
 //! - Access ([`access`]): without a cluster key the dashboard listens on loopback only and
 //!   answers only requests naming a loopback host (no DNS rebinding); with one, every `/api`
 //!   request carries the token derived from the key ([`troupe::cluster_key::ClusterKey::dashboard_token`]).
@@ -21,6 +22,7 @@ pub mod access;
 mod actions;
 mod api;
 mod live;
+mod logs;
 
 use crate::activity::ActivityHandle;
 use crate::links::Links;
@@ -95,12 +97,14 @@ fn router(app: Arc<App>) -> Router {
         .route("/plan", post(actions::plan))
         .route("/action", post(actions::act))
         .route("/login", post(api::login))
+        .route("/logs", get(logs::tail))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             api::in_flight,
         ))
         // The live stream has its own bound (it lasts as long as the page).
         .route("/events", get(live::events))
+        .route("/logs/follow", get(logs::follow))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             access::check,

@@ -338,6 +338,94 @@ function renderCharts() {
     chart('Memory (RSS) per watcher', state.lines.watchers, (p) => p[2], bytes));
 }
 
+// ---- output -------------------------------------------------------------------------------
+
+const MAX_LOG_LINES = 20000;
+const logs = { lines: [], follow: null };
+
+function fillLogChoices(data) {
+  const keep = (select, values, first) => {
+    const current = select.value;
+    select.replaceChildren(...first, ...values.map((v) => el('option', { value: v }, v)));
+    if ([...select.options].some((o) => o.value === current)) select.value = current;
+  };
+  keep($('#log-watcher'), data.watchers, []);
+  keep($('#log-node'), data.nodes.filter((n) => n.kind === 'troupe').map((n) => n.name),
+    [el('option', { value: '*' }, 'every node')]);
+}
+
+function logMatches(line) {
+  const filter = $('#log-filter').value;
+  return !filter || line.line.includes(filter) || line.node.includes(filter);
+}
+
+function logRow(line) {
+  return el('div', { class: line.stream, dataset: { node: line.node } },
+    el('span', { class: 'who' }, `${clock(line.time)} ${line.node} ${line.watcher}[${line.pid}] `),
+    line.line);
+}
+
+function renderLogs() {
+  const box = $('#log-lines-box');
+  box.replaceChildren(...logs.lines.filter(logMatches).map(logRow));
+  box.scrollTop = box.scrollHeight;
+}
+
+function addLogLine(line) {
+  logs.lines.push(line);
+  if (logs.lines.length > MAX_LOG_LINES) logs.lines.shift();
+  if (!logMatches(line)) return;
+  const box = $('#log-lines-box');
+  const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+  box.append(logRow(line));
+  while (box.children.length > MAX_LOG_LINES) box.firstChild.remove();
+  if (atBottom) box.scrollTop = box.scrollHeight;
+}
+
+function logQuery() {
+  const watcher = $('#log-watcher').value;
+  const node = $('#log-node').value;
+  return `watcher=${encodeURIComponent(watcher)}&node=${encodeURIComponent(node)}`;
+}
+
+async function showLogs() {
+  if (!$('#log-watcher').value) return;
+  const lines = Number($('#log-lines').value) || 100;
+  $('#log-status').textContent = 'reading…';
+  try {
+    const answer = await api(`logs?${logQuery()}&lines=${lines}`);
+    logs.lines = answer.lines;
+    renderLogs();
+    const failed = Object.entries(answer.failed || {}).map(([n, r]) => `${n}: ${r}`);
+    $('#log-status').textContent = `${answer.lines.length} lines${failed.length ? `; ${failed.join('; ')}` : ''}`;
+  } catch (e) {
+    $('#log-status').textContent = e.message;
+  }
+  followLogs();
+}
+
+function followLogs() {
+  if (logs.follow) logs.follow.close();
+  logs.follow = null;
+  if (!$('#log-follow').checked || !$('#log-watcher').value) return;
+  logs.follow = new EventSource(`/api/logs/follow?${logQuery()}`);
+  logs.follow.addEventListener('open', () => { $('#log-status').dataset.following = 'true'; });
+  logs.follow.addEventListener('line', (e) => addLogLine(JSON.parse(e.data)));
+}
+
+function downloadLogs() {
+  const text = logs.lines.filter(logMatches)
+    .map((l) => `${new Date(l.time * 1000).toISOString()} ${l.node} ${l.watcher}[${l.pid}] ${l.stream}: ${l.line}`)
+    .join('\n');
+  const link = el('a', {
+    href: URL.createObjectURL(new Blob([`${text}\n`], { type: 'text/plain' })),
+    download: `${$('#log-watcher').value}-${$('#log-node').value.replace('*', 'all')}.log`,
+  });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
 // ---- start --------------------------------------------------------------------------------
 
 function follow() {
@@ -352,7 +440,9 @@ function follow() {
     connection.className = 'badge s-lost';
   });
   events.addEventListener('members', (e) => {
-    renderMembers(JSON.parse(e.data));
+    const data = JSON.parse(e.data);
+    renderMembers(data);
+    fillLogChoices(data);
     setBusy(state.busy);
   });
   events.addEventListener('activity', (e) => addActivity(JSON.parse(e.data)));
@@ -369,6 +459,10 @@ function follow() {
 
 async function start() {
   $('#reconfigure').addEventListener('click', () => act('reconfigure', '*', '*'));
+  $('#log-show').addEventListener('click', showLogs);
+  $('#log-follow').addEventListener('change', followLogs);
+  $('#log-filter').addEventListener('input', renderLogs);
+  $('#log-download').addEventListener('click', downloadLogs);
   const token = new URLSearchParams(location.hash.slice(1)).get('token');
   if (token) {
     // The token came in the URL's fragment, which no server sees; the cookie set from it
