@@ -19,6 +19,10 @@ Figures, per daemon, with 10 watchers x 10 `sleep` processes configured:
   4. crash-to-respawn: kill -9 one process, poll `list` every 1 ms until a new pid appears;
      median over 10 kills, each after a random 0-5 s pause (circusd reaps every check_delay =
      5 s: without the pause every kill would land right after a tick, its worst case)
+  5. troupe-agent only: peak RSS over 5 s while one more watcher (`yes`, started then, stopped
+     after) prints as fast as it can, its output kept in the in-memory ring at the default
+     bound (`log_ring_bytes`, 1 MiB), and how many lines a second the ring took in. Target:
+     at most the 10 x 10 RSS + 2 MiB (the ring's MiB, its queues and the pipe buffers)
 Also, for scale: the same `status` loop against a minimal pyzmq ROUTER that answers at once
 (the floor set by the Python client and loopback ZeroMQ), and 200 `sleep` started by a bare
 os.posix_spawn loop (the floor set by this machine's fork/exec).
@@ -67,6 +71,8 @@ TARGET_RSS_MB = 6.0
 TARGET_SPAWN_MS = 60.0
 TARGET_CURVE_P50_RATIO = 1.3
 TARGET_CURVE_RSS_MB = 1.0
+FLOOD_S = 5.0
+TARGET_FLOOD_EXTRA_MB = 2.0
 
 
 def log(msg):
@@ -415,6 +421,16 @@ class Troupe(Daemon):
                 'min_uptime = "1s"',
                 "",
             ]
+        if not keyed:
+            # (5): started and stopped by measure_flood, not running for the other figures.
+            yes_bin = shutil.which("yes") or "/usr/bin/yes"
+            lines += [
+                "[watcher.flood]",
+                f'cmd = "{yes_bin} a line of output printed as fast as it can be"',
+                "autostart = false",
+                "graceful_timeout = 1",
+                "",
+            ]
         with open(self.config, "w") as f:
             f.write("\n".join(lines))
 
@@ -544,6 +560,13 @@ def measure(zmq, daemon, respawn=True):
         except CallError as e:
             failures.append(("RSS", e))
 
+        # (5) RSS under a flooding watcher (troupe-agent only).
+        if isinstance(daemon, Troupe) and daemon.curve is None:
+            try:
+                measure_flood(client, daemon, res)
+            except CallError as e:
+                failures.append(("RSS under a flood", e))
+
         # (1) status round trip.
         try:
             for _ in range(RT_WARMUP):
@@ -669,6 +692,26 @@ def measure(zmq, daemon, respawn=True):
         log(f"{daemon.name}: stopping")
         daemon.stop()
     return res, failures
+
+
+def measure_flood(client, daemon, res):
+    """(5): peak RSS while the `flood` watcher prints flat out, and the lines its ring took in."""
+    client.call("start", {"name": "flood", "waiting": True})
+    try:
+        first = client.call("logs", {"name": "flood", "lines": 0})["offset"]
+        t0 = time.monotonic()
+        peak = 0
+        while time.monotonic() - t0 < FLOOD_S:
+            peak = max(peak, rss_kb(daemon.proc.pid) or 0)
+            time.sleep(0.05)
+        last = client.call("logs", {"name": "flood", "lines": 0})["offset"]
+        elapsed = time.monotonic() - t0
+    finally:
+        client.call("stop", {"name": "flood", "waiting": True})
+    res["flood_rss_mb"] = peak / 1024
+    res["flood_lines_per_s"] = (last - first) / elapsed
+    log(f"{daemon.name}: RSS under a flooding watcher {res['flood_rss_mb']:.1f} MiB, "
+        f"{res['flood_lines_per_s']:.0f} lines/s into the ring")
 
 
 class SkipRespawn(Exception):
@@ -835,6 +878,11 @@ def inner(args):
     ok = None if "rss_mb" not in t else t["rss_mb"] <= TARGET_RSS_MB
     rows.append(("RSS, 10 x 10 sleep (MiB)", fmt(t.get("rss_mb"), ".1f"), fmt(c.get("rss_mb"), ".1f"),
                  f"<= {TARGET_RSS_MB:g}", verdict(ok)))
+    ok = None if "flood_rss_mb" not in t or "rss_mb" not in t else \
+        t["flood_rss_mb"] <= t["rss_mb"] + TARGET_FLOOD_EXTRA_MB
+    rows.append(("RSS, + 1 watcher printing flat out (MiB)", fmt(t.get("flood_rss_mb"), ".1f"), "n/a",
+                 "n/a" if "rss_mb" not in t else f"<= {t['rss_mb'] + TARGET_FLOOD_EXTRA_MB:.1f}",
+                 verdict(ok)))
     rows.append(("crash -> respawn median (ms)", fmt(t.get("respawn_ms"), ".1f"), fmt(c.get("respawn_ms"), ".1f"),
                  "", ""))
 
@@ -875,6 +923,10 @@ def inner(args):
         if "rss_parts" in r:
             print(f"  {name}: RSS " + " + ".join(f"pid {p} {k / 1024 if k else 0:.1f}" for p, k in r["rss_parts"])
                   + f" MiB; at the end of the run {fmt(r.get('rss_end_mb'), '.1f')} MiB")
+        if "flood_lines_per_s" in r:
+            print(f"  {name}: flooding watcher (`yes`, ring at its default 1 MiB bound): "
+                  f"{r['flood_lines_per_s']:.0f} lines/s taken in over {FLOOD_S:g} s, peak RSS "
+                  f"{r['flood_rss_mb']:.1f} MiB")
         if "respawn_ms" in r:
             print(f"  {name}: crash -> respawn over {r['respawn_n']} kills (each after a random 0-{KILL_PHASE_S:g} s pause): min {r['respawn_min']:.1f}, "
                   f"median {r['respawn_ms']:.1f}, max {r['respawn_max']:.1f} ms")

@@ -126,3 +126,54 @@ pub const REFUSAL_LOG_PEERS: usize = 1024;
 /// connection (during a key rotation). When full, the memory is cleared: forgetting costs one
 /// extra handshake per endpoint.
 pub const REMEMBERED_KEY_CHOICES: usize = 4096;
+
+// ---- the web dashboard (`troupe serve --http`) --------------------------------------------
+
+/// Requests the dashboard's HTTP server handles at once, live event streams not counted (they
+/// have [`DASHBOARD_EVENT_STREAMS`]). An action holds a task and, while its nodes answer, a
+/// connection per node; one more request is answered 503 at once.
+pub const DASHBOARD_REQUESTS_IN_FLIGHT: usize = 64;
+
+/// Live event streams (Server-Sent Events: one per open page) the dashboard serves at once.
+/// Each holds a task and subscriptions to membership and watcher events; one more gets 503
+/// and a message saying so. A handful of people watching an experiment need a few each.
+pub const DASHBOARD_EVENT_STREAMS: usize = 32;
+
+/// The largest request body the dashboard reads (an action is a few hundred bytes); a larger
+/// one is refused with 413 before it is read.
+pub const DASHBOARD_BODY_BYTES: usize = 16 * 1024;
+
+/// Events the dashboard keeps for a page that opens (the last ones, newest last), and the
+/// most one stream may fall behind before it is told it missed some.
+pub const DASHBOARD_RECENT_EVENTS: usize = 200;
+
+/// Pids per node whose `kill` the dashboard remembers, to tell a requested stop from a crash
+/// when their `reap` comes; past it the oldest is forgotten (its reap may then read as a crash).
+pub const DASHBOARD_KILLED_PIDS_PER_NODE: usize = 1024;
+
+// ---- watcher output (`logs`, `log_files`, `log_file`) --------------------------------------
+
+/// The longest piece of one output line the agent keeps as one record (ring, file, event); a
+/// longer line is cut into pieces of this size, each but the last marked `cut`, so a process
+/// that never prints a newline cannot make the agent buffer without end.
+pub const LOG_LINE_BYTES: usize = 16 * 1024;
+
+/// The most bytes of output lines one watcher's in-memory ring may be configured to hold
+/// (`log_ring_bytes`); its default is [`crate::config::DEFAULT_LOG_RING_BYTES`].
+pub const MAX_LOG_RING_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The most lines one `logs` request may ask for (`lines`).
+pub const LOGS_MAX_LINES: u64 = 100_000;
+
+/// Bytes of line text one `logs` reply carries at most: below the default message size
+/// ([`crate::config::DEFAULT_MAX_MESSAGE_SIZE`], 1 MiB) with room for JSON escaping of the
+/// worst text. A reply that stops at it says so (`more`), and the client asks again from its
+/// `offset`.
+pub const LOGS_REPLY_BYTES: usize = 256 * 1024;
+
+/// Bytes of a file one `log_file` request may read (`length`), sent base64 (a third more).
+pub const LOG_FILE_CHUNK_BYTES: u64 = 256 * 1024;
+
+/// Log lines queued for the events socket while someone follows `log.`; past it lines are
+/// dropped from the socket (never from the ring), and a follower sees the gap in `seq`.
+pub const LOG_PUBLISH_QUEUE: usize = 4096;

@@ -17,7 +17,9 @@
 //! **KDF.** Per key, HKDF-SHA256 (RFC 5869) with salt [`KDF_SALT`] extracts a pseudo-random
 //! key from the 32 secret bytes, and three expansions with distinct `info` strings give: the
 //! CURVE server secret ([`INFO_SERVER`]), the CURVE client secret ([`INFO_CLIENT`]) and the
-//! fingerprint ([`INFO_FINGERPRINT`], first 8 bytes, in hex). Each CURVE secret is an X25519
+//! fingerprint ([`INFO_FINGERPRINT`], first 8 bytes, in hex); a fourth, [`INFO_DASHBOARD`], gives
+//! the web dashboard's access token (32 bytes, in hex: [`ClusterKey::dashboard_token`]), so a
+//! browser is let in by what the key holder hands it and never sees the key. Each CURVE secret is an X25519
 //! scalar; its public key is computed by libsodium's `crypto_scalarmult_base`
 //! (what libzmq's own `zmq_curve_public` calls), so the pairs match what the handshakes use. Deriving (rather than storing) the pairs keeps the file one line per key and
 //! lets no node be configured with a server key that clients cannot know. Server and client
@@ -48,6 +50,8 @@ pub const INFO_SERVER: &[u8] = b"troupe curve server v1";
 pub const INFO_CLIENT: &[u8] = b"troupe curve client v1";
 /// HKDF info for the fingerprint.
 pub const INFO_FINGERPRINT: &[u8] = b"troupe fingerprint v1";
+/// HKDF info for the web dashboard's access token.
+pub const INFO_DASHBOARD: &[u8] = b"troupe dashboard token v1";
 /// The file name the agent looks for in its state dir when no key file is named.
 pub const DEFAULT_FILE_NAME: &str = "cluster.key";
 /// Secret bytes in a key.
@@ -145,6 +149,15 @@ impl ClusterKey {
         let mut bytes = [0u8; 8];
         self.expand(INFO_FINGERPRINT, &mut bytes);
         Fingerprint(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The web dashboard's access token of this key: 64 hex digits, a secret (whoever holds it
+    /// may do what `troupe serve` does for the cluster), one-way (it opens no CURVE socket and
+    /// does not give the key back).
+    pub fn dashboard_token(&self) -> String {
+        let mut bytes = [0u8; KEY_BYTES];
+        self.expand(INFO_DASHBOARD, &mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The CURVE key pairs of this key.
@@ -409,6 +422,11 @@ mod tests {
             ":n$3aJw!v?tgi@!D=(78mfkyg2EKWo{]TkqRQK7d"
         );
         assert_eq!(key.fingerprint().as_str(), "1a370741c810a9b4");
+        // Python: hmac HKDF-SHA256, salt KDF_SALT, info INFO_DASHBOARD, 32 bytes.
+        assert_eq!(
+            key.dashboard_token(),
+            "c3529e0f6e35632a45dfb28e28c5be47ab543343a9353549e483ab6076bd955b"
+        );
     }
 
     #[test]

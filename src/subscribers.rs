@@ -62,6 +62,12 @@ impl GuardedPublisher {
         !self.subscribed.is_empty()
     }
 
+    /// Whether any subscription's prefix satisfies `wanted` (e.g.
+    /// [`crate::protocol::subscription_follows_logs`]).
+    pub fn is_subscribed(&self, wanted: impl Fn(&[u8]) -> bool) -> bool {
+        self.subscribed.iter().any(|topic| wanted(topic))
+    }
+
     pub fn publish(&self, topic: String, payload: Vec<u8>) {
         crate::sockets::publish_now(&self.socket, topic, payload);
     }

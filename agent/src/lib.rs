@@ -8,7 +8,8 @@
 //! - [`events`]: the PUB socket for `watcher.<name>.<event>` topics.
 //! - [`stats`]: the stats stream (`stat.<watcher>.<pid>`), as circusd-stats publishes it.
 //! - [`circus_bind`]: a keyed agent's plaintext sockets for the stock Circus clients.
-//! - [`sampler`], [`output`]: process statistics and output capture.
+//! - [`sampler`], [`output`], [`log_ring`]: process statistics, output capture, and the
+//!   in-memory ring of output lines that `logs` reads.
 //! - [`announce`]: mDNS announcement, Circus UDP discovery answers, registration with a master.
 //! - [`configure`], [`reset`]: rendering service configs from the peer list; wiping data dirs.
 //! - [`identity`], [`state_dir`]: the node id, kept in a state dir only the agent's user may write.
@@ -23,6 +24,7 @@ pub mod configure;
 pub mod control;
 pub mod events;
 pub mod identity;
+pub mod log_ring;
 pub mod output;
 pub mod reset;
 pub mod sampler;

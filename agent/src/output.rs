@@ -1,5 +1,7 @@
-//! Capture of watcher processes' output into files, with size rotation.
+//! Capture of watcher processes' output: into the watcher's ring ([`crate::log_ring`]) and,
+//! where the config names them, into files with size rotation.
 
+use crate::log_ring::LogRingHandle;
 use chrono::format::{Item, StrftimeItems};
 use std::io::{self, Write as _};
 use std::os::unix::fs::MetadataExt;
@@ -10,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use troupe::config::OutputConfig;
+use troupe::protocol::LogStream;
 
 /// Longest piece of a line written as one record: a process that never prints a newline
 /// must not make the agent buffer without bound.
@@ -73,17 +76,18 @@ impl OutputLog {
         })
     }
 
-    /// Spawns a task that reads `stream` until EOF and hands every line to the writer, prefixed
-    /// `<local time in time_format> [<pid>] | ` (Circus's format, e.g. `2026-11-22 23:14:34 [3822] | hi 1`).
-    /// The returned JoinHandle completes only after all of this stream's lines were handed to
-    /// the writer, with the stream's last non-blank line (for a stop reason).
+    /// [`capture`] into this file alone; the handle ends with the stream's last non-blank line.
     pub fn capture<R: AsyncRead + Unpin + Send + 'static>(
         &self,
         pid: u32,
         stream: R,
     ) -> JoinHandle<Option<String>> {
-        let log = self.clone();
-        tokio::spawn(async move { read_lines(pid, stream, LineSink::Log(&log)).await })
+        let sinks = Sinks {
+            file: Some(self.clone()),
+            ring: None,
+            agent_stderr: false,
+        };
+        capture(pid, stream, sinks)
     }
 
     /// Resolves once everything handed to the writer before this call is written and flushed to the OS.
@@ -92,6 +96,12 @@ impl OutputLog {
         if self.tx.send(Command::Flush(done)).await.is_ok() {
             let _ = flushed.await;
         }
+    }
+
+    /// Hands one line (newline included) to the writer; false once the writer is gone.
+    async fn write(&self, pid: u32, line: &[u8]) -> bool {
+        let record = self.record(pid, line);
+        self.tx.send(Command::Record(record)).await.is_ok()
     }
 
     /// `line` behind its `<time> [<pid>] | ` prefix.
@@ -105,29 +115,33 @@ impl OutputLog {
     }
 }
 
-/// Copies a process's stderr to the agent's own stderr, where an uncaptured process writes,
-/// and returns its last non-blank line: used for a watcher retrying after quick exits whose
-/// stderr has no file, so that its stop reason can quote the error that made it exit.
-pub fn pass_through<R: AsyncRead + Unpin + Send + 'static>(
+/// Where one output stream of one process goes.
+pub struct Sinks {
+    /// The file the config names for it, if any.
+    pub file: Option<OutputLog>,
+    /// The watcher's ring, and which stream this is.
+    pub ring: Option<(LogRingHandle, LogStream)>,
+    /// The agent's own stderr, where an uncaptured process writes: for a stderr read only
+    /// for its last line (a stop reason quotes the error that made the process exit).
+    pub agent_stderr: bool,
+}
+
+/// Spawns a task that reads `stream` until EOF and hands every line to the sinks: to the file
+/// prefixed `<local time in time_format> [<pid>] | ` (Circus's format, e.g.
+/// `2026-11-22 23:14:34 [3822] | hi 1`), to the ring as a line with time, pid and stream.
+/// The returned JoinHandle completes only after all of this stream's lines were handed over,
+/// with the stream's last non-blank line (for a stop reason).
+pub fn capture<R: AsyncRead + Unpin + Send + 'static>(
     pid: u32,
     stream: R,
+    sinks: Sinks,
 ) -> JoinHandle<Option<String>> {
-    tokio::spawn(async move { read_lines(pid, stream, LineSink::AgentStderr).await })
+    tokio::spawn(read_lines(pid, stream, sinks))
 }
 
-/// Where `read_lines` puts each line.
-enum LineSink<'a> {
-    Log(&'a OutputLog),
-    AgentStderr,
-}
-
-/// Reads `stream` line by line until EOF into `sink`; returns the last non-blank line. A read
-/// error ends it like EOF (after a warning), since a pipe that failed once will not recover.
-async fn read_lines<R: AsyncRead + Unpin>(
-    pid: u32,
-    stream: R,
-    sink: LineSink<'_>,
-) -> Option<String> {
+/// The body of `capture`. A read error ends the capture like EOF (after a warning), since a
+/// pipe that failed once will not recover; so does every sink going away.
+async fn read_lines<R: AsyncRead + Unpin>(pid: u32, stream: R, sinks: Sinks) -> Option<String> {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     let mut last = None;
@@ -143,12 +157,15 @@ async fn read_lines<R: AsyncRead + Unpin>(
         if line.is_empty() {
             break;
         }
+        let mut cut = false;
         if line.last() != Some(&b'\n') {
             // A line cut at MAX_LINE whose newline comes right after the cut takes it
             // along, rather than leaving it to show up as an empty line.
-            if line.len() == MAX_LINE && read.is_ok() {
+            cut = line.len() == MAX_LINE;
+            if cut && read.is_ok() {
                 if let Ok([b'\n', ..]) = reader.fill_buf().await {
                     reader.consume(1);
+                    cut = false;
                 }
             }
             line.push(b'\n');
@@ -157,14 +174,17 @@ async fn read_lines<R: AsyncRead + Unpin>(
         if let Some(kept) = troupe::protocol::last_line(&String::from_utf8_lossy(start)) {
             last = Some(kept);
         }
-        let written = match &sink {
-            LineSink::Log(log) => {
-                let record = log.record(pid, &line);
-                log.tx.send(Command::Record(record)).await.is_ok()
-            }
-            LineSink::AgentStderr => tokio::io::stderr().write_all(&line).await.is_ok(),
-        };
-        if !written || read.is_err() {
+        let mut kept = false;
+        if let Some(file) = &sinks.file {
+            kept |= file.write(pid, &line).await;
+        }
+        if let Some((ring, stream)) = &sinks.ring {
+            kept |= ring.push(pid, *stream, &line[..line.len() - 1], cut).await;
+        }
+        if sinks.agent_stderr {
+            kept |= tokio::io::stderr().write_all(&line).await.is_ok();
+        }
+        if !kept || read.is_err() {
             break;
         }
     }

@@ -271,6 +271,11 @@ pub enum ClusterLink {
         /// How it searches (other clusters are read from `membership` when asked).
         search: Search,
     },
+    /// Inside `troupe serve` (its dashboard): serve's own membership and kept connections.
+    Kept {
+        membership: MembershipHandle,
+        links: crate::links::Links,
+    },
 }
 
 impl ClusterLink {
@@ -321,6 +326,11 @@ impl ClusterLink {
                     .map_err(|e| anyhow::anyhow!(e))?;
                 Ok(fan_out(&targets, request, options.timeout, true).await)
             }
+            ClusterLink::Kept { membership, links } => {
+                let targets = select(alive_targets(membership), options.node.as_deref())
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                Ok(links.fan_out(&targets, request, options.timeout).await)
+            }
         }
     }
 
@@ -352,6 +362,14 @@ impl ClusterLink {
                 let search = Search {
                     other_clusters: membership.other_clusters(),
                     ..search.clone()
+                };
+                (membership.members_json(), search)
+            }
+            ClusterLink::Kept { membership, .. } => {
+                let search = Search {
+                    sources: vec!["troupe serve's membership".to_string()],
+                    other_clusters: membership.other_clusters(),
+                    ..Search::default()
                 };
                 (membership.members_json(), search)
             }

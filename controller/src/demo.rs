@@ -184,6 +184,11 @@ fn start_controller(range: &str) -> anyhow::Result<(MembershipHandle, KeepRunnin
             ..Default::default()
         };
         config.serve.bind = "127.0.0.1".into();
+        // The dashboard, when its default port is free.
+        let http = troupe::config::controller::default_dashboard_address();
+        if std::net::TcpListener::bind(http).is_ok() {
+            config.serve.http = Some(http);
+        }
         let settings = Settings {
             config,
             probe,
@@ -196,6 +201,10 @@ fn start_controller(range: &str) -> anyhow::Result<(MembershipHandle, KeepRunnin
             "Controller on {} (events on port 5560).",
             serving.control_endpoint
         );
+        match serving.dashboard {
+            Some(address) => println!("Dashboard: {}", crate::dashboard::access::url(address)),
+            None => println!("Port {} is taken: no dashboard.", http.port()),
+        }
         return Ok((serving.membership.clone(), Box::new(serving)));
     }
     println!("Port {port} is taken: running without a controller socket.");

@@ -12,18 +12,24 @@
 //! - [`command`]: a command to the cluster, guarded by [`confirm`] (and [`reset`]'s check of
 //!   clustered services), lengthened by what [`watchers`] say of graceful stops; [`nobody`]:
 //!   why a command reached no node.
+//! - [`dashboard`]: `troupe serve --http`, the web dashboard and its JSON API, fed by serve's
+//!   actors and [`activity`] (every member's watcher events, named).
+//! - [`logs`]: `troupe logs`, a watcher's output from every node: tail, follow, collect.
 
+pub mod activity;
 pub mod broadcast;
 pub mod circus_args;
 pub mod command;
 pub mod configure;
 pub mod confirm;
+pub mod dashboard;
 pub mod demo;
 pub mod discovery;
 #[cfg(test)]
 mod fake_agent;
 pub mod keygen;
 pub mod links;
+pub mod logs;
 pub mod membership;
 pub mod nobody;
 pub mod nodes;

@@ -76,6 +76,22 @@ enum Command {
         /// Quiet time after the last membership change before an auto-configure push.
         #[arg(long, value_parser = parse_duration)]
         quiet_period: Option<Duration>,
+        /// Serve the web dashboard on ADDR:PORT (default 127.0.0.1:5580). Beyond loopback
+        /// only with a cluster key, whose token it then asks for (troupe dashboard-url).
+        #[arg(long, value_name = "ADDR:PORT", num_args = 0..=1,
+              default_missing_value = troupe::config::controller::DEFAULT_DASHBOARD_ADDRESS,
+              value_parser = troupe::config::controller::parse_http_address)]
+        http: Option<std::net::SocketAddr>,
+    },
+    /// Print the web dashboard's URL, with the access token derived from the cluster key
+    /// (a secret: whoever opens it may start, stop and reset watchers).
+    DashboardUrl {
+        /// The dashboard's address (default: [serve] http of troupe.toml, else 127.0.0.1:5580).
+        #[arg(long, value_name = "ADDR:PORT",
+              value_parser = troupe::config::controller::parse_http_address)]
+        http: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        flags: NodeFlags,
     },
     /// Remember a probe range (and how many nodes to expect), e.g. `troupe cluster 192.168.0.1-32 32`.
     Cluster {
@@ -123,6 +139,7 @@ enum Command {
     /// CPU and memory of every process on every node: one snapshot (from a running
     /// `troupe serve`, else asked of each node), or with --since the history serve keeps.
     Stats(troupe_controller::stats::cli::StatsArgs),
+    Logs(troupe_controller::logs::LogsArgs),
     /// Live view of the whole cluster (q quits, c/m/a sort, / filters).
     Top {
         #[command(flatten)]
@@ -235,6 +252,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::from(code))
         }),
         Command::Stats(args) => run_async(troupe_controller::stats::cli::run(args)),
+        Command::Logs(args) => run_async(troupe_controller::logs::run(args)),
         Command::Top { flags } => run_async(troupe_controller::top::run(flags)),
         Command::Shell { flags } => match troupe_controller::shell::run(flags) {
             Ok(code) => code,
@@ -278,6 +296,7 @@ fn main() -> ExitCode {
             stats_port,
             auto_configure,
             quiet_period,
+            http,
         } => run_async(async move {
             let mut settings = flags.settings()?;
             if let Some(bind) = bind {
@@ -296,9 +315,33 @@ fn main() -> ExitCode {
             if let Some(quiet) = quiet_period {
                 settings.config.serve.quiet_period = quiet;
             }
+            if http.is_some() {
+                settings.config.serve.http = http;
+            }
             troupe_controller::serve::run(settings).await?;
             Ok(ExitCode::SUCCESS)
         }),
+        Command::DashboardUrl { http, flags } => {
+            let settings = match flags.settings() {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("troupe: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let address = http
+                .or(settings.config.serve.http)
+                .unwrap_or_else(troupe::config::controller::default_dashboard_address);
+            println!("{}", troupe_controller::dashboard::access::url(address));
+            if troupe::sockets::client_keys().is_none() {
+                eprintln!(
+                    "troupe: no cluster key (--key-file, TROUPE_KEY_FILE, key_file in \
+                     troupe.toml): the URL has no token, and a keyless dashboard answers on \
+                     loopback only"
+                );
+            }
+            ExitCode::SUCCESS
+        }
         Command::Cluster {
             range,
             count,

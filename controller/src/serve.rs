@@ -41,6 +41,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let banner = banner(&settings);
     let serving = start(settings)?;
     println!("{banner}");
+    if let Some(address) = serving.dashboard {
+        // Printed, never logged: with a key the URL carries the dashboard's token.
+        println!("Dashboard: {}", crate::dashboard::access::url(address));
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -84,6 +88,8 @@ fn banner(settings: &Settings) -> String {
 pub struct Serving {
     pub membership: MembershipHandle,
     pub control_endpoint: String,
+    /// Where the web dashboard listens (`--http`), if it runs.
+    pub dashboard: Option<std::net::SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Keeps the ZAP handler of the listening sockets running.
     sockets: troupe::sockets::ServerContext,
@@ -147,6 +153,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     );
     let (links, links_actor) =
         crate::links::Links::spawn(zmq.context().clone(), Some(membership.clone()));
+    let (activity, activity_actor) = crate::activity::spawn(membership.clone());
     let mut member_events = membership.subscribe();
     let publisher = tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
@@ -163,6 +170,20 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
             }
         }
     });
+    let dashboard = match serve.http {
+        Some(address) => {
+            let context = crate::dashboard::DashboardContext {
+                membership: membership.clone(),
+                stats: stats.clone(),
+                activity,
+                links: links.clone(),
+                cluster: settings.config.cluster.clone(),
+                timeout: settings.config.timeout,
+            };
+            Some(crate::dashboard::start(address, context)?)
+        }
+        None => None,
+    };
     tracing::info!(control = %control_endpoint, events = %events_endpoint, stats = %stats_endpoint, multicast = settings.multicast, "troupe serve ready");
     let (discovered_tx, discovered) = tokio::sync::watch::channel(false);
     let context = Arc::new(ServeContext {
@@ -183,7 +204,17 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
             .await;
         discovered_tx.send_replace(true);
     });
-    let mut tasks = vec![publisher, stats_actor, links_actor, first_discovery];
+    let mut tasks = vec![
+        publisher,
+        stats_actor,
+        links_actor,
+        activity_actor,
+        first_discovery,
+    ];
+    let dashboard = dashboard.map(|dashboard| {
+        tasks.push(dashboard.task);
+        dashboard.address
+    });
     if context.settings.config.serve.auto_configure {
         tasks.push(tokio::spawn(auto_configure(context.clone())));
     }
@@ -191,6 +222,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     Ok(Serving {
         membership,
         control_endpoint,
+        dashboard,
         tasks,
         sockets: zmq,
     })

@@ -83,7 +83,9 @@ pub fn run(flags: NodeFlags) -> anyhow::Result<ExitCode> {
         ClusterLink::Controller(endpoint) => {
             println!("troupe shell: using the controller at {endpoint}")
         }
-        ClusterLink::Local { .. } => println!("troupe shell: discovering on the spot"),
+        ClusterLink::Local { .. } | ClusterLink::Kept { .. } => {
+            println!("troupe shell: discovering on the spot")
+        }
     }
     println!("Type `help` for commands, `exit`, `quit` or Ctrl-D to leave.");
     let mut last = 0u8;
@@ -209,6 +211,8 @@ fn cluster(
                     );
                 }
             }
+            // serve's own link (its dashboard) sweeps through serve: never the shell's.
+            ClusterLink::Kept { .. } => anyhow::bail!("the shell has no serve link"),
         }
         let alive = runtime
             .block_on(link.nodes())

@@ -42,7 +42,7 @@ pub async fn run(flags: NodeFlags) -> anyhow::Result<ExitCode> {
                 format!("troupe serve {endpoint} (stats {stats})"),
             )
         }
-        ClusterLink::Local { membership, .. } => (
+        ClusterLink::Local { membership, .. } | ClusterLink::Kept { membership, .. } => (
             Feed::Members(membership.clone()),
             format!(
                 "nodes discovered on the spot (no troupe serve at {})",

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub const DEFAULT_CONTROLLER_PORT: u16 = 5558;
 pub const DEFAULT_CONTROLLER_STATS_PORT: u16 = 5559;
 pub const DEFAULT_CONTROLLER_EVENTS_PORT: u16 = 5560;
+/// Where `troupe serve --http` (without an address) serves the web dashboard: loopback only.
+pub const DEFAULT_DASHBOARD_ADDRESS: &str = "127.0.0.1:5580";
 
 /// `[serve]`: the long-running controller's sockets and behaviour.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +21,9 @@ pub struct ServeSettings {
     pub events_port: u16,
     pub auto_configure: bool,
     pub quiet_period: Duration,
+    /// The web dashboard's address (`http = "127.0.0.1:5580"`, or `true` for
+    /// [`DEFAULT_DASHBOARD_ADDRESS`]); None: no dashboard.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServeSettings {
@@ -30,6 +35,7 @@ impl Default for ServeSettings {
             events_port: DEFAULT_CONTROLLER_EVENTS_PORT,
             auto_configure: false,
             quiet_period: Duration::from_secs(2),
+            http: None,
         }
     }
 }
@@ -130,8 +136,9 @@ const TOP_KEYS: [&str; 9] = [
     "serve",
 ];
 /// The keys of `[serve]`.
-const SERVE_KEYS: [&str; 6] = [
+const SERVE_KEYS: [&str; 7] = [
     "bind",
+    "http",
     "control_port",
     "stats_port",
     "events_port",
@@ -169,9 +176,37 @@ fn read_serve(serve: &mut ServeSettings, key: &str, value: &Value) -> Result<(),
         "events_port" => serve.events_port = port(value)?,
         "auto_configure" => serve.auto_configure = read_bool(value).map_err(err)?,
         "quiet_period" => serve.quiet_period = read_duration(value).map_err(err)?,
+        "http" => serve.http = read_http(value)?,
         _ => return Err(super::suggest::unknown_key(key, SERVE_KEYS)),
     }
     Ok(())
+}
+
+/// `http = true` (the default address), `false`, or `"ADDR:PORT"`.
+fn read_http(value: &Value) -> Result<Option<std::net::SocketAddr>, String> {
+    match value {
+        Value::Bool(false) => Ok(None),
+        Value::Bool(true) => Ok(Some(default_dashboard_address())),
+        Value::String(text) => parse_http_address(text).map(Some),
+        other => Err(format!(
+            "expected true, false or \"ADDRESS:PORT\", got {}",
+            super::value::describe(other)
+        )),
+    }
+}
+
+/// [`DEFAULT_DASHBOARD_ADDRESS`] as an address.
+pub fn default_dashboard_address() -> std::net::SocketAddr {
+    DEFAULT_DASHBOARD_ADDRESS
+        .parse()
+        .expect("the default dashboard address parses")
+}
+
+/// The dashboard's `ADDRESS:PORT` (an IP address: a name could resolve to anything).
+pub fn parse_http_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("expected ADDRESS:PORT with an IP address, e.g. {DEFAULT_DASHBOARD_ADDRESS}, got {text:?}")
+    })
 }
 
 fn read_list(value: &Value) -> Result<Vec<String>, String> {
@@ -197,7 +232,7 @@ mod tests {
         let config = ControllerConfig::parse("", "troupe.toml").unwrap();
         assert_eq!(config.serve.control_port, 5558);
         assert!(config.mdns);
-        let text = "cluster = \"lab\"\nprobe = [\"10.0.0.1-32\"]\nseeds = [\"tcp://10.0.0.7:5555\"]\nmdns = false\ntimeout = \"2s\"\n[serve]\nbind = \"127.0.0.1\"\nauto_configure = true\nquiet_period = 3\n";
+        let text = "cluster = \"lab\"\nprobe = [\"10.0.0.1-32\"]\nseeds = [\"tcp://10.0.0.7:5555\"]\nmdns = false\ntimeout = \"2s\"\n[serve]\nbind = \"127.0.0.1\"\nauto_configure = true\nquiet_period = 3\nhttp = true\n";
         let config = ControllerConfig::parse(text, "troupe.toml").unwrap();
         assert_eq!(config.cluster, "lab");
         assert_eq!(config.probe, ["10.0.0.1-32"]);
@@ -205,6 +240,14 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_secs(2));
         assert_eq!(config.serve.bind, "127.0.0.1");
         assert_eq!(config.serve.quiet_period, Duration::from_secs(3));
+        assert_eq!(config.serve.http, Some(default_dashboard_address()));
+        let config =
+            ControllerConfig::parse("[serve]\nhttp = \"10.0.0.1:80\"\n", "troupe.toml").unwrap();
+        assert_eq!(config.serve.http, Some("10.0.0.1:80".parse().unwrap()));
+        let err = ControllerConfig::parse("[serve]\nhttp = \"lab:80\"\n", "troupe.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("serve.http: expected ADDRESS:PORT"), "{err}");
     }
 
     #[test]

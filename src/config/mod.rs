@@ -16,8 +16,8 @@ pub use data_dir::{check_data_dir, DataDirRefusal, DataDirRule, SYSTEM_DIRS};
 pub use program::{program_candidates, DEFAULT_PATH};
 pub use service::{read_knob, KnobKind, Profile, ServiceOptions, TemplateConfig, PER_NODE_KEY};
 pub use watcher::{
-    HookConfig, OptionEffect, OptionError, OutputConfig, WatcherConfig, DEFAULT_TIME_FORMAT,
-    HOOK_NAMES, MAX_NUMPROCESSES,
+    HookConfig, OptionEffect, OptionError, OutputConfig, WatcherConfig, DEFAULT_LOG_RING_BYTES,
+    DEFAULT_TIME_FORMAT, HOOK_NAMES, MAX_NUMPROCESSES,
 };
 
 use serde_json::Value;

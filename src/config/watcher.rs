@@ -78,6 +78,9 @@ pub struct WatcherConfig {
     pub hooks: BTreeMap<String, HookConfig>,
     pub stdout: Option<OutputConfig>,
     pub stderr: Option<OutputConfig>,
+    /// Bytes of output lines kept in memory for `logs`, whether or not `stdout`/`stderr`
+    /// name files (at most [`crate::bounds::MAX_LOG_RING_BYTES`]; 0 keeps none).
+    pub log_ring_bytes: u64,
     /// troupe's own: what `configure` renders and `reset` wipes.
     pub service: ServiceOptions,
 }
@@ -94,6 +97,9 @@ pub enum OptionEffect {
 }
 
 pub const DEFAULT_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// `log_ring_bytes` when the config names none: the last few thousand lines of a watcher.
+pub const DEFAULT_LOG_RING_BYTES: u64 = 1024 * 1024;
 
 /// The most processes one watcher may run, as its config file or the node's owner sets it (a
 /// remote peer is held to [`crate::bounds::MAX_REMOTE_NUMPROCESSES`]).
@@ -129,12 +135,13 @@ impl WatcherConfig {
             hooks: BTreeMap::new(),
             stdout: None,
             stderr: None,
+            log_ring_bytes: DEFAULT_LOG_RING_BYTES,
             service: ServiceOptions::default(),
         }
     }
 
     /// The option keys `set` and the config file accept (besides `hooks.<name>`).
-    pub const KEYS: [&'static str; 31] = [
+    pub const KEYS: [&'static str; 32] = [
         "cmd",
         "args",
         "numprocesses",
@@ -160,6 +167,7 @@ impl WatcherConfig {
         "hooks",
         "stdout",
         "stderr",
+        "log_ring_bytes",
         "profile",
         "profile_dir",
         "profile_options",
@@ -190,6 +198,18 @@ impl WatcherConfig {
             "args" => {
                 self.args = read_args(value).map_err(bad)?;
                 Reload
+            }
+            "log_ring_bytes" => {
+                let max = crate::bounds::MAX_LOG_RING_BYTES;
+                let bytes = read_size(value).map_err(bad)?;
+                if bytes > max {
+                    return Err(OptionError::Invalid(ValueError::new(
+                        "a size of at most 64MiB (troupe::bounds::MAX_LOG_RING_BYTES)",
+                        value,
+                    )));
+                }
+                self.log_ring_bytes = bytes;
+                None
             }
             "numprocesses" => {
                 self.numprocesses =
@@ -437,6 +457,7 @@ impl WatcherConfig {
         map.insert("hooks".into(), Value::Object(hooks));
         map.insert("stdout_stream_conf".into(), output(&self.stdout));
         map.insert("stderr_stream_conf".into(), output(&self.stderr));
+        map.insert("log_ring_bytes".into(), json!(self.log_ring_bytes));
         self.service.write_options(&mut map);
         // Circus options troupe does not offer, shown with the fixed behaviour troupe has, so
         // tools that `get` them keep working. `set` refuses them as unknown keys.

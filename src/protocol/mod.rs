@@ -4,6 +4,7 @@
 
 mod configure;
 mod event;
+mod logs;
 mod node;
 mod process_info;
 pub(crate) mod request;
@@ -14,9 +15,17 @@ pub use configure::{
     PeerList, RenderedText, ResetReply, ResetRequest, WipedPath,
 };
 pub use event::{event_topic, Event};
+pub use logs::{
+    log_topic, log_topic_prefix, subscription_follows_logs, LogEvent, LogFileInfo, LogFileReply,
+    LogFileRequest, LogFilesReply, LogFilesRequest, LogLine, LogStream, LogsReply, LogsRequest,
+    StreamSelection, DEFAULT_LOGS_LINES, LOGS_COMMAND, LOG_FILES_COMMAND, LOG_FILE_COMMAND,
+    LOG_TOPIC_PREFIX,
+};
 pub use node::{Endpoints, NodeInfo, Registration, WatcherSummary};
 pub use process_info::{format_cpu_time, format_mem, round_mem_percent, ProcessInfo};
-pub use request::{option_brings_code, Request, RequestError, CIRCUS_READ_COMMANDS};
+pub use request::{
+    option_brings_code, Request, RequestError, CIRCUS_READ_COMMANDS, TROUPE_READ_COMMANDS,
+};
 pub use stop_reason::{last_line, StopCause, StopReason, LAST_OUTPUT_MAX};
 
 use serde_json::{Map, Value};

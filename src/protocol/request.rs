@@ -135,10 +135,11 @@ impl Request {
 
     /// Whether running this request changes nothing on the node, so sending it twice is the
     /// same as sending it once: the Circus read commands ([`CIRCUS_READ_COMMANDS`]) and
-    /// troupe's `nodeinfo`. A client may resend such a request whose first copy may have
-    /// been lost with its connection.
+    /// troupe's [`TROUPE_READ_COMMANDS`]. A client may resend such a request whose first copy
+    /// may have been lost with its connection.
     pub fn changes_nothing(&self) -> bool {
-        CIRCUS_READ_COMMANDS.contains(&self.command.as_str()) || self.command == "nodeinfo"
+        CIRCUS_READ_COMMANDS.contains(&self.command.as_str())
+            || TROUPE_READ_COMMANDS.contains(&self.command.as_str())
     }
 
     /// Encodes the request as a client sends it.
@@ -167,6 +168,16 @@ pub const CIRCUS_READ_COMMANDS: &[&str] = &[
     "get",
     "options",
     "globaloptions",
+];
+
+/// troupe's own commands that change nothing. Unlike [`CIRCUS_READ_COMMANDS`], the plaintext
+/// `circus_bind` refuses them: the log commands expose what processes printed, for the
+/// cluster key's holders and the node's owner only.
+pub const TROUPE_READ_COMMANDS: &[&str] = &[
+    "nodeinfo",
+    super::logs::LOGS_COMMAND,
+    super::logs::LOG_FILES_COMMAND,
+    super::logs::LOG_FILE_COMMAND,
 ];
 
 /// Watcher options that make the agent run a different program or write elsewhere. The

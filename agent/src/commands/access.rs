@@ -125,6 +125,9 @@ mod tests {
             request("add", json!({"name": "x", "cmd": "sh"})),
             request("configure", json!({"cluster": "lab", "peers": []})),
             request("nodeinfo", json!({})),
+            // They change nothing, but expose what processes printed: key holders only.
+            request("logs", json!({"name": "w"})),
+            request("log_file", json!({"name": "w", "stream": "stdout"})),
             request("quit", json!({})),
             request("no-such-command", json!({})),
         ];

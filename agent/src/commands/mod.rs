@@ -6,6 +6,7 @@ mod access;
 mod configure;
 mod inspect;
 mod lifecycle;
+mod logs;
 mod manage;
 mod options;
 mod props;
@@ -85,6 +86,9 @@ pub async fn dispatch(ctx: &AgentContext, request: &Request, caller: Caller) -> 
         "nodeinfo" => inspect::nodeinfo(ctx).await,
         "configure" => configure::configure(ctx, props).await,
         "reset" => reset::reset(ctx, props).await,
+        troupe::protocol::LOGS_COMMAND => logs::logs(ctx, request).await,
+        troupe::protocol::LOG_FILES_COMMAND => logs::log_files(ctx, request).await,
+        troupe::protocol::LOG_FILE_COMMAND => logs::log_file(ctx, request).await,
         "get" => options::get(ctx, props).await,
         "set" => options::set(ctx, props, caller).await,
         "options" => options::options(ctx, props).await,

@@ -7,6 +7,7 @@ use super::{
 };
 use crate::backoff::{RespawnDecision, RespawnPolicy};
 use crate::events::EventSender;
+use crate::log_ring::LogRingHandle;
 use crate::output::OutputLog;
 use nix::sys::signal::Signal;
 use std::path::PathBuf;
@@ -31,7 +32,8 @@ pub fn spawn(
     events: EventSender,
     state_dir: PathBuf,
 ) -> Result<WatcherHandle, CommandError> {
-    let logs = open_logs(&config)?;
+    let ring = LogRingHandle::spawn(&config.name, config.log_ring_bytes, events.clone());
+    let logs = open_logs(&config, &ring)?;
     let (tx, rx) = mpsc::channel(MAILBOX);
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (view_tx, view_rx) = watch::channel(WatcherView {
@@ -44,6 +46,7 @@ pub fn spawn(
         name: config.name.clone(),
         tx,
         view: view_rx,
+        ring: ring.clone(),
     };
     let actor = WatcherActor {
         config,
@@ -56,6 +59,7 @@ pub fn spawn(
         stopped_reason: None,
         state_dir,
         logs,
+        ring,
         events,
         exits_tx,
         view_tx,
@@ -64,7 +68,8 @@ pub fn spawn(
     Ok(handle)
 }
 
-fn open_logs(config: &WatcherConfig) -> Result<OutputLogs, CommandError> {
+/// The watcher's files, and its ring unless `log_ring_bytes` is 0.
+fn open_logs(config: &WatcherConfig, ring: &LogRingHandle) -> Result<OutputLogs, CommandError> {
     let open = |output: &Option<troupe::config::OutputConfig>| {
         output
             .as_ref()
@@ -88,7 +93,12 @@ fn open_logs(config: &WatcherConfig) -> Result<OutputLogs, CommandError> {
     } else {
         open(&config.stderr)?
     };
-    Ok(OutputLogs { stdout, stderr })
+    let ring = (config.log_ring_bytes > 0).then(|| ring.clone());
+    Ok(OutputLogs {
+        stdout,
+        stderr,
+        ring,
+    })
 }
 
 /// Why spawning a process failed.
@@ -112,6 +122,8 @@ struct WatcherActor {
     stopped_reason: Option<StopReason>,
     state_dir: PathBuf,
     logs: OutputLogs,
+    /// Kept while `log_ring_bytes` is 0 too, so lines already in it stay readable.
+    ring: LogRingHandle,
     events: EventSender,
     exits_tx: mpsc::UnboundedSender<Exit>,
     view_tx: watch::Sender<WatcherView>,
@@ -489,8 +501,11 @@ impl WatcherActor {
             reload |= effect == OptionEffect::Reload;
         }
         updated.check().map_err(CommandError::message)?;
-        if updated.stdout != self.config.stdout || updated.stderr != self.config.stderr {
-            self.logs = open_logs(&updated)?;
+        if updated.stdout != self.config.stdout
+            || updated.stderr != self.config.stderr
+            || updated.log_ring_bytes != self.config.log_ring_bytes
+        {
+            self.logs = open_logs(&updated, &self.ring)?;
         }
         self.config = updated;
         for _ in &options {
@@ -502,6 +517,7 @@ impl WatcherActor {
 
     /// Brings running processes in line with newly set options.
     async fn after_set(&mut self, reload: bool) -> Result<(), CommandError> {
+        self.ring.resize(self.config.log_ring_bytes).await;
         if self.state == WatcherState::Active {
             if reload {
                 self.reload(true, false).await?;

@@ -132,6 +132,8 @@ pub struct WatcherHandle {
     pub name: String,
     tx: mpsc::Sender<WatcherMsg>,
     view: watch::Receiver<WatcherView>,
+    /// The watcher's output lines, read by `logs` without queuing behind its commands.
+    pub ring: crate::log_ring::LogRingHandle,
 }
 
 impl WatcherHandle {

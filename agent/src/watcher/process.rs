@@ -2,7 +2,8 @@
 
 pub use super::vfork::ExitCode;
 use super::{env_file, vfork};
-use crate::output::OutputLog;
+use crate::log_ring::LogRingHandle;
+use crate::output::{OutputLog, Sinks};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::ffi::OsString;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use troupe::config::WatcherConfig;
-use troupe::protocol::now_epoch;
+use troupe::protocol::{now_epoch, LogStream};
 
 /// How long a reaped process's output may keep draining before its exit is reported anyway
 /// (a daemonised grandchild can hold the pipe open forever).
@@ -45,11 +46,13 @@ pub struct Process {
     pub exit: watch::Receiver<Option<ExitCode>>,
 }
 
-/// The watcher's output files, shared by its processes.
+/// Where the watcher's output goes, shared by its processes: its files, and its ring (None
+/// when `log_ring_bytes` is 0).
 #[derive(Clone, Default)]
 pub struct OutputLogs {
     pub stdout: Option<OutputLog>,
     pub stderr: Option<OutputLog>,
+    pub ring: Option<LogRingHandle>,
 }
 
 /// How a process ended, as its reaper reports it to the watcher.
@@ -113,8 +116,8 @@ pub fn spawn(
         args,
         env,
         working_dir: config.working_dir.as_deref(),
-        capture_stdout: logs.stdout.is_some(),
-        capture_stderr: logs.stderr.is_some() || tail_stderr,
+        capture_stdout: logs.stdout.is_some() || logs.ring.is_some(),
+        capture_stderr: logs.stderr.is_some() || logs.ring.is_some() || tail_stderr,
         open_files: CHILD_OPEN_FILES.get().copied(),
     })?;
     let pid = child.pid;
@@ -183,16 +186,23 @@ fn capture_output(
     child: &mut vfork::Child,
 ) -> std::io::Result<Captures> {
     let pipe = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd);
+    let ring = |stream| logs.ring.clone().map(|ring| (ring, stream));
     let mut captures = Captures::default();
-    if let (Some(log), Some(read_end)) = (&logs.stdout, child.stdout.take()) {
-        captures.stdout = Some(log.capture(pid, pipe(read_end)?));
+    if let Some(read_end) = child.stdout.take() {
+        let sinks = Sinks {
+            file: logs.stdout.clone(),
+            ring: ring(LogStream::Stdout),
+            agent_stderr: false,
+        };
+        captures.stdout = Some(crate::output::capture(pid, pipe(read_end)?, sinks));
     }
     if let Some(read_end) = child.stderr.take() {
-        let stream = pipe(read_end)?;
-        captures.stderr = Some(match &logs.stderr {
-            Some(log) => log.capture(pid, stream),
-            None => crate::output::pass_through(pid, stream),
-        });
+        let sinks = Sinks {
+            file: logs.stderr.clone(),
+            ring: ring(LogStream::Stderr),
+            agent_stderr: logs.stderr.is_none() && logs.ring.is_none(),
+        };
+        captures.stderr = Some(crate::output::capture(pid, pipe(read_end)?, sinks));
     }
     Ok(captures)
 }

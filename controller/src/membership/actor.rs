@@ -147,6 +147,11 @@ impl MembershipHandle {
         self.view.borrow().clone()
     }
 
+    /// The member view, to wait on its changes (the dashboard's live page).
+    pub fn view(&self) -> watch::Receiver<Vec<Member>> {
+        self.view.clone()
+    }
+
     /// How many new members were not adopted because the table was full
     /// ([`troupe::bounds::MAX_MEMBERS`]), up to the last published view.
     pub fn refused(&self) -> u64 {
