@@ -11,8 +11,10 @@
 //!   [`top`]: the `troupe top` terminal view.
 //! - [`command`]: a command to the cluster, guarded by [`confirm`] (and [`reset`]'s check of
 //!   clustered services), lengthened by what [`watchers`] say of graceful stops; [`nobody`]:
-//!   why a command reached no node.
+//!   why a command reached no node; [`absent`]: the known nodes a fan-out did not reach,
+//!   remembered without serve by the [`roster`].
 
+pub mod absent;
 pub mod broadcast;
 pub mod circus_args;
 pub mod command;
@@ -30,6 +32,7 @@ pub mod nodes;
 pub mod probe;
 pub mod render;
 pub mod reset;
+pub mod roster;
 pub mod serve;
 pub mod settings;
 pub mod shell;

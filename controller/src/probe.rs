@@ -6,7 +6,7 @@ use crate::membership::NodeFacts;
 use futures::StreamExt;
 use serde_json::Map;
 use std::time::Duration;
-use troupe::client::exchange;
+use troupe::client::{exchange, ClientError};
 use troupe::discovery::{ProbeTarget, ProbeTargets};
 use troupe::protocol::{NodeInfo, Request};
 use troupe::sockets::connect_control_async;
@@ -18,8 +18,11 @@ pub type Dealer = troupe::client::Connection;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Probed {
     Node(NodeFacts),
-    /// Nothing listens, the port speaks something else, or no reply in time.
+    /// Nothing listens, or the port answers something that is not a node.
     Nothing,
+    /// Connected, and no reply to `nodeinfo` in time: a frozen (SIGSTOPped) or overloaded
+    /// agent, or a port that never speaks. Reported by fan-outs as `no reply`, never adopted.
+    Silent,
 }
 
 /// Limits of a probe sweep.
@@ -62,8 +65,10 @@ pub async fn probe(context: &zmq::Context, endpoint: &str, timeout: Duration) ->
 /// still hold a request or owe a reply: close it.
 pub async fn probe_on(socket: &mut Dealer, endpoint: &str, timeout: Duration) -> Probed {
     let request = |command: &str| Request::new(command, Map::new());
-    let Ok(reply) = exchange(socket, request("nodeinfo"), timeout).await else {
-        return Probed::Nothing;
+    let reply = match exchange(socket, request("nodeinfo"), timeout).await {
+        Ok(reply) => reply,
+        Err(ClientError::Timeout { .. }) => return Probed::Silent,
+        Err(_) => return Probed::Nothing,
     };
     if reply["status"] == "ok" {
         return match serde_json::from_value::<NodeInfo>(reply["node"].clone()) {
@@ -102,13 +107,14 @@ pub fn check_node_info(info: &NodeInfo) -> Result<(), String> {
 }
 
 /// Probes every target that `admission` admits once resolved, at most `limits.concurrency`
-/// at once, and returns those that are nodes, with their endpoints.
+/// at once, and returns those that are nodes or silent (a TCP connection, no answer), with
+/// their endpoints.
 pub async fn sweep(
     context: &zmq::Context,
     targets: &ProbeTargets,
     limits: ProbeLimits,
     admission: &Admission,
-) -> Vec<(String, NodeFacts)> {
+) -> Vec<(String, Probed)> {
     futures::stream::iter(targets.iter())
         .map(|target| async move {
             let address = resolve(&target).await?;
@@ -123,8 +129,8 @@ pub async fn sweep(
             }
             let endpoint = endpoint_of(address);
             match probe(context, &endpoint, limits.reply_timeout).await {
-                Probed::Node(facts) => Some((endpoint, facts)),
                 Probed::Nothing => None,
+                found => Some((endpoint, found)),
             }
         })
         .buffer_unordered(limits.concurrency.max(1))

@@ -10,7 +10,7 @@ pub mod mdns;
 pub use admission::Admission;
 
 use crate::membership::{MemberState, MembershipHandle, MembershipMsg, Source};
-use crate::probe::{sweep, ProbeLimits};
+use crate::probe::{sweep, ProbeLimits, Probed};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -184,14 +184,17 @@ async fn probe_loop(
         };
         let (ranges, seeds, udp) = tokio::join!(ranges, seeds, udp);
         for (found, source) in [(ranges, Source::Probe), (seeds, Source::Seed)] {
-            for (endpoint, facts) in found {
-                membership
-                    .send(MembershipMsg::Answered {
+            for (endpoint, probed) in found {
+                let msg = match probed {
+                    Probed::Node(facts) => MembershipMsg::Answered {
                         endpoint,
                         source,
                         facts,
-                    })
-                    .await;
+                    },
+                    Probed::Silent => MembershipMsg::Silent { endpoint },
+                    Probed::Nothing => continue,
+                };
+                membership.send(msg).await;
             }
         }
         for (endpoint, announced) in udp {
