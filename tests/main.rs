@@ -8,6 +8,7 @@ mod cli;
 mod cluster_e2e;
 mod configure;
 mod discovery;
+mod faults;
 mod first_hour;
 mod raw_frames;
 mod remote_exec;

@@ -88,8 +88,9 @@ fn reason(node: &Value, now: f64) -> String {
         ),
         crate::membership::NO_REPLY => format!(
             "no reply: {address} accepts connections but does not answer (a frozen or \
-             overloaded agent?), silent since {}",
-            when(node["silent_since"].as_f64().unwrap_or(now), now)
+             overloaded agent?), silent since {}, {}",
+            when(node["silent_since"].as_f64().unwrap_or(now), now),
+            seen(last_seen)
         ),
         _ if node["source"]
             .as_array()
