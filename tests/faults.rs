@@ -199,3 +199,105 @@ fn a_frozen_then_killed_node_is_reported_through_serve() {
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(run.stderr.contains("fs-3 (down)"), "{run:#?}");
 }
+
+/// A watcher rendering three files that each name the cluster's size, so a node holding two
+/// sizes holds a mix of two pushes.
+fn three_files(dir: &std::path::Path) -> String {
+    let template = dir.join("size.j2");
+    std::fs::write(&template, "size={{ cluster.size }}\n").expect("template");
+    let mut watcher = "[watcher.svc]\ncmd = \"sleep 1000\"\nautostart = false\n\n".to_string();
+    for file in ["a", "b", "c"] {
+        watcher.push_str(&format!(
+            "[[watcher.svc.template]]\nsource = \"{}\"\ndest = \"{}\"\n\n",
+            template.display(),
+            dir.join(format!("out/{file}.conf")).display()
+        ));
+    }
+    watcher
+}
+
+/// The sizes a node's three files under `dir` name (None for a file not written yet).
+fn sizes(dir: &std::path::Path) -> Vec<Option<String>> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.join(format!("out/{f}.conf"))).ok())
+        .collect()
+}
+
+/// A controller SIGKILLed in the middle of a `configure` push to 20 agents leaves each node
+/// with all its old files or all its new ones, and the next `configure` converges.
+#[test]
+fn a_controller_killed_mid_push_leaves_no_node_with_a_mix_and_the_next_push_converges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node_dir = |i: usize| {
+        let path = dir.path().join(format!("mp-{i:02}"));
+        std::fs::create_dir_all(&path).expect("node dir");
+        path
+    };
+    let start = |i: usize| {
+        let name = format!("mp-{i:02}");
+        let address = crate::support::unique_loopback();
+        Agent::start_named(&name, &address, &three_files(&node_dir(i)), "")
+    };
+    let mut agents: Vec<Agent> = (1..=19).map(start).collect();
+    let state = dir.path().join("cli-state").display().to_string();
+    let configure = |agents: &[Agent]| {
+        let mut args = vec!["configure".to_string(), "--no-mdns".into()];
+        for agent in agents {
+            args.extend(["--probe".to_string(), format!("{}:5555", agent.address)]);
+        }
+        args.extend(["--state-dir".into(), state.clone()]);
+        args
+    };
+    let args = configure(&agents);
+    let run = troupe(
+        dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let old = Some("size=19\n".to_string());
+    for i in 1..=19 {
+        assert_eq!(sizes(&node_dir(i)), [old.clone(), old.clone(), old.clone()]);
+    }
+    agents.push(start(20));
+
+    let new = Some("size=20\n".to_string());
+    let args = configure(&agents);
+    let mut command =
+        crate::support::isolated(Command::new(crate::support::bin("troupe")), dir.path());
+    command.args(&args);
+    let mut controller = Daemon::spawn("troupe configure", command, &dir.path().join("push.log"));
+    // Killed as soon as the first node holds a new file: the push is under way.
+    wait_for(
+        "a first node to get the new files",
+        Duration::from_secs(30),
+        || (1..=20).any(|i| sizes(&node_dir(i)).contains(&new)),
+    );
+    controller.kill();
+    // What each agent was sent it finishes; wait until no file moves any more.
+    let mut last = Vec::new();
+    wait_for("the files to settle", Duration::from_secs(10), || {
+        let now: Vec<_> = (1..=20).map(|i| sizes(&node_dir(i))).collect();
+        let settled = now == last;
+        last = now;
+        std::thread::sleep(Duration::from_millis(200));
+        settled
+    });
+    for (i, files) in (1..=20).zip(&last) {
+        let first = &files[0];
+        assert!(
+            files.iter().all(|f| f == first),
+            "mp-{i:02} holds a mix of two pushes: {files:?}"
+        );
+    }
+
+    let run = troupe(
+        dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    for i in 1..=20 {
+        let files = sizes(&node_dir(i));
+        assert_eq!(files, [new.clone(), new.clone(), new.clone()], "mp-{i:02}");
+    }
+}

@@ -123,13 +123,14 @@ pub async fn sweep(
                 return None;
             }
             let connect = tokio::net::TcpStream::connect(address);
-            match tokio::time::timeout(limits.connect_timeout, connect).await {
-                Ok(Ok(_stream)) => {}
+            let stream = match tokio::time::timeout(limits.connect_timeout, connect).await {
+                Ok(Ok(stream)) => stream,
                 _ => return None,
-            }
+            };
             let endpoint = endpoint_of(address);
             match probe(context, &endpoint, limits.reply_timeout).await {
                 Probed::Nothing => None,
+                Probed::Silent if !mute(&stream) => None,
                 found => Some((endpoint, found)),
             }
         })
@@ -137,6 +138,21 @@ pub async fn sweep(
         .filter_map(|found| async move { found })
         .collect()
         .await
+}
+
+/// Whether the peer of `stream`, connected before the probe, has said nothing that tells it
+/// is no node: silent (a frozen process, whose kernel still accepts), or the start of a ZMTP
+/// greeting (an agent too slow to answer). A port that wrote something else (an HTTP
+/// server's error) or hung up is no node, not a silent one.
+fn mute(stream: &tokio::net::TcpStream) -> bool {
+    /// The first byte of every ZMTP 3 greeting.
+    const ZMTP_SIGNATURE: u8 = 0xff;
+    let mut first = [0u8; 1];
+    match stream.try_read(&mut first) {
+        Ok(0) => false,
+        Ok(_) => first[0] == ZMTP_SIGNATURE,
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    }
 }
 
 async fn resolve(target: &ProbeTarget) -> Option<std::net::SocketAddr> {
