@@ -273,7 +273,8 @@ pub enum ClusterLink {
         /// How it searches (other clusters are read from `membership` when asked).
         search: Search,
         /// The nodes seen before by this search ([`crate::roster`]), this one's recorded.
-        roster: Roster,
+        /// Boxed: it is read once per command, and keeps the enum small.
+        roster: Box<Roster>,
     },
 }
 
@@ -311,7 +312,7 @@ impl ClusterLink {
             membership,
             discovery,
             search,
-            roster,
+            roster: Box::new(roster),
         })
     }
 
