@@ -5,8 +5,7 @@
 //!
 //! Every fan-out (a broadcast, `configure`, `reconfigure`, `reset`, `stats`, the shell, and
 //! `troupe serve`'s forwarding) adds one error row per selected node it knows but did not send
-//! to: `suspect` or `down` (membership's heartbeats), `locked` (another cluster key), `no
-//! reply` (an address that accepts connections and never answers `nodeinfo`), or `down` from
+//! to: `suspect` or `down` (membership's heartbeats), `no reply` (an address that accepts connections and never answers `nodeinfo`), or `down` from
 //! the CLI's roster ([`crate::roster`]: seen before, not found now). The rows make the command
 //! exit [`crate::command::EXIT_NODE_FAILED`]; `--alive-only` removes them and says so.
 
@@ -16,8 +15,11 @@ use std::collections::BTreeMap;
 use troupe::protocol::{now_epoch, Errno};
 
 /// The states of a known node that is not sent to. `alive` nodes are sent to, and a `left`
-/// node said goodbye (a clean `quit`): neither is reported.
-const ABSENT_STATES: [&str; 4] = ["suspect", "down", "locked", crate::membership::NO_REPLY];
+/// node said goodbye (a clean `quit`): neither is reported. Nor is a `locked` row: it is a
+/// sighting (an mDNS record, a refused handshake), never a proven member, so anyone on the
+/// network could make every command fail with one; fan-outs count them on a line of their own.
+/// A silent address is reported only when the operator's ranges or seeds named it.
+const ABSENT_STATES: [&str; 3] = ["suspect", "down", crate::membership::NO_REPLY];
 
 /// Adds to `replies` an error row for every node of `known` (member JSON objects, see
 /// [`crate::membership::member_json`]) that `selection` selects, is in an absent state, and
@@ -79,12 +81,6 @@ fn reason(node: &Value, now: f64) -> String {
         "suspect" => format!(
             "suspect: it missed heartbeats at {address}, {}",
             seen(last_seen)
-        ),
-        "locked" => format!(
-            "locked: it {}",
-            node["locked"]
-                .as_str()
-                .unwrap_or("holds another cluster key")
         ),
         crate::membership::NO_REPLY => format!(
             "no reply: {address} accepts connections but does not answer (a frozen or \
@@ -180,7 +176,6 @@ mod tests {
                 ("a", "answered"),
                 ("b", "down"),
                 ("c", "suspect"),
-                ("e", "locked")
             ]
         );
         assert!(!crate::broadcast::reply_ok(&replies["b"]));
@@ -196,8 +191,8 @@ mod tests {
         let line = skip(&mut replies).unwrap();
         assert_eq!(
             line,
-            "--alive-only: skipped 4 nodes that did not answer: 10.0.0.9:5555 (no reply), \
-             b (down), c (suspect), e (locked)"
+            "--alive-only: skipped 3 nodes that did not answer: 10.0.0.9:5555 (no reply), \
+             b (down), c (suspect)"
         );
         assert_eq!(replies.keys().collect::<Vec<_>>(), ["a"]);
         assert_eq!(skip(&mut replies), None);

@@ -336,11 +336,8 @@ impl Actor {
                 }
                 events
             }
-            (Probed::Silent, None) => {
-                self.table.silent(&result.endpoint, now);
-                Vec::new()
-            }
-            (Probed::Nothing, None) => Vec::new(),
+            // A sighting pointing at a mute port is not reported: anyone can announce one.
+            (Probed::Nothing | Probed::Silent, None) => Vec::new(),
         }
     }
 
