@@ -115,6 +115,19 @@ pub const SERVE_FIRST_DISCOVERY_WAIT: std::time::Duration = std::time::Duration:
 /// operator where the nodes went ("3 agents of cluster 'lab' answered"); more are not counted.
 pub const MAX_OTHER_CLUSTER_NODES: usize = 256;
 
+/// Endpoints a controller remembers as silent: a probe opened a TCP connection there and got
+/// no `nodeinfo` answer (a frozen agent, or something that does not speak ZeroMQ). Each is
+/// reported by fan-outs as `no reply`; past the bound, new ones are not remembered.
+pub const MAX_SILENT_ENDPOINTS: usize = 256;
+
+/// Nodes the CLI's roster (`<state_dir>/roster/<cluster>.json`) keeps: the ones seen last are
+/// kept when more have been seen.
+pub const MAX_ROSTER_NODES: usize = 1024;
+
+/// Bytes of a roster file read at most (1024 nodes take about 250 KiB); a longer file is
+/// reported as corrupt and replaced.
+pub const MAX_ROSTER_BYTES: u64 = 1024 * 1024;
+
 // ---- the cluster key ---------------------------------------------------------------------
 
 /// Peer addresses whose refused handshake a daemon remembers having logged, so each address

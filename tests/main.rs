@@ -9,6 +9,7 @@ mod cluster_e2e;
 mod configure;
 mod dashboard;
 mod discovery;
+mod faults;
 mod first_hour;
 mod logs;
 mod missing_program;

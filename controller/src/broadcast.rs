@@ -44,6 +44,8 @@ pub fn failure_reply(node: &str, error: &ClientError) -> Value {
         "tb": null,
         "errno": Errno::OsError as i64,
         "timeout": matches!(error, ClientError::Timeout { .. }),
+        // A node that did not answer in time, as a row of `--json` says it.
+        "state": matches!(error, ClientError::Timeout { .. }).then_some(crate::membership::NO_REPLY),
     })
 }
 

@@ -7,7 +7,8 @@ use crate::confirm::{confirm, Question};
 use crate::discovery::Discovery;
 use crate::membership::{MemberState, MembershipHandle};
 use crate::nobody::{Nobody, Search};
-use crate::settings::NodeFlags;
+use crate::roster::Roster;
+use crate::settings::{NodeFlags, Settings};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ pub struct BroadcastOptions {
     pub json: bool,
     /// `--yes`: go ahead without the question of [`crate::confirm`].
     pub yes: bool,
+    /// `--alive-only`: leave out the known nodes that did not answer ([`crate::absent`]).
+    pub alive_only: bool,
 }
 
 impl Default for BroadcastOptions {
@@ -48,6 +51,7 @@ impl Default for BroadcastOptions {
             timeout_given: false,
             json: false,
             yes: false,
+            alive_only: false,
         }
     }
 }
@@ -70,6 +74,10 @@ pub struct BroadcastFlags {
     /// node ask first on a terminal, and refuse without one.
     #[arg(long)]
     pub yes: bool,
+    /// Leave out known nodes that did not answer (down, suspect, locked, no reply), which
+    /// are otherwise listed and make the command exit 1.
+    #[arg(long)]
+    pub alive_only: bool,
     #[command(flatten)]
     pub flags: NodeFlags,
 }
@@ -85,7 +93,7 @@ pub fn split_broadcast_args(words: &[String]) -> (Vec<String>, Vec<String>) {
         "--cluster",
         "--state-dir",
     ];
-    const SWITCHES: [&str; 4] = ["--json", "--no-mdns", "--force", "--yes"];
+    const SWITCHES: [&str; 5] = ["--json", "--no-mdns", "--force", "--yes", "--alive-only"];
     let mut ours = vec!["troupe".to_string()];
     let mut theirs = Vec::new();
     let mut iter = words.iter();
@@ -122,6 +130,7 @@ impl BroadcastFlags {
             timeout_given: self.timeout.is_some(),
             json: self.json,
             yes: self.yes,
+            alive_only: self.alive_only,
         }
     }
 }
@@ -240,12 +249,16 @@ pub async fn dispatch(
 }
 
 /// Prints replies as a table (or JSON) and returns the exit code they call for; a caller
-/// with no replies says why instead ([`crate::nobody`]).
+/// with no replies says why instead ([`crate::nobody`]). With `--alive-only`, the known
+/// nodes that did not answer are left out, and a line on stderr says which.
 pub fn print_replies(
     request: &Request,
     replies: &BTreeMap<String, Value>,
     options: &BroadcastOptions,
 ) -> anyhow::Result<u8> {
+    let mut replies = replies.clone();
+    crate::absent::apply_alive_only(&mut replies, options.alive_only);
+    let replies = &replies;
     if options.json {
         println!("{}", serde_json::to_string_pretty(replies)?);
     } else {
@@ -270,6 +283,9 @@ pub enum ClusterLink {
         discovery: Discovery,
         /// How it searches (other clusters are read from `membership` when asked).
         search: Search,
+        /// The nodes seen before by this search ([`crate::roster`]), this one's recorded.
+        /// Boxed: it is read once per command, and keeps the enum small.
+        roster: Box<Roster>,
     },
     /// Inside `troupe serve` (its dashboard): serve's own membership and kept connections.
     Kept {
@@ -306,10 +322,13 @@ impl ClusterLink {
         discovery
             .first_discovery(&membership, listen, settings.expect)
             .await;
+        let search = Search::of(&settings, Default::default());
+        let roster = remember(&membership, &settings, &search);
         Ok(ClusterLink::Local {
             membership,
             discovery,
-            search: Search::of(&settings, Default::default()),
+            search,
+            roster: Box::new(roster),
         })
     }
 
@@ -324,7 +343,9 @@ impl ClusterLink {
             ClusterLink::Local { membership, .. } => {
                 let targets = select(alive_targets(membership), options.node.as_deref())
                     .map_err(|e| anyhow::anyhow!(e))?;
-                Ok(fan_out(&targets, request, options.timeout, true).await)
+                let mut replies = fan_out(&targets, request, options.timeout, true).await;
+                crate::absent::add(&mut replies, &self.nodes().await, options.node.as_deref());
+                Ok(replies)
             }
             ClusterLink::Kept { membership, links } => {
                 let targets = select(alive_targets(membership), options.node.as_deref())
@@ -357,13 +378,18 @@ impl ClusterLink {
                 (nodes, search)
             }
             ClusterLink::Local {
-                membership, search, ..
+                membership,
+                search,
+                roster,
+                ..
             } => {
                 let search = Search {
                     other_clusters: membership.other_clusters(),
                     ..search.clone()
                 };
-                (membership.members_json(), search)
+                let mut nodes = membership.members_json();
+                roster.missing(&mut nodes);
+                (nodes, search)
             }
             ClusterLink::Kept { membership, .. } => {
                 let search = Search {
@@ -398,6 +424,32 @@ impl ClusterLink {
         let selected = select(alive, options.node.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
         Ok(selected.into_iter().map(|t| t.name).collect())
     }
+}
+
+/// Reads the roster of this search, records the members alive now and writes it back; the
+/// roster as it was read, plus them. A roster that cannot be read or written is a warning.
+fn remember(membership: &MembershipHandle, settings: &Settings, search: &Search) -> Roster {
+    let path = crate::roster::path(
+        &settings.config.state_dir,
+        &settings.config.cluster,
+        &search.sources,
+    );
+    let now = troupe::protocol::now_epoch();
+    let (mut roster, warning) = Roster::load(&path, settings.config.roster_ttl, now);
+    if let Some(warning) = warning {
+        eprintln!("troupe: {warning}");
+    }
+    let before = roster.clone();
+    roster.record(&membership.members_json(), now);
+    if roster != before {
+        if let Err(e) = roster.save(&path) {
+            eprintln!(
+                "troupe: cannot write the roster {}: {e}; nodes seen now will not be reported                  when they stop answering (set a writable --state-dir)",
+                path.display()
+            );
+        }
+    }
+    roster
 }
 
 /// How long a `nodelist` asked of a running controller may take.

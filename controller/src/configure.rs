@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use troupe::protocol::{ConfigureRequest, Peer, PeerList, Request};
 
-/// The peers: alive troupe members (never a locked row, and an id held by one member only) (stock circusd nodes cannot render
+/// The peers: alive and suspect troupe members (a member that missed a heartbeat or two is
+/// still one: a peer list is not rewritten for a lost packet) (never a locked row, and an id held by one member only) (stock circusd nodes cannot render
 /// configs), with the host the controller reaches each at. Sorting and indexing is
 /// [`PeerList::assign`]'s job.
 ///
@@ -22,7 +23,7 @@ pub fn peers(nodes: &[Value]) -> (Vec<Peer>, Vec<RefusedMember>) {
     let mut refused = Vec::new();
     let members = nodes
         .iter()
-        .filter(|n| n["state"] == "alive" && n["kind"] == "troupe");
+        .filter(|n| (n["state"] == "alive" || n["state"] == "suspect") && n["kind"] == "troupe");
     for n in members {
         let control = n["endpoint"].as_str().unwrap_or_default().to_string();
         let endpoints: BTreeMap<String, String> = n["endpoints"]
@@ -133,6 +134,8 @@ pub async fn push(
     });
     let mut replies: BTreeMap<String, Value> =
         futures::future::join_all(sends).await.into_iter().collect();
+    // Suspect peers are in the list and sent to: they answer or time out.
+    crate::absent::add(&mut replies, nodes, options.node.as_deref());
     for member in refused {
         let reason = format!("left out of the peer list: {}", member.reason);
         replies.insert(
@@ -272,6 +275,15 @@ pub async fn reconfigure(
     }
     steps.push(("CONFIGURE", configured));
     steps.push(("START", started));
+    if options.alive_only {
+        let mut skipped = None;
+        for (_, replies) in &mut steps {
+            skipped = crate::absent::skip(replies).or(skipped);
+        }
+        if let Some(line) = skipped {
+            eprintln!("troupe: {line}");
+        }
+    }
     let names: std::collections::BTreeSet<&String> =
         steps.iter().flat_map(|(_, r)| r.keys()).collect();
     let mut all_ok = true;

@@ -11,11 +11,13 @@
 //!   [`top`]: the `troupe top` terminal view.
 //! - [`command`]: a command to the cluster, guarded by [`confirm`] (and [`reset`]'s check of
 //!   clustered services), lengthened by what [`watchers`] say of graceful stops; [`nobody`]:
-//!   why a command reached no node.
+//!   why a command reached no node; [`absent`]: the known nodes a fan-out did not reach,
+//!   remembered without serve by the [`roster`].
 //! - [`dashboard`]: `troupe serve --http`, the web dashboard and its JSON API, fed by serve's
 //!   actors and [`activity`] (every member's watcher events, named).
 //! - [`logs`]: `troupe logs`, a watcher's output from every node: tail, follow, collect.
 
+pub mod absent;
 pub mod activity;
 pub mod broadcast;
 pub mod circus_args;
@@ -36,6 +38,7 @@ pub mod nodes;
 pub mod probe;
 pub mod render;
 pub mod reset;
+pub mod roster;
 pub mod serve;
 pub mod settings;
 pub mod shell;

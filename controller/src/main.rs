@@ -50,6 +50,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Remove NODE from the roster of nodes seen (kept without `troupe serve`, in the
+        /// state dir), so it is no longer reported when it does not answer.
+        #[arg(long, value_name = "NODE")]
+        forget: Option<String>,
         #[command(flatten)]
         flags: NodeFlags,
     },
@@ -219,7 +223,8 @@ fn main() -> ExitCode {
             let cluster = broadcast.flags.settings()?.config.cluster;
             let nodes = link.nodes().await;
             let options = broadcast.options();
-            let replies = configure::push(&nodes, &cluster, &options, restart, dry_run).await?;
+            let mut replies = configure::push(&nodes, &cluster, &options, restart, dry_run).await?;
+            troupe_controller::absent::apply_alive_only(&mut replies, options.alive_only);
             if replies.is_empty() {
                 report_locked(&nodes, &options);
                 let nobody = link.nobody(options.node.as_deref()).await;
@@ -274,7 +279,17 @@ fn main() -> ExitCode {
             properties,
             timeout,
         } => ctl(&endpoint, &command, properties.as_deref(), timeout),
-        Command::Nodes { wait, json, flags } => run_async(async move {
+        Command::Nodes {
+            forget: Some(name),
+            flags,
+            ..
+        } => forget(&flags, &name),
+        Command::Nodes {
+            wait,
+            json,
+            flags,
+            forget: None,
+        } => run_async(async move {
             let link = ClusterLink::connect_listening(&flags, wait).await?;
             let (nodes, search) = link.census().await;
             if json {
@@ -398,6 +413,53 @@ fn main() -> ExitCode {
 }
 
 /// Runs a command on a fresh runtime; errors print and exit 2 (usage or config).
+/// `troupe nodes --forget NODE`: drops NODE from the roster of this cluster and search.
+fn forget(flags: &NodeFlags, name: &str) -> ExitCode {
+    let settings = match flags.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
+            return ExitCode::from(2);
+        }
+    };
+    let search = troupe_controller::nobody::Search::of(&settings, Default::default());
+    let path = troupe_controller::roster::path(
+        &settings.config.state_dir,
+        &settings.config.cluster,
+        &search.sources,
+    );
+    let now = troupe::protocol::now_epoch();
+    let (mut roster, warning) =
+        troupe_controller::roster::Roster::load(&path, settings.config.roster_ttl, now);
+    if let Some(warning) = warning {
+        eprintln!("troupe: {warning}");
+    }
+    let Some(entry) = roster.forget(name) else {
+        let known: Vec<&str> = roster.nodes.keys().map(String::as_str).collect();
+        eprintln!(
+            "troupe: {name} is not in the roster of cluster '{}' searched by {} ({}); nothing              to forget",
+            settings.config.cluster,
+            search.describe(),
+            if known.is_empty() {
+                "it is empty".to_string()
+            } else {
+                format!("it holds {}", known.join(", "))
+            }
+        );
+        return ExitCode::from(1);
+    };
+    if let Err(e) = roster.save(&path) {
+        eprintln!("troupe: cannot write the roster {}: {e}", path.display());
+        return ExitCode::from(1);
+    }
+    println!(
+        "forgot {name} ({}, last seen {}): it is no longer reported when it does not answer",
+        entry.endpoint.trim_start_matches("tcp://"),
+        troupe_controller::absent::when(entry.last_seen, now)
+    );
+    ExitCode::SUCCESS
+}
+
 fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     // A connection per node: a broadcast or serve with a few hundred nodes needs more than 1024.
     troupe::limits::raise_open_files();

@@ -18,11 +18,14 @@ pub type Dealer = troupe::client::Connection;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Probed {
     Node(NodeFacts),
-    /// Nothing listens, the port speaks something else, or no reply in time.
+    /// Nothing listens, or the port answers something that is not a node.
     Nothing,
     /// Something refused our cluster key (a CURVE handshake failed, none succeeded): a node
     /// holding another key, or none, or a keyed one when we have none.
     Refused,
+    /// Connected, and no reply to `nodeinfo` in time: a frozen (SIGSTOPped) or overloaded
+    /// agent, or a port that never speaks. Reported by fan-outs as `no reply`, never adopted.
+    Silent,
 }
 
 /// Limits of a probe sweep.
@@ -68,6 +71,7 @@ pub async fn probe_on(socket: &mut Dealer, endpoint: &str, timeout: Duration) ->
     let reply = match exchange(socket, request("nodeinfo"), timeout).await {
         Ok(reply) => reply,
         Err(ClientError::Refused { .. }) => return Probed::Refused,
+        Err(ClientError::Timeout { .. }) => return Probed::Silent,
         Err(_) => return Probed::Nothing,
     };
     if reply["status"] == "ok" {
@@ -107,7 +111,8 @@ pub fn check_node_info(info: &NodeInfo) -> Result<(), String> {
 }
 
 /// Probes every target that `admission` admits once resolved, at most `limits.concurrency`
-/// at once, and returns those that are nodes or refused our key, with their endpoints.
+/// at once, and returns those that are nodes, refused our key, or silent (a TCP connection,
+/// no answer), with their endpoints.
 pub async fn sweep(
     context: &zmq::Context,
     targets: &ProbeTargets,
@@ -122,13 +127,14 @@ pub async fn sweep(
                 return None;
             }
             let connect = tokio::net::TcpStream::connect(address);
-            match tokio::time::timeout(limits.connect_timeout, connect).await {
-                Ok(Ok(_stream)) => {}
+            let stream = match tokio::time::timeout(limits.connect_timeout, connect).await {
+                Ok(Ok(stream)) => stream,
                 _ => return None,
-            }
+            };
             let endpoint = endpoint_of(address);
             match probe(context, &endpoint, limits.reply_timeout).await {
                 Probed::Nothing => None,
+                Probed::Silent if !mute(&stream) => None,
                 found => Some((endpoint, found)),
             }
         })
@@ -136,6 +142,21 @@ pub async fn sweep(
         .filter_map(|found| async move { found })
         .collect()
         .await
+}
+
+/// Whether the peer of `stream`, connected before the probe, has said nothing that tells it
+/// is no node: silent (a frozen process, whose kernel still accepts), or the start of a ZMTP
+/// greeting (an agent too slow to answer). A port that wrote something else (an HTTP
+/// server's error) or hung up is no node, not a silent one.
+fn mute(stream: &tokio::net::TcpStream) -> bool {
+    /// The first byte of every ZMTP 3 greeting.
+    const ZMTP_SIGNATURE: u8 = 0xff;
+    let mut first = [0u8; 1];
+    match stream.try_read(&mut first) {
+        Ok(0) => false,
+        Ok(_) => first[0] == ZMTP_SIGNATURE,
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    }
 }
 
 async fn resolve(target: &ProbeTarget) -> Option<std::net::SocketAddr> {

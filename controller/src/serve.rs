@@ -571,7 +571,9 @@ async fn forward(
             })?,
     };
     inner.id = Value::Null;
-    let replies = context.links.fan_out(&targets, &inner, timeout).await;
+    let mut replies = context.links.fan_out(&targets, &inner, timeout).await;
+    let known = context.membership.members_json();
+    crate::absent::add(&mut replies, &known, selection);
     Ok(fields([("nodes", json!(replies))]))
 }
 

@@ -27,8 +27,9 @@ pub struct NodeFlags {
     /// Cluster name (only agents of this cluster are adopted).
     #[arg(long)]
     pub cluster: Option<String>,
-    /// Controller state dir (remembered `troupe cluster` ranges).
-    #[arg(long, value_name = "DIR")]
+    /// Controller state dir (remembered `troupe cluster` ranges, the roster of nodes seen).
+    /// Env: TROUPE_STATE_DIR.
+    #[arg(long, env = "TROUPE_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
 

@@ -12,6 +12,11 @@ pub const DEFAULT_CONTROLLER_EVENTS_PORT: u16 = 5560;
 /// Where `troupe serve --http` (without an address) serves the web dashboard: loopback only.
 pub const DEFAULT_DASHBOARD_ADDRESS: &str = "127.0.0.1:5580";
 
+/// A node not seen for a week leaves the roster: long enough that a node down since Friday
+/// is still reported on Monday, short enough that a machine handed to another project
+/// stops being reported without a `troupe nodes --forget`.
+pub const DEFAULT_ROSTER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// `[serve]`: the long-running controller's sockets and behaviour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServeSettings {
@@ -53,6 +58,9 @@ pub struct ControllerConfig {
     pub timeout: Duration,
     /// How often ranges and seeds are probed again.
     pub probe_interval: Duration,
+    /// How long the CLI's roster remembers a node it saw and reports it when it does not
+    /// answer (`roster_ttl`, default [`DEFAULT_ROSTER_TTL`]).
+    pub roster_ttl: Duration,
     pub state_dir: PathBuf,
     /// The cluster key file (`key_file`), unless `--key-file` or `TROUPE_KEY_FILE` names one.
     pub key_file: Option<PathBuf>,
@@ -68,6 +76,7 @@ impl Default for ControllerConfig {
             mdns: true,
             timeout: Duration::from_secs(5),
             probe_interval: Duration::from_secs(5),
+            roster_ttl: DEFAULT_ROSTER_TTL,
             state_dir: super::default_state_dir(),
             key_file: None,
             serve: ServeSettings::default(),
@@ -159,6 +168,7 @@ fn read_top(config: &mut ControllerConfig, key: &str, value: &Value) -> Result<(
         "mdns" => config.mdns = read_bool(value).map_err(err)?,
         "timeout" => config.timeout = read_duration(value).map_err(err)?,
         "probe_interval" => config.probe_interval = read_duration(value).map_err(err)?,
+        "roster_ttl" => config.roster_ttl = read_duration(value).map_err(err)?,
         "state_dir" => config.state_dir = read_string(value).map_err(err)?.into(),
         "key_file" => config.key_file = Some(read_string(value).map_err(err)?.into()),
         _ => return Err(super::suggest::unknown_key(key, TOP_KEYS)),
@@ -232,12 +242,13 @@ mod tests {
         let config = ControllerConfig::parse("", "troupe.toml").unwrap();
         assert_eq!(config.serve.control_port, 5558);
         assert!(config.mdns);
-        let text = "cluster = \"lab\"\nprobe = [\"10.0.0.1-32\"]\nseeds = [\"tcp://10.0.0.7:5555\"]\nmdns = false\ntimeout = \"2s\"\n[serve]\nbind = \"127.0.0.1\"\nauto_configure = true\nquiet_period = 3\nhttp = true\n";
+        let text = "cluster = \"lab\"\nprobe = [\"10.0.0.1-32\"]\nseeds = [\"tcp://10.0.0.7:5555\"]\nmdns = false\ntimeout = \"2s\"\nroster_ttl = \"2d\"\n[serve]\nbind = \"127.0.0.1\"\nauto_configure = true\nquiet_period = 3\nhttp = true\n";
         let config = ControllerConfig::parse(text, "troupe.toml").unwrap();
         assert_eq!(config.cluster, "lab");
         assert_eq!(config.probe, ["10.0.0.1-32"]);
         assert!(!config.mdns);
         assert_eq!(config.timeout, Duration::from_secs(2));
+        assert_eq!(config.roster_ttl, Duration::from_secs(2 * 24 * 3600));
         assert_eq!(config.serve.bind, "127.0.0.1");
         assert_eq!(config.serve.quiet_period, Duration::from_secs(3));
         assert_eq!(config.serve.http, Some(default_dashboard_address()));

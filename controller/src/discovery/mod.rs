@@ -191,9 +191,9 @@ async fn probe_loop(
                         source,
                         facts,
                     },
-                    Probed::Refused | Probed::Nothing => {
-                        MembershipMsg::Refused { endpoint, source }
-                    }
+                    Probed::Refused => MembershipMsg::Refused { endpoint, source },
+                    Probed::Silent => MembershipMsg::Silent { endpoint },
+                    Probed::Nothing => continue,
                 };
                 membership.send(msg).await;
             }

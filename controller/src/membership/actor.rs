@@ -26,7 +26,9 @@
 //! 250 ms tick. Publishing copies the whole table: after every heartbeat answer that was half
 //! of `troupe serve`'s CPU with 200 members.
 
-use super::table::{Announced, EventKind, Member, MemberEvent, MemberState, MemberTable, Source};
+use super::table::{
+    Announced, EventKind, Member, MemberEvent, MemberState, MemberTable, Silent, Source,
+};
 use crate::discovery::Admission;
 use crate::probe::{probe, probe_on, Dealer, Probed};
 use serde_json::{json, Value};
@@ -62,6 +64,8 @@ pub enum MembershipMsg {
     },
     /// Probed (range sweep, seeds): refused our cluster key, so listed as locked.
     Refused { endpoint: String, source: Source },
+    /// Probed (range sweep, seeds): connected, and no answer to `nodeinfo`.
+    Silent { endpoint: String },
     /// Clean goodbye by id or endpoint (`unregister_node`).
     Goodbye { id_or_endpoint: String },
     /// mDNS goodbye of an instance (node name).
@@ -86,6 +90,7 @@ pub struct MembershipHandle {
     view: watch::Receiver<Vec<Member>>,
     refused: watch::Receiver<u64>,
     others: watch::Receiver<BTreeMap<String, usize>>,
+    silent: watch::Receiver<Vec<(String, Silent)>>,
     events: broadcast::Sender<PublishedEvent>,
 }
 
@@ -102,6 +107,7 @@ impl MembershipHandle {
         let (view_tx, view) = watch::channel(Vec::new());
         let (refused_tx, refused) = watch::channel(0);
         let (others_tx, others) = watch::channel(BTreeMap::new());
+        let (silent_tx, silent) = watch::channel(Vec::new());
         let (events, _) = broadcast::channel(1024);
         // The keyring is the process's, installed at start (troupe::sockets).
         let table = match troupe::sockets::client_keys() {
@@ -115,6 +121,7 @@ impl MembershipHandle {
             view: view_tx,
             refused: refused_tx,
             others: others_tx,
+            silent: silent_tx,
             events: events.clone(),
             verify,
             in_flight: BTreeSet::new(),
@@ -127,6 +134,7 @@ impl MembershipHandle {
             view,
             refused,
             others,
+            silent,
             events,
         }
     }
@@ -164,9 +172,18 @@ impl MembershipHandle {
         self.others.borrow().clone()
     }
 
-    /// The members as JSON objects (see [`member_json`]).
+    /// The members as JSON objects (see [`member_json`]), then the silent endpoints no
+    /// member holds (see [`silent_json`]).
     pub fn members_json(&self) -> Vec<Value> {
-        self.members().iter().map(member_json).collect()
+        let mut nodes: Vec<Value> = self.members().iter().map(member_json).collect();
+        let now = Instant::now();
+        nodes.extend(
+            self.silent
+                .borrow()
+                .iter()
+                .map(|(endpoint, silent)| silent_json(endpoint, silent, now)),
+        );
+        nodes
     }
 
     /// Waits until `condition` holds for the member list or `timeout` passes.
@@ -187,6 +204,7 @@ struct Actor {
     view: watch::Sender<Vec<Member>>,
     refused: watch::Sender<u64>,
     others: watch::Sender<BTreeMap<String, usize>>,
+    silent: watch::Sender<Vec<(String, Silent)>>,
     events: broadcast::Sender<PublishedEvent>,
     verify: Option<mpsc::UnboundedSender<String>>,
     /// Member keys and endpoints with a heartbeat or probe under way.
@@ -273,6 +291,11 @@ impl Actor {
                 self.table.refused_key(&endpoint, source, now);
                 Vec::new()
             }
+            MembershipMsg::Silent { endpoint } => {
+                tracing::debug!(%endpoint, "connected, and no answer to nodeinfo");
+                self.table.silent(&endpoint, now);
+                Vec::new()
+            }
             MembershipMsg::Goodbye { id_or_endpoint } => self.table.goodbye(&id_or_endpoint, now),
             MembershipMsg::GoodbyeByName { name } => self.table.goodbye_by_name(&name, now),
             MembershipMsg::OtherCluster { cluster, name } => {
@@ -315,7 +338,7 @@ impl Actor {
                 }
                 Vec::new()
             }
-            (Probed::Nothing | Probed::Refused, Some(key)) => {
+            (Probed::Nothing | Probed::Refused | Probed::Silent, Some(key)) => {
                 if let (Some(verify), Some(member)) = (&self.verify, self.table.get(&key)) {
                     if member.sources.contains(&Source::Mdns) {
                         let _ = verify.send(member.name.clone());
@@ -331,7 +354,8 @@ impl Actor {
                 }
                 events
             }
-            (Probed::Nothing, None) => Vec::new(),
+            // A sighting pointing at a mute port is not reported: anyone can announce one.
+            (Probed::Nothing | Probed::Silent, None) => Vec::new(),
         }
     }
 
@@ -420,6 +444,10 @@ impl Actor {
             );
             self.refused.send_replace(refused);
         }
+        let silent = self.table.silent_endpoints();
+        if silent != *self.silent.borrow() {
+            self.silent.send_replace(silent);
+        }
         let others = self.table.other_clusters();
         if others != *self.others.borrow() {
             self.others.send_replace(others);
@@ -470,8 +498,8 @@ async fn heartbeat(
         },
     };
     match probe_on(&mut socket, endpoint, HEARTBEAT_TIMEOUT).await {
-        refused @ (Probed::Nothing | Probed::Refused) => (refused, None),
-        answered => (answered, Some(socket)),
+        Probed::Node(facts) => (Probed::Node(facts), Some(socket)),
+        unanswered => (unanswered, None),
     }
 }
 
@@ -501,6 +529,30 @@ pub fn member_json(m: &Member) -> Value {
         "locked": m.locked,
     })
 }
+
+/// A silent endpoint (see [`MemberTable::silent`]) as a row of [`MembershipHandle::members_json`]:
+/// named after its address, state `no reply`, never seen answering.
+pub fn silent_json(endpoint: &str, silent: &Silent, now: Instant) -> Value {
+    let silent_since = now_epoch() - now.duration_since(silent.since).as_secs_f64();
+    json!({
+        "name": endpoint.trim_start_matches("tcp://"),
+        "id": null,
+        "kind": null,
+        "state": NO_REPLY,
+        "endpoint": endpoint,
+        "endpoints": {"control": endpoint},
+        "source": ["probe"],
+        "version": null,
+        "watchers": 0,
+        "last_seen": null,
+        "silent_since": silent_since,
+        "key_fingerprint": null,
+        "locked": null,
+    })
+}
+
+/// The state of a silent endpoint's row.
+pub const NO_REPLY: &str = "no reply";
 
 /// An agent bound to every interface (`bind = "0.0.0.0"`, the default) reports its pubsub and
 /// stats sockets as `tcp://0.0.0.0:PORT`, which means nothing elsewhere: others reach them at

@@ -3,7 +3,9 @@
 mod actor;
 pub mod table;
 
-pub use actor::{member_json, MembershipHandle, MembershipMsg, PublishedEvent};
+pub use actor::{
+    member_json, silent_json, MembershipHandle, MembershipMsg, PublishedEvent, NO_REPLY,
+};
 pub use table::{
     Announced, EventKind, Kind, Member, MemberEvent, MemberState, MemberTable, NodeFacts, Source,
 };

@@ -21,7 +21,9 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
-use troupe::bounds::{MAX_MEMBERS, MAX_OTHER_CLUSTER_NODES, MAX_REFUSED_CLAIMS};
+use troupe::bounds::{
+    MAX_MEMBERS, MAX_OTHER_CLUSTER_NODES, MAX_REFUSED_CLAIMS, MAX_SILENT_ENDPOINTS,
+};
 use troupe::cluster_key::Fingerprint;
 use troupe::protocol::NodeInfo;
 
@@ -190,6 +192,17 @@ pub struct MemberTable {
     /// at most [`MAX_OTHER_CLUSTER_NODES`]. Never members; they tell an operator who typed
     /// no `--cluster` where the nodes went.
     others: BTreeSet<(String, String)>,
+    /// Endpoints a probe connected to that did not answer `nodeinfo`, with when that was
+    /// first and last found, at most [`MAX_SILENT_ENDPOINTS`]. Never members: a fan-out
+    /// reports them as `no reply`, so a node frozen before it was ever seen is not hidden.
+    silent: BTreeMap<String, Silent>,
+}
+
+/// An endpoint found silent: first and last time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Silent {
+    pub since: Instant,
+    pub last: Instant,
 }
 
 impl MemberTable {
@@ -202,6 +215,7 @@ impl MemberTable {
             refused: 0,
             refused_claims: BTreeSet::new(),
             others: BTreeSet::new(),
+            silent: BTreeMap::new(),
         }
     }
 
@@ -317,6 +331,28 @@ impl MemberTable {
         self.locked(endpoint, None, source, &Announced::Unsaid, why.into(), now);
     }
 
+    /// A probe connected to `endpoint` and got no answer to `nodeinfo`.
+    pub fn silent(&mut self, endpoint: &str, now: Instant) {
+        if let Some(silent) = self.silent.get_mut(endpoint) {
+            silent.last = now;
+        } else if self.silent.len() < MAX_SILENT_ENDPOINTS {
+            let silent = Silent {
+                since: now,
+                last: now,
+            };
+            self.silent.insert(endpoint.to_string(), silent);
+        }
+    }
+
+    /// Silent endpoints that no member row holds (a member's own heartbeats say more).
+    pub fn silent_endpoints(&self) -> Vec<(String, Silent)> {
+        self.silent
+            .iter()
+            .filter(|(endpoint, _)| self.members.values().all(|m| &m.endpoint != *endpoint))
+            .map(|(endpoint, silent)| (endpoint.clone(), *silent))
+            .collect()
+    }
+
     /// How many new members were not adopted because the table was full, since it started.
     pub fn refused(&self) -> u64 {
         self.refused
@@ -363,6 +399,7 @@ impl MemberTable {
         facts: NodeFacts,
         now: Instant,
     ) -> Vec<MemberEvent> {
+        self.silent.remove(endpoint);
         match facts {
             NodeFacts::Circus { watchers } => self.circus_answered(endpoint, source, watchers, now),
             NodeFacts::Troupe(info) => {
@@ -586,6 +623,8 @@ impl MemberTable {
             }
             MemberState::Alive | MemberState::Suspect => true,
         });
+        self.silent
+            .retain(|_, silent| now.duration_since(silent.last) < FORGET_AFTER);
         events
     }
 }
