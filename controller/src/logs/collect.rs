@@ -13,8 +13,9 @@
 //! Node and watcher names come from the network: only names that pass
 //! [`troupe::config::names::check_name`] become paths, others are skipped with a warning.
 
+use super::LogCluster;
 use crate::broadcast::{select, Target};
-use crate::command::{BroadcastOptions, ClusterLink, EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
+use crate::command::{BroadcastOptions, EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -70,7 +71,7 @@ struct Copied {
 }
 
 pub async fn run(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     dir: &Path,
     watchers: &[String],
@@ -82,14 +83,14 @@ pub async fn run(
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let nodes = alive_nodes(link, options).await?;
+    let nodes = alive_nodes(cluster, options).await?;
     if nodes.is_empty() {
         eprintln!("troupe logs --collect: no node matched; is the cluster up (troupe nodes)?");
         return Ok(ExitCode::from(EXIT_NOTHING_MATCHED));
     }
     let work = nodes
         .iter()
-        .map(|node| collect_node(link, options, dir, node, watchers));
+        .map(|node| collect_node(cluster, options, dir, node, watchers));
     let results = futures::future::join_all(work).await;
     let mut entries = Vec::new();
     let mut failed = false;
@@ -129,11 +130,11 @@ pub async fn run(
 
 /// The selected alive members' names that can be directory names.
 async fn alive_nodes(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
 ) -> anyhow::Result<Vec<String>> {
     let mut alive = Vec::new();
-    for member in link.nodes().await {
+    for member in cluster.members().await {
         if member["state"] != "alive" {
             continue;
         }
@@ -161,7 +162,7 @@ async fn alive_nodes(
 
 /// Sends one request to `node` alone; its reply fields, or its reason as an error.
 async fn ask(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     node: &str,
     command: &str,
@@ -171,7 +172,9 @@ async fn ask(
         node: Some(node.to_string()),
         ..options.clone()
     };
-    let mut replies = link.send(&Request::new(command, properties), &one).await?;
+    let mut replies = cluster
+        .send(&Request::new(command, properties), &one)
+        .await?;
     let reply = replies
         .remove(node)
         .ok_or_else(|| anyhow::anyhow!("did not answer {command} (did it leave?)"))?;
@@ -185,14 +188,14 @@ async fn ask(
 }
 
 async fn collect_node(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     dir: &Path,
     node: &str,
     watchers: &[String],
 ) -> anyhow::Result<Vec<Copied>> {
     let watchers = if watchers.is_empty() {
-        let reply = ask(link, options, node, "list", Default::default()).await?;
+        let reply = ask(cluster, options, node, "list", Default::default()).await?;
         let mut names = Vec::new();
         for name in reply["watchers"].as_array().into_iter().flatten() {
             match name.as_str().map(|n| (n, check_name(n))) {
@@ -217,7 +220,7 @@ async fn collect_node(
             name: watcher.clone(),
         };
         let reply = ask(
-            link,
+            cluster,
             options,
             node,
             LOG_FILES_COMMAND,
@@ -227,12 +230,13 @@ async fn collect_node(
         let listing: LogFilesReply = serde_json::from_value(reply)
             .with_context(|| format!("log_files of {watcher}: not a log_files reply"))?;
         for file in &listing.files {
-            let copy = copy_file(link, options, &node_dir, node, watcher, file, &mut state).await?;
+            let copy =
+                copy_file(cluster, options, &node_dir, node, watcher, file, &mut state).await?;
             copies.push(copy);
         }
         for stream in LogStream::ALL {
             if !listing.configured.contains(&stream) {
-                copies.push(copy_ring(link, options, &node_dir, node, watcher, stream).await?);
+                copies.push(copy_ring(cluster, options, &node_dir, node, watcher, stream).await?);
             }
         }
     }
@@ -248,7 +252,7 @@ fn local_name(watcher: &str, stream: LogStream, backup: u32) -> String {
 }
 
 async fn copy_file(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     node_dir: &Path,
     node: &str,
@@ -286,7 +290,7 @@ async fn copy_file(
             length: LOG_FILE_CHUNK_BYTES.min(file.size - offset),
         };
         let reply = ask(
-            link,
+            cluster,
             options,
             node,
             LOG_FILE_COMMAND,
@@ -326,7 +330,7 @@ async fn copy_file(
 /// The ring's lines of `stream`, rewritten whole: `<time> [<pid>] | <line>` as the agent
 /// writes files, the time in UTC to the microsecond.
 async fn copy_ring(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     node_dir: &Path,
     node: &str,
@@ -346,7 +350,14 @@ async fn copy_ring(
             offset: Some(offset),
             ..LogsRequest::new(watcher)
         };
-        let reply = ask(link, options, node, LOGS_COMMAND, request.to_properties()).await?;
+        let reply = ask(
+            cluster,
+            options,
+            node,
+            LOGS_COMMAND,
+            request.to_properties(),
+        )
+        .await?;
         let reply: LogsReply = serde_json::from_value(reply)
             .with_context(|| format!("logs of {watcher}: not a logs reply"))?;
         if reply.lines.is_empty() || reply.offset <= offset {

@@ -3,8 +3,9 @@
 //! ([`collect`]).
 //!
 //! Everything goes through the agents' own `logs`, `log_files` and `log_file` commands (the
-//! shapes in [`troupe::protocol`]), sent through a [`ClusterLink`] like every broadcast, so a
-//! running `troupe serve` forwards them and its selection rules apply.
+//! shapes in [`troupe::protocol`]), sent through a [`LogCluster`]: the CLI's [`ClusterLink`]
+//! (so a running `troupe serve` forwards them and its selection rules apply), or whatever else
+//! knows the members and can reach them (serve's dashboard).
 
 pub mod collect;
 pub mod follow;
@@ -13,6 +14,7 @@ use crate::command::{BroadcastOptions, ClusterLink, EXIT_NODE_FAILED, EXIT_NOTHI
 use crate::settings::{parse_duration, NodeFlags};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +61,33 @@ pub struct LogsArgs {
     pub timeout: Duration,
     #[command(flatten)]
     pub flags: NodeFlags,
+}
+
+/// What tail, follow and collect need of the cluster.
+pub trait LogCluster {
+    /// The members, as [`crate::membership::member_json`] shows them (`name`, `state`,
+    /// `endpoints.pubsub`, ...).
+    fn members(&self) -> impl Future<Output = Vec<Value>>;
+    /// Sends `request` to the members `options.node` selects; replies keyed by node name.
+    fn send(
+        &self,
+        request: &Request,
+        options: &BroadcastOptions,
+    ) -> impl Future<Output = anyhow::Result<BTreeMap<String, Value>>>;
+}
+
+impl LogCluster for ClusterLink {
+    fn members(&self) -> impl Future<Output = Vec<Value>> {
+        self.nodes()
+    }
+
+    fn send(
+        &self,
+        request: &Request,
+        options: &BroadcastOptions,
+    ) -> impl Future<Output = anyhow::Result<BTreeMap<String, Value>>> {
+        ClusterLink::send(self, request, options)
+    }
 }
 
 /// One line and where it comes from.
@@ -125,7 +154,17 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
         printer.print(line);
     }
     if args.follow {
-        follow::run(&link, &options, request, tail, &mut printer).await?;
+        let (lines, mut followed) = tokio::sync::mpsc::channel(1024);
+        let follow = follow::follow(&link, &options, &request, &tail, lines);
+        let print = async {
+            while let Some(line) = followed.recv().await {
+                printer.print(&line);
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = futures::future::join(follow, print) => {}
+        }
         return Ok(ExitCode::SUCCESS);
     }
     Ok(ExitCode::from(if tail.failed.is_empty() {
@@ -148,11 +187,11 @@ pub struct Tail {
 
 /// Asks the selected nodes for `request`'s lines and merges them by time.
 pub async fn tail(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     request: &LogsRequest,
     options: &BroadcastOptions,
 ) -> anyhow::Result<Tail> {
-    let replies = link
+    let replies = cluster
         .send(
             &Request::new(LOGS_COMMAND, request.to_properties()),
             options,
