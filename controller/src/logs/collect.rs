@@ -63,6 +63,12 @@ pub struct Manifest {
     pub files: Vec<ManifestEntry>,
 }
 
+/// What was collected of one node, and what of it failed (per watcher: the others go on).
+struct NodeCollect {
+    copies: Vec<Copied>,
+    problems: Vec<String>,
+}
+
 /// What one copy did, for the summary.
 struct Copied {
     entry: ManifestEntry,
@@ -96,7 +102,11 @@ pub async fn run(
     let mut failed = false;
     for (node, result) in nodes.iter().zip(results) {
         match result {
-            Ok(copies) => {
+            Ok(NodeCollect { copies, problems }) => {
+                for problem in problems {
+                    failed = true;
+                    eprintln!("troupe logs --collect: {node}: {problem}; run it again to resume");
+                }
                 for copy in copies {
                     let resumed = copy
                         .resumed_at
@@ -193,7 +203,7 @@ async fn collect_node(
     dir: &Path,
     node: &str,
     watchers: &[String],
-) -> anyhow::Result<Vec<Copied>> {
+) -> anyhow::Result<NodeCollect> {
     let watchers = if watchers.is_empty() {
         let reply = ask(cluster, options, node, "list", Default::default()).await?;
         let mut names = Vec::new();
@@ -215,29 +225,46 @@ async fn collect_node(
         .with_context(|| format!("creating {}", node_dir.display()))?;
     let mut state = CollectState::load(&node_dir);
     let mut copies = Vec::new();
+    let mut problems = Vec::new();
     for watcher in &watchers {
-        let files = LogFilesRequest {
-            name: watcher.clone(),
-        };
-        let reply = ask(
-            cluster,
-            options,
-            node,
-            LOG_FILES_COMMAND,
-            files.to_properties(),
-        )
-        .await?;
-        let listing: LogFilesReply = serde_json::from_value(reply)
-            .with_context(|| format!("log_files of {watcher}: not a log_files reply"))?;
-        for file in &listing.files {
-            let copy =
-                copy_file(cluster, options, &node_dir, node, watcher, file, &mut state).await?;
-            copies.push(copy);
+        let copied = collect_watcher(cluster, options, &node_dir, node, watcher, &mut state);
+        match copied.await {
+            Ok(mut more) => copies.append(&mut more),
+            Err(e) => problems.push(format!("{watcher}: {e:#}")),
         }
-        for stream in LogStream::ALL {
-            if !listing.configured.contains(&stream) {
-                copies.push(copy_ring(cluster, options, &node_dir, node, watcher, stream).await?);
-            }
+    }
+    Ok(NodeCollect { copies, problems })
+}
+
+/// Every file and ring stream of one watcher of `node`.
+async fn collect_watcher(
+    cluster: &impl LogCluster,
+    options: &BroadcastOptions,
+    node_dir: &Path,
+    node: &str,
+    watcher: &str,
+    state: &mut CollectState,
+) -> anyhow::Result<Vec<Copied>> {
+    let files = LogFilesRequest {
+        name: watcher.to_string(),
+    };
+    let reply = ask(
+        cluster,
+        options,
+        node,
+        LOG_FILES_COMMAND,
+        files.to_properties(),
+    )
+    .await?;
+    let listing: LogFilesReply =
+        serde_json::from_value(reply).context("log_files: not a log_files reply")?;
+    let mut copies = Vec::new();
+    for file in &listing.files {
+        copies.push(copy_file(cluster, options, node_dir, node, watcher, file, state).await?);
+    }
+    for stream in LogStream::ALL {
+        if !listing.configured.contains(&stream) {
+            copies.push(copy_ring(cluster, options, node_dir, node, watcher, stream).await?);
         }
     }
     Ok(copies)

@@ -148,7 +148,10 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_NOTHING_MATCHED));
     }
     for (node, reason) in &tail.failed {
-        eprintln!("troupe logs: {node}: {reason}");
+        eprintln!("troupe logs: {}: {}", printable(node), printable(reason));
+    }
+    if tail.answered.is_empty() {
+        eprintln!("troupe logs: no node has lines of it; `troupe list` shows each node's watchers");
     }
     for line in &tail.lines {
         printer.print(line);
@@ -251,6 +254,20 @@ pub struct Printer {
     colours: BTreeMap<String, usize>,
 }
 
+/// `text` with control characters (but tabs) replaced: what nodes send is their processes'
+/// output, whose escape sequences would otherwise drive the reader's terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// ANSI foreground colours a node's prefix cycles through.
 const PALETTE: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
 
@@ -277,7 +294,10 @@ impl Printer {
             })
             .to_string()
         } else {
-            let prefix = format!("{} {}[{}]", line.node, line.watcher, line.line.pid);
+            let prefix = printable(&format!(
+                "{} {}[{}]",
+                line.node, line.watcher, line.line.pid
+            ));
             let prefix = if self.colour {
                 let next = self.colours.len();
                 let colour = *self.colours.entry(line.node.clone()).or_insert(next);
@@ -285,24 +305,59 @@ impl Printer {
             } else {
                 prefix
             };
-            // A node's text is its processes' output: control characters would drive the
-            // reader's terminal.
-            let body: String = line
-                .line
-                .line
-                .chars()
-                .map(|c| {
-                    if c.is_control() && c != '\t' {
-                        '\u{FFFD}'
-                    } else {
-                        c
-                    }
-                })
-                .collect();
-            format!("{prefix} {body}")
+            format!("{prefix} {}", printable(&line.line.line))
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(lines: &[(f64, u64)], offset: u64) -> Value {
+        let lines: Vec<Value> = lines
+            .iter()
+            .map(|(time, seq)| {
+                json!({"time": time, "pid": 7, "stream": "stdout", "line": "x", "seq": seq})
+            })
+            .collect();
+        json!({"status": "ok", "lines": lines, "offset": offset})
+    }
+
+    #[test]
+    fn merge_orders_every_node_by_time_and_names_failures() {
+        let replies = BTreeMap::from([
+            ("b".to_string(), reply(&[(1.0, 0), (3.0, 1)], 2)),
+            ("a".to_string(), reply(&[(2.0, 5), (3.0, 6)], 7)),
+            (
+                "c".to_string(),
+                json!({"status": "error", "reason": "program w not found"}),
+            ),
+            (
+                "d".to_string(),
+                json!({"status": "ok", "lines": "not a list"}),
+            ),
+        ]);
+        let tail = merge("w", replies);
+        let order: Vec<(&str, u64)> = tail
+            .lines
+            .iter()
+            .map(|l| (l.node.as_str(), l.line.seq))
+            .collect();
+        assert_eq!(order, [("b", 0), ("a", 5), ("a", 6), ("b", 1)]);
+        assert_eq!(
+            tail.answered,
+            BTreeMap::from([("a".to_string(), 7), ("b".to_string(), 2)])
+        );
+        assert_eq!(tail.failed["c"], "program w not found");
+        assert!(tail.failed["d"].contains("not a logs reply"));
+    }
+
+    #[test]
+    fn printable_defuses_terminal_escapes() {
+        assert_eq!(printable("a\x1b[2Jb\tc\r"), "a\u{FFFD}[2Jb\tc\u{FFFD}");
     }
 }
