@@ -76,19 +76,6 @@ impl OutputLog {
         })
     }
 
-    /// [`capture`] into this file alone.
-    pub fn capture<R: AsyncRead + Unpin + Send + 'static>(
-        &self,
-        pid: u32,
-        stream: R,
-    ) -> JoinHandle<()> {
-        let sinks = Sinks {
-            file: Some(self.clone()),
-            ring: None,
-        };
-        capture(pid, stream, sinks)
-    }
-
     /// Resolves once everything handed to the writer before this call is written and flushed to the OS.
     pub async fn flush(&self) {
         let (done, flushed) = oneshot::channel();
