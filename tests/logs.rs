@@ -506,3 +506,98 @@ fn lines_are_published_only_while_someone_follows_log_topics() {
     let pid = agent.pids("talker")[0];
     assert_eq!(topics.last().unwrap(), &format!("log.talker.{pid}"));
 }
+
+#[test]
+fn tail_and_follow_go_through_a_running_serve() {
+    let names = ["sv-a", "sv-b"];
+    let nodes: Vec<(&str, String)> = names.iter().map(|n| (*n, talker(n))).collect();
+    let cluster = Cluster::start(&nodes);
+    let address = unique_loopback();
+    let probe = cluster
+        .agents
+        .iter()
+        .map(|a| a.address.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut command = crate::support::isolated(
+        Command::new(crate::support::bin("troupe")),
+        cluster.dir.path(),
+    );
+    let serve_state = cluster.dir.path().join("serve-state").display().to_string();
+    command
+        .args([
+            "serve",
+            "--bind",
+            &address,
+            "--port",
+            "5558",
+            "--events-port",
+            "5560",
+        ])
+        .args(["--stats-port", "5559", "--no-mdns", "--probe", &probe])
+        .args(["--state-dir", &serve_state]);
+    let mut serve = Daemon::spawn(
+        "troupe serve",
+        command,
+        &cluster.dir.path().join("serve.log"),
+    );
+    let controller = format!("tcp://{address}:5558");
+    let cli_state = cluster.dir.path().join("cli-state").display().to_string();
+    let through_serve = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        args.extend(
+            [
+                "--no-mdns",
+                "--controller",
+                &controller,
+                "--state-dir",
+                &cli_state,
+            ]
+            .map(String::from),
+        );
+        args
+    };
+    let mut tail = None;
+    wait_for(
+        "a tail of both nodes through serve",
+        Duration::from_secs(20),
+        || {
+            serve.assert_running();
+            let args = through_serve(&["logs", "talker", "-n", "2", "--json"]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = troupe(cluster.dir.path(), &args);
+            let lines = json_lines(&run.stdout);
+            let nodes: BTreeSet<&str> = lines.iter().filter_map(|l| l["node"].as_str()).collect();
+            let done = run.code == Some(0) && nodes == names.iter().copied().collect();
+            if done {
+                tail = Some(lines);
+            }
+            done
+        },
+    );
+    let tail = tail.unwrap();
+    assert_eq!(tail.len(), 4, "{tail:?}");
+    assert_ordered_by_time(&tail, "the tail through serve");
+
+    let log = cluster.dir.path().join("follow-serve.log");
+    let args = through_serve(&["logs", "talker", "-f", "-n", "0", "--json"]);
+    let mut command = crate::support::isolated(
+        Command::new(crate::support::bin("troupe")),
+        cluster.dir.path(),
+    );
+    command.args(&args);
+    let _follower = Daemon::spawn("troupe logs -f through serve", command, &log);
+    let start = troupe::protocol::now_epoch();
+    wait_for(
+        "followed lines of both nodes",
+        Duration::from_secs(20),
+        || {
+            let lines = json_lines(&std::fs::read_to_string(&log).unwrap_or_default());
+            names.iter().all(|n| {
+                lines
+                    .iter()
+                    .any(|l| l["node"] == *n && l["time"].as_f64().unwrap() > start)
+            })
+        },
+    );
+}

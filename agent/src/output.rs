@@ -76,20 +76,6 @@ impl OutputLog {
         })
     }
 
-    /// [`capture`] into this file alone; the handle ends with the stream's last non-blank line.
-    pub fn capture<R: AsyncRead + Unpin + Send + 'static>(
-        &self,
-        pid: u32,
-        stream: R,
-    ) -> JoinHandle<Option<String>> {
-        let sinks = Sinks {
-            file: Some(self.clone()),
-            ring: None,
-            agent_stderr: false,
-        };
-        capture(pid, stream, sinks)
-    }
-
     /// Resolves once everything handed to the writer before this call is written and flushed to the OS.
     pub async fn flush(&self) {
         let (done, flushed) = oneshot::channel();

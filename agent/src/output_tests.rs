@@ -15,10 +15,24 @@ fn config(file: &Path, max_bytes: u64, backup_count: u32) -> OutputConfig {
     }
 }
 
+/// [`capture`] into `log` alone.
+fn file_only<R: AsyncRead + Unpin + Send + 'static>(
+    log: &OutputLog,
+    pid: u32,
+    stream: R,
+) -> JoinHandle<Option<String>> {
+    let sinks = Sinks {
+        file: Some(log.clone()),
+        ring: None,
+        agent_stderr: false,
+    };
+    capture(pid, stream, sinks)
+}
+
 /// Captures `data` as one stream of `pid`, waits until it was handed over, and flushes.
 async fn log_bytes(log: &OutputLog, pid: u32, data: &[u8]) {
     let (mut tx, rx) = duplex(4096);
-    let handle = log.capture(pid, rx);
+    let handle = file_only(log, pid, rx);
     tx.write_all(data).await.unwrap();
     drop(tx);
     handle.await.unwrap();
@@ -91,7 +105,7 @@ async fn interleaved_streams_keep_lines_whole() {
     let mut feeders = Vec::new();
     for s in 0..4u32 {
         let (mut tx, rx) = duplex(64);
-        handles.push(log.capture(100 + s, rx));
+        handles.push(file_only(&log, 100 + s, rx));
         feeders.push(tokio::spawn(async move {
             let mut data = Vec::new();
             for i in 0..300 {
@@ -246,7 +260,7 @@ async fn flush_makes_everything_handed_over_visible() {
     let (mut tx, rx) = duplex(data.len());
     tx.write_all(&data).await.unwrap();
     drop(tx);
-    log.capture(1, rx).await.unwrap();
+    file_only(&log, 1, rx).await.unwrap();
     log.flush().await;
     let lines = bodies(&file);
     assert_eq!(lines.len(), 3000);
@@ -283,7 +297,7 @@ async fn flush_waits_until_the_os_has_everything() {
     let (mut tx, rx) = duplex(data.len());
     tx.write_all(&data).await.unwrap();
     drop(tx);
-    log.capture(1, rx).await.unwrap();
+    file_only(&log, 1, rx).await.unwrap();
 
     let early = tokio::time::timeout(Duration::from_millis(300), log.flush()).await;
     assert!(early.is_err(), "flush resolved before the data was written");
@@ -306,7 +320,7 @@ async fn capture_completes_at_eof() {
     let file = dir.path().join("out.log");
     let log = OutputLog::open(&config(&file, 0, 0)).unwrap();
     let (mut tx, rx) = duplex(64);
-    let handle = log.capture(5, rx);
+    let handle = file_only(&log, 5, rx);
     tx.write_all(b"one\ntwo").await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!handle.is_finished());
@@ -331,8 +345,8 @@ async fn captures_a_child_process_pipes() {
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
-    let out = log.capture(pid, child.stdout.take().unwrap());
-    let err = log.capture(pid, child.stderr.take().unwrap());
+    let out = file_only(&log, pid, child.stdout.take().unwrap());
+    let err = file_only(&log, pid, child.stderr.take().unwrap());
     child.wait().await.unwrap();
     out.await.unwrap();
     err.await.unwrap();
@@ -397,7 +411,7 @@ async fn queued_lines_are_written_after_the_last_clone_is_dropped() {
             .unwrap();
     }
     drop(tx);
-    let handle = log.capture(1, rx);
+    let handle = file_only(&log, 1, rx);
     drop(log);
     handle.await.unwrap();
     // The writer writes the queue, then ends and closes the file.
@@ -417,4 +431,41 @@ async fn queued_lines_are_written_after_the_last_clone_is_dropped() {
     let lines = bodies(&file);
     assert_eq!(lines.len(), 500);
     assert_eq!(lines[499], "line 499");
+}
+
+#[tokio::test]
+async fn a_line_goes_to_the_file_and_to_the_ring_with_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.log");
+    let log = OutputLog::open(&config(&file, 0, 0)).unwrap();
+    let ring = LogRingHandle::spawn("w", 1 << 20, crate::events::EventSender::disconnected());
+    let (mut tx, rx) = duplex(4096);
+    let sinks = Sinks {
+        file: Some(log.clone()),
+        ring: Some((ring.clone(), LogStream::Stderr)),
+        agent_stderr: false,
+    };
+    let handle = capture(9, rx, sinks);
+    let mut long = vec![b'z'; MAX_LINE + 3];
+    long.push(b'\n');
+    tx.write_all(b"first\n").await.unwrap();
+    tx.write_all(&long).await.unwrap();
+    drop(tx);
+    handle.await.unwrap();
+    log.flush().await;
+    assert_eq!(bodies(&file)[0], "first");
+    let reply = ring
+        .query(troupe::protocol::LogsRequest::new("w"))
+        .await
+        .unwrap();
+    let lines: Vec<(u32, LogStream, usize, bool)> = reply
+        .lines
+        .iter()
+        .map(|l| (l.pid, l.stream, l.line.len(), l.cut))
+        .collect();
+    let piece = troupe::bounds::LOG_LINE_BYTES;
+    let mut expected = vec![(9, LogStream::Stderr, 5, false)];
+    expected.extend((0..MAX_LINE / piece).map(|_| (9, LogStream::Stderr, piece, true)));
+    expected.push((9, LogStream::Stderr, 3, false));
+    assert_eq!(lines, expected);
 }

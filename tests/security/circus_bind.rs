@@ -247,3 +247,36 @@ fn a_keyless_agent_ignores_circus_bind_and_says_so() {
     let log = agent.daemon.log();
     assert!(log.contains("circus_bind ignored"), "{log}");
 }
+
+/// Watcher output is for the key's holders and the node's owner: `logs` and `log_file`
+/// change nothing, yet the plaintext `circus_bind` refuses them, and a keyless client on the
+/// cluster's port gets nothing. Fails before `logs` existed (the key holder's `logs` was an
+/// unknown command).
+#[test]
+#[ignore = "needs root"]
+fn logs_are_for_key_holders_not_for_the_plaintext_circus_bind() {
+    let lab = Lab::new("circus-bind-logs");
+    let victim = lab.victim();
+    let key = ClusterKey::generate().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let _agent = keyed_agent_with_circus_bind(&lab, &key, keys.path());
+    let cluster_port = format!("tcp://{}:5555", victim.address);
+    let circus = "tcp://127.0.0.1:5565";
+
+    let reply = request(victim, &cluster_port, Some(&key), "logs").expect("key holder");
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert!(reply["lines"].is_array(), "{reply}");
+    for command in ["logs", "log_files", "log_file"] {
+        let refused = request(victim, circus, None, command).expect("an answer");
+        assert_eq!(refused["status"], "error", "{command}: {refused}");
+        let reason = refused["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("plaintext circus_bind socket is refused"),
+            "{command}: {reason}"
+        );
+    }
+    assert!(
+        request(victim, &cluster_port, None, "logs").is_none(),
+        "a keyless client read output on the cluster's port"
+    );
+}

@@ -13,8 +13,9 @@
 //! Node and watcher names come from the network: only names that pass
 //! [`troupe::config::names::check_name`] become paths, others are skipped with a warning.
 
+use super::LogCluster;
 use crate::broadcast::{select, Target};
-use crate::command::{BroadcastOptions, ClusterLink, EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
+use crate::command::{BroadcastOptions, EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -62,6 +63,12 @@ pub struct Manifest {
     pub files: Vec<ManifestEntry>,
 }
 
+/// What was collected of one node, and what of it failed (per watcher: the others go on).
+struct NodeCollect {
+    copies: Vec<Copied>,
+    problems: Vec<String>,
+}
+
 /// What one copy did, for the summary.
 struct Copied {
     entry: ManifestEntry,
@@ -70,7 +77,7 @@ struct Copied {
 }
 
 pub async fn run(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     dir: &Path,
     watchers: &[String],
@@ -82,20 +89,24 @@ pub async fn run(
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let nodes = alive_nodes(link, options).await?;
+    let nodes = alive_nodes(cluster, options).await?;
     if nodes.is_empty() {
         eprintln!("troupe logs --collect: no node matched; is the cluster up (troupe nodes)?");
         return Ok(ExitCode::from(EXIT_NOTHING_MATCHED));
     }
     let work = nodes
         .iter()
-        .map(|node| collect_node(link, options, dir, node, watchers));
+        .map(|node| collect_node(cluster, options, dir, node, watchers));
     let results = futures::future::join_all(work).await;
     let mut entries = Vec::new();
     let mut failed = false;
     for (node, result) in nodes.iter().zip(results) {
         match result {
-            Ok(copies) => {
+            Ok(NodeCollect { copies, problems }) => {
+                for problem in problems {
+                    failed = true;
+                    eprintln!("troupe logs --collect: {node}: {problem}; run it again to resume");
+                }
                 for copy in copies {
                     let resumed = copy
                         .resumed_at
@@ -129,11 +140,11 @@ pub async fn run(
 
 /// The selected alive members' names that can be directory names.
 async fn alive_nodes(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
 ) -> anyhow::Result<Vec<String>> {
     let mut alive = Vec::new();
-    for member in link.nodes().await {
+    for member in cluster.members().await {
         if member["state"] != "alive" {
             continue;
         }
@@ -161,7 +172,7 @@ async fn alive_nodes(
 
 /// Sends one request to `node` alone; its reply fields, or its reason as an error.
 async fn ask(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     node: &str,
     command: &str,
@@ -171,7 +182,9 @@ async fn ask(
         node: Some(node.to_string()),
         ..options.clone()
     };
-    let mut replies = link.send(&Request::new(command, properties), &one).await?;
+    let mut replies = cluster
+        .send(&Request::new(command, properties), &one)
+        .await?;
     let reply = replies
         .remove(node)
         .ok_or_else(|| anyhow::anyhow!("did not answer {command} (did it leave?)"))?;
@@ -185,14 +198,14 @@ async fn ask(
 }
 
 async fn collect_node(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     dir: &Path,
     node: &str,
     watchers: &[String],
-) -> anyhow::Result<Vec<Copied>> {
+) -> anyhow::Result<NodeCollect> {
     let watchers = if watchers.is_empty() {
-        let reply = ask(link, options, node, "list", Default::default()).await?;
+        let reply = ask(cluster, options, node, "list", Default::default()).await?;
         let mut names = Vec::new();
         for name in reply["watchers"].as_array().into_iter().flatten() {
             match name.as_str().map(|n| (n, check_name(n))) {
@@ -212,28 +225,46 @@ async fn collect_node(
         .with_context(|| format!("creating {}", node_dir.display()))?;
     let mut state = CollectState::load(&node_dir);
     let mut copies = Vec::new();
+    let mut problems = Vec::new();
     for watcher in &watchers {
-        let files = LogFilesRequest {
-            name: watcher.clone(),
-        };
-        let reply = ask(
-            link,
-            options,
-            node,
-            LOG_FILES_COMMAND,
-            files.to_properties(),
-        )
-        .await?;
-        let listing: LogFilesReply = serde_json::from_value(reply)
-            .with_context(|| format!("log_files of {watcher}: not a log_files reply"))?;
-        for file in &listing.files {
-            let copy = copy_file(link, options, &node_dir, node, watcher, file, &mut state).await?;
-            copies.push(copy);
+        let copied = collect_watcher(cluster, options, &node_dir, node, watcher, &mut state);
+        match copied.await {
+            Ok(mut more) => copies.append(&mut more),
+            Err(e) => problems.push(format!("{watcher}: {e:#}")),
         }
-        for stream in LogStream::ALL {
-            if !listing.configured.contains(&stream) {
-                copies.push(copy_ring(link, options, &node_dir, node, watcher, stream).await?);
-            }
+    }
+    Ok(NodeCollect { copies, problems })
+}
+
+/// Every file and ring stream of one watcher of `node`.
+async fn collect_watcher(
+    cluster: &impl LogCluster,
+    options: &BroadcastOptions,
+    node_dir: &Path,
+    node: &str,
+    watcher: &str,
+    state: &mut CollectState,
+) -> anyhow::Result<Vec<Copied>> {
+    let files = LogFilesRequest {
+        name: watcher.to_string(),
+    };
+    let reply = ask(
+        cluster,
+        options,
+        node,
+        LOG_FILES_COMMAND,
+        files.to_properties(),
+    )
+    .await?;
+    let listing: LogFilesReply =
+        serde_json::from_value(reply).context("log_files: not a log_files reply")?;
+    let mut copies = Vec::new();
+    for file in &listing.files {
+        copies.push(copy_file(cluster, options, node_dir, node, watcher, file, state).await?);
+    }
+    for stream in LogStream::ALL {
+        if !listing.configured.contains(&stream) {
+            copies.push(copy_ring(cluster, options, node_dir, node, watcher, stream).await?);
         }
     }
     Ok(copies)
@@ -248,7 +279,7 @@ fn local_name(watcher: &str, stream: LogStream, backup: u32) -> String {
 }
 
 async fn copy_file(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     node_dir: &Path,
     node: &str,
@@ -286,7 +317,7 @@ async fn copy_file(
             length: LOG_FILE_CHUNK_BYTES.min(file.size - offset),
         };
         let reply = ask(
-            link,
+            cluster,
             options,
             node,
             LOG_FILE_COMMAND,
@@ -326,7 +357,7 @@ async fn copy_file(
 /// The ring's lines of `stream`, rewritten whole: `<time> [<pid>] | <line>` as the agent
 /// writes files, the time in UTC to the microsecond.
 async fn copy_ring(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     node_dir: &Path,
     node: &str,
@@ -346,7 +377,14 @@ async fn copy_ring(
             offset: Some(offset),
             ..LogsRequest::new(watcher)
         };
-        let reply = ask(link, options, node, LOGS_COMMAND, request.to_properties()).await?;
+        let reply = ask(
+            cluster,
+            options,
+            node,
+            LOGS_COMMAND,
+            request.to_properties(),
+        )
+        .await?;
         let reply: LogsReply = serde_json::from_value(reply)
             .with_context(|| format!("logs of {watcher}: not a logs reply"))?;
         if reply.lines.is_empty() || reply.offset <= offset {

@@ -11,9 +11,9 @@
 //! filled from its start. Only a follow not filtered by pid or stream fills (filtered lines
 //! jump by nature). Lines wait [`REORDER`] before printing, so those of several nodes come out by time.
 
-use super::{sort_by_time, NodeLine, Printer, Tail};
+use super::{sort_by_time, LogCluster, NodeLine, Tail};
 use crate::broadcast::{select, Target};
-use crate::command::{BroadcastOptions, ClusterLink};
+use crate::command::BroadcastOptions;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -47,13 +47,15 @@ impl Drop for Subscription {
     }
 }
 
-pub async fn run(
-    link: &ClusterLink,
+/// Sends every selected node's new lines of `request`'s watcher to `out`, in time order, after
+/// those of `tail` (which it does not repeat); runs until `out` is closed.
+pub async fn follow(
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
-    request: LogsRequest,
-    tail: Tail,
-    printer: &mut Printer,
-) -> anyhow::Result<()> {
+    request: &LogsRequest,
+    tail: &Tail,
+    out: mpsc::Sender<NodeLine>,
+) {
     let mut cursors: HashMap<String, Cursor> = HashMap::new();
     for (node, offset) in &tail.answered {
         let last_time = tail
@@ -76,16 +78,14 @@ pub async fn run(
     let mut pending: Vec<(Instant, NodeLine)> = Vec::new();
     let mut members = tokio::time::interval(MEMBERS_EVERY);
     let mut flush = tokio::time::interval(REORDER / 2);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => break,
+            _ = out.closed() => return,
             _ = members.tick() => {
-                subscribe_new(link, options, &request.name, &mut subscriptions, &tx).await;
+                subscribe_new(cluster, options, &request.name, &mut subscriptions, &tx).await;
             }
             Some((node, event)) = rx.recv() => {
-                if !wanted(&request, &event) {
+                if !wanted(request, &event) {
                     continue;
                 }
                 if let Some(cursor) = cursors.get(&node).copied() {
@@ -101,7 +101,7 @@ pub async fn run(
                         cursor
                     };
                     if unfiltered && seq > from.next_seq {
-                        let missed = fill(link, options, &request, &node, from, seq).await;
+                        let missed = fill(cluster, options, request, &node, from, seq).await;
                         pending.extend(missed.into_iter().map(|l| (Instant::now(), l)));
                     }
                 }
@@ -122,18 +122,14 @@ pub async fn run(
                 pending = waiting;
                 let mut ready: Vec<NodeLine> = ready.into_iter().map(|(_, l)| l).collect();
                 sort_by_time(&mut ready);
-                for line in &ready {
-                    printer.print(line);
+                for line in ready {
+                    if out.send(line).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
     }
-    let mut rest: Vec<NodeLine> = pending.into_iter().map(|(_, l)| l).collect();
-    sort_by_time(&mut rest);
-    for line in &rest {
-        printer.print(line);
-    }
-    Ok(())
 }
 
 /// Whether an event is one of the lines asked for (the topic prefix may also match a
@@ -146,7 +142,7 @@ fn wanted(request: &LogsRequest, event: &LogEvent) -> bool {
 
 /// The lines of `node` from `cursor` up to (not including) `until`, asked of its ring.
 async fn fill(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     request: &LogsRequest,
     node: &str,
@@ -163,7 +159,7 @@ async fn fill(
         node: Some(node.to_string()),
         ..options.clone()
     };
-    match super::tail(link, &asked, &one).await {
+    match super::tail(cluster, &asked, &one).await {
         Ok(tail) => tail
             .lines
             .into_iter()
@@ -178,13 +174,13 @@ async fn fill(
 
 /// Subscribes to every selected alive member not yet subscribed at its current address.
 async fn subscribe_new(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     options: &BroadcastOptions,
     watcher: &str,
     subscriptions: &mut HashMap<String, Subscription>,
     tx: &mpsc::Sender<(String, LogEvent)>,
 ) {
-    let alive = link.nodes().await.into_iter().filter_map(|member| {
+    let alive = cluster.members().await.into_iter().filter_map(|member| {
         if member["state"] != "alive" {
             return None;
         }

@@ -3,8 +3,9 @@
 //! ([`collect`]).
 //!
 //! Everything goes through the agents' own `logs`, `log_files` and `log_file` commands (the
-//! shapes in [`troupe::protocol`]), sent through a [`ClusterLink`] like every broadcast, so a
-//! running `troupe serve` forwards them and its selection rules apply.
+//! shapes in [`troupe::protocol`]), sent through a [`LogCluster`]: the CLI's [`ClusterLink`]
+//! (so a running `troupe serve` forwards them and its selection rules apply), or whatever else
+//! knows the members and can reach them (serve's dashboard).
 
 pub mod collect;
 pub mod follow;
@@ -13,6 +14,7 @@ use crate::command::{BroadcastOptions, ClusterLink, EXIT_NODE_FAILED, EXIT_NOTHI
 use crate::settings::{parse_duration, NodeFlags};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +61,33 @@ pub struct LogsArgs {
     pub timeout: Duration,
     #[command(flatten)]
     pub flags: NodeFlags,
+}
+
+/// What tail, follow and collect need of the cluster.
+pub trait LogCluster {
+    /// The members, as [`crate::membership::member_json`] shows them (`name`, `state`,
+    /// `endpoints.pubsub`, ...).
+    fn members(&self) -> impl Future<Output = Vec<Value>>;
+    /// Sends `request` to the members `options.node` selects; replies keyed by node name.
+    fn send(
+        &self,
+        request: &Request,
+        options: &BroadcastOptions,
+    ) -> impl Future<Output = anyhow::Result<BTreeMap<String, Value>>>;
+}
+
+impl LogCluster for ClusterLink {
+    fn members(&self) -> impl Future<Output = Vec<Value>> {
+        self.nodes()
+    }
+
+    fn send(
+        &self,
+        request: &Request,
+        options: &BroadcastOptions,
+    ) -> impl Future<Output = anyhow::Result<BTreeMap<String, Value>>> {
+        ClusterLink::send(self, request, options)
+    }
 }
 
 /// One line and where it comes from.
@@ -120,13 +149,26 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_NOTHING_MATCHED));
     }
     for (node, reason) in &tail.failed {
-        eprintln!("troupe logs: {node}: {reason}");
+        eprintln!("troupe logs: {}: {}", printable(node), printable(reason));
+    }
+    if tail.answered.is_empty() {
+        eprintln!("troupe logs: no node has lines of it; `troupe list` shows each node's watchers");
     }
     for line in &tail.lines {
         printer.print(line);
     }
     if args.follow {
-        follow::run(&link, &options, request, tail, &mut printer).await?;
+        let (lines, mut followed) = tokio::sync::mpsc::channel(1024);
+        let follow = follow::follow(&link, &options, &request, &tail, lines);
+        let print = async {
+            while let Some(line) = followed.recv().await {
+                printer.print(&line);
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = futures::future::join(follow, print) => {}
+        }
         return Ok(ExitCode::SUCCESS);
     }
     Ok(ExitCode::from(if tail.failed.is_empty() {
@@ -149,11 +191,11 @@ pub struct Tail {
 
 /// Asks the selected nodes for `request`'s lines and merges them by time.
 pub async fn tail(
-    link: &ClusterLink,
+    cluster: &impl LogCluster,
     request: &LogsRequest,
     options: &BroadcastOptions,
 ) -> anyhow::Result<Tail> {
-    let replies = link
+    let replies = cluster
         .send(
             &Request::new(LOGS_COMMAND, request.to_properties()),
             options,
@@ -213,6 +255,20 @@ pub struct Printer {
     colours: BTreeMap<String, usize>,
 }
 
+/// `text` with control characters (but tabs) replaced: what nodes send is their processes'
+/// output, whose escape sequences would otherwise drive the reader's terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// ANSI foreground colours a node's prefix cycles through.
 const PALETTE: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
 
@@ -239,7 +295,10 @@ impl Printer {
             })
             .to_string()
         } else {
-            let prefix = format!("{} {}[{}]", line.node, line.watcher, line.line.pid);
+            let prefix = printable(&format!(
+                "{} {}[{}]",
+                line.node, line.watcher, line.line.pid
+            ));
             let prefix = if self.colour {
                 let next = self.colours.len();
                 let colour = *self.colours.entry(line.node.clone()).or_insert(next);
@@ -247,24 +306,59 @@ impl Printer {
             } else {
                 prefix
             };
-            // A node's text is its processes' output: control characters would drive the
-            // reader's terminal.
-            let body: String = line
-                .line
-                .line
-                .chars()
-                .map(|c| {
-                    if c.is_control() && c != '\t' {
-                        '\u{FFFD}'
-                    } else {
-                        c
-                    }
-                })
-                .collect();
-            format!("{prefix} {body}")
+            format!("{prefix} {}", printable(&line.line.line))
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(lines: &[(f64, u64)], offset: u64) -> Value {
+        let lines: Vec<Value> = lines
+            .iter()
+            .map(|(time, seq)| {
+                json!({"time": time, "pid": 7, "stream": "stdout", "line": "x", "seq": seq})
+            })
+            .collect();
+        json!({"status": "ok", "lines": lines, "offset": offset})
+    }
+
+    #[test]
+    fn merge_orders_every_node_by_time_and_names_failures() {
+        let replies = BTreeMap::from([
+            ("b".to_string(), reply(&[(1.0, 0), (3.0, 1)], 2)),
+            ("a".to_string(), reply(&[(2.0, 5), (3.0, 6)], 7)),
+            (
+                "c".to_string(),
+                json!({"status": "error", "reason": "program w not found"}),
+            ),
+            (
+                "d".to_string(),
+                json!({"status": "ok", "lines": "not a list"}),
+            ),
+        ]);
+        let tail = merge("w", replies);
+        let order: Vec<(&str, u64)> = tail
+            .lines
+            .iter()
+            .map(|l| (l.node.as_str(), l.line.seq))
+            .collect();
+        assert_eq!(order, [("b", 0), ("a", 5), ("a", 6), ("b", 1)]);
+        assert_eq!(
+            tail.answered,
+            BTreeMap::from([("a".to_string(), 7), ("b".to_string(), 2)])
+        );
+        assert_eq!(tail.failed["c"], "program w not found");
+        assert!(tail.failed["d"].contains("not a logs reply"));
+    }
+
+    #[test]
+    fn printable_defuses_terminal_escapes() {
+        assert_eq!(printable("a\x1b[2Jb\tc\r"), "a\u{FFFD}[2Jb\tc\u{FFFD}");
     }
 }
