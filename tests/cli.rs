@@ -451,3 +451,20 @@ fn agent_without_watchers_answers_numwatchers_0() {
         "--name overrides: {out:?}"
     );
 }
+
+#[test]
+fn a_circus_commands_help_prints_troupes_flags_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for help in ["--help", "-h"] {
+        let mut command = crate::support::isolated(Command::new(bin("troupe")), dir.path());
+        // Were --help taken for the command's own word, it would search: nowhere, here.
+        command.args(["status", help]).env("TROUPE_MDNS", "off");
+        let run = crate::support::run_command(command, Duration::from_secs(30));
+        assert_eq!(run.code, Some(0), "{help}: {run:?}");
+        assert!(
+            run.stdout.contains("--node") && run.stdout.contains("--alive-only"),
+            "{help}: {run:?}"
+        );
+        assert!(!run.stderr.contains("answered"), "{help}: {run:?}");
+    }
+}

@@ -93,7 +93,16 @@ pub fn split_broadcast_args(words: &[String]) -> (Vec<String>, Vec<String>) {
         "--cluster",
         "--state-dir",
     ];
-    const SWITCHES: [&str; 5] = ["--json", "--no-mdns", "--force", "--yes", "--alive-only"];
+    // `--help` and `-h` are troupe's too: `troupe status --help` must print help, not run.
+    const SWITCHES: [&str; 7] = [
+        "--json",
+        "--no-mdns",
+        "--force",
+        "--yes",
+        "--alive-only",
+        "--help",
+        "-h",
+    ];
     let mut ours = vec!["troupe".to_string()];
     let mut theirs = Vec::new();
     let mut iter = words.iter();

@@ -205,7 +205,8 @@ fn main() -> ExitCode {
                 Ok(parsed) => parsed,
                 Err(e) => {
                     let _ = e.print();
-                    return ExitCode::from(2);
+                    // 0 for --help, 2 for a usage error.
+                    return ExitCode::from(e.exit_code().clamp(0, 2) as u8);
                 }
             };
             let options = parsed.options();
