@@ -246,6 +246,9 @@ fn the_readme_walkthrough_ends_in_a_healthy_three_member_etcd() {
                 );
             }
             ("top", false) => run_top(&admin.ns.name, &admin_dir, &words),
+            ("reconfigure", false) if words.iter().any(|w| w == "--reset") => {
+                run_answering_yes(&admin.ns.name, &admin_dir, &words)
+            }
             ("shell", false) => run_shell(&admin.ns.name, &admin_dir, &words),
             (_, false) => {
                 let out = run_command(on_admin(&words), Duration::from_secs(60));
@@ -278,10 +281,26 @@ fn the_readme_walkthrough_ends_in_a_healthy_three_member_etcd() {
     drop(daemons);
 }
 
+/// A README command that asks first (it wipes data on several nodes), in a terminal: the
+/// question names the three nodes, the user answers `y`, and it succeeds.
+fn run_answering_yes(netns: &str, dir: &Path, words: &[String]) {
+    let tmux = Tmux::start(&terminal_line(netns, dir, words, true));
+    let mut question = vec!["Continue? [y/N]"];
+    question.extend(NODES);
+    tmux.wait_for_all("the question", &question, Duration::from_secs(20));
+    tmux.keys("y");
+    tmux.keys("Enter");
+    tmux.wait_for_all(
+        "the command to succeed",
+        &["TROUPE-EXIT=0"],
+        Duration::from_secs(60),
+    );
+}
+
 /// The README's `troupe top`, in a terminal on the fourth machine: the three nodes' etcd
 /// processes show, and `q` quits.
 fn run_top(netns: &str, dir: &Path, words: &[String]) {
-    let tmux = Tmux::start(&terminal_line(netns, dir, words));
+    let tmux = Tmux::start(&terminal_line(netns, dir, words, false));
     tmux.wait_for_all("top to show the nodes", &NODES, Duration::from_secs(20));
     tmux.keys("q");
     tmux.wait_for_all("top to quit", &["TROUPE-EXIT=0"], Duration::from_secs(10));
@@ -290,7 +309,7 @@ fn run_top(netns: &str, dir: &Path, words: &[String]) {
 /// The README's `troupe shell`, in a terminal: `status` shows the three etcd members active,
 /// and `exit` leaves.
 fn run_shell(netns: &str, dir: &Path, words: &[String]) {
-    let tmux = Tmux::start(&terminal_line(netns, dir, words));
+    let tmux = Tmux::start(&terminal_line(netns, dir, words, false));
     tmux.wait_for_all("the shell's greeting", &["exit"], Duration::from_secs(20));
     tmux.keys("status");
     tmux.keys("Enter");
@@ -311,8 +330,9 @@ fn run_shell(netns: &str, dir: &Path, words: &[String]) {
 }
 
 /// A terminal's command line: `words` (the program substituted) on the fourth machine, from
-/// `dir`, isolated as `support::isolated`; then the exit code, and the terminal stays.
-fn terminal_line(netns: &str, dir: &Path, words: &[String]) -> String {
+/// `dir`, isolated as `support::isolated`; then the exit code, and the terminal stays. Its
+/// stderr goes to `terminal.err` unless it asks a question there.
+fn terminal_line(netns: &str, dir: &Path, words: &[String], stderr_on_screen: bool) -> String {
     let dir_text = dir.display().to_string();
     let mut line = vec![
         "ip".to_string(),
@@ -333,10 +353,17 @@ fn terminal_line(netns: &str, dir: &Path, words: &[String]) -> String {
         program(&words[0]).display().to_string(),
     ];
     line.extend(words[1..].iter().cloned());
+    let stderr = if stderr_on_screen {
+        String::new()
+    } else {
+        format!(
+            " 2>{}",
+            shell_words::quote(&dir.join("terminal.err").display().to_string())
+        )
+    };
     format!(
-        "cd {} && {} 2>{}; echo TROUPE-EXIT=$?; sleep 600",
+        "cd {} && {}{stderr}; echo TROUPE-EXIT=$?; sleep 600",
         shell_words::quote(&dir_text),
         shell_words::join(&line),
-        shell_words::quote(&dir.join("terminal.err").display().to_string())
     )
 }
