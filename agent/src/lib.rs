@@ -22,6 +22,7 @@ pub mod commands;
 pub mod configure;
 pub mod control;
 pub mod events;
+pub mod fuzz_targets;
 pub mod identity;
 pub mod output;
 pub mod reset;
