@@ -8,6 +8,7 @@
 //! - [`subscribers`]: publishing sockets whose subscribers are held to [`bounds`].
 //! - [`client`]: a blocking request/reply client, as `circusctl` is.
 //! - [`discovery`]: parsing the IP ranges the controller probes for agents (`--probe`).
+//! - [`fuzz_targets`]: what each `cargo fuzz` target runs (fuzz/), replayed by `cargo test`.
 //! - [`bounds`]: every limit on what a network peer can make a daemon hold (SECURITY.md).
 //! - [`limits`], [`logging`]: process set-up both daemons do the same way.
 
@@ -17,6 +18,7 @@ pub mod cluster_key;
 pub mod config;
 pub mod connections;
 pub mod discovery;
+pub mod fuzz_targets;
 pub mod limits;
 pub mod logging;
 pub mod protocol;

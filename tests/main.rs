@@ -17,6 +17,7 @@ mod raw_frames;
 mod remote_exec;
 mod security;
 mod shell;
+mod soak;
 mod stats;
 mod supervision;
 mod support;

@@ -23,6 +23,7 @@ pub mod commands;
 pub mod configure;
 pub mod control;
 pub mod events;
+pub mod fuzz_targets;
 pub mod identity;
 pub mod log_ring;
 pub mod output;

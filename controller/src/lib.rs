@@ -29,6 +29,7 @@ pub mod demo;
 pub mod discovery;
 #[cfg(test)]
 mod fake_agent;
+pub mod fuzz_targets;
 pub mod keygen;
 pub mod links;
 pub mod logs;

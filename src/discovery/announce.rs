@@ -82,6 +82,61 @@ impl AnnounceRecord {
     }
 }
 
+/// The answer to a Circus UDP discovery datagram: `{"endpoint": "tcp://ADDR:PORT"}`, plus
+/// `"fingerprint"` from a keyed troupe-agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircusUdpAnswer {
+    pub endpoint: String,
+    /// The fingerprint of the key in use; `None` without a key (and from circusd).
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl CircusUdpAnswer {
+    /// The datagram an agent sends.
+    pub fn to_json(&self) -> String {
+        let mut answer = serde_json::json!({ "endpoint": self.endpoint });
+        if let Some(fingerprint) = &self.fingerprint {
+            answer[UDP_FINGERPRINT] = fingerprint.as_str().into();
+        }
+        answer.to_string()
+    }
+
+    /// Reads a datagram as the controller receives it from anyone on the segment; the error
+    /// names the field and what was wrong with it.
+    pub fn parse(datagram: &[u8]) -> Result<Self, String> {
+        let answer: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(datagram).map_err(|e| format!("not a JSON object: {e}"))?;
+        let endpoint = match answer.get("endpoint") {
+            Some(serde_json::Value::String(endpoint)) => endpoint,
+            Some(other) => {
+                return Err(format!(
+                    "'endpoint' must be a string, got {}",
+                    crate::protocol::request::kind_of(other)
+                ))
+            }
+            None => return Err("'endpoint' is missing".into()),
+        };
+        crate::config::names::check_tcp_endpoint(endpoint)
+            .map_err(|e| format!("'endpoint': {e}"))?;
+        let fingerprint = match answer.get(UDP_FINGERPRINT) {
+            None => None,
+            Some(serde_json::Value::String(fp)) => {
+                Some(Fingerprint::parse(fp).map_err(|e| format!("'{UDP_FINGERPRINT}': {e}"))?)
+            }
+            Some(other) => {
+                return Err(format!(
+                    "'{UDP_FINGERPRINT}' must be a string, got {}",
+                    crate::protocol::request::kind_of(other)
+                ))
+            }
+        };
+        Ok(Self {
+            endpoint: endpoint.clone(),
+            fingerprint,
+        })
+    }
+}
+
 /// Interface name prefixes of container and VM bridges, skipped by default when announcing:
 /// their addresses are not reachable from other machines.
 pub const VIRTUAL_INTERFACE_PREFIXES: [&str; 7] =
@@ -141,6 +196,39 @@ mod tests {
         let err = AnnounceRecord::from_txt(|k| Some(if k == "fp" { "not-hex" } else { "1" }))
             .unwrap_err();
         assert!(err.contains("'fp'"), "{err}");
+    }
+
+    #[test]
+    fn circus_udp_answers_read_back_and_bad_ones_name_the_field() {
+        let circusd = CircusUdpAnswer::parse(br#"{"endpoint": "tcp://10.0.0.7:5555"}"#).unwrap();
+        assert_eq!(circusd.endpoint, "tcp://10.0.0.7:5555");
+        assert_eq!(circusd.fingerprint, None);
+        let keyed = CircusUdpAnswer {
+            endpoint: "tcp://[::1]:6000".into(),
+            fingerprint: Some(Fingerprint::parse("1a370741c810a9b4").unwrap()),
+        };
+        assert_eq!(
+            CircusUdpAnswer::parse(keyed.to_json().as_bytes()),
+            Ok(keyed)
+        );
+        for (datagram, named) in [
+            (&br#"[1]"#[..], "not a JSON object"),
+            (br#"{}"#, "'endpoint' is missing"),
+            (br#"{"endpoint": 7}"#, "'endpoint' must be a string"),
+            (br#"{"endpoint": "tcp://10.0.0.7"}"#, "has no port"),
+            (br#"{"endpoint": "tcp://a b:5555"}"#, "'endpoint'"),
+            (
+                br#"{"endpoint": "tcp://10.0.0.7:5555", "fingerprint": 1}"#,
+                "'fingerprint' must be a string",
+            ),
+            (
+                br#"{"endpoint": "tcp://10.0.0.7:5555", "fingerprint": "xyz"}"#,
+                "'fingerprint': expected",
+            ),
+        ] {
+            let error = CircusUdpAnswer::parse(datagram).unwrap_err();
+            assert!(error.contains(named), "{error}");
+        }
     }
 
     #[test]

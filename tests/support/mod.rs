@@ -14,13 +14,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use troupe::protocol::Request;
 
-/// Where cargo put the workspace's binaries (next to this test binary's `deps/`).
+/// Where cargo put the workspace's binaries (next to this test binary's `deps/`), or
+/// `$TROUPE_BIN_DIR` (a benchmark's release build).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile> dir");
+    let dir = match std::env::var_os("TROUPE_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("test binary path");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target/<profile> dir")
+                .to_path_buf()
+        }
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use troupe::discovery::announce::{CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT, UDP_FINGERPRINT};
+use troupe::discovery::announce::{CircusUdpAnswer, CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT};
 
 /// The running responder; dropping it (or [`Responder::stop`]) ends the task.
 pub struct Responder {
@@ -115,11 +115,11 @@ impl Answer {
     /// fingerprint with a key.
     fn to(&self, peer: SocketAddr) -> std::io::Result<String> {
         let ip = self.bind.advertised_towards(peer.ip())?;
-        let mut answer = serde_json::json!({ "endpoint": tcp_endpoint(ip, self.port) });
-        if let Some(fingerprint) = super::fingerprint_of(&self.keys) {
-            answer[UDP_FINGERPRINT] = fingerprint.as_str().into();
+        Ok(CircusUdpAnswer {
+            endpoint: tcp_endpoint(ip, self.port),
+            fingerprint: super::fingerprint_of(&self.keys),
         }
-        Ok(answer.to_string())
+        .to_json())
     }
 }
 

@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use troupe::cluster_key::Fingerprint;
-use troupe::discovery::announce::{CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT, UDP_FINGERPRINT};
+use troupe::discovery::announce::{CircusUdpAnswer, CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT};
 
 /// Sends the discovery datagram out of every multicast-capable IPv4 interface and collects
 /// the endpoints that answer within `wait`, with what each said of its cluster key (a reply
-/// whose fingerprint is malformed is dropped).
+/// that [`CircusUdpAnswer::parse`] refuses is dropped).
 pub async fn query(wait: Duration) -> std::io::Result<BTreeMap<String, Announced>> {
     let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).await?;
     let group = SocketAddrV4::new(CIRCUS_MULTICAST_GROUP, CIRCUS_MULTICAST_PORT);
@@ -31,30 +30,20 @@ pub async fn query(wait: Duration) -> std::io::Result<BTreeMap<String, Announced
     let mut endpoints = BTreeMap::new();
     let mut buffer = [0u8; 2048];
     let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Ok((n, _from))) =
+    while let Ok(Ok((n, from))) =
         tokio::time::timeout_at(deadline, socket.recv_from(&mut buffer)).await
     {
-        let reply: serde_json::Value = match serde_json::from_slice(&buffer[..n]) {
-            Ok(reply) => reply,
-            Err(_) => continue,
+        let answer = match CircusUdpAnswer::parse(&buffer[..n]) {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!(%from, "Circus UDP reply ignored: {e}");
+                continue;
+            }
         };
-        let Some(endpoint) = reply["endpoint"]
-            .as_str()
-            .filter(|e| e.starts_with("tcp://"))
-        else {
-            continue;
-        };
-        let announced = match reply.get(UDP_FINGERPRINT) {
-            None => Announced::Keyless,
-            Some(fp) => match Fingerprint::parse(fp.as_str().unwrap_or_default()) {
-                Ok(fp) => Announced::Key(fp),
-                Err(e) => {
-                    tracing::debug!(endpoint, "Circus UDP reply ignored: {UDP_FINGERPRINT}: {e}");
-                    continue;
-                }
-            },
-        };
-        endpoints.insert(endpoint.to_string(), announced);
+        let announced = answer
+            .fingerprint
+            .map_or(Announced::Keyless, Announced::Key);
+        endpoints.insert(answer.endpoint, announced);
     }
     Ok(endpoints)
 }
