@@ -6,6 +6,7 @@
 //! - [`serve`]: the long-running controller, reaching members on kept connections
 //!   ([`links`]); [`nodes`]: the one-shot listing.
 //! - [`settings`], [`state`]: troupe.toml, env and flags; ranges remembered by `troupe cluster`.
+//! - [`import`]: `troupe import`, a Circus ini as a troupe-agent.toml.
 //! - [`keygen`]: `troupe keygen`, a new cluster key.
 //! - [`stats`]: live stats aggregation (`troupe serve`'s stats socket, `troupe stats`);
 //!   [`top`]: the `troupe top` terminal view.
@@ -29,6 +30,7 @@ pub mod demo;
 pub mod discovery;
 #[cfg(test)]
 mod fake_agent;
+pub mod import;
 pub mod keygen;
 pub mod links;
 pub mod logs;

@@ -182,6 +182,8 @@ pub(super) fn read(
                 )),
                 None => apply(&mut watcher, key, value),
             },
+            // circusd runs a watcher with an empty working_dir in its own.
+            "working_dir" if value.is_empty() => Ok(()),
             _ if SAME.contains(&key) => apply(&mut watcher, key, value),
             "env" | "hooks" | "stdout" | "stderr" => Err(format!(
                 "not a Circus watcher option: {}",
@@ -218,10 +220,12 @@ pub(super) fn read(
     ] {
         match read_stream(name, &options) {
             Ok(output) => *target = output,
-            Err((entry, message)) => {
-                let key = entry.map(|e| e.key.as_str());
-                let origin = entry.map_or(&section.origin, |e| &e.origin);
-                report.problem(origin, title, key, message);
+            Err(problems) => {
+                for (entry, message) in problems {
+                    let key = entry.map(|e| e.key.as_str());
+                    let origin = entry.map_or(&section.origin, |e| &e.origin);
+                    report.problem(origin, title, key, message);
+                }
             }
         }
     }
@@ -303,11 +307,14 @@ fn other_option(key: &str, value: &str) -> Result<(), String> {
 
 type StreamOption<'a> = (&'a str, String, &'a Entry);
 
+/// A stream option's problem: the line it is on (None: the section's) and the message.
+type StreamProblem<'a> = (Option<&'a Entry>, String);
+
 /// `stdout_stream.*`: a FileStream (named or implied by `filename`) as an [`OutputConfig`].
 fn read_stream<'a>(
     name: &str,
     options: &[StreamOption<'a>],
-) -> Result<Option<OutputConfig>, (Option<&'a Entry>, String)> {
+) -> Result<Option<OutputConfig>, Vec<StreamProblem<'a>>> {
     if options.is_empty() {
         return Ok(None);
     }
@@ -318,51 +325,64 @@ fn read_stream<'a>(
         backup_count: 0,
         time_format: DEFAULT_TIME_FORMAT.to_string(),
     };
+    let mut problems = Vec::new();
     for (key, value, entry) in options {
-        let fail = |message: String| (Some(*entry), message);
         let json = Value::String(value.clone());
-        match *key {
+        let result: Result<(), String> = match *key {
             "class" => {
                 let file_stream = [
                     "FileStream",
                     "circus.stream.FileStream",
                     "circus.stream.file_stream.FileStream",
                 ];
-                if !file_stream.contains(&value.as_str()) {
-                    return Err(fail(format!(
+                if file_stream.contains(&value.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!(
                         "stream class {value:?} is not supported: troupe writes output to a \
                          file (FileStream, with filename, max_bytes, backup_count, \
                          time_format), or keeps it in memory for `troupe logs` when no \
                          {name}_stream.filename is set"
-                    )));
+                    ))
                 }
             }
-            "filename" => {
-                output.file = PathBuf::from(read_string(&json).map_err(|e| fail(e.to_string()))?)
+            "filename" => read_string(&json)
+                .map(|f| output.file = PathBuf::from(f))
+                .map_err(|e| e.to_string()),
+            "max_bytes" => read_size(&json)
+                .map(|b| output.max_bytes = b)
+                .map_err(|e| e.to_string()),
+            "backup_count" => read_int(&json, 0, 1000)
+                .map(|n| output.backup_count = n as u32)
+                .map_err(|e| e.to_string()),
+            "time_format" => {
+                output.time_format = value.clone();
+                Ok(())
             }
-            "max_bytes" => output.max_bytes = read_size(&json).map_err(|e| fail(e.to_string()))?,
-            "backup_count" => {
-                output.backup_count =
-                    read_int(&json, 0, 1000).map_err(|e| fail(e.to_string()))? as u32
-            }
-            "time_format" => output.time_format = value.clone(),
             other => {
                 let known: Vec<String> = STREAM_KEYS
                     .iter()
                     .map(|k| format!("{name}_stream.{k}"))
                     .collect();
-                return Err(fail(suggest::unknown_key(
+                Err(suggest::unknown_key(
                     &format!("{name}_stream.{other}"),
                     known.iter().map(String::as_str),
-                )));
+                ))
             }
+        };
+        if let Err(message) = result {
+            problems.push((Some(*entry), message));
         }
     }
-    if output.file.as_os_str().is_empty() {
-        return Err((
+    if output.file.as_os_str().is_empty() && problems.is_empty() {
+        problems.push((
             options.first().map(|o| o.2),
             format!("{name}_stream needs a filename: troupe writes a stream to a file"),
         ));
     }
-    Ok(Some(output))
+    if problems.is_empty() {
+        Ok(Some(output))
+    } else {
+        Err(problems)
+    }
 }
