@@ -87,7 +87,7 @@ impl Ini {
             }
             if let Some(header) = section_header(line) {
                 match header {
-                    Ok(name) if name == "DEFAULT" => current = Some(None),
+                    Ok("DEFAULT") => current = Some(None),
                     Ok(name) => {
                         let found = self.sections.iter().position(|s| s.name == name);
                         let index = found.unwrap_or_else(|| {

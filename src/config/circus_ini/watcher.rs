@@ -284,19 +284,19 @@ fn other_option(key: &str, value: &str) -> Result<(), String> {
             Err(format!("not supported: {why}"))
         };
     }
-    if key.starts_with("hooks.") {
+    if let Some(hook) = key.strip_prefix("hooks.") {
         return Err(format!(
             "not supported: Circus hooks are Python callables ({value:?}); troupe's hooks are \
              shell commands, set as hooks.{} in a troupe-agent.toml (`troupe import` writes \
              one)",
-            &key["hooks.".len()..]
+            hook
         ));
     }
-    if key.starts_with("rlimit_") {
+    if let Some(limit) = key.strip_prefix("rlimit_") {
         return Err(format!(
             "not supported: troupe does not set resource limits per watcher; set it for the \
              agent (systemd Limit{}=) or in cmd (sh -c 'ulimit ...; exec ...')",
-            key["rlimit_".len()..].to_uppercase()
+            limit.to_uppercase()
         ));
     }
     if key == "stdin_socket" {
