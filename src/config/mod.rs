@@ -282,12 +282,21 @@ impl AgentConfig {
 
 /// Reads a config file; a read error is a problem naming the file.
 pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let fail = |message: String| ConfigError {
         file: path.display().to_string(),
         problems: vec![Problem {
             key: String::new(),
-            message: format!("cannot read: {e}"),
+            message,
         }],
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        fail(format!(
+            "line {line}: not UTF-8 text (byte {} of the file): save it as UTF-8",
+            valid.len() + 1
+        ))
     })
 }
 

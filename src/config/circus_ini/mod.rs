@@ -18,7 +18,8 @@ use std::path::Path;
 use substitute::Environ;
 
 /// Whether `path` is a Circus ini rather than a `troupe-agent.toml`: an `.ini` name, or a
-/// first section header that only Circus writes (`[circus]`, `[watcher:x]`, `[env]`...).
+/// first section header that only Circus writes (`[circus]`, `[watcher:x]`, `[env]`...):
+/// none of them is valid in a troupe-agent.toml.
 pub fn is_circus_ini(path: &Path, text: &str) -> bool {
     if path
         .extension()
@@ -30,8 +31,7 @@ pub fn is_circus_ini(path: &Path, text: &str) -> bool {
         .map(str::trim_end)
         .find(|line| line.starts_with('['))
         .is_some_and(|header| {
-            header == "[circus]"
-                || header == "[env]"
+            ["[circus]", "[env]", "[DEFAULT]"].contains(&header)
                 || ["[watcher:", "[env:", "[socket:", "[plugin:"]
                     .iter()
                     .any(|p| header.starts_with(p))

@@ -225,3 +225,30 @@ fn includes_are_read_after_the_main_file_which_wins() {
         "{err}"
     );
 }
+
+#[test]
+fn a_circus_ini_is_known_by_its_name_or_its_first_section() {
+    assert!(is_circus_ini(Path::new("/etc/circus/circus.INI"), ""));
+    assert!(is_circus_ini(Path::new("circusd.conf"), "# c\n[circus]\n"));
+    assert!(is_circus_ini(
+        Path::new("circusd.conf"),
+        "[watcher:web]\ncmd = x\n"
+    ));
+    assert!(!is_circus_ini(
+        Path::new("troupe-agent.toml"),
+        "[agent]\n[watcher.web]\n"
+    ));
+    assert!(!is_circus_ini(Path::new("troupe-agent.toml"), ""));
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("circus.ini");
+    std::fs::write(&path, b"[watcher:w]\ncmd = caf\xe9\n").unwrap();
+    let err = AgentConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        err.ends_with("circus.ini: line 2: not UTF-8 text (byte 22 of the file): save it as UTF-8"),
+        "{err}"
+    );
+}
