@@ -112,8 +112,8 @@ pub(super) fn read(
         report.ignored.push(Problem {
             key,
             message: format!(
-                "ignored, as troupe has no use for them: {} (troupe-agent --help, or \
-                 `troupe import` for a troupe-agent.toml)",
+                "ignored, as troupe has no use for them: {} (nothing to do: `troupe import` \
+                 writes a troupe-agent.toml without them)",
                 ignored.join(", ")
             ),
         });

@@ -166,7 +166,7 @@ fn env_sections_and_substitutions_are_circusds() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("line 2: [watcher:w] cmd: $(circus.wid) is not substituted by troupe"),
+        err.contains("line 2: [watcher:w] cmd: $(circus.wid) is filled in by circusd at each spawn, not by troupe: use shell = true and $TROUPE_WID"),
         "{err}"
     );
 }

@@ -174,12 +174,7 @@ pub(super) fn read(
         let value = circus_vars(&entry.value, &expand_env);
         let result = match key {
             "cmd" | "args" => match leftover_circus_var(&value) {
-                Some(var) => Err(format!(
-                    "{var} is not substituted by troupe (circusd fills in $(circus.wid) and \
-                     $(circus.sockets.NAME) at each spawn, and $(circus.env.X) from the \
-                     environment or [env]): set X in the environment, or use shell = true and \
-                     $TROUPE_WID"
-                )),
+                Some(var) => Err(unsubstituted(var)),
                 None => apply(&mut watcher, key, value),
             },
             // circusd runs a watcher with an empty working_dir in its own.
@@ -252,6 +247,29 @@ pub(super) fn read(
         });
     }
     (report.problems.len() == before).then_some(watcher)
+}
+
+/// Why a `$(circus.X)` is left in a command line, and what to do instead.
+fn unsubstituted(var: &str) -> String {
+    let inner = var.trim_start_matches(['$', '(']).trim_end_matches(')');
+    let name = inner.to_lowercase();
+    if name.starts_with("circus.env.") {
+        let env = &inner["circus.env.".len()..];
+        format!(
+            "{var}: {env} is set neither in the agent's environment nor in [env] (circusd would \
+             run the command with {var} as written): set it in one of them"
+        )
+    } else if name == "circus.wid" {
+        format!(
+            "{var} is filled in by circusd at each spawn, not by troupe: use shell = true and \
+             $TROUPE_WID, which troupe sets for each process"
+        )
+    } else {
+        format!(
+            "{var} is filled in by circusd at each spawn, not by troupe: troupe opens no \
+             sockets for its watchers; let the program bind its own address"
+        )
+    }
 }
 
 /// An ini value through the one option reader (`set` and the TOML file use it too).
