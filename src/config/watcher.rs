@@ -36,7 +36,8 @@ pub struct OutputConfig {
     /// Rotate when the file would pass this size; 0 = never.
     pub max_bytes: u64,
     pub backup_count: u32,
-    /// strftime format of the line prefix `<time> [<pid>] | `.
+    /// strftime format of the line prefix `<time> [<pid>] | `; empty: no prefix, lines as
+    /// written (Circus's FileStream without a time_format).
     pub time_format: String,
 }
 

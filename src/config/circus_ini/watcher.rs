@@ -4,7 +4,7 @@ use super::parse::{Entry, Section};
 use super::substitute::{circus_vars, dollar_vars, fnmatch, leftover_circus_var, Environ};
 use super::Report;
 use crate::config::value::{read_bool, read_int, read_size, read_string};
-use crate::config::watcher::{OptionError, OutputConfig, DEFAULT_TIME_FORMAT};
+use crate::config::watcher::{OptionError, OutputConfig};
 use crate::config::{check_watcher_name, suggest, Problem, WatcherConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -339,9 +339,9 @@ fn read_stream<'a>(
     let mut output = OutputConfig {
         file: PathBuf::new(),
         max_bytes: 0,
-        // Circus's FileStream keeps no backups unless told.
+        // Circus's FileStream keeps no backups unless told, and writes lines bare.
         backup_count: 0,
-        time_format: DEFAULT_TIME_FORMAT.to_string(),
+        time_format: String::new(),
     };
     let mut problems = Vec::new();
     for (key, value, entry) in options {
