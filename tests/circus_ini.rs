@@ -368,7 +368,7 @@ fn an_agent_runs_a_circus_ini_that_stock_circusctl_drives() {
              stats_endpoint = tcp://{address}:5557\ncheck_delay = 5\n\
              ; troupe's own keys (circusd does not read them): no multicast outside a test's namespace\n\
              state_dir = {state}\nmdns = false\n\n\
-             [watcher:sleeper]\ncmd = /bin/sh -c 'echo \"$GREETING from $(circus.env.HOME)\" > {out}; exec sleep 1000'\n\
+             [watcher:sleeper]\ncmd = /bin/sh -c 'echo \"$GREETING from $(circus.env.HOME)\" > {out}.$(circus.wid); exec sleep 1000'\n\
              numprocesses = 2\n\n[env:sleep*]\nGREETING = hello\n",
             state = dir.path().join("state").display(),
             out = dir.path().join("greeting").display(),
@@ -381,10 +381,13 @@ fn an_agent_runs_a_circus_ini_that_stock_circusctl_drives() {
     let status = circusctl(&agent.endpoint(), &["status"]);
     assert_eq!(status.code, 0, "{status:?}");
     assert_eq!(status.stdout, "sleeper: active", "{status:?}");
-    let greeting = agent.dir.path().join("greeting");
-    wait_for("the watcher's output", Duration::from_secs(10), || {
-        std::fs::read_to_string(&greeting).is_ok_and(|g| *g == format!("hello from {home}\n"))
-    });
+    // One file per process: $(circus.wid) is filled in at each spawn.
+    for wid in [1, 2] {
+        let greeting = agent.dir.path().join(format!("greeting.{wid}"));
+        wait_for("the watcher's output", Duration::from_secs(10), || {
+            std::fs::read_to_string(&greeting).is_ok_and(|g| *g == format!("hello from {home}\n"))
+        });
+    }
     wait_for(
         "check_delay reported as ignored",
         Duration::from_secs(5),

@@ -383,6 +383,19 @@ impl WatcherConfig {
         argv
     }
 
+    /// [`Self::argv`] for the process with worker id `wid`: `$(circus.wid)` (or
+    /// `((circus.wid))`, any case) replaced by it, as circusd does when it spawns.
+    pub fn argv_for(&self, wid: u32) -> Vec<String> {
+        static WID: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(r"(?i)\$\(circus\.wid\)|\(\(circus\.wid\)\)").expect("valid regex")
+        });
+        let wid = wid.to_string();
+        self.argv()
+            .into_iter()
+            .map(|arg| WID.replace_all(&arg, wid.as_str()).into_owned())
+            .collect()
+    }
+
     /// The options to `set` on a running watcher configured as `self` to make it `new`, when
     /// none of them needs new processes (a count, timeouts, hooks, profile keys...): a reload
     /// of the config file then leaves the running processes alone. None when `new` differs in

@@ -81,9 +81,13 @@ pub fn circus_vars(text: &str, env: &Environ) -> String {
         .into_owned()
 }
 
-/// The first `$(circus.X)` left in `text`, for the error that says troupe does not make it.
+/// The first `$(circus.X)` left in `text` other than `$(circus.wid)` (which the agent fills
+/// in at each spawn), for the error that says troupe does not make it.
 pub fn leftover_circus_var(text: &str) -> Option<&str> {
-    CIRCUS_VAR.find(text).map(|m| m.as_str())
+    CIRCUS_VAR
+        .find_iter(text)
+        .map(|m| m.as_str())
+        .find(|var| !var.to_lowercase().contains("(circus.wid)"))
 }
 
 /// A watcher env value as circusd passes it on: `$NAME` replaced from `process_env` (empty
@@ -165,8 +169,12 @@ mod tests {
             "$(circus.env.NOPE) $(circus.wid)"
         );
         assert_eq!(
-            leftover_circus_var("a $(circus.wid) b"),
-            Some("$(circus.wid)")
+            leftover_circus_var("a $(circus.wid) ((CIRCUS.WID)) b"),
+            None
+        );
+        assert_eq!(
+            leftover_circus_var("$(circus.wid) $(circus.sockets.web)"),
+            Some("$(circus.sockets.web)")
         );
     }
 

@@ -162,13 +162,13 @@ fn env_sections_and_substitutions_are_circusds() {
     // Circus sorts watchers by name.
     let names: Vec<&str> = config.watchers.iter().map(|w| w.name.as_str()).collect();
     assert_eq!(names, ["other", "web1"]);
-    let err = load_text("[watcher:w]\ncmd = run --id $(circus.wid)\n", &[])
+    // $(circus.wid) is the agent's to fill in at each spawn; a socket it cannot.
+    let config = load_text("[watcher:w]\ncmd = run --id $(circus.wid)\n", &[]).unwrap();
+    assert_eq!(config.watchers[0].argv_for(3), ["run", "--id", "3"]);
+    let err = load_text("[watcher:w]\ncmd = run --fd $(circus.sockets.web)\n", &[])
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("line 2: [watcher:w] cmd: $(circus.wid) is filled in by circusd at each spawn, not by troupe: use shell = true and $TROUPE_WID"),
-        "{err}"
-    );
+    assert!(err.contains("line 2: [watcher:w] cmd: $(circus.sockets.web) is filled in by circusd at each spawn, not by troupe"), "{err}");
 }
 
 #[test]

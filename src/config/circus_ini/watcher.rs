@@ -259,11 +259,6 @@ fn unsubstituted(var: &str) -> String {
             "{var}: {env} is set neither in the agent's environment nor in [env] (circusd would \
              run the command with {var} as written): set it in one of them"
         )
-    } else if name == "circus.wid" {
-        format!(
-            "{var} is filled in by circusd at each spawn, not by troupe: use shell = true and \
-             $TROUPE_WID, which troupe sets for each process"
-        )
     } else {
         format!(
             "{var} is filled in by circusd at each spawn, not by troupe: troupe opens no \
