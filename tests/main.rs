@@ -3,6 +3,7 @@
 
 mod announce;
 mod broadcast;
+mod circus_ini;
 mod circusctl;
 mod cli;
 mod cluster_e2e;

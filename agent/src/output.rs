@@ -90,8 +90,12 @@ impl OutputLog {
         self.tx.send(Command::Record(record)).await.is_ok()
     }
 
-    /// `line` behind its `<time> [<pid>] | ` prefix.
+    /// `line` behind its `<time> [<pid>] | ` prefix; as written with an empty `time_format`
+    /// (Circus's FileStream without one).
     fn record(&self, pid: u32, line: &[u8]) -> Vec<u8> {
+        if self.time_format.is_empty() {
+            return line.to_vec();
+        }
         let mut record = Vec::with_capacity(line.len() + 48);
         let time = chrono::Local::now().format_with_items(self.time_format.iter());
         // Writing into a Vec cannot fail, and the format was validated by `open`.

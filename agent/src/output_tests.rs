@@ -84,6 +84,15 @@ async fn custom_time_format_and_invalid_one() {
         format!("T{year} [7] | x\n")
     );
 
+    // Empty: the line as written, as Circus's FileStream without a time_format.
+    cfg.time_format = String::new();
+    let log = OutputLog::open(&cfg).unwrap();
+    log_bytes(&log, 7, b"bare\n").await;
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("T{year} [7] | x\nbare\n")
+    );
+
     cfg.time_format = "%Y %Q".to_string();
     let err = OutputLog::open(&cfg).err().expect("bad format accepted");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);

@@ -6,6 +6,7 @@
 //! - [`serve`]: the long-running controller, reaching members on kept connections
 //!   ([`links`]); [`nodes`]: the one-shot listing.
 //! - [`settings`], [`state`]: troupe.toml, env and flags; ranges remembered by `troupe cluster`.
+//! - [`import`]: `troupe import`, a Circus ini as a troupe-agent.toml.
 //! - [`keygen`]: `troupe keygen`, a new cluster key.
 //! - [`stats`]: live stats aggregation (`troupe serve`'s stats socket, `troupe stats`);
 //!   [`top`]: the `troupe top` terminal view.
@@ -16,6 +17,8 @@
 //! - [`dashboard`]: `troupe serve --http`, the web dashboard and its JSON API, fed by serve's
 //!   actors and [`activity`] (every member's watcher events, named).
 //! - [`logs`]: `troupe logs`, a watcher's output from every node: tail, follow, collect.
+//! - [`fuzz_targets`]: the bodies of the cargo-fuzz targets of this crate (stats topics),
+//!   replayed on their corpora by `cargo test`.
 
 pub mod absent;
 pub mod activity;
@@ -30,6 +33,7 @@ pub mod discovery;
 #[cfg(test)]
 mod fake_agent;
 pub mod fuzz_targets;
+pub mod import;
 pub mod keygen;
 pub mod links;
 pub mod logs;

@@ -161,6 +161,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
     },
+    /// Print the troupe-agent.toml equivalent to a Circus ini (troupe-agent also runs the ini
+    /// as it is: --config circus.ini).
+    Import {
+        /// The Circus ini (its include / include_dir files are read too).
+        file: std::path::PathBuf,
+    },
     /// Send one raw request to one control endpoint and print the JSON reply.
     Ctl {
         /// Control endpoint, e.g. tcp://127.0.0.1:5555.
@@ -197,6 +203,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Keygen { out } => troupe_controller::keygen::run(out.as_deref()),
+        Command::Import { file } => troupe_controller::import::run(&file),
         Command::Broadcast(words) => {
             let Some((command, rest)) = words.split_first() else {
                 return ExitCode::from(2);

@@ -3,10 +3,12 @@
 //! Every problem in a file is collected and reported at once, each naming the file, the key,
 //! what was expected and what was found.
 
+pub mod circus_ini;
 pub mod controller;
 mod data_dir;
 pub mod names;
 mod program;
+pub mod render;
 mod service;
 pub mod suggest;
 pub mod value;
@@ -131,6 +133,9 @@ pub struct AgentConfig {
     pub watchers: Vec<WatcherConfig>,
     /// The file it came from, for `reloadconfig`.
     pub source: Option<PathBuf>,
+    /// What the file sets that troupe has no use for (a Circus ini's `pidfile`...), reported
+    /// once with the warnings.
+    pub ignored: Vec<Problem>,
 }
 
 /// One thing wrong in a config file.
@@ -165,9 +170,14 @@ impl fmt::Display for ConfigError {
 }
 
 impl AgentConfig {
-    /// Reads and validates a file.
+    /// Reads and validates a file: a `troupe-agent.toml`, or a Circus ini
+    /// ([`circus_ini::is_circus_ini`]) read with this process's environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = read_file(path)?;
+        if circus_ini::is_circus_ini(path, &text) {
+            let environ = circus_ini::substitute::Environ::new(std::env::vars());
+            return circus_ini::load(path, &text, environ);
+        }
         let mut config = Self::parse(&text, &path.display().to_string())?;
         config.source = Some(path.to_path_buf());
         Ok(config)
@@ -204,37 +214,7 @@ impl AgentConfig {
                 }),
             }
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for w in &config.watchers {
-            if !seen.insert(w.name.to_lowercase()) {
-                problems.push(Problem {
-                    key: format!("watcher.{}", w.name),
-                    message: "watcher names must be unique ignoring case".into(),
-                });
-            }
-        }
-        let mut ports = vec![
-            ("control_port", config.agent.control_port),
-            ("pubsub_port", config.agent.pubsub_port),
-            ("stats_port", config.agent.stats_port),
-        ];
-        if config.agent.circus_bind.is_some() {
-            ports.extend([
-                ("circus_control_port", config.agent.circus_control_port),
-                ("circus_pubsub_port", config.agent.circus_pubsub_port),
-                ("circus_stats_port", config.agent.circus_stats_port),
-            ]);
-        }
-        for (i, (a, pa)) in ports.iter().enumerate() {
-            for (b, pb) in &ports[i + 1..] {
-                if pa == pb && *pa != 0 {
-                    problems.push(Problem {
-                        key: format!("agent.{b}"),
-                        message: format!("port {pb} is already used by agent.{a}"),
-                    });
-                }
-            }
-        }
+        problems.extend(whole_file_problems(&config));
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -243,35 +223,80 @@ impl AgentConfig {
     }
 }
 
+/// What is wrong across sections: watcher names equal but for case, a port used twice.
+fn whole_file_problems(config: &AgentConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for w in &config.watchers {
+        if !seen.insert(w.name.to_lowercase()) {
+            problems.push(Problem {
+                key: format!("watcher.{}", w.name),
+                message: "watcher names must be unique ignoring case".into(),
+            });
+        }
+    }
+    let mut ports = vec![
+        ("control_port", config.agent.control_port),
+        ("pubsub_port", config.agent.pubsub_port),
+        ("stats_port", config.agent.stats_port),
+    ];
+    if config.agent.circus_bind.is_some() {
+        ports.extend([
+            ("circus_control_port", config.agent.circus_control_port),
+            ("circus_pubsub_port", config.agent.circus_pubsub_port),
+            ("circus_stats_port", config.agent.circus_stats_port),
+        ]);
+    }
+    for (i, (a, pa)) in ports.iter().enumerate() {
+        for (b, pb) in &ports[i + 1..] {
+            if pa == pb && *pa != 0 {
+                problems.push(Problem {
+                    key: format!("agent.{b}"),
+                    message: format!("port {pb} is already used by agent.{a}"),
+                });
+            }
+        }
+    }
+    problems
+}
+
 impl AgentConfig {
-    /// What is valid but likely wrong, keyed like problems: a program the agent (with this
-    /// process's `PATH`) would not find; a profile's data-dir knob outside every data_dir of
-    /// its watcher. `--check` prints these; the agent logs them.
+    /// What is valid but likely wrong, keyed like problems: what the file sets that troupe
+    /// ignores; a program the agent (with this process's `PATH`) would not find; a profile's
+    /// data-dir knob outside every data_dir of its watcher. `--check` prints these; the agent
+    /// logs them.
     pub fn warnings(&self) -> Vec<Problem> {
         let agent_path = std::env::var_os("PATH");
-        self.watchers
-            .iter()
-            .flat_map(|w| {
-                w.program_problem(agent_path.as_deref())
-                    .into_iter()
-                    .chain(w.service.data_dir_disagreements())
-                    .map(|message| Problem {
-                        key: format!("watcher.{}", w.name),
-                        message,
-                    })
-            })
-            .collect()
+        let watchers = self.watchers.iter().flat_map(|w| {
+            w.program_problem(agent_path.as_deref())
+                .into_iter()
+                .chain(w.service.data_dir_disagreements())
+                .map(|message| Problem {
+                    key: format!("watcher.{}", w.name),
+                    message,
+                })
+        });
+        self.ignored.iter().cloned().chain(watchers).collect()
     }
 }
 
 /// Reads a config file; a read error is a problem naming the file.
 pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let fail = |message: String| ConfigError {
         file: path.display().to_string(),
         problems: vec![Problem {
             key: String::new(),
-            message: format!("cannot read: {e}"),
+            message,
         }],
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        fail(format!(
+            "line {line}: not UTF-8 text (byte {} of the file): save it as UTF-8",
+            valid.len() + 1
+        ))
     })
 }
 

@@ -397,3 +397,18 @@ fn node_and_cluster_names_follow_the_peer_name_rule() {
     let ok = AgentConfig::parse("[agent]\nname = \"node_A-1\"\ncluster = \"lab-2\"\n", "t");
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+#[test]
+fn circus_wid_is_filled_in_per_process() {
+    let mut w = WatcherConfig::new("w", "server --id $(circus.wid) --x ((CIRCUS.WID))");
+    w.args = vec!["$(circus.wid)".into(), "$(circus.other)".into()];
+    assert_eq!(
+        w.argv_for(7),
+        ["server", "--id", "7", "--x", "7", "7", "$(circus.other)"]
+    );
+    w.shell = true;
+    assert_eq!(
+        w.argv_for(2)[2],
+        "server --id 2 --x 2 '2' '$(circus.other)'"
+    );
+}

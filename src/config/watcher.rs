@@ -36,7 +36,8 @@ pub struct OutputConfig {
     /// Rotate when the file would pass this size; 0 = never.
     pub max_bytes: u64,
     pub backup_count: u32,
-    /// strftime format of the line prefix `<time> [<pid>] | `.
+    /// strftime format of the line prefix `<time> [<pid>] | `; empty: no prefix, lines as
+    /// written (Circus's FileStream without a time_format).
     pub time_format: String,
 }
 
@@ -380,6 +381,19 @@ impl WatcherConfig {
         let mut argv = shell_words::split(&self.cmd).unwrap_or_default();
         argv.extend(self.args.iter().cloned());
         argv
+    }
+
+    /// [`Self::argv`] for the process with worker id `wid`: `$(circus.wid)` (or
+    /// `((circus.wid))`, any case) replaced by it, as circusd does when it spawns.
+    pub fn argv_for(&self, wid: u32) -> Vec<String> {
+        static WID: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(r"(?i)\$\(circus\.wid\)|\(\(circus\.wid\)\)").expect("valid regex")
+        });
+        let wid = wid.to_string();
+        self.argv()
+            .into_iter()
+            .map(|arg| WID.replace_all(&arg, wid.as_str()).into_owned())
+            .collect()
     }
 
     /// The options to `set` on a running watcher configured as `self` to make it `new`, when

@@ -98,6 +98,19 @@ impl Agent {
         agent
     }
 
+    /// An agent run with `--config config_path` (a file the test wrote in `dir`, binding
+    /// `address` with the default ports), once it answers.
+    pub fn start_from_file(dir: tempfile::TempDir, address: &str, config_path: PathBuf) -> Agent {
+        let mut agent = Agent {
+            child: None,
+            dir,
+            address: address.to_string(),
+            config_path,
+        };
+        agent.spawn();
+        agent
+    }
+
     pub fn start(watchers: &str) -> Agent {
         Agent::start_with(watchers, "")
     }

@@ -77,7 +77,7 @@ pub fn spawn(
     tail_stderr: bool,
     exits: &mpsc::UnboundedSender<Exit>,
 ) -> std::io::Result<Process> {
-    let argv = config.argv();
+    let argv = config.argv_for(wid);
     let Some((program, args)) = argv.split_first() else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
