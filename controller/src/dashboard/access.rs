@@ -48,16 +48,16 @@ pub fn cookie_name(port: u16) -> String {
 
 /// Refuses to serve a keyless dashboard beyond loopback: anyone reaching it could stop or
 /// reset every watcher of the cluster.
-pub fn check_address(address: SocketAddr, keyed: bool) -> anyhow::Result<()> {
+pub fn check_address(address: SocketAddr, keyed: bool, option: &str) -> anyhow::Result<()> {
     if keyed || address.ip().is_loopback() {
         return Ok(());
     }
     anyhow::bail!(
-        "--http {address}: without a cluster key the dashboard listens on loopback only, as \
+        "{option} {address}: without a cluster key the dashboard listens on loopback only, as \
          anyone who reaches it could stop and reset every watcher of the cluster. Give the \
          controller a key (troupe keygen --out FILE, then --key-file FILE or key_file in \
          troupe.toml; the dashboard then asks for the token troupe dashboard-url prints), or \
-         use --http 127.0.0.1:PORT and an SSH tunnel (ssh -L PORT:127.0.0.1:PORT HOST)"
+         use {option} 127.0.0.1:PORT and an SSH tunnel (ssh -L PORT:127.0.0.1:PORT HOST)"
     )
 }
 
@@ -288,10 +288,15 @@ mod tests {
                 "{host}"
             );
         }
-        assert!(check_address("127.0.0.1:5580".parse().unwrap(), false).is_ok());
-        let refused = check_address("0.0.0.0:5580".parse().unwrap(), false).unwrap_err();
+        assert!(check_address("127.0.0.1:5580".parse().unwrap(), false, "--http").is_ok());
+        let refused =
+            check_address("0.0.0.0:5580".parse().unwrap(), false, "--metrics").unwrap_err();
         assert!(refused.to_string().contains("loopback only"), "{refused}");
-        assert!(check_address("0.0.0.0:5580".parse().unwrap(), true).is_ok());
+        assert!(
+            refused.to_string().starts_with("--metrics 0.0.0.0:5580"),
+            "{refused}"
+        );
+        assert!(check_address("0.0.0.0:5580".parse().unwrap(), true, "--http").is_ok());
     }
 
     #[test]
