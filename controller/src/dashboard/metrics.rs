@@ -228,7 +228,7 @@ impl EncodeMetric for HeartbeatHistogram {
         encoder.encode_histogram::<NoLabelSet>(
             self.0.sum_seconds,
             self.0.count,
-            &self.0.cumulative(),
+            &self.0.buckets(),
             None,
         )
     }
@@ -243,14 +243,73 @@ mod tests {
     use super::*;
     use crate::activity::WatcherCounts;
     use crate::membership::{MemberTable, NodeFacts};
+    use crate::stats::snapshot::{NodeSnapshot, WatcherSnapshot};
 
-    fn empty() -> Scrape {
-        Scrape {
-            members: Vec::new(),
-            stats: None,
+    /// A watcher name a hostile node may send: quotes, a backslash and a newline that, left
+    /// unescaped, would close the label value and start a sample of its own.
+    const HOSTILE: &str = "w\"} 1\ntroupe_members{state=\"alive\"} 99\\";
+
+    /// One alive node `n1` with the watcher [`HOSTILE`] (2 processes, one sampled), 4
+    /// crashes of it, 3 configure pushes (1 failed) and heartbeats of 2, 2, 40 and 2000 ms.
+    fn populated() -> Scrape {
+        let mut table = MemberTable::new("lab");
+        let watcher = troupe::protocol::WatcherSummary {
+            status: "active".into(),
+            numprocesses: 2,
+            stopped_reason: None,
+        };
+        let info = troupe::protocol::NodeInfo {
+            id: "id-1".into(),
+            name: "n1".into(),
+            cluster: "lab".into(),
+            version: "0".into(),
+            hostname: "h".into(),
+            addresses: Vec::new(),
+            endpoints: troupe::protocol::Endpoints {
+                control: "tcp://127.0.0.1:5555".into(),
+                pubsub: "tcp://127.0.0.1:5556".into(),
+                stats: "tcp://127.0.0.1:5557".into(),
+            },
+            started: 0.0,
+            watchers: [(HOSTILE.to_string(), watcher)].into(),
+            fingerprint: None,
+        };
+        let now = tokio::time::Instant::now();
+        let facts = NodeFacts::Troupe(Box::new(info));
+        table.answered("tcp://127.0.0.1:5555", None, facts, now);
+        let process = serde_json::json!({"cpu": 50.0, "mem_info1": "2.00M"});
+        let watcher = WatcherSnapshot {
+            total: Default::default(),
+            processes: [("41".to_string(), process)].into(),
+        };
+        let node = NodeSnapshot {
+            watchers: [(HOSTILE.to_string(), watcher)].into(),
+            ..NodeSnapshot::default()
+        };
+        let mut scrape = Scrape {
+            members: table.members().cloned().collect(),
+            stats: Some(Snapshot {
+                time: 0.0,
+                nodes: [("n1".to_string(), node)].into(),
+            }),
             counters: Counters::default(),
             round_trips: RoundTrips::default(),
+        };
+        scrape.counters.watchers.insert(
+            ("n1".into(), HOSTILE.into()),
+            WatcherCounts {
+                crashes: 4,
+                respawns: 0,
+            },
+        );
+        scrape.counters.configure_pushes = 3;
+        scrape.counters.configure_failures = 1;
+        for ms in [2, 2, 40, 2000] {
+            scrape
+                .round_trips
+                .observe(std::time::Duration::from_millis(ms));
         }
+        scrape
     }
 
     /// The sample lines of `text` (no comments).
@@ -260,13 +319,7 @@ mod tests {
 
     #[test]
     fn every_metric_has_help_and_type_and_follows_the_naming_conventions() {
-        let mut scrape = empty();
-        scrape.counters.configure_pushes = 3;
-        scrape.counters.configure_failures = 1;
-        scrape
-            .round_trips
-            .observe(std::time::Duration::from_millis(2));
-        let text = render(&scrape).unwrap();
+        let text = render(&populated()).unwrap();
         let types: Vec<(&str, &str)> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -288,93 +341,86 @@ mod tests {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}: {text}");
         }
         let lines = samples(&text);
+        for line in &lines {
+            assert!(line.starts_with("troupe_"), "{line}");
+        }
         assert!(lines.contains(&"troupe_configure_pushes_total 3"), "{text}");
         assert!(
             lines.contains(&"troupe_configure_failures_total 1"),
             "{text}"
         );
         assert!(
-            lines.contains(&"troupe_members{state=\"alive\"} 0"),
+            lines.contains(&"troupe_members{state=\"alive\"} 1"),
             "{text}"
         );
         assert!(
-            lines.contains(&"troupe_heartbeat_round_trip_seconds_bucket{le=\"0.0025\"} 1"),
+            lines.contains(&"troupe_members{state=\"down\"} 0"),
+            "{text}"
+        );
+        // Base units: a CPU ratio (Circus's 50 %), bytes (psutil's "2.00M").
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("troupe_process_cpu_usage_ratio{")
+                    && l.contains(",pid=\"41\"}")
+                    && l.ends_with(" 0.5")),
             "{text}"
         );
         assert!(
-            lines.contains(&"troupe_heartbeat_round_trip_seconds_bucket{le=\"+Inf\"} 1"),
+            lines
+                .iter()
+                .any(|l| l.starts_with("troupe_process_resident_memory_bytes{")
+                    && l.ends_with(" 2097152.0")),
+            "{text}"
+        );
+        // Buckets are cumulative: each counts the round trips at or below its bound.
+        let buckets: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("troupe_heartbeat_round_trip_seconds_bucket"))
+            .collect();
+        assert_eq!(
+            buckets,
+            [
+                "{le=\"0.0005\"} 0",
+                "{le=\"0.001\"} 0",
+                "{le=\"0.0025\"} 2",
+                "{le=\"0.005\"} 2",
+                "{le=\"0.01\"} 2",
+                "{le=\"0.025\"} 2",
+                "{le=\"0.05\"} 3",
+                "{le=\"0.1\"} 3",
+                "{le=\"0.25\"} 3",
+                "{le=\"0.5\"} 3",
+                "{le=\"1\"} 3",
+                "{le=\"+Inf\"} 4",
+            ],
             "{text}"
         );
         assert!(
-            lines.contains(&"troupe_heartbeat_round_trip_seconds_count 1"),
+            lines.contains(&"troupe_heartbeat_round_trip_seconds_count 4"),
             "{text}"
         );
     }
 
     #[test]
     fn names_from_the_network_are_escaped_in_label_values() {
-        // A hostile node may name a watcher with quotes, backslashes and newlines: each must
-        // stay inside its label value, not start a sample of its own.
-        let hostile = "w\"} 1\ntroupe_members{state=\"alive\"} 99\\";
-        let mut table = MemberTable::new("lab");
-        let now = tokio::time::Instant::now();
-        let watcher = troupe::protocol::WatcherSummary {
-            status: "active".into(),
-            numprocesses: 2,
-            stopped_reason: None,
-        };
-        let info = troupe::protocol::NodeInfo {
-            id: "id-1".into(),
-            name: "n1".into(),
-            cluster: "lab".into(),
-            version: "0".into(),
-            hostname: "h".into(),
-            addresses: Vec::new(),
-            endpoints: troupe::protocol::Endpoints {
-                control: "tcp://127.0.0.1:5555".into(),
-                pubsub: "tcp://127.0.0.1:5556".into(),
-                stats: "tcp://127.0.0.1:5557".into(),
-            },
-            started: 0.0,
-            watchers: [(hostile.to_string(), watcher)].into(),
-            fingerprint: None,
-        };
-        table.answered(
-            "tcp://127.0.0.1:5555",
-            None,
-            NodeFacts::Troupe(Box::new(info)),
-            now,
-        );
-        let mut scrape = empty();
-        scrape.members = table.members().cloned().collect();
-        scrape.counters.watchers.insert(
-            ("n1".into(), hostile.into()),
-            WatcherCounts {
-                crashes: 4,
-                respawns: 0,
-            },
-        );
-        let text = render(&scrape).unwrap();
+        let text = render(&populated()).unwrap();
         let escaped = r#"w\"} 1\ntroupe_members{state=\"alive\"} 99\\"#;
         let lines = samples(&text);
-        assert!(
-            lines.contains(
-                &format!("troupe_watcher_processes{{node=\"n1\",watcher=\"{escaped}\"}} 2")
-                    .as_str()
+        for expected in [
+            format!("troupe_watcher_processes{{node=\"n1\",watcher=\"{escaped}\"}} 2"),
+            format!("troupe_watcher_crashes_total{{node=\"n1\",watcher=\"{escaped}\"}} 4"),
+            format!(
+                "troupe_process_resident_memory_bytes{{node=\"n1\",watcher=\"{escaped}\",pid=\"41\"}} 2097152.0"
             ),
-            "{text}"
-        );
-        assert!(
-            lines.contains(
-                &format!("troupe_watcher_crashes_total{{node=\"n1\",watcher=\"{escaped}\"}} 4")
-                    .as_str()
-            ),
-            "{text}"
-        );
-        assert!(!lines.iter().any(|l| l.contains(" 99")), "{text}");
-        assert!(
-            lines.contains(&"troupe_members{state=\"alive\"} 1"),
-            "{text}"
-        );
+        ] {
+            assert!(lines.contains(&expected.as_str()), "{expected}\n{text}");
+        }
+        // No sample was injected: troupe_members has its five states, nothing more.
+        let members = lines
+            .iter()
+            .filter(|l| l.starts_with("troupe_members"))
+            .count();
+        assert_eq!(members, 5, "{text}");
     }
 }

@@ -32,20 +32,16 @@ impl RoundTrips {
         self.sum_seconds += seconds;
     }
 
-    /// `(upper bound, observations at or below it)`, as the exposition format wants them,
-    /// ending with `+Inf` (which holds them all).
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut total = 0;
-        let mut buckets: Vec<(f64, u64)> = BUCKETS
+    /// `(upper bound, observations in that bucket only)`, ending with `+Inf` for those
+    /// beyond the last bound: what prometheus-client's encoder takes (it writes them
+    /// cumulated, as the exposition format wants).
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        BUCKETS
             .iter()
+            .copied()
             .zip(self.in_bucket)
-            .map(|(upper, n)| {
-                total += n;
-                (*upper, total)
-            })
-            .collect();
-        buckets.push((f64::INFINITY, total + self.beyond));
-        buckets
+            .chain([(f64::INFINITY, self.beyond)])
+            .collect()
     }
 }
 
@@ -54,18 +50,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_cumulative_and_inf_holds_every_observation() {
+    fn each_round_trip_falls_in_the_first_bucket_that_holds_it() {
         let mut trips = RoundTrips::default();
-        for ms in [0.2, 0.7, 0.7, 30.0, 2000.0] {
+        for ms in [0.2, 0.5, 0.7, 30.0, 2000.0] {
             trips.observe(Duration::from_secs_f64(ms / 1000.0));
         }
-        let buckets = trips.cumulative();
-        assert_eq!(buckets[0], (0.0005, 1));
-        assert_eq!(buckets[1], (0.001, 3));
-        assert_eq!(buckets[6], (0.05, 4));
-        assert_eq!(buckets[BUCKETS.len() - 1], (1.0, 4));
-        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 5)));
+        let buckets = trips.buckets();
+        assert_eq!(buckets[0], (0.0005, 2));
+        assert_eq!(buckets[1], (0.001, 1));
+        assert_eq!(buckets[6], (0.05, 1));
+        assert_eq!(buckets[BUCKETS.len() - 1], (1.0, 0));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(buckets.iter().map(|(_, n)| n).sum::<u64>(), 5);
         assert_eq!(trips.count, 5);
-        assert!((trips.sum_seconds - 2.0316).abs() < 1e-9);
+        assert!((trips.sum_seconds - 2.0314).abs() < 1e-9);
     }
 }
