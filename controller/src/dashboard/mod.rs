@@ -95,7 +95,7 @@ pub fn start(
     serves: Serves,
 ) -> anyhow::Result<Dashboard> {
     let keyed = troupe::sockets::client_keys().is_some();
-    access::check_address(address, keyed, serves.option())?;
+    access::check_address(address, keyed, serves)?;
     let listener = std::net::TcpListener::bind(address).with_context(|| {
         format!(
             "binding the dashboard on {address} ({}): is another program (or another troupe \
