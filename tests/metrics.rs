@@ -183,7 +183,17 @@ fn prometheus_reads_the_clusters_process_count_from_serve_metrics() {
     assert_eq!(reported, 12);
     let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let probe: Vec<String> = agents.iter().map(|a| a.address.clone()).collect();
-    let (mut serve, _serve_dir) = serve(&probe, &["--metrics", &metrics], None);
+    let (mut serve, _serve_dir) = serve(
+        &probe,
+        &[
+            "--metrics",
+            &metrics,
+            "--auto-configure",
+            "--quiet-period",
+            "1s",
+        ],
+        None,
+    );
     let prometheus = Prometheus::start(&[Job {
         name: "troupe",
         target: &metrics,
@@ -220,6 +230,16 @@ fn prometheus_reads_the_clusters_process_count_from_serve_metrics() {
                     .number("count(troupe_process_resident_memory_bytes{watcher!=\"circus\"})")
                     == Some(reported as f64)
         },
+    );
+    // The members' joins made auto-configure push the peer list, and every node took it.
+    wait_for("a configure push counted", Duration::from_secs(30), || {
+        prometheus
+            .number("troupe_configure_pushes_total")
+            .is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(
+        prometheus.number("troupe_configure_failures_total"),
+        Some(0.0)
     );
     // A worker killed from outside is a crash, and its replacement a respawn.
     wait_for(
