@@ -164,6 +164,12 @@ pub const DASHBOARD_RECENT_EVENTS: usize = 200;
 /// when their `reap` comes; past it the oldest is forgotten (its reap may then read as a crash).
 pub const DASHBOARD_KILLED_PIDS_PER_NODE: usize = 1024;
 
+/// (node, watcher) pairs whose crashes and respawns `troupe serve` counts for `/metrics`. A
+/// node names its own watchers in its events, so a hostile member could otherwise add series
+/// without end (and a Prometheus server would keep each); past the bound, events of a new
+/// pair are counted under `watcher="_other"` of their node.
+pub const SERVE_METRICS_WATCHER_COUNTERS: usize = 4096;
+
 // ---- watcher output (`logs`, `log_files`, `log_file`) --------------------------------------
 
 /// The longest piece of one output line the agent keeps as one record (ring, file, event); a

@@ -52,7 +52,7 @@ fn browser_available(test: &str) -> bool {
 }
 
 /// A free TCP port on `address`.
-fn free_port(address: &str) -> u16 {
+pub(crate) fn free_port(address: &str) -> u16 {
     std::net::TcpListener::bind((address, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -101,7 +101,13 @@ impl Serve {
 }
 
 /// A status and a body from one HTTP/1.1 request.
-fn http(address: &str, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+pub(crate) fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(address).expect("connect to the dashboard");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -428,7 +434,7 @@ async fn a_killed_agent_is_shown_down_with_its_last_values() {
 }
 
 /// A keyed agent: spawned without waiting (a keyless client gets no answer from it).
-fn keyed_agent(name: &str, key: &Path) -> (Daemon, String, tempfile::TempDir) {
+pub(crate) fn keyed_agent(name: &str, key: &Path) -> (Daemon, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let address = unique_loopback();
     let config = dir.path().join("troupe-agent.toml");

@@ -13,6 +13,7 @@ mod discovery;
 mod faults;
 mod first_hour;
 mod logs;
+mod metrics;
 mod missing_program;
 mod raw_frames;
 mod remote_exec;

@@ -7,6 +7,9 @@
 //! an operator ([`Classifier`]: a `reap` with no `kill` before it is a crash, the `spawn`
 //! after it a respawn), keeps the last [`DASHBOARD_RECENT_EVENTS`] for a page that opens, and
 //! broadcasts each new one to the pages already open. Nothing here polls a node.
+//!
+//! It also counts what `/metrics` exposes as counters ([`Counters`]): crashes and respawns
+//! per node and watcher, configure pushes and their failures.
 
 use crate::membership::{Kind, Member, MemberState, MembershipHandle, PublishedEvent};
 use crate::stats::reader::reachable;
@@ -15,7 +18,9 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use troupe::bounds::{DASHBOARD_KILLED_PIDS_PER_NODE, DASHBOARD_RECENT_EVENTS};
+use troupe::bounds::{
+    DASHBOARD_KILLED_PIDS_PER_NODE, DASHBOARD_RECENT_EVENTS, SERVE_METRICS_WATCHER_COUNTERS,
+};
 use troupe::config::DEFAULT_MAX_MESSAGE_SIZE;
 use troupe::protocol::now_epoch;
 
@@ -43,7 +48,56 @@ enum Msg {
     },
     /// Something the controller did (a dashboard action).
     Note(Activity),
+    /// A configure push (the dashboard's reconfigure, auto-configure), and whether every
+    /// node took it.
+    Configured {
+        activity: Activity,
+        ok: bool,
+    },
     Recent(oneshot::Sender<Vec<Activity>>),
+    Counters(oneshot::Sender<Counters>),
+}
+
+/// What happened since serve started, counted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    /// By (node, watcher): crashes and respawns (see [`Classifier`]).
+    pub watchers: BTreeMap<(String, String), WatcherCounts>,
+    /// Configure pushes, and those that failed on some node.
+    pub configure_pushes: u64,
+    pub configure_failures: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WatcherCounts {
+    pub crashes: u64,
+    pub respawns: u64,
+}
+
+/// Where a (node, watcher) pair beyond [`SERVE_METRICS_WATCHER_COUNTERS`] is counted.
+pub const OTHER_WATCHERS: &str = "_other";
+
+impl Counters {
+    /// Counts `activity` if it is a crash or a respawn.
+    fn count(&mut self, activity: &Activity) {
+        let Some(watcher) = &activity.watcher else {
+            return;
+        };
+        if activity.kind != "crash" && activity.kind != "respawn" {
+            return;
+        }
+        let mut key = (activity.node.clone(), watcher.clone());
+        if !self.watchers.contains_key(&key)
+            && self.watchers.len() >= SERVE_METRICS_WATCHER_COUNTERS
+        {
+            key.1 = OTHER_WATCHERS.to_string();
+        }
+        let counts = self.watchers.entry(key).or_default();
+        match activity.kind.as_str() {
+            "crash" => counts.crashes += 1,
+            _ => counts.respawns += 1,
+        }
+    }
 }
 
 /// A cheap, cloneable handle to the activity actor.
@@ -67,6 +121,18 @@ impl ActivityHandle {
     pub async fn note(&self, activity: Activity) {
         let _ = self.tx.send(Msg::Note(activity)).await;
     }
+
+    /// Adds a configure push to the list and counts it (a failure when `ok` is false).
+    pub async fn configured(&self, activity: Activity, ok: bool) {
+        let _ = self.tx.send(Msg::Configured { activity, ok }).await;
+    }
+
+    /// The counters now; None once the actor has stopped.
+    pub async fn counters(&self) -> Option<Counters> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Counters(tx)).await.ok()?;
+        rx.await.ok()
+    }
 }
 
 /// Starts the actor following `membership`.
@@ -76,6 +142,7 @@ pub fn spawn(membership: MembershipHandle) -> (ActivityHandle, JoinHandle<()>) {
     let (live, _) = broadcast::channel(DASHBOARD_RECENT_EVENTS);
     let actor = Actor {
         recent: VecDeque::new(),
+        counters: Counters::default(),
         classifier: Classifier::default(),
         readers: BTreeMap::new(),
         live: live.clone(),
@@ -94,6 +161,7 @@ struct Reader {
 
 struct Actor {
     recent: VecDeque<Activity>,
+    counters: Counters,
     classifier: Classifier,
     /// By member key.
     readers: BTreeMap<String, Reader>,
@@ -124,8 +192,18 @@ impl Actor {
                         }
                     }
                     Some(Msg::Note(activity)) => self.add(activity),
+                    Some(Msg::Configured { activity, ok }) => {
+                        self.counters.configure_pushes += 1;
+                        if !ok {
+                            self.counters.configure_failures += 1;
+                        }
+                        self.add(activity);
+                    }
                     Some(Msg::Recent(reply)) => {
                         let _ = reply.send(self.recent.iter().cloned().collect());
+                    }
+                    Some(Msg::Counters(reply)) => {
+                        let _ = reply.send(self.counters.clone());
                     }
                     None => return,
                 },
@@ -151,6 +229,7 @@ impl Actor {
     }
 
     fn add(&mut self, activity: Activity) {
+        self.counters.count(&activity);
         if self.recent.len() >= DASHBOARD_RECENT_EVENTS {
             self.recent.pop_front();
         }
@@ -201,6 +280,11 @@ impl Actor {
         }
         let alive: BTreeSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
         self.classifier.forget_except(&alive);
+        // Counters of nodes gone from membership go with them (Prometheus reads a counter
+        // that disappears and comes back from 0 as a reset).
+        self.counters
+            .watchers
+            .retain(|(node, _), _| alive.contains(node.as_str()));
     }
 }
 
@@ -389,6 +473,31 @@ mod tests {
             r#"{"process_pid": 9, "exit_code": 0}"#,
         );
         assert_eq!(exit, Some(("exit".into(), "exit code 0".into())));
+    }
+
+    #[test]
+    fn crashes_and_respawns_are_counted_per_watcher_within_the_bound() {
+        let mut counters = Counters::default();
+        let line = |node: &str, watcher: &str, kind: &str| Activity {
+            time: 0.0,
+            node: node.into(),
+            watcher: Some(watcher.into()),
+            kind: kind.into(),
+            pid: None,
+            detail: String::new(),
+        };
+        counters.count(&line("n1", "web", "crash"));
+        counters.count(&line("n1", "web", "respawn"));
+        counters.count(&line("n1", "web", "crash"));
+        counters.count(&line("n1", "web", "spawn"));
+        let web = counters.watchers[&("n1".to_string(), "web".to_string())];
+        assert_eq!((web.crashes, web.respawns), (2, 1));
+        for i in 0..SERVE_METRICS_WATCHER_COUNTERS + 5 {
+            counters.count(&line("n2", &format!("w{i}"), "crash"));
+        }
+        assert_eq!(counters.watchers.len(), SERVE_METRICS_WATCHER_COUNTERS + 1);
+        let other = counters.watchers[&("n2".to_string(), OTHER_WATCHERS.to_string())];
+        assert_eq!(other.crashes, 6);
     }
 
     #[test]

@@ -86,6 +86,12 @@ enum Command {
               default_missing_value = troupe::config::controller::DEFAULT_DASHBOARD_ADDRESS,
               value_parser = troupe::config::controller::parse_http_address)]
         http: Option<std::net::SocketAddr>,
+        /// Serve Prometheus metrics at http://ADDR:PORT/metrics (the dashboard's port serves
+        /// them too). Beyond loopback only with a cluster key; Prometheus then sends the
+        /// dashboard token (troupe dashboard-url) as a Bearer token.
+        #[arg(long, value_name = "ADDR:PORT",
+              value_parser = troupe::config::controller::parse_http_address)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Print the web dashboard's URL, with the access token derived from the cluster key
     /// (a secret: whoever opens it may start, stop and reset watchers).
@@ -320,6 +326,7 @@ fn main() -> ExitCode {
             auto_configure,
             quiet_period,
             http,
+            metrics,
         } => run_async(async move {
             let mut settings = flags.settings()?;
             if let Some(bind) = bind {
@@ -340,6 +347,9 @@ fn main() -> ExitCode {
             }
             if http.is_some() {
                 settings.config.serve.http = http;
+            }
+            if metrics.is_some() {
+                settings.config.serve.metrics = metrics;
             }
             troupe_controller::serve::run(settings).await?;
             Ok(ExitCode::SUCCESS)

@@ -45,6 +45,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         // Printed, never logged: with a key the URL carries the dashboard's token.
         println!("Dashboard: {}", crate::dashboard::access::url(address));
     }
+    if let Some(address) = serving.metrics {
+        println!("Prometheus metrics: http://{address}/metrics");
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -90,6 +93,8 @@ pub struct Serving {
     pub control_endpoint: String,
     /// Where the web dashboard listens (`--http`), if it runs.
     pub dashboard: Option<std::net::SocketAddr>,
+    /// Where `/metrics` is served on its own (`--metrics`), if it is.
+    pub metrics: Option<std::net::SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Keeps the ZAP handler of the listening sockets running.
     sockets: troupe::sockets::ServerContext,
@@ -170,18 +175,28 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
             }
         }
     });
+    let dashboard_context = crate::dashboard::DashboardContext {
+        membership: membership.clone(),
+        stats: stats.clone(),
+        activity: activity.clone(),
+        links: links.clone(),
+        cluster: settings.config.cluster.clone(),
+        timeout: settings.config.timeout,
+    };
     let dashboard = match serve.http {
-        Some(address) => {
-            let context = crate::dashboard::DashboardContext {
-                membership: membership.clone(),
-                stats: stats.clone(),
-                activity,
-                links: links.clone(),
-                cluster: settings.config.cluster.clone(),
-                timeout: settings.config.timeout,
-            };
-            Some(crate::dashboard::start(address, context)?)
-        }
+        Some(address) => Some(crate::dashboard::start(
+            address,
+            dashboard_context.clone(),
+            crate::dashboard::Serves::Dashboard,
+        )?),
+        None => None,
+    };
+    let metrics = match serve.metrics {
+        Some(address) => Some(crate::dashboard::start(
+            address,
+            dashboard_context,
+            crate::dashboard::Serves::MetricsOnly,
+        )?),
         None => None,
     };
     tracing::info!(control = %control_endpoint, events = %events_endpoint, stats = %stats_endpoint, multicast = settings.multicast, "troupe serve ready");
@@ -193,6 +208,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         settings,
         stats,
         links,
+        activity,
         discovered,
     });
     let first = context.clone();
@@ -215,6 +231,10 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         tasks.push(dashboard.task);
         dashboard.address
     });
+    let metrics = metrics.map(|metrics| {
+        tasks.push(metrics.task);
+        metrics.address
+    });
     if context.settings.config.serve.auto_configure {
         tasks.push(tokio::spawn(auto_configure(context.clone())));
     }
@@ -223,6 +243,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         membership,
         control_endpoint,
         dashboard,
+        metrics,
         tasks,
         sockets: zmq,
     })
@@ -259,21 +280,41 @@ async fn auto_configure(context: Arc<ServeContext>) {
             ..Default::default()
         };
         let cluster = &context.settings.config.cluster;
-        match crate::configure::push(&nodes, cluster, &options, true, false).await {
-            Ok(replies) => {
-                let failed: Vec<&String> = replies
-                    .iter()
-                    .filter(|(_, r)| !reply_ok(r))
-                    .map(|(n, _)| n)
-                    .collect();
-                tracing::info!(
-                    nodes = replies.len(),
-                    ?failed,
-                    "auto-configure pushed the peer list"
-                );
-            }
-            Err(e) => tracing::warn!("auto-configure failed: {e:#}"),
-        }
+        let (ok, detail) =
+            match crate::configure::push(&nodes, cluster, &options, true, false).await {
+                Ok(replies) => {
+                    let failed: Vec<&String> = replies
+                        .iter()
+                        .filter(|(_, r)| !reply_ok(r))
+                        .map(|(n, _)| n)
+                        .collect();
+                    tracing::info!(
+                        nodes = replies.len(),
+                        ?failed,
+                        "auto-configure pushed the peer list"
+                    );
+                    match failed.is_empty() {
+                        true => (
+                            true,
+                            format!("auto-configure: ok on {} node(s)", replies.len()),
+                        ),
+                        false => (false, format!("auto-configure: failed on {failed:?}")),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("auto-configure failed: {e:#}");
+                    (false, format!("auto-configure failed: {e:#}"))
+                }
+            };
+        let activity = crate::activity::Activity {
+            time: troupe::protocol::now_epoch(),
+            node: "*".into(),
+            watcher: None,
+            kind: "configure".into(),
+            pid: None,
+            detail,
+        };
+        context.activity.configured(activity, ok).await;
     }
 }
 
@@ -303,6 +344,8 @@ struct ServeContext {
     settings: Settings,
     stats: crate::stats::StatsHandle,
     links: crate::links::Links,
+    /// Where auto-configure pushes are listed and counted.
+    activity: crate::activity::ActivityHandle,
     /// True once the first discovery is done (see [`ServeContext::first_discovery`]).
     discovered: tokio::sync::watch::Receiver<bool>,
 }

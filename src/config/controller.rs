@@ -29,6 +29,9 @@ pub struct ServeSettings {
     /// The web dashboard's address (`http = "127.0.0.1:5580"`, or `true` for
     /// [`DEFAULT_DASHBOARD_ADDRESS`]); None: no dashboard.
     pub http: Option<std::net::SocketAddr>,
+    /// Where `/metrics` (Prometheus) is served on its own (`metrics = "127.0.0.1:9580"`),
+    /// for a serve without the dashboard; the dashboard's port serves it too.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServeSettings {
@@ -41,6 +44,7 @@ impl Default for ServeSettings {
             auto_configure: false,
             quiet_period: Duration::from_secs(2),
             http: None,
+            metrics: None,
         }
     }
 }
@@ -145,9 +149,10 @@ const TOP_KEYS: [&str; 9] = [
     "serve",
 ];
 /// The keys of `[serve]`.
-const SERVE_KEYS: [&str; 7] = [
+const SERVE_KEYS: [&str; 8] = [
     "bind",
     "http",
+    "metrics",
     "control_port",
     "stats_port",
     "events_port",
@@ -187,6 +192,7 @@ fn read_serve(serve: &mut ServeSettings, key: &str, value: &Value) -> Result<(),
         "auto_configure" => serve.auto_configure = read_bool(value).map_err(err)?,
         "quiet_period" => serve.quiet_period = read_duration(value).map_err(err)?,
         "http" => serve.http = read_http(value)?,
+        "metrics" => serve.metrics = Some(parse_http_address(&read_string(value).map_err(err)?)?),
         _ => return Err(super::suggest::unknown_key(key, SERVE_KEYS)),
     }
     Ok(())
@@ -259,6 +265,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("serve.http: expected ADDRESS:PORT"), "{err}");
+        let config =
+            ControllerConfig::parse("[serve]\nmetrics = \"127.0.0.1:9580\"\n", "troupe.toml")
+                .unwrap();
+        assert_eq!(
+            config.serve.metrics,
+            Some("127.0.0.1:9580".parse().unwrap())
+        );
+        let err = ControllerConfig::parse("[serve]\nmetrics = \"lab:9580\"\n", "troupe.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("serve.metrics: expected ADDRESS:PORT"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //!   without a CORS preflight, which is never granted), and a request whose `Origin` is
 //!   another site's is refused.
 
-use super::App;
+use super::{App, Serves};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
@@ -46,18 +46,29 @@ pub fn cookie_name(port: u16) -> String {
     format!("troupe_token_{port}")
 }
 
-/// Refuses to serve a keyless dashboard beyond loopback: anyone reaching it could stop or
-/// reset every watcher of the cluster.
-pub fn check_address(address: SocketAddr, keyed: bool) -> anyhow::Result<()> {
+/// Refuses to serve a keyless dashboard (or `/metrics` alone) beyond loopback: anyone
+/// reaching the dashboard could stop or reset every watcher of the cluster, and anyone
+/// reaching `/metrics` would learn every node, watcher and process of it.
+pub fn check_address(address: SocketAddr, keyed: bool, serves: Serves) -> anyhow::Result<()> {
     if keyed || address.ip().is_loopback() {
         return Ok(());
     }
+    let option = serves.option();
+    let (what, why) = match serves {
+        Serves::Dashboard => (
+            "the dashboard",
+            "anyone who reaches it could stop and reset every watcher of the cluster",
+        ),
+        Serves::MetricsOnly => (
+            "/metrics",
+            "anyone who reaches it would learn every node, watcher and process of the cluster",
+        ),
+    };
     anyhow::bail!(
-        "--http {address}: without a cluster key the dashboard listens on loopback only, as \
-         anyone who reaches it could stop and reset every watcher of the cluster. Give the \
-         controller a key (troupe keygen --out FILE, then --key-file FILE or key_file in \
-         troupe.toml; the dashboard then asks for the token troupe dashboard-url prints), or \
-         use --http 127.0.0.1:PORT and an SSH tunnel (ssh -L PORT:127.0.0.1:PORT HOST)"
+        "{option} {address}: without a cluster key {what} listens on loopback only, as {why}. \
+         Give the controller a key (troupe keygen --out FILE, then --key-file FILE or key_file \
+         in troupe.toml; {what} then asks for the token troupe dashboard-url prints), or use \
+         {option} 127.0.0.1:PORT and an SSH tunnel (ssh -L PORT:127.0.0.1:PORT HOST)"
     )
 }
 
@@ -288,10 +299,15 @@ mod tests {
                 "{host}"
             );
         }
-        assert!(check_address("127.0.0.1:5580".parse().unwrap(), false).is_ok());
-        let refused = check_address("0.0.0.0:5580".parse().unwrap(), false).unwrap_err();
+        assert!(check_address("127.0.0.1:5580".parse().unwrap(), false, Serves::Dashboard).is_ok());
+        let refused =
+            check_address("0.0.0.0:5580".parse().unwrap(), false, Serves::MetricsOnly).unwrap_err();
         assert!(refused.to_string().contains("loopback only"), "{refused}");
-        assert!(check_address("0.0.0.0:5580".parse().unwrap(), true).is_ok());
+        assert!(
+            refused.to_string().starts_with("--metrics 0.0.0.0:5580"),
+            "{refused}"
+        );
+        assert!(check_address("0.0.0.0:5580".parse().unwrap(), true, Serves::Dashboard).is_ok());
     }
 
     #[test]

@@ -244,7 +244,20 @@ pub async fn act(State(app): State<Arc<App>>, Json(body): Json<Value>) -> Respon
     };
     let results = match result {
         Ok(results) => results,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("{e:#}")),
+        Err(e) => {
+            if scope.action == "reconfigure" {
+                let activity = Activity {
+                    time: now_epoch(),
+                    node: scope.node.clone().unwrap_or_else(|| "*".into()),
+                    watcher: Some("*".into()),
+                    kind: "configure".into(),
+                    pid: None,
+                    detail: format!("from the dashboard: {e:#}"),
+                };
+                app.context.activity.configured(activity, false).await;
+            }
+            return error(StatusCode::BAD_GATEWAY, format!("{e:#}"));
+        }
     };
     let ok = results.iter().all(|r| r["ok"] == true);
     let failed: BTreeSet<&str> = results
@@ -252,28 +265,30 @@ pub async fn act(State(app): State<Arc<App>>, Json(body): Json<Value>) -> Respon
         .flat_map(|r| r["failed"].as_array().into_iter().flatten())
         .filter_map(Value::as_str)
         .collect();
-    app.context
-        .activity
-        .note(Activity {
-            time: now_epoch(),
-            node: scope.node.clone().unwrap_or_else(|| "*".into()),
-            watcher: scope.watcher.clone().or_else(|| Some("*".into())),
-            kind: if scope.action == "reconfigure" {
-                "configure".into()
-            } else {
-                scope.action.clone()
-            },
-            pid: None,
-            detail: if ok {
-                format!("from the dashboard: ok on {} node(s)", targets.len())
-            } else {
-                format!(
-                    "from the dashboard: failed on {}",
-                    failed.into_iter().collect::<Vec<_>>().join(", ")
-                )
-            },
-        })
-        .await;
+    let activity = Activity {
+        time: now_epoch(),
+        node: scope.node.clone().unwrap_or_else(|| "*".into()),
+        watcher: scope.watcher.clone().or_else(|| Some("*".into())),
+        kind: if scope.action == "reconfigure" {
+            "configure".into()
+        } else {
+            scope.action.clone()
+        },
+        pid: None,
+        detail: if ok {
+            format!("from the dashboard: ok on {} node(s)", targets.len())
+        } else {
+            format!(
+                "from the dashboard: failed on {}",
+                failed.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        },
+    };
+    if scope.action == "reconfigure" {
+        app.context.activity.configured(activity, ok).await;
+    } else {
+        app.context.activity.note(activity).await;
+    }
     Json(json!({"action": scope.action, "ok": ok, "results": results})).into_response()
 }
 

@@ -66,7 +66,7 @@ pub async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such endpoint: see the README's dashboard section for /api/members, /api/stats, \
-         /api/events, /api/plan, /api/action, /api/logs, /api/logs/follow",
+         /api/events, /api/plan, /api/action, /api/logs, /api/logs/follow, and /metrics",
     )
 }
 

@@ -5,6 +5,9 @@
 //! - The page (`assets/`: plain HTML, CSS and JavaScript, compiled into the binary) loads
 //!   once, reads the current state from the JSON API, then follows one Server-Sent Events
 //!   stream ([`live`]): it never polls.
+//! - `/metrics` ([`metrics`]): the cluster for a Prometheus server, under the same access
+//!   rules as `/api`; `troupe serve --metrics ADDR:PORT` serves it alone on its own port
+//!   ([`Serves::MetricsOnly`]), for a serve without the dashboard.
 //! - `/api/...` ([`api`]) is what the page uses and what scripts may use: members with the
 //!   node x watcher matrix, stats history for the charts, the live stream, actions
 //!   ([`actions`]), a watcher's output ([`logs`]).
@@ -23,6 +26,7 @@ mod actions;
 mod api;
 mod live;
 mod logs;
+pub mod metrics;
 
 use crate::activity::ActivityHandle;
 use crate::links::Links;
@@ -40,6 +44,7 @@ use tokio::task::JoinHandle;
 use troupe::bounds::{DASHBOARD_BODY_BYTES, DASHBOARD_EVENT_STREAMS, DASHBOARD_REQUESTS_IN_FLIGHT};
 
 /// What the dashboard reads and acts through: serve's handles.
+#[derive(Clone)]
 pub struct DashboardContext {
     pub membership: MembershipHandle,
     pub stats: StatsHandle,
@@ -64,13 +69,41 @@ pub struct Dashboard {
     pub task: JoinHandle<()>,
 }
 
-/// Binds `address` and serves the dashboard. Refuses a non-loopback address when the process
-/// has no cluster key (see [`access::check_address`]).
-pub fn start(address: SocketAddr, context: DashboardContext) -> anyhow::Result<Dashboard> {
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// The page, `/api` and `/metrics` (`--http`).
+    Dashboard,
+    /// `/metrics` only (`--metrics`).
+    MetricsOnly,
+}
+
+impl Serves {
+    fn option(self) -> &'static str {
+        match self {
+            Serves::Dashboard => "--http",
+            Serves::MetricsOnly => "--metrics",
+        }
+    }
+}
+
+/// Binds `address` and serves the dashboard, or its `/metrics` alone. Refuses a non-loopback
+/// address when the process has no cluster key (see [`access::check_address`]).
+pub fn start(
+    address: SocketAddr,
+    context: DashboardContext,
+    serves: Serves,
+) -> anyhow::Result<Dashboard> {
     let keyed = troupe::sockets::client_keys().is_some();
-    access::check_address(address, keyed)?;
-    let listener = std::net::TcpListener::bind(address)
-        .with_context(|| format!("binding the dashboard on {address} (--http)"))?;
+    access::check_address(address, keyed, serves)?;
+    let listener = std::net::TcpListener::bind(address).with_context(|| {
+        format!(
+            "binding the dashboard on {address} ({}): is another program (or another troupe \
+             serve) using that port? Choose another with {} ADDR:PORT",
+            serves.option(),
+            serves.option()
+        )
+    })?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -80,13 +113,16 @@ pub fn start(address: SocketAddr, context: DashboardContext) -> anyhow::Result<D
         requests: Arc::new(Semaphore::new(DASHBOARD_REQUESTS_IN_FLIGHT)),
         streams: Arc::new(Semaphore::new(DASHBOARD_EVENT_STREAMS)),
     });
-    let router = router(app);
+    let router = match serves {
+        Serves::Dashboard => router(app),
+        Serves::MetricsOnly => metrics_router(app),
+    };
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("the dashboard stopped: {e}");
         }
     });
-    tracing::info!(%address, keyed, "dashboard ready");
+    tracing::info!(%address, keyed, ?serves, "dashboard ready");
     Ok(Dashboard { address, task })
 }
 
@@ -116,5 +152,23 @@ fn router(app: Arc<App>) -> Router {
         .route("/app.js", get(api::script))
         .route("/app.css", get(api::style))
         .nest("/api", api)
+        .merge(metrics_route(app.clone()))
+        .with_state(app)
+}
+
+/// `/metrics`, behind the same checks as `/api`.
+fn metrics_route(app: Arc<App>) -> Router<Arc<App>> {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            api::in_flight,
+        ))
+        .layer(axum::middleware::from_fn_with_state(app, access::check))
+}
+
+fn metrics_router(app: Arc<App>) -> Router {
+    metrics_route(app.clone())
+        .fallback(api::not_found)
         .with_state(app)
 }

@@ -26,6 +26,7 @@
 //! 250 ms tick. Publishing copies the whole table: after every heartbeat answer that was half
 //! of `troupe serve`'s CPU with 200 members.
 
+use super::round_trips::RoundTrips;
 use super::table::{
     Announced, EventKind, Member, MemberEvent, MemberState, MemberTable, Silent, Source,
 };
@@ -91,6 +92,7 @@ pub struct MembershipHandle {
     refused: watch::Receiver<u64>,
     others: watch::Receiver<BTreeMap<String, usize>>,
     silent: watch::Receiver<Vec<(String, Silent)>>,
+    round_trips: watch::Receiver<RoundTrips>,
     events: broadcast::Sender<PublishedEvent>,
 }
 
@@ -108,6 +110,7 @@ impl MembershipHandle {
         let (refused_tx, refused) = watch::channel(0);
         let (others_tx, others) = watch::channel(BTreeMap::new());
         let (silent_tx, silent) = watch::channel(Vec::new());
+        let (round_trips_tx, round_trips) = watch::channel(RoundTrips::default());
         let (events, _) = broadcast::channel(1024);
         // The keyring is the process's, installed at start (troupe::sockets).
         let table = match troupe::sockets::client_keys() {
@@ -122,6 +125,8 @@ impl MembershipHandle {
             refused: refused_tx,
             others: others_tx,
             silent: silent_tx,
+            round_trips: RoundTrips::default(),
+            published_round_trips: round_trips_tx,
             events: events.clone(),
             verify,
             in_flight: BTreeSet::new(),
@@ -135,6 +140,7 @@ impl MembershipHandle {
             refused,
             others,
             silent,
+            round_trips,
             events,
         }
     }
@@ -164,6 +170,11 @@ impl MembershipHandle {
     /// ([`troupe::bounds::MAX_MEMBERS`]), up to the last published view.
     pub fn refused(&self) -> u64 {
         *self.refused.borrow()
+    }
+
+    /// The round trips of the heartbeats answered so far, up to the last published view.
+    pub fn round_trips(&self) -> RoundTrips {
+        self.round_trips.borrow().clone()
     }
 
     /// How many agents of each other cluster answered or announced themselves, up to the
@@ -205,6 +216,9 @@ struct Actor {
     refused: watch::Sender<u64>,
     others: watch::Sender<BTreeMap<String, usize>>,
     silent: watch::Sender<Vec<(String, Silent)>>,
+    /// Owned here, published with the view.
+    round_trips: RoundTrips,
+    published_round_trips: watch::Sender<RoundTrips>,
     events: broadcast::Sender<PublishedEvent>,
     verify: Option<mpsc::UnboundedSender<String>>,
     /// Member keys and endpoints with a heartbeat or probe under way.
@@ -224,6 +238,8 @@ struct ProbeResult {
     probed: Probed,
     /// A heartbeat's connection, handed back after an answer.
     socket: Option<Dealer>,
+    /// How long an answered heartbeat took (connecting included when it had no connection).
+    round_trip: Option<std::time::Duration>,
 }
 
 impl Actor {
@@ -320,6 +336,9 @@ impl Actor {
         self.view_stale = true;
         self.in_flight
             .remove(result.key.as_deref().unwrap_or(&result.endpoint));
+        if let Some(round_trip) = result.round_trip {
+            self.round_trips.observe(round_trip);
+        }
         match (result.probed, result.key) {
             (Probed::Node(facts), _) => {
                 let events = self
@@ -389,16 +408,19 @@ impl Actor {
         let zmq = self.zmq.clone();
         let results = results.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
             let (probed, socket) = match kept {
                 None => (probe(&zmq, &endpoint, HEARTBEAT_TIMEOUT).await, None),
                 Some(kept) => heartbeat(&zmq, kept, &endpoint).await,
             };
+            let answered_heartbeat = key.is_some() && matches!(probed, Probed::Node(_));
             let _ = results.send(ProbeResult {
                 key,
                 endpoint,
                 source,
                 probed,
                 socket,
+                round_trip: answered_heartbeat.then(|| started.elapsed()),
             });
         });
     }
@@ -443,6 +465,10 @@ impl Actor {
                 troupe::bounds::MAX_MEMBERS
             );
             self.refused.send_replace(refused);
+        }
+        if self.round_trips != *self.published_round_trips.borrow() {
+            self.published_round_trips
+                .send_replace(self.round_trips.clone());
         }
         let silent = self.table.silent_endpoints();
         if silent != *self.silent.borrow() {

@@ -1,6 +1,7 @@
 //! Live membership: who is in the cluster and in what state.
 
 mod actor;
+pub mod round_trips;
 pub mod table;
 
 pub use actor::{
