@@ -16,6 +16,7 @@
 //! - [`dashboard`]: `troupe serve --http`, the web dashboard and its JSON API, fed by serve's
 //!   actors and [`activity`] (every member's watcher events, named).
 //! - [`logs`]: `troupe logs`, a watcher's output from every node: tail, follow, collect.
+//! - [`docs`]: shell completions and man pages from the clap definitions.
 
 pub mod absent;
 pub mod activity;
@@ -27,6 +28,7 @@ pub mod confirm;
 pub mod dashboard;
 pub mod demo;
 pub mod discovery;
+pub mod docs;
 #[cfg(test)]
 mod fake_agent;
 pub mod keygen;
