@@ -9,6 +9,7 @@ mod cluster_e2e;
 mod completions;
 mod configure;
 mod dashboard;
+mod debian;
 mod discovery;
 mod faults;
 mod first_hour;
