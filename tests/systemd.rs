@@ -88,7 +88,7 @@ fn start_agent(dir: &Path, address: &str, watchers: &str, env: &[(&str, String)]
 }
 
 #[test]
-fn ready_comes_after_the_autostart_watchers_are_up_then_watchdog_and_stopping() {
+fn ready_comes_after_the_autostart_watchers_then_watchdog_reloading_and_stopping() {
     let dir = tempfile::tempdir().expect("tempdir");
     let notify = NotifySocket::bind(&dir.path().join("notify.sock"));
     let address = unique_loopback();
@@ -135,11 +135,13 @@ fn ready_comes_after_the_autostart_watchers_are_up_then_watchdog_and_stopping() 
             );
         }
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.pid() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM the agent");
+    // A reload (systemctl reload: SIGHUP) is bracketed by RELOADING=1 and READY=1.
+    let pid = nix::unistd::Pid::from_raw(agent.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP the agent");
+    let reloading = notify.wait_for_line("RELOADING=1", Duration::from_secs(10), &agent);
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    notify.wait_for_line("READY=1", Duration::from_secs(10), &agent);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM the agent");
     notify.wait_for_line("STOPPING=1", Duration::from_secs(10), &agent);
     wait_for("the agent to exit", Duration::from_secs(20), || {
         !agent.running()
