@@ -17,16 +17,40 @@ pub fn parse_filter(text: &str) -> Result<Targets, String> {
     })
 }
 
-/// Logs to stderr through `filter`, in colour only on a terminal.
+/// Logs to stderr through `filter`, in colour only on a terminal, and without timestamps
+/// when stderr is the journal, which stamps every line itself.
 pub fn init(filter: Targets) {
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .with(filter)
-        .init();
+    let journal = stderr_is_journal();
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(filter);
+    if journal {
+        registry.with(layer.without_time()).init();
+    } else {
+        registry.with(layer).init();
+    }
+}
+
+/// Whether stderr is the journal: systemd sets JOURNAL_STREAM to the `device:inode` of the
+/// stream it connected, which stays set when stderr is redirected elsewhere, hence the
+/// comparison (as sd_journal_stream_fd(3) recommends).
+pub fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = nix::sys::stat::fstat(std::io::stderr()) else {
+        return false;
+    };
+    journal_stream_matches(&stream.to_string_lossy(), stderr.st_dev, stderr.st_ino)
+}
+
+/// Whether JOURNAL_STREAM's `device:inode` (decimal) names this device and inode.
+fn journal_stream_matches(stream: &str, device: u64, inode: u64) -> bool {
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    dev.parse() == Ok(device) && ino.parse() == Ok(inode)
 }
 
 /// An error and its causes, `: `-separated as anyhow's `{:#}` prints them, without a cause
@@ -62,6 +86,16 @@ mod tests {
         let filter = parse_filter("debug").unwrap();
         assert!(filter.would_enable("anything", &Level::DEBUG));
         assert!(!filter.would_enable("anything", &Level::TRACE));
+    }
+
+    #[test]
+    fn journal_stream_is_matched_on_device_and_inode() {
+        assert!(journal_stream_matches("25:31337", 25, 31337));
+        assert!(!journal_stream_matches("25:31337", 25, 31338));
+        assert!(!journal_stream_matches("26:31337", 25, 31337));
+        assert!(!journal_stream_matches("25", 25, 31337));
+        assert!(!journal_stream_matches("", 0, 0));
+        assert!(!journal_stream_matches("x:y", 0, 0));
     }
 
     #[test]

@@ -39,6 +39,11 @@ struct Args {
     log_level: Targets,
 }
 
+/// The agent's command line, for completion scripts and the man page.
+pub fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
+}
+
 /// Parses `argv` (program name first) and runs the agent; returns the exit code.
 pub fn main_with_args<I, T>(argv: I) -> ExitCode
 where

@@ -12,6 +12,7 @@
 //!   in-memory ring of output lines that `logs` reads.
 //! - [`announce`]: mDNS announcement, Circus UDP discovery answers, registration with a master.
 //! - [`configure`], [`reset`]: rendering service configs from the peer list; wiping data dirs.
+//! - [`systemd`]: READY/STOPPING/WATCHDOG for a `Type=notify` unit.
 //! - [`identity`], [`state_dir`]: the node id, kept in a state dir only the agent's user may write.
 
 pub mod announce;
@@ -31,6 +32,7 @@ pub mod reset;
 pub mod sampler;
 pub mod state_dir;
 pub mod stats;
+pub mod systemd;
 pub mod watcher;
 
 mod run;

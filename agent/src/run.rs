@@ -100,16 +100,29 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // controllers stop sending commands early.
     let announcer =
         crate::announce::Announcer::start(&settings, &ctx.node_id, ctx.server_keys.updates())?;
+    let watchdog = crate::systemd::spawn_watchdog(&ctx);
+    // READY=1 only once apply_config has started every autostart watcher (it waits for each
+    // start), so units ordered After=troupe-agent find them running.
     let boot = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            match commands::apply_config(&ctx, config, true).await {
-                Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
-                Err(e) => tracing::error!("applying the config failed: {e}"),
-            }
+            crate::systemd::status(&format!("starting {} watchers", config.watchers.len()));
+            let status = match commands::apply_config(&ctx, config, true).await {
+                Ok(warnings) => {
+                    warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                    let watchers = ctx.arbiter.all().await.map_or(0, |all| all.len());
+                    crate::systemd::supervising(watchers, warnings.len())
+                }
+                Err(e) => {
+                    tracing::error!("applying the config failed: {e}");
+                    format!("config not applied: {e}; fix it and reload (systemctl reload troupe-agent)")
+                }
+            };
+            crate::systemd::ready(&status);
         })
     };
     wait_for_exit(&ctx, shutdown_rx).await?;
+    crate::systemd::stopping();
     announcer.shutdown().await;
     boot.abort();
     stats.abort();
@@ -120,6 +133,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let _ = owner_control.await;
     if let Some(circus_control) = circus_control {
         let _ = circus_control.await;
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
     tracing::info!("troupe-agent stopped");
     Ok(())
@@ -149,19 +165,40 @@ async fn wait_for_exit(
 }
 
 async fn reload(ctx: &AgentContext) {
+    crate::systemd::reloading();
+    let status = reload_files(ctx).await;
+    crate::systemd::ready(&status);
+}
+
+/// Reloads the key file and the config; returns the STATUS line to show after.
+async fn reload_files(ctx: &AgentContext) -> String {
     if let Err(e) = commands::reload_key_file(ctx) {
         tracing::error!("cluster key not reloaded: {e}");
     }
     let Some(path) = &ctx.config_path else {
         tracing::warn!("SIGHUP ignored: the agent was started without a config file");
-        return;
+        return "no config file to reload (started without --config)".into();
     };
     match AgentConfig::load(path) {
         Ok(config) => match commands::apply_config(ctx, config, false).await {
-            Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
-            Err(e) => tracing::error!("reloading the config failed: {e}"),
+            Ok(warnings) => {
+                warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                let watchers = ctx.arbiter.all().await.map_or(0, |all| all.len());
+                crate::systemd::supervising(watchers, warnings.len())
+            }
+            Err(e) => {
+                tracing::error!("reloading the config failed: {e}");
+                format!("reloading the config failed: {e}")
+            }
         },
-        Err(e) => tracing::error!("config not reloaded:\n{e}"),
+        Err(e) => {
+            tracing::error!("config not reloaded:\n{e}");
+            format!(
+                "config not reloaded: {} has errors (troupe-agent --check {})",
+                path.display(),
+                path.display()
+            )
+        }
     }
 }
 

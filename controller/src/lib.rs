@@ -19,6 +19,7 @@
 //! - [`logs`]: `troupe logs`, a watcher's output from every node: tail, follow, collect.
 //! - [`fuzz_targets`]: the bodies of the cargo-fuzz targets of this crate (stats topics),
 //!   replayed on their corpora by `cargo test`.
+//! - [`docs`]: shell completions and man pages from the clap definitions.
 
 pub mod absent;
 pub mod activity;
@@ -30,6 +31,7 @@ pub mod confirm;
 pub mod dashboard;
 pub mod demo;
 pub mod discovery;
+pub mod docs;
 #[cfg(test)]
 mod fake_agent;
 pub mod fuzz_targets;

@@ -185,8 +185,29 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
+    /// Print a shell completion script: commands and flags of troupe (or of troupe-agent,
+    /// with --agent). Bash: `troupe completions bash > /etc/bash_completion.d/troupe`; zsh: a
+    /// file `_troupe` in a directory of $fpath; fish: ~/.config/fish/completions/troupe.fish.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+        /// The script for troupe-agent instead of troupe.
+        #[arg(long)]
+        agent: bool,
+    },
+    /// Write the man pages (troupe.1, troupe-SUBCOMMAND.1, troupe-agent.1) into DIR: what
+    /// the package build runs.
+    #[command(hide = true)]
+    Man {
+        dir: std::path::PathBuf,
+    },
     #[command(external_subcommand)]
     Broadcast(Vec<String>),
+}
+
+/// `troupe` as completion scripts and man pages describe it: with the Circus commands.
+fn documented_command() -> clap::Command {
+    troupe_controller::docs::with_circus_commands(<Cli as clap::CommandFactory>::command())
 }
 
 /// Exit codes: 0 ok, 1 a node failed or did not reply, 2 usage or config error.
@@ -208,6 +229,38 @@ fn main() -> ExitCode {
         }
     }
     match cli.command {
+        Command::Completions { shell, agent } => {
+            let command = if agent {
+                troupe_agent::cli::command()
+            } else {
+                documented_command()
+            };
+            let script = troupe_controller::docs::completions(shell, command);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("troupe completions: writing the script: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Man { dir } => {
+            let commands = vec![documented_command(), troupe_agent::cli::command()];
+            match troupe_controller::docs::write_man_pages(commands, &dir) {
+                Ok(pages) => {
+                    println!("{} man pages written to {}", pages.len(), dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "troupe man: writing the man pages into {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Keygen { out } => troupe_controller::keygen::run(out.as_deref()),
         Command::Import { file } => troupe_controller::import::run(&file),
         Command::Broadcast(words) => {

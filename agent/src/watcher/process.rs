@@ -89,7 +89,13 @@ pub fn spawn(
         tracing::warn!(watcher = %config.name, "{line}");
     }
     let mut env: Vec<(OsString, OsString)> = if config.copy_env {
-        std::env::vars_os().collect()
+        std::env::vars_os()
+            .filter(|(key, _)| {
+                !crate::systemd::AGENT_ONLY_VARIABLES
+                    .iter()
+                    .any(|v| key == v)
+            })
+            .collect()
     } else {
         Vec::new()
     };

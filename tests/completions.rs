@@ -1,0 +1,144 @@
+//! `troupe completions` and `troupe man`: the scripts load in the real shells and complete,
+//! the man pages render with man(1).
+
+use crate::support::{bin, run_command};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn troupe_output(args: &[&str]) -> String {
+    let mut command = Command::new(bin("troupe"));
+    command.args(args);
+    let run = run_command(command, Duration::from_secs(30));
+    assert_eq!(run.code, Some(0), "troupe {args:?}: {}", run.stderr);
+    run.stdout
+}
+
+/// Runs `script` in a non-interactive bash, returning stdout.
+fn bash(script: &str) -> String {
+    let mut command = Command::new("bash");
+    command.arg("--norc").arg("-c").arg(script);
+    let run = run_command(command, Duration::from_secs(30));
+    assert_eq!(run.code, Some(0), "bash: {}\n{script}", run.stderr);
+    run.stdout
+}
+
+/// What the bash completion of `troupe` offers for the words `line` (the last one being
+/// completed), as bash's programmable completion would call it.
+fn complete_in_bash(script: &Path, program: &str, line: &[&str]) -> Vec<String> {
+    let words = line
+        .iter()
+        .map(|w| format!("'{w}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = bash(&format!(
+        "source '{script}'\n\
+         complete -p {program} >/dev/null || exit 3\n\
+         function=$(complete -p {program} | sed -E 's/.* -F ([^ ]+) .*/\\1/')\n\
+         COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE=\"${{COMP_WORDS[*]}}\"; \
+         COMP_POINT=${{#COMP_LINE}}\n\
+         \"$function\" {program} \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script = script.display(),
+        cword = line.len() - 1,
+    ));
+    output.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn bash_completes_subcommands_circus_commands_and_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("troupe.bash");
+    std::fs::write(&script, troupe_output(&["completions", "bash"])).expect("write script");
+    let registered = bash(&format!(
+        "source '{}'; complete -p troupe",
+        script.display()
+    ));
+    assert!(registered.contains("-F _troupe"), "{registered}");
+    // troupe's own subcommands and the Circus commands (an external subcommand to clap).
+    let words = complete_in_bash(&script, "troupe", &["troupe", "st"]);
+    for expected in ["start", "stats", "status", "stop"] {
+        assert!(
+            words.iter().any(|w| w == expected),
+            "{expected} in {words:?}"
+        );
+    }
+    let words = complete_in_bash(&script, "troupe", &["troupe", "se"]);
+    assert!(words.iter().any(|w| w == "serve"), "{words:?}");
+    assert!(words.iter().any(|w| w == "set"), "{words:?}");
+    // A subcommand's flags, and a Circus command's broadcast flags.
+    let words = complete_in_bash(&script, "troupe", &["troupe", "serve", "--au"]);
+    assert_eq!(words, ["--auto-configure"]);
+    let words = complete_in_bash(&script, "troupe", &["troupe", "restart", "--no"]);
+    assert!(words.iter().any(|w| w == "--node"), "{words:?}");
+    assert!(words.iter().any(|w| w == "--no-mdns"), "{words:?}");
+    // The agent's script.
+    let agent = dir.path().join("troupe-agent.bash");
+    std::fs::write(&agent, troupe_output(&["completions", "bash", "--agent"]))
+        .expect("write script");
+    let words = complete_in_bash(&agent, "troupe-agent", &["troupe-agent", "--con"]);
+    assert_eq!(words, ["--config"]);
+}
+
+#[test]
+fn zsh_and_fish_scripts_name_the_commands() {
+    let zsh = troupe_output(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef troupe"), "{}", &zsh[..80]);
+    assert!(zsh.contains("'serve:") && zsh.contains("'status:"));
+    let fish = troupe_output(&["completions", "fish"]);
+    assert!(fish.contains("complete -c troupe") && fish.contains("-a \"status\""));
+    for shell in ["zsh", "fish"] {
+        let Ok(status) = Command::new(shell).arg("--version").output() else {
+            continue;
+        };
+        if !status.status.success() {
+            continue;
+        }
+        // The shell is installed: it must at least parse the script.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(format!("troupe.{shell}"));
+        std::fs::write(&path, if shell == "zsh" { &zsh } else { &fish }).expect("write");
+        let mut command = Command::new(shell);
+        command.arg("-n").arg(&path);
+        let run = run_command(command, Duration::from_secs(30));
+        assert_eq!(run.code, Some(0), "{shell} -n: {}", run.stderr);
+    }
+}
+
+#[test]
+fn man_pages_render() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = troupe_output(&["man", &dir.path().display().to_string()]);
+    assert!(out.contains("man pages written"), "{out}");
+    for page in [
+        "troupe.1",
+        "troupe-serve.1",
+        "troupe-status.1",
+        "troupe-agent.1",
+    ] {
+        assert!(dir.path().join(page).exists(), "{page} missing: {out}");
+    }
+    assert!(
+        !dir.path().join("troupe-man.1").exists(),
+        "the hidden man subcommand got a page"
+    );
+    if Command::new("man").arg("--version").output().is_err() {
+        eprintln!("man not installed: the pages were written but not rendered");
+        return;
+    }
+    let mut command = Command::new("man");
+    command
+        .arg("-l")
+        .arg(dir.path().join("troupe-agent.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100");
+    let run = run_command(command, Duration::from_secs(30));
+    assert_eq!(run.code, Some(0), "man -l: {}", run.stderr);
+    assert!(run.stdout.contains("NAME"), "{}", run.stdout);
+    assert!(run.stdout.contains("--config"), "{}", run.stdout);
+    assert!(
+        !run.stderr.contains("warning"),
+        "groff warnings: {}",
+        run.stderr
+    );
+}
