@@ -337,6 +337,43 @@ async fn the_page_lists_the_nodes_and_stop_on_one_cell_stops_exactly_that() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_cannot_start_shows_why_in_its_cell() {
+    if !browser_available("dashboard stop reason") {
+        return;
+    }
+    let watchers =
+        format!("{WATCHERS}\n[watcher.missing]\ncmd = \"/nonexistent/troupe-test-program\"\n");
+    let agent = Agent::start_named("n1", &unique_loopback(), &watchers, "");
+    let serve = Serve::start(&[agent.address.as_str()], None);
+    let browser = Browser::open("reason").await;
+    browser.client().goto(&serve.url()).await.unwrap();
+    let reason = format!(
+        "{c} && {c}.dataset.status === 'stopped' && {c}.querySelector('.reason') !== null",
+        c = cell("n1", "missing")
+    );
+    browser
+        .wait_for(
+            "the stopped cell with its reason",
+            Duration::from_secs(20),
+            &reason,
+        )
+        .await;
+    let text = browser
+        .eval(&format!(
+            "{}.querySelector('.reason').innerText",
+            cell("n1", "missing")
+        ))
+        .await;
+    let text = text.as_str().unwrap_or_default();
+    assert!(
+        text.contains("/nonexistent/troupe-test-program") && text.contains("No such file"),
+        "{text}"
+    );
+    browser.screenshot("shown").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_appears_on_the_open_page() {
     if !browser_available("dashboard crash") {
         return;

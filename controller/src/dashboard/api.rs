@@ -2,7 +2,7 @@
 //!
 //! - `GET /api/members`: `{cluster, time, nodes: [...], watchers: [...]}`; each node as
 //!   `troupe nodes --json` shows it plus `started`, `uptime` and `matrix` (watcher ->
-//!   `{status, numprocesses}`), last values kept for a down node.
+//!   `{status, numprocesses, stopped_reason}`), last values kept for a down node.
 //! - `GET /api/stats?since=SECONDS`: the charts' series from serve's stats history, summed per
 //!   node and per node and watcher: `{window_seconds, nodes: {NODE: [[time, cpu, rss]...]},
 //!   watchers: {"NODE/WATCHER": [...]}}`.
@@ -131,7 +131,12 @@ fn node_json(member: &Member) -> Value {
             info.watchers
                 .iter()
                 .map(|(name, w)| {
-                    let cell = json!({"status": w.status, "numprocesses": w.numprocesses});
+                    let reason = w.stopped_reason.as_ref().map(|r| r.to_string());
+                    let cell = json!({
+                        "status": w.status,
+                        "numprocesses": w.numprocesses,
+                        "stopped_reason": reason,
+                    });
                     (name.clone(), cell)
                 })
                 .collect()

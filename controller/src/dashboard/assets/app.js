@@ -141,6 +141,7 @@ function renderMatrix(data) {
             title: down ? `last known on ${node.name}, which is ${node.state}` : null,
           },
           badge(cell.status), el('span', { class: 'count' }, `${cell.numprocesses} proc`),
+          cell.stopped_reason ? el('div', { class: 'reason' }, cell.stopped_reason) : null,
           actionButtons(node.name, watcher, CELL_ACTIONS, down));
         }));
     });
