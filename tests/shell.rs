@@ -24,7 +24,7 @@ fn the_shell_runs_commands_line_by_line_and_remembers_a_cluster_range() {
         .spawn()
         .unwrap();
     let script = format!(
-        "nodes\nstatus\nincr sleeper 2 --waiting --node shell-a\nbogus\ncluster {} 2\nnodes\nstop --waiting\nhelp\nexit\n",
+        "# a comment line is skipped\nnodes\nstatus\nincr sleeper 2 --waiting --node shell-a\nbogus\ncluster {} 2\nnodes\nstop --waiting\nhelp\nexit\n",
         second.address
     );
     child

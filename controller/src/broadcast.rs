@@ -19,7 +19,10 @@ pub struct Target {
 
 /// Whether a node's reply is a success.
 pub fn reply_ok(reply: &Value) -> bool {
-    reply["status"] != "error"
+    // Fail closed: a reply without a status (null, `{}`) is not ok. Circus answers `status
+    // NAME` with the watcher's status in that field ("active", "stopped"), so any status but
+    // "error" is an answer.
+    reply["status"].as_str().is_some_and(|status| status != "error")
 }
 
 /// A timeout or transport failure of `node` as an error reply, so every node's answer has
@@ -295,5 +298,19 @@ mod tests {
                 .starts_with("no reply from gone within 200ms; the command may still be applied"),
             "{reply}"
         );
+    }
+
+    #[test]
+    fn a_reply_without_a_status_is_not_ok() {
+        assert!(reply_ok(&serde_json::json!({"status": "ok"})));
+        assert!(reply_ok(&serde_json::json!({"status": "stopped"})));
+        for reply in [
+            serde_json::json!(null),
+            serde_json::json!({}),
+            serde_json::json!({"status": "error"}),
+            serde_json::json!({"status": 1}),
+        ] {
+            assert!(!reply_ok(&reply), "{reply}");
+        }
     }
 }

@@ -108,7 +108,10 @@ pub fn run(flags: NodeFlags) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let (command, rest) = words.split_first().expect("a non-empty line has a word");
+        // A line of only a comment (`# x`) splits into no words.
+        let Some((command, rest)) = words.split_first() else {
+            continue;
+        };
         if leaves(command, rest) {
             break;
         }
