@@ -13,6 +13,7 @@ mod faults;
 mod first_hour;
 mod logs;
 mod missing_program;
+mod partitions;
 mod raw_frames;
 mod remote_exec;
 mod security;

@@ -269,8 +269,10 @@ async fn auto_configure(context: Arc<ServeContext>) {
         let cluster = &context.settings.config.cluster;
         match crate::configure::push(&nodes, cluster, &options, true, false).await {
             Ok(replies) => {
+                // Down members get a row of their own in the replies; only peers count.
                 let failed: Vec<&String> = replies
                     .iter()
+                    .filter(|(name, _)| peers.iter().any(|p| &p.name == *name))
                     .filter(|(_, r)| !reply_ok(r))
                     .map(|(n, _)| n)
                     .collect();
