@@ -500,3 +500,84 @@ fn env_files_are_read_at_each_spawn_and_a_missing_one_is_a_clear_error() {
         "{reason}"
     );
 }
+
+/// issue 14: an agent SIGKILLed among the renames of a `configure` leaves a mix of old and new
+/// files on disk for an instant; at its next start, before any watcher runs, it finishes the
+/// renames from its journal, so the node holds the whole new set. 100 files, each renamed with
+/// a directory fsync, keep the renames going long enough to kill the agent among them: the
+/// journal exists exactly while they run.
+#[test]
+fn an_agent_killed_among_the_renames_of_a_configure_ends_with_every_file_new() {
+    const FILES: usize = 100;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("peers.j2"), TEMPLATE).unwrap();
+    let mut watcher = String::from("[watcher.web]\ncmd = \"sleep 1000\"\n\n");
+    for i in 0..FILES {
+        watcher.push_str(&format!(
+            "[[watcher.web.template]]\nsource = \"{src}\"\ndest = \"{dest}\"\n\n",
+            src = work.path().join("peers.j2").display(),
+            dest = work.path().join(format!("out/{i}.conf")).display(),
+        ));
+    }
+    let mut agent = Agent::start(&watcher);
+    let two = [THREE[1], THREE[2]];
+    ok(&agent.call("configure", configure_props(&two, "node-b", false, false)));
+    let contents = || -> Vec<String> {
+        (0..FILES)
+            .map(|i| std::fs::read_to_string(work.path().join(format!("out/{i}.conf"))).unwrap())
+            .collect()
+    };
+    let old = contents()[0].clone();
+    assert!(contents().iter().all(|c| *c == old));
+    assert_ne!(old, RENDERED_FOR_B);
+
+    let endpoint = agent.endpoint();
+    let push = std::thread::spawn(move || {
+        let props = configure_props(&THREE, "node-b", false, false);
+        let Value::Object(props) = props else {
+            unreachable!()
+        };
+        // Killed before it answers: no reply is expected.
+        let _ = troupe::client::call(
+            &endpoint,
+            troupe::protocol::Request::new("configure", props),
+            Duration::from_secs(20),
+        );
+    });
+    let journal = agent.dir.path().join("state/configure-journal.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !journal.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never journaled its renames\n{}",
+            agent.log()
+        );
+        std::hint::spin_loop();
+    }
+    agent.kill();
+    push.join().unwrap();
+    let after_kill = contents();
+    let new = after_kill.iter().filter(|c| *c == RENDERED_FOR_B).count();
+    assert!(
+        after_kill.iter().all(|c| *c == old || c == RENDERED_FOR_B),
+        "a file neither old nor new"
+    );
+    assert!(
+        new < FILES,
+        "the agent finished every rename before it was killed: the test did not hit the window"
+    );
+
+    agent.restart();
+    assert!(
+        contents().iter().all(|c| c == RENDERED_FOR_B),
+        "a mix after the restart: {} of {FILES} new\n{}",
+        contents().iter().filter(|c| *c == RENDERED_FOR_B).count(),
+        agent.log()
+    );
+    assert!(!journal.exists());
+    assert!(
+        agent.log().contains("finished a configure interrupted"),
+        "{}",
+        agent.log()
+    );
+}

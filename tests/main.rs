@@ -17,6 +17,7 @@ mod first_hour;
 mod logs;
 mod metrics;
 mod missing_program;
+mod partitions;
 mod raw_frames;
 mod remote_exec;
 mod security;

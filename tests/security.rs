@@ -195,6 +195,11 @@ impl HostServe {
         }
     }
 
+    /// serve's log so far.
+    pub fn log(&self) -> String {
+        self.daemon.log()
+    }
+
     /// Fails the test (printing the log) if serve has exited.
     pub fn assert_running(&mut self) {
         self.daemon.assert_running();

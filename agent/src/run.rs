@@ -15,6 +15,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     crate::watcher::process::raise_open_files_limit();
     let settings = Arc::new(config.agent.clone());
     let node_id = crate::identity::load_or_create(&settings.state_dir)?;
+    // Before any watcher starts: a `configure` killed among its renames is finished, so no
+    // service reads a mix of old and new files.
+    let recovered = crate::configure::write::recover(&settings.state_dir)
+        .map_err(|e| anyhow::anyhow!("finishing an interrupted configure: {e}"))?;
+    if !recovered.is_empty() {
+        tracing::warn!(
+            files = recovered.len(),
+            "finished a configure interrupted among its renames: every file is now the new version"
+        );
+    }
     let keyring = load_keyring(&settings)?;
     let zmq = troupe::sockets::ServerContext::new(keyring.as_ref())
         .context("starting the ZAP handler")?;

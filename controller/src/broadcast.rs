@@ -22,7 +22,9 @@ pub fn reply_ok(reply: &Value) -> bool {
     // Fail closed: a reply without a status (null, `{}`) is not ok. Circus answers `status
     // NAME` with the watcher's status in that field ("active", "stopped"), so any status but
     // "error" is an answer.
-    reply["status"].as_str().is_some_and(|status| status != "error")
+    reply["status"]
+        .as_str()
+        .is_some_and(|status| status != "error")
 }
 
 /// A timeout or transport failure of `node` as an error reply, so every node's answer has

@@ -251,11 +251,14 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
 
 /// `--auto-configure`: re-push `configure` (restarting only what changed) once membership
 /// has been quiet for `quiet_period` after a join, leave, down or address change, so a node
-/// joining mid-experiment is folded in without a storm of pushes.
+/// joining mid-experiment is folded in without a storm of pushes. A peer list equal to the
+/// last one pushed is not pushed again: a node down and back within the quiet period, or a
+/// suspect one answering again (suspect members stay in the list), changes nothing.
 async fn auto_configure(context: Arc<ServeContext>) {
     use crate::membership::EventKind;
     let quiet = context.settings.config.serve.quiet_period;
     let mut events = context.membership.subscribe();
+    let mut pushed: Option<Vec<troupe::protocol::Peer>> = None;
     loop {
         // Wait for a change that alters the peer list.
         loop {
@@ -275,6 +278,11 @@ async fn auto_configure(context: Arc<ServeContext>) {
             }
         }
         let nodes = context.membership.members_json();
+        let (peers, _) = crate::configure::peers(&nodes);
+        if pushed.as_ref() == Some(&peers) {
+            tracing::debug!("auto-configure: the peer list is the one last pushed");
+            continue;
+        }
         let options = crate::command::BroadcastOptions {
             timeout: context.settings.config.timeout,
             ..Default::default()
@@ -283,8 +291,10 @@ async fn auto_configure(context: Arc<ServeContext>) {
         let (ok, detail) =
             match crate::configure::push(&nodes, cluster, &options, true, false).await {
                 Ok(replies) => {
+                    // Down members get a row of their own in the replies; only peers count.
                     let failed: Vec<&String> = replies
                         .iter()
+                        .filter(|(name, _)| peers.iter().any(|p| &p.name == *name))
                         .filter(|(_, r)| !reply_ok(r))
                         .map(|(n, _)| n)
                         .collect();
@@ -293,13 +303,15 @@ async fn auto_configure(context: Arc<ServeContext>) {
                         ?failed,
                         "auto-configure pushed the peer list"
                     );
-                    match failed.is_empty() {
-                        true => (
-                            true,
-                            format!("auto-configure: ok on {} node(s)", replies.len()),
-                        ),
-                        false => (false, format!("auto-configure: failed on {failed:?}")),
-                    }
+                    // A push some node did not take is made again at the next change, even to
+                    // the same list.
+                    let ok = failed.is_empty();
+                    let detail = match ok {
+                        true => format!("auto-configure: ok on {} node(s)", replies.len()),
+                        false => format!("auto-configure: failed on {failed:?}"),
+                    };
+                    pushed = ok.then_some(peers);
+                    (ok, detail)
                 }
                 Err(e) => {
                     tracing::warn!("auto-configure failed: {e:#}");

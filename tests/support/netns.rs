@@ -219,6 +219,11 @@ impl Segment {
         &self.hosts
     }
 
+    /// The bridge's namespace (to shape a host's link from the bridge's end, `v<i>`).
+    pub fn bridge(&self) -> &Netns {
+        &self.bridge
+    }
+
     /// The segment's subnet, e.g. `10.77.3.0/24`.
     pub fn subnet(&self) -> String {
         format!("{}.0/24", self.prefix)

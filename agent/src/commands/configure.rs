@@ -20,6 +20,7 @@ pub async fn configure(ctx: &AgentContext, props: Props<'_>) -> Fields {
     handles.sort_by_cached_key(|h| h.name.to_lowercase());
     let configs: Vec<WatcherConfig> = handles.iter().map(|h| h.view().config).collect();
     let inputs = render_inputs(ctx);
+    let state_dir = inputs.state_dir.clone();
     let dry_run = request.dry_run;
     let peers = request.peers.clone();
     // Rendering reads template files and writing fsyncs: off the async workers.
@@ -28,7 +29,7 @@ pub async fn configure(ctx: &AgentContext, props: Props<'_>) -> Fields {
         let outcomes = if dry_run {
             preview(&files)?
         } else {
-            write_all(&files)?
+            write_all(&files, &state_dir)?
         };
         Ok((files, outcomes))
     })

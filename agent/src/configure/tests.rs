@@ -372,7 +372,7 @@ fn one_failing_template_of_any_watcher_writes_nothing() {
     let good = template_watcher(dir.path(), "a-good", "{{ self.name }}\n", "good.conf");
     let bad = template_watcher(dir.path(), "b-bad", "{{ missing }}\n", "bad.conf");
     let result = render_all(&[good, bad], &peer_list(), &inputs(dir.path()))
-        .and_then(|files| write_all(&files));
+        .and_then(|files| write_all(&files, dir.path()));
     let e = result.unwrap_err();
     assert_eq!(e.watcher, "b-bad");
     assert!(!dir.path().join("good.conf").exists());
@@ -387,7 +387,7 @@ fn an_unwritable_dest_fails_and_nothing_is_written() {
     // The parent of this dest is a regular file: no one, not even root, can write there.
     let bad = template_watcher(dir.path(), "b-bad", "bad\n", "a-file/bad.conf");
     let files = render_all(&[good, bad], &peer_list(), &inputs(dir.path())).unwrap();
-    let e = write_all(&files).unwrap_err();
+    let e = write_all(&files, dir.path()).unwrap_err();
     assert_eq!(e.watcher, "b-bad");
     assert!(e.template.ends_with("b-bad.j2"), "{e}");
     assert!(e.cause.contains("a-file/bad.conf"), "{e}");
@@ -432,25 +432,25 @@ fn writes_are_atomic_keep_a_bak_and_report_changes() {
     let path = dir.path().join("conf/app.conf");
     let bak = dir.path().join("conf/app.conf.bak");
 
-    let first = write_all(&[file(&path, "one\n", None)]).unwrap();
+    let first = write_all(&[file(&path, "one\n", None)], dir.path()).unwrap();
     assert!(first[0].changed);
     assert_eq!(first[0].sha256, write::sha256_hex(b"one\n"));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\n");
     assert_eq!(mode_of(&path), write::DEFAULT_MODE);
     assert!(!bak.exists(), "a new file has no previous version");
 
-    let same = write_all(&[file(&path, "one\n", None)]).unwrap();
+    let same = write_all(&[file(&path, "one\n", None)], dir.path()).unwrap();
     assert!(!same[0].changed);
     assert!(!bak.exists(), "an unchanged file is not rewritten");
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let second = write_all(&[file(&path, "two\n", None)]).unwrap();
+    let second = write_all(&[file(&path, "two\n", None)], dir.path()).unwrap();
     assert!(second[0].changed);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
     assert_eq!(std::fs::read_to_string(&bak).unwrap(), "one\n");
     assert_eq!(mode_of(&path), 0o600, "the existing mode is preserved");
 
-    let third = write_all(&[file(&path, "two\n", Some(0o640))]).unwrap();
+    let third = write_all(&[file(&path, "two\n", Some(0o640))], dir.path()).unwrap();
     assert!(third[0].changed, "a mode change is a change");
     assert_eq!(mode_of(&path), 0o640);
     assert_eq!(std::fs::read_to_string(&bak).unwrap(), "two\n");
@@ -542,3 +542,74 @@ fn the_etcd_profile_gives_its_watcher_the_env_file() {
 
 #[path = "hostile_tests.rs"]
 mod hostile;
+
+/// The state an agent SIGKILLed among its renames leaves: every file staged, the journal
+/// written, the first `renamed` files renamed into place.
+fn crash_among_renames(dir: &Path, paths: &[PathBuf], renamed: usize) {
+    let renames: Vec<Value> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            let temp = path.with_file_name(format!(".{name}.troupe-1-{i}.tmp"));
+            std::fs::write(&temp, "new\n").unwrap();
+            json!({"temp": temp, "dest": path})
+        })
+        .collect();
+    std::fs::write(
+        dir.join(write::JOURNAL),
+        serde_json::to_vec(&renames).unwrap(),
+    )
+    .unwrap();
+    for rename in &renames[..renamed] {
+        let temp = rename["temp"].as_str().unwrap();
+        std::fs::rename(temp, rename["dest"].as_str().unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn a_configure_killed_among_its_renames_is_finished_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = (0..5)
+        .map(|i| dir.path().join(format!("conf/{i}.conf")))
+        .collect();
+    let old: Vec<RenderedFile> = paths.iter().map(|p| file(p, "old\n", None)).collect();
+    write_all(&old, dir.path()).unwrap();
+    assert!(
+        !dir.path().join(write::JOURNAL).exists(),
+        "a finished configure leaves no journal"
+    );
+    crash_among_renames(dir.path(), &paths, 2);
+
+    let done = write::recover(dir.path()).unwrap();
+    assert_eq!(done, paths[2..]);
+    for path in &paths {
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "new\n", "{path:?}");
+    }
+    assert!(!dir.path().join(write::JOURNAL).exists());
+    let left = std::fs::read_dir(dir.path().join("conf")).unwrap().count();
+    assert_eq!(
+        left,
+        5 + 3,
+        "the files, and a .bak of each one recovery renamed"
+    );
+    assert!(
+        write::recover(dir.path()).unwrap().is_empty(),
+        "nothing twice"
+    );
+}
+
+#[test]
+fn a_journal_entry_that_is_not_a_staged_file_beside_its_dest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    let entry = json!([{"temp": victim, "dest": dir.path().join("conf/x.conf")}]);
+    std::fs::write(dir.path().join(write::JOURNAL), entry.to_string()).unwrap();
+    let e = write::recover(dir.path()).unwrap_err();
+    assert!(e.contains("not a staged configure file"), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+    std::fs::write(dir.path().join(write::JOURNAL), "{not json").unwrap();
+    let e = write::recover(dir.path()).unwrap_err();
+    assert!(e.contains("run `troupe configure` again"), "{e}");
+}

@@ -2,6 +2,14 @@
 //! destination (written, chmod-ed, fsync-ed) before any is renamed into place, the previous
 //! version is kept as `<file>.bak`, and a file whose content and mode already match is left
 //! alone (`changed: false`).
+//!
+//! **All or nothing per node, across a crash.** Renames are one per file, so an agent killed
+//! between two of them would leave old and new files side by side. Before the first rename,
+//! the list of (staged file, destination) pairs is written to a journal in the state dir
+//! ([`JOURNAL`], itself written to a temp file, fsync-ed and renamed, so it is whole or
+//! absent); it is removed once every rename is done. An agent that starts and finds it
+//! finishes the renames ([`recover`]) before it starts any watcher: every staged file was
+//! fsync-ed before the journal existed, so the node ends with the whole new set.
 
 use super::{RenderedFile, TemplateError};
 use sha2::{Digest, Sha256};
@@ -44,9 +52,20 @@ pub fn preview(files: &[RenderedFile]) -> Result<Vec<Outcome>, TemplateError> {
         .collect()
 }
 
+/// The journal's file name in the agent's state dir.
+pub const JOURNAL: &str = "configure-journal.json";
+
+/// One rename still to do: the staged file and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Rename {
+    temp: PathBuf,
+    dest: PathBuf,
+}
+
 /// Writes every file, or none: all are staged first; a failure while staging removes the
-/// temp files and the directories it created.
-pub fn write_all(files: &[RenderedFile]) -> Result<Vec<Outcome>, TemplateError> {
+/// temp files and the directories it created. The renames are journaled in `state_dir` (see
+/// the module doc), so a crash among them is finished by [`recover`].
+pub fn write_all(files: &[RenderedFile], state_dir: &Path) -> Result<Vec<Outcome>, TemplateError> {
     let mut staging = Staging::default();
     let mut staged = Vec::with_capacity(files.len());
     for file in files {
@@ -58,18 +77,129 @@ pub fn write_all(files: &[RenderedFile]) -> Result<Vec<Outcome>, TemplateError> 
             }
         }
     }
+    let renames: Vec<Rename> = files
+        .iter()
+        .zip(&staged)
+        .filter_map(|(file, s)| {
+            Some(Rename {
+                temp: s.temp.clone()?,
+                dest: file.path.clone(),
+            })
+        })
+        .collect();
+    let journal = state_dir.join(JOURNAL);
+    if renames.len() > 1 {
+        if let Err(cause) = write_journal(&journal, &renames) {
+            return Err(error(&files[0], cause));
+        }
+    }
     staging.committed();
     let mut outcomes = Vec::with_capacity(files.len());
-    for (file, staged) in files.iter().zip(staged) {
+    let mut renamed = 0;
+    for (file, staged) in files.iter().zip(&staged) {
         if let Some(temp) = &staged.temp {
-            commit(&file.path, temp, staged.existed).map_err(|cause| {
-                let _ = fs::remove_file(temp);
-                error(file, cause)
-            })?;
+            if let Err(cause) = commit(&file.path, temp, staged.existed) {
+                // Not a crash: say so, and leave nothing to finish at the next start.
+                for rename in &renames[renamed..] {
+                    let _ = fs::remove_file(&rename.temp);
+                }
+                let _ = remove_journal(&journal);
+                return Err(error(file, cause));
+            }
+            renamed += 1;
         }
-        outcomes.push(staged.outcome);
+        outcomes.push(staged.outcome.clone());
+    }
+    if renames.len() > 1 {
+        remove_journal(&journal).map_err(|cause| error(&files[0], cause))?;
     }
     Ok(outcomes)
+}
+
+/// Finishes the renames of a `configure` the agent was killed in the middle of (see the module
+/// doc): returns the files it renamed into place. Called at start, before any watcher runs.
+pub fn recover(state_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let journal = state_dir.join(JOURNAL);
+    let text = match fs::read(&journal) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", journal.display())),
+    };
+    let renames: Vec<Rename> = serde_json::from_slice(&text).map_err(|e| {
+        format!(
+            "{} is not a configure journal ({e}); remove it and run `troupe configure` again",
+            journal.display()
+        )
+    })?;
+    let mut done = Vec::new();
+    for rename in &renames {
+        check_rename(rename).map_err(|why| format!("{}: {why}", journal.display()))?;
+        // Renamed before the crash: nothing left to do for this one.
+        if fs::symlink_metadata(&rename.temp).is_err() {
+            continue;
+        }
+        let existed = fs::symlink_metadata(&rename.dest).is_ok();
+        commit(&rename.dest, &rename.temp, existed)?;
+        done.push(rename.dest.clone());
+    }
+    remove_journal(&journal)?;
+    Ok(done)
+}
+
+/// A journal entry renames one of our own temp files beside its destination, nothing else
+/// (the journal is the agent's own, in its private state dir; this is a sanity check).
+fn check_rename(rename: &Rename) -> Result<(), String> {
+    let same_dir = rename.temp.parent().is_some() && rename.temp.parent() == rename.dest.parent();
+    let ours = rename.temp.file_name().is_some_and(|name| {
+        let name = name.to_string_lossy();
+        name.starts_with('.') && name.ends_with(".tmp") && name.contains(".troupe-")
+    });
+    if same_dir && ours {
+        Ok(())
+    } else {
+        Err(format!(
+            "entry {} -> {} is not a staged configure file beside its destination",
+            rename.temp.display(),
+            rename.dest.display()
+        ))
+    }
+}
+
+/// Writes the journal whole or not at all: temp file, fsync, rename, directory fsync.
+fn write_journal(journal: &Path, renames: &[Rename]) -> Result<(), String> {
+    let shown = journal.display();
+    let text = serde_json::to_vec(renames)
+        .map_err(|e| format!("cannot write the configure journal {shown}: {e}"))?;
+    let mut temp = journal.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let written = File::create(&temp)
+        .and_then(|mut out| {
+            out.write_all(&text)?;
+            out.sync_all()
+        })
+        .and_then(|()| fs::rename(&temp, journal))
+        .and_then(|()| sync_parent(journal));
+    written.map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        format!("cannot write the configure journal {shown}: {e}")
+    })
+}
+
+fn remove_journal(journal: &Path) -> Result<(), String> {
+    match fs::remove_file(journal) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot remove {}: {e}", journal.display())),
+    }
+    sync_parent(journal).map_err(|e| format!("cannot sync beside {}: {e}", journal.display()))
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) => File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 fn error(file: &RenderedFile, cause: String) -> TemplateError {

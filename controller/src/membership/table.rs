@@ -31,7 +31,18 @@ use troupe::protocol::NodeInfo;
 pub const SUSPECT_AFTER_MISSES: u32 = 2;
 /// No successful heartbeat for this long makes a member down.
 pub const DOWN_AFTER: Duration = Duration::from_millis(2500);
-/// Down or left members are forgotten after this long.
+/// Answers in a row, without a miss, that bring a down member back to alive, when the same
+/// process answers again (a healed partition, a thawed process). A restarted agent (another
+/// process) is back at its first answer.
+pub const RECOVER_AFTER_ANSWERS: u32 = 3;
+/// A member that came back from down is trusted again once it has answered this many
+/// heartbeats in a row (a minute); one that goes down before relapsed: it then needs twice as
+/// many answers in a row ([`RECOVER_AFTER_ANSWERS`] doubled at each relapse, at most
+/// [`MAX_RECOVER_ANSWERS`]). A link losing 30 % of heartbeats never gives 60 in a row.
+pub const STABLE_AFTER_ANSWERS: u32 = 60;
+/// The most answers in a row a relapsing member must give (24 heartbeats: about 24 s).
+pub const MAX_RECOVER_ANSWERS: u32 = 24;
+/// Left members are forgotten after this long, down ones this long after their last answer.
 pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// How a member was found. A member may be known through several.
@@ -131,7 +142,16 @@ pub struct Member {
     pub sources: BTreeSet<Source>,
     pub info: Option<NodeInfo>,
     pub watchers: usize,
+    /// Heartbeats missed in a row.
     pub misses: u32,
+    /// Answers in a row since the last miss.
+    pub answers: u32,
+    /// Answers in a row a down member must give to be alive again (see
+    /// [`RECOVER_AFTER_ANSWERS`]).
+    pub recover_after: u32,
+    /// Came back from down and not yet trusted again (see [`STABLE_AFTER_ANSWERS`]): a fall
+    /// now is a relapse.
+    pub on_probation: bool,
     pub last_ok: Instant,
     /// When `state` last changed.
     pub since: Instant,
@@ -280,6 +300,9 @@ impl MemberTable {
             info: None,
             watchers: 0,
             misses: 0,
+            answers: 0,
+            recover_after: RECOVER_AFTER_ANSWERS,
+            on_probation: false,
             last_ok: now,
             since: now,
             fingerprint: None,
@@ -426,7 +449,8 @@ impl MemberTable {
     ) -> Vec<MemberEvent> {
         let key = format!("circus@{endpoint}");
         let mut events = Vec::new();
-        if !self.members.contains_key(&key) && !self.make_room() {
+        let known = self.members.contains_key(&key);
+        if !known && !self.make_room() {
             return events;
         }
         let member = self.members.entry(key.clone()).or_insert_with(|| Member {
@@ -435,11 +459,14 @@ impl MemberTable {
             id: None,
             endpoint: endpoint.to_string(),
             kind: Kind::Circus,
-            state: MemberState::Down,
+            state: MemberState::Alive,
             sources: BTreeSet::new(),
             info: None,
             watchers,
             misses: 0,
+            answers: 0,
+            recover_after: RECOVER_AFTER_ANSWERS,
+            on_probation: false,
             last_ok: now,
             since: now,
             fingerprint: None,
@@ -447,7 +474,17 @@ impl MemberTable {
         });
         member.sources.extend(source);
         member.watchers = watchers;
-        revive(member, now, &mut events);
+        if known {
+            // A circusd tells nothing of its process: a down one serves its probation.
+            revive(member, now, false, &mut events);
+        } else {
+            push(
+                &mut events,
+                member,
+                EventKind::Join,
+                format!("at {endpoint}"),
+            );
+        }
         events
     }
 
@@ -510,8 +547,9 @@ impl MemberTable {
                 m.name = info.name.clone();
                 push(&mut events, m, EventKind::Update, detail);
             }
+            let restarted = m.info.as_ref().is_some_and(|old| !same_process(old, &info));
             update_facts(m, source, info);
-            revive(m, now, &mut events);
+            revive(m, now, restarted, &mut events);
             return events;
         }
         // Known id, other address, other process: moved/restarted, or a copied id if the
@@ -545,7 +583,8 @@ impl MemberTable {
                 m.name = info.name.clone();
                 update_facts(m, source, info);
                 let was_alive = m.state == MemberState::Alive;
-                revive(m, now, &mut events);
+                // Not the same process (`same` above found none): moved or restarted.
+                revive(m, now, true, &mut events);
                 if moved && was_alive {
                     push(&mut events, m, EventKind::Update, detail);
                 }
@@ -572,6 +611,7 @@ impl MemberTable {
         let mut events = Vec::new();
         if let Some(m) = self.members.get_mut(key) {
             m.misses += 1;
+            m.answers = 0;
             if m.misses >= SUSPECT_AFTER_MISSES && m.state == MemberState::Alive {
                 let detail = format!("{} heartbeats missed", m.misses);
                 set_state(m, MemberState::Suspect, now, &mut events, &detail);
@@ -622,7 +662,9 @@ impl MemberTable {
             }
         }
         self.members.retain(|_, m| match m.state {
-            MemberState::Down | MemberState::Left => now.duration_since(m.since) < FORGET_AFTER,
+            // A down member that still answers now and then (serving its probation) is kept.
+            MemberState::Down => now.duration_since(m.last_ok) < FORGET_AFTER,
+            MemberState::Left => now.duration_since(m.since) < FORGET_AFTER,
             MemberState::Locked => {
                 m.sources.contains(&Source::Mdns) || now.duration_since(m.last_ok) < FORGET_AFTER
             }
@@ -657,6 +699,9 @@ fn new_member(
         sources: source.into_iter().collect(),
         watchers: info.watchers.len(),
         misses: 0,
+        answers: 0,
+        recover_after: RECOVER_AFTER_ANSWERS,
+        on_probation: false,
         last_ok: now,
         since: now,
         fingerprint: info.fingerprint.clone(),
@@ -672,16 +717,42 @@ fn update_facts(m: &mut Member, source: Option<Source>, info: NodeInfo) {
     m.info = Some(info);
 }
 
-/// Marks an answer: back to alive, with a join event when it had been away.
-fn revive(m: &mut Member, now: Instant, events: &mut Vec<MemberEvent>) {
+/// Marks an answer: back to alive, with a join event when it had been away. A down member
+/// answering from the same process (`restarted` false: a healed partition) comes back only
+/// after [`Member::recover_after`] answers in a row, so a lossy link does not make it flap.
+fn revive(m: &mut Member, now: Instant, restarted: bool, events: &mut Vec<MemberEvent>) {
     m.misses = 0;
     m.last_ok = now;
-    if m.state != MemberState::Alive {
-        let detail = format!("at {} (was {})", m.endpoint, m.state.as_str());
-        m.state = MemberState::Alive;
-        m.since = now;
-        push(events, m, EventKind::Join, detail);
+    m.answers = m.answers.saturating_add(1);
+    if m.answers >= STABLE_AFTER_ANSWERS {
+        m.on_probation = false;
     }
+    let detail = match m.state {
+        MemberState::Alive => return,
+        MemberState::Down if !restarted && m.answers < m.recover_after => return,
+        MemberState::Down if !restarted => format!(
+            "at {} (was down; answered {} heartbeats in a row)",
+            m.endpoint, m.answers
+        ),
+        state => format!("at {} (was {})", m.endpoint, state.as_str()),
+    };
+    if m.state == MemberState::Down {
+        m.on_probation = true;
+    }
+    m.state = MemberState::Alive;
+    m.since = now;
+    push(events, m, EventKind::Join, detail);
+}
+
+/// Going down: a member that came back and falls again before it was trusted again relapsed,
+/// and must answer twice as long in a row next time.
+fn fall(m: &mut Member) {
+    m.recover_after = if m.on_probation {
+        (m.recover_after * 2).min(MAX_RECOVER_ANSWERS)
+    } else {
+        RECOVER_AFTER_ANSWERS
+    };
+    m.answers = 0;
 }
 
 fn set_state(
@@ -691,6 +762,9 @@ fn set_state(
     events: &mut Vec<MemberEvent>,
     detail: &str,
 ) {
+    if state == MemberState::Down {
+        fall(m);
+    }
     m.state = state;
     m.since = now;
     let kind = match state {

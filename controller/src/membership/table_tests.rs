@@ -445,3 +445,157 @@ async fn a_new_member_takes_the_place_of_the_one_down_the_longest() {
     assert_eq!(table.members().count(), MAX_MEMBERS);
     assert_eq!(table.refused(), 0);
 }
+
+/// The same process (started 1.0) answering again at `at` seconds after `t0`.
+fn answer(table: &mut MemberTable, t0: Instant, at: f64) -> Vec<MemberEvent> {
+    let now = t0 + Duration::from_secs_f64(at);
+    let mut events = table.answered(A, None, info("id-a", "a", 1.0), now);
+    events.extend(table.tick(now));
+    events
+}
+
+fn miss(table: &mut MemberTable, t0: Instant, at: f64) -> Vec<MemberEvent> {
+    table.missed("id-a", t0 + Duration::from_secs_f64(at))
+}
+
+/// Cut off at once: suspect, then down; the heartbeats of the down member (one a second)
+/// are then answered or not as `pattern` says ('1' answered, '0' missed).
+fn cut_then(table: &mut MemberTable, t0: Instant, pattern: &str) -> Vec<(String, EventKind)> {
+    let mut events = miss(table, t0, 1.0);
+    events.extend(miss(table, t0, 1.5));
+    events.extend(table.tick(t0 + Duration::from_secs(3)));
+    for (i, bit) in pattern.chars().enumerate() {
+        let at = 4.0 + i as f64;
+        events.extend(match bit {
+            '1' => answer(table, t0, at),
+            _ => miss(table, t0, at),
+        });
+    }
+    kinds(&events)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healed_partition_comes_back_after_three_answers_in_a_row_not_one() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    // A lossy link: answers, never three in a row.
+    let events = cut_then(&mut table, t0, "11011010011010110110");
+    assert_eq!(
+        events,
+        [
+            ("a".into(), EventKind::Suspect),
+            ("a".into(), EventKind::Down)
+        ]
+    );
+    assert_eq!(state(&table, "id-a"), MemberState::Down);
+    // Healed: the third answer in a row brings it back, once.
+    let mut events = answer(&mut table, t0, 30.0);
+    events.extend(answer(&mut table, t0, 31.0));
+    assert!(events.is_empty(), "{events:?}");
+    let events = answer(&mut table, t0, 32.0);
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Join)]);
+    assert!(
+        events[0].detail.contains("3 heartbeats in a row"),
+        "{events:?}"
+    );
+    assert_eq!(state(&table, "id-a"), MemberState::Alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_lost_heartbeat_changes_nothing_and_two_only_make_suspect() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    // Lost, and its immediate retry answered.
+    for second in 1..30 {
+        let at = second as f64;
+        let mut events = miss(&mut table, t0, at);
+        events.extend(answer(&mut table, t0, at + 0.5));
+        assert!(events.is_empty(), "second {second}: {events:?}");
+    }
+    // Lost twice: suspect (still in every peer list), not down.
+    let mut events = miss(&mut table, t0, 30.0);
+    events.extend(miss(&mut table, t0, 30.5));
+    events.extend(table.tick(t0 + Duration::from_secs_f64(31.0)));
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Suspect)]);
+    // A suspect member that answers is alive at once: it never left the peer list.
+    let events = answer(&mut table, t0, 31.0);
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Join)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_relapses_must_answer_twice_as_long_until_it_stays() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    let joins = |events: &[(String, EventKind)]| {
+        events.iter().filter(|(_, k)| *k == EventKind::Join).count()
+    };
+    assert_eq!(joins(&cut_then(&mut table, t0, "111")), 1);
+    assert_eq!(table.get("id-a").unwrap().recover_after, 3);
+    // Falls again 10 s later: a relapse, 6 answers needed.
+    let t1 = t0 + Duration::from_secs(30);
+    let events = cut_then(&mut table, t1, "11111");
+    assert_eq!(joins(&events), 0, "{events:?}");
+    assert_eq!(table.get("id-a").unwrap().recover_after, 6);
+    assert_eq!(joins(&kinds(&answer(&mut table, t1, 9.0))), 1);
+    // Doubling stops at the bound.
+    for round in 0..5u64 {
+        let t = t1 + Duration::from_secs(40 * (round + 1));
+        let needed = table.get("id-a").unwrap().recover_after;
+        let all = "1".repeat(MAX_RECOVER_ANSWERS as usize);
+        cut_then(&mut table, t, &all);
+        let now = table.get("id-a").unwrap().recover_after;
+        assert_eq!(now, (needed * 2).min(MAX_RECOVER_ANSWERS));
+        assert_eq!(state(&table, "id-a"), MemberState::Alive);
+    }
+    // Answering a minute in a row, then cut: trusted again, 3 answers.
+    let t2 = t1 + Duration::from_secs(500);
+    let all = "1".repeat(MAX_RECOVER_ANSWERS as usize + STABLE_AFTER_ANSWERS as usize);
+    assert_eq!(
+        joins(&cut_then(&mut table, t1 + Duration::from_secs(300), &all)),
+        1
+    );
+    assert_eq!(joins(&cut_then(&mut table, t2, "111")), 1);
+    assert_eq!(table.get("id-a").unwrap().recover_after, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn thirty_percent_loss_after_a_cut_never_flaps_alive_and_down() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    // 30 % of heartbeats lost, from a fixed linear congruential sequence.
+    let mut seed: u64 = 14;
+    let mut lossy = |seconds: usize| -> String {
+        (0..seconds)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                if (seed >> 33) % 100 < 30 {
+                    '0'
+                } else {
+                    '1'
+                }
+            })
+            .collect()
+    };
+    let events = cut_then(&mut table, t0, &lossy(600));
+    let downs = events.iter().filter(|(_, k)| *k == EventKind::Down).count();
+    // Down for the cut; if the lossy link brings it back, each fall is a relapse that doubles
+    // the answers needed (3, 6, 12, 24 in a row), and it settles down.
+    assert!(downs <= 4, "{downs} times down: {events:?}");
+    assert_eq!(state(&table, "id-a"), MemberState::Down, "{events:?}");
+    assert_eq!(
+        table.get("id-a").unwrap().recover_after,
+        MAX_RECOVER_ANSWERS
+    );
+    // Settled: ten more minutes of the same loss, not one transition.
+    let mut events = Vec::new();
+    let t1 = t0 + Duration::from_secs(605);
+    for (i, bit) in lossy(600).chars().enumerate() {
+        events.extend(match bit {
+            '1' => answer(&mut table, t1, i as f64),
+            _ => miss(&mut table, t1, i as f64),
+        });
+    }
+    assert!(events.is_empty(), "{events:?}");
+}
