@@ -623,6 +623,24 @@ fn the_controller_aggregates_the_cluster() {
         snapshot["nodes"]["beta"]["last_sample"].is_number(),
         "{snapshot}"
     );
+    // `troupe stats` through serve names the node that stopped answering and exits 1;
+    // --alive-only skips it and says so.
+    let run = through_serve(&["stats"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("beta") && l.contains("stale")),
+        "{run:#?}"
+    );
+    let run = through_serve(&["stats", "--alive-only"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(!run.stdout.contains("beta"), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("--alive-only: skipped 1 that did not answer: beta"),
+        "{run:#?}"
+    );
     drop(resume);
     wait_for("beta to be live again", Duration::from_secs(20), || {
         serve.snapshot()["nodes"]["beta"]["stale"] == false

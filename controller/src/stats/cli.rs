@@ -95,6 +95,25 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     if let Some(pid) = args.pid {
         only_process(&mut snapshot, pid);
     }
+    // A node that gave no figures (an error, or samples that stopped: its row keeps the last
+    // ones and says since when) did not answer: exit 1, unless --alive-only skips it.
+    let unanswered = |n: &NodeSnapshot| n.error.is_some() || n.stale;
+    if options.alive_only {
+        let skipped: Vec<String> = snapshot
+            .nodes
+            .iter()
+            .filter(|(_, n)| unanswered(n))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !skipped.is_empty() {
+            snapshot.nodes.retain(|_, n| !unanswered(n));
+            eprintln!(
+                "troupe stats: --alive-only: skipped {} that did not answer: {}",
+                skipped.len(),
+                skipped.join(", ")
+            );
+        }
+    }
     if snapshot.nodes.is_empty() {
         eprintln!("troupe stats: no node matched");
         return Ok(ExitCode::from(EXIT_NOTHING_MATCHED));
@@ -104,7 +123,7 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", snapshot_table(&snapshot));
     }
-    let failed = snapshot.nodes.values().any(|n| n.error.is_some());
+    let failed = snapshot.nodes.values().any(unanswered);
     Ok(ExitCode::from(if failed {
         EXIT_NODE_FAILED
     } else {
