@@ -26,13 +26,18 @@ fn bash(script: &str) -> String {
 /// What the bash completion of `troupe` offers for the words `line` (the last one being
 /// completed), as bash's programmable completion would call it.
 fn complete_in_bash(script: &Path, program: &str, line: &[&str]) -> Vec<String> {
+    complete_in_bash_with(script, program, line, "")
+}
+
+/// [`complete_in_bash`] after the shell commands `setup` (e.g. exports).
+fn complete_in_bash_with(script: &Path, program: &str, line: &[&str], setup: &str) -> Vec<String> {
     let words = line
         .iter()
         .map(|w| format!("'{w}'"))
         .collect::<Vec<_>>()
         .join(" ");
     let output = bash(&format!(
-        "source '{script}'\n\
+        "{setup}\nsource '{script}'\n\
          complete -p {program} >/dev/null || exit 3\n\
          function=$(complete -p {program} | sed -E 's/.* -F ([^ ]+) .*/\\1/')\n\
          COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE=\"${{COMP_WORDS[*]}}\"; \
@@ -141,4 +146,62 @@ fn man_pages_render() {
         "groff warnings: {}",
         run.stderr
     );
+}
+
+#[test]
+fn bash_completes_node_and_watcher_names_from_a_running_serve() {
+    use crate::support::{unique_loopback, wait_for, Agent, Daemon};
+    let watchers = "[watcher.web]\ncmd = \"sleep 1000\"\ngraceful_timeout = 1\n\
+                    [watcher.db]\ncmd = \"sleep 1000\"\ngraceful_timeout = 1\n";
+    let agent = Agent::start_named("names-node", &unique_loopback(), watchers, "");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let address = unique_loopback();
+    let mut command = crate::support::isolated(Command::new(bin("troupe")), dir.path());
+    command
+        .args([
+            "serve",
+            "--bind",
+            &address,
+            "--no-mdns",
+            "--probe",
+            &agent.address,
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    let _serve = Daemon::spawn("troupe serve", command, &dir.path().join("serve.log"));
+    let controller = format!("tcp://{address}:5558");
+    wait_for("serve to list the node", Duration::from_secs(20), || {
+        troupe_output(&["complete-names", "nodes", "--controller", &controller]) == "names-node\n"
+    });
+    assert_eq!(
+        troupe_output(&["complete-names", "watchers", "--controller", &controller]),
+        "db\nweb\n"
+    );
+    // Nothing, and at once, without a serve.
+    assert_eq!(
+        troupe_output(&[
+            "complete-names",
+            "nodes",
+            "--controller",
+            "tcp://127.0.0.1:1"
+        ]),
+        ""
+    );
+
+    let script = dir.path().join("troupe.bash");
+    std::fs::write(&script, troupe_output(&["completions", "bash"])).expect("write script");
+    let bin_dir = bin("troupe").parent().unwrap().display().to_string();
+    let setup = format!("export PATH='{bin_dir}':\"$PATH\" TROUPE_CONTROLLER='{controller}'");
+    let words = complete_in_bash_with(
+        &script,
+        "troupe",
+        &["troupe", "stop", "--node", "na"],
+        &setup,
+    );
+    assert_eq!(words, ["names-node"]);
+    let words = complete_in_bash_with(&script, "troupe", &["troupe", "stop", ""], &setup);
+    assert_eq!(words, ["db", "web"]);
+    // Flags are still clap's.
+    let words = complete_in_bash_with(&script, "troupe", &["troupe", "stop", "--no"], &setup);
+    assert!(words.iter().any(|w| w == "--node"), "{words:?}");
 }

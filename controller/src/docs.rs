@@ -5,8 +5,9 @@
 //! The Circus commands (`troupe status`, `troupe stop web`, ...) are one external
 //! subcommand to clap, parsed by [`crate::circus_args`]; they are added here as subcommands
 //! taking the broadcast flags, so that shells complete them and each has a man page.
-//! Completion is static: command names and flags. Node and watcher names live on the
-//! network; `troupe shell` completes them.
+//! Command names and flags are static; node names (after `--node`) and watcher names (a
+//! Circus command's first word) live on the network: bash asks `troupe complete-names`, which
+//! asks a running `troupe serve` ([`names`]); `troupe shell` completes them too.
 
 use crate::circus_args::COMMANDS;
 use crate::command::BroadcastFlags;
@@ -44,12 +45,95 @@ pub fn with_circus_commands(cli: clap::Command) -> clap::Command {
 }
 
 /// The completion script of `command` for `shell`. Built in memory: clap_complete panics
-/// on a failed write, and `troupe completions bash | head` closes the pipe early.
+/// on a failed write, and `troupe completions bash | head` closes the pipe early. troupe's
+/// bash script also completes node and watcher names ([`BASH_NAMES`]).
 pub fn completions(shell: clap_complete::Shell, mut command: clap::Command) -> Vec<u8> {
     let name = command.get_name().to_string();
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut command, name, &mut script);
+    clap_complete::generate(shell, &mut command, name.clone(), &mut script);
+    if shell == clap_complete::Shell::Bash && name == "troupe" {
+        script.extend_from_slice(BASH_NAMES.as_bytes());
+    }
     script
+}
+
+/// Wraps clap's bash completion of `troupe`: the word after `--node` is a node name, a Circus
+/// command's first word a watcher name, both from `troupe complete-names` (the same binary).
+const BASH_NAMES: &str = r#"
+# Node and watcher names, from a running troupe serve (troupe complete-names).
+_troupe_with_names() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev=""
+    [[ $COMP_CWORD -gt 0 ]] && prev="${COMP_WORDS[COMP_CWORD-1]}"
+    if [[ "$prev" == "--node" ]]; then
+        COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" complete-names nodes 2>/dev/null)" -- "$cur"))
+        return 0
+    fi
+    if [[ $COMP_CWORD -eq 2 && "$cur" != -* ]]; then
+        case "${COMP_WORDS[1]}" in
+            start|stop|restart|reload|incr|decr|numprocesses|signal|kill|get|set|options|rm|status|stats|reset|logs)
+                COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" complete-names watchers 2>/dev/null)" -- "$cur"))
+                return 0
+                ;;
+        esac
+    fi
+    _troupe "$@"
+}
+complete -F _troupe_with_names -o bashdefault -o default troupe
+"#;
+
+/// What `troupe complete-names` lists.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum NameKind {
+    Nodes,
+    Watchers,
+}
+
+/// The node or watcher names of the cluster a running `troupe serve` at `endpoint` sees, for a
+/// shell's completion: sorted, unique, and only plain names (letters, digits, `-`, `_`), since
+/// they came from the network and go into the shell's word list. Nothing without a serve:
+/// completion must not wait for a discovery.
+pub async fn names(kind: NameKind, endpoint: &str) -> Vec<String> {
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_millis(700);
+    if !crate::command::controller_answers(endpoint).await {
+        return Vec::new();
+    }
+    let command = match kind {
+        NameKind::Nodes => "nodelist",
+        NameKind::Watchers => "list",
+    };
+    let zmq = zmq::Context::new();
+    let request = troupe::protocol::Request::new(command, Default::default());
+    let Ok(reply) = troupe::client::call_async(&zmq, endpoint, request, TIMEOUT).await else {
+        return Vec::new();
+    };
+    let listed: Vec<String> = match kind {
+        NameKind::Nodes => reply["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|node| node["name"].as_str().map(str::to_string))
+            .collect(),
+        // Serve lists `node:watcher`.
+        NameKind::Watchers => reply["watchers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str()?.rsplit_once(':').map(|(_, w)| w.to_string()))
+            .collect(),
+    };
+    plain_names(listed)
+}
+
+/// `names` sorted, without duplicates and without any that is not plain.
+fn plain_names(names: Vec<String>) -> Vec<String> {
+    let plain = |name: &String| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    let set: std::collections::BTreeSet<String> = names.into_iter().filter(plain).collect();
+    set.into_iter().collect()
 }
 
 /// Writes a man page per command and visible subcommand into `dir` (created if missing):
@@ -68,4 +152,25 @@ pub fn write_man_pages(
         .collect();
     written.sort();
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_names;
+
+    #[test]
+    fn only_plain_names_reach_the_shell() {
+        let names = [
+            "web",
+            "db-1",
+            "web",
+            "$(rm -rf x)",
+            "a b",
+            "",
+            "x;y",
+            "ok_2",
+        ];
+        let names = names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(plain_names(names), ["db-1", "ok_2", "web"]);
+    }
 }

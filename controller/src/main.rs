@@ -195,6 +195,14 @@ enum Command {
         #[arg(long)]
         agent: bool,
     },
+    /// Print the node or watcher names a running `troupe serve` sees, one per line: what the
+    /// bash completion script asks (nothing without a serve).
+    #[command(hide = true)]
+    CompleteNames {
+        kind: troupe_controller::docs::NameKind,
+        #[command(flatten)]
+        flags: NodeFlags,
+    },
     /// Write the man pages (troupe.1, troupe-SUBCOMMAND.1, troupe-agent.1) into DIR: what
     /// the package build runs.
     #[command(hide = true)]
@@ -245,6 +253,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::CompleteNames { kind, flags } => run_async(async move {
+            let endpoint = flags.controller_endpoint();
+            for name in troupe_controller::docs::names(kind, &endpoint).await {
+                println!("{name}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Man { dir } => {
             let commands = vec![documented_command(), troupe_agent::cli::command()];
             match troupe_controller::docs::write_man_pages(commands, &dir) {
