@@ -149,7 +149,7 @@ fn man_pages_render() {
 }
 
 #[test]
-fn bash_completes_node_and_watcher_names_from_a_running_serve() {
+fn bash_fish_and_zsh_complete_node_and_watcher_names_from_a_running_serve() {
     use crate::support::{unique_loopback, wait_for, Agent, Daemon};
     let watchers = "[watcher.web]\ncmd = \"sleep 1000\"\ngraceful_timeout = 1\n\
                     [watcher.db]\ncmd = \"sleep 1000\"\ngraceful_timeout = 1\n";
@@ -204,4 +204,65 @@ fn bash_completes_node_and_watcher_names_from_a_running_serve() {
     // Flags are still clap's.
     let words = complete_in_bash_with(&script, "troupe", &["troupe", "stop", "--no"], &setup);
     assert!(words.iter().any(|w| w == "--node"), "{words:?}");
+
+    // fish: its own completion engine, on the same command lines.
+    let fish_script = dir.path().join("troupe.fish");
+    std::fs::write(&fish_script, troupe_output(&["completions", "fish"])).expect("write");
+    let fish = |line: &str| -> Vec<String> {
+        let mut command = Command::new("fish");
+        command
+            .arg("--no-config")
+            .arg("-c")
+            .arg(format!(
+                "source '{}'; complete -C \"{line}\"",
+                fish_script.display()
+            ))
+            .env(
+                "PATH",
+                format!("{bin_dir}:{}", std::env::var("PATH").unwrap()),
+            )
+            .env("TROUPE_CONTROLLER", &controller);
+        let run = run_command(command, Duration::from_secs(30));
+        assert_eq!(run.code, Some(0), "fish: {}", run.stderr);
+        run.stdout
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(fish("troupe stop --node na"), ["names-node"]);
+    assert_eq!(fish("troupe stop "), ["db", "web"]);
+
+    // zsh: the wrapper clap's `_troupe` is registered behind, called as zsh's completion
+    // system would, with `compadd` recording what it is offered.
+    let zsh_script = dir.path().join("_troupe");
+    std::fs::write(&zsh_script, troupe_output(&["completions", "zsh"])).expect("write");
+    let zsh = |words: &str, current: usize| -> Vec<String> {
+        let mut command = Command::new("zsh");
+        command
+            .arg("-f")
+            .arg("-c")
+            .arg(format!(
+                "compdef() {{ print -r -- \"compdef $*\" >&2 }}\n\
+                 source '{}'\n\
+                 compadd() {{ [[ $1 == -a ]] && print -rl -- \"${{(@P)2}}\" }}\n\
+                 words=({words}); CURRENT={current}\n\
+                 _troupe_with_names",
+                zsh_script.display()
+            ))
+            .env(
+                "PATH",
+                format!("{bin_dir}:{}", std::env::var("PATH").unwrap()),
+            )
+            .env("TROUPE_CONTROLLER", &controller);
+        let run = run_command(command, Duration::from_secs(30));
+        assert_eq!(run.code, Some(0), "zsh: {}", run.stderr);
+        assert!(
+            run.stderr.contains("compdef _troupe_with_names troupe"),
+            "the wrapper is registered: {}",
+            run.stderr
+        );
+        run.stdout.lines().map(str::to_string).collect()
+    };
+    assert_eq!(zsh("troupe stop --node na", 4), ["names-node"]);
+    assert_eq!(zsh("troupe stop ''", 3), ["db", "web"]);
 }

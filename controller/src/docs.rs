@@ -6,7 +6,8 @@
 //! subcommand to clap, parsed by [`crate::circus_args`]; they are added here as subcommands
 //! taking the broadcast flags, so that shells complete them and each has a man page.
 //! Command names and flags are static; node names (after `--node`) and watcher names (a
-//! Circus command's first word) live on the network: bash asks `troupe complete-names`, which
+//! Circus command's first word) live on the network: the bash, fish and zsh scripts ask
+//! `troupe complete-names`, which
 //! asks a running `troupe serve` ([`names`]); `troupe shell` completes them too.
 
 use crate::circus_args::COMMANDS;
@@ -51,10 +52,55 @@ pub fn completions(shell: clap_complete::Shell, mut command: clap::Command) -> V
     let name = command.get_name().to_string();
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut command, name.clone(), &mut script);
-    if shell == clap_complete::Shell::Bash && name == "troupe" {
-        script.extend_from_slice(BASH_NAMES.as_bytes());
+    if name != "troupe" {
+        return script;
+    }
+    match shell {
+        clap_complete::Shell::Bash => {
+            script.extend_from_slice(with_watcher_commands(BASH_NAMES, "|").as_bytes())
+        }
+        clap_complete::Shell::Fish => {
+            script.extend_from_slice(with_watcher_commands(FISH_NAMES, " ").as_bytes())
+        }
+        clap_complete::Shell::Zsh => {
+            // clap's script ends by registering `_troupe`: register the wrapper instead.
+            let text = String::from_utf8_lossy(&script).into_owned();
+            if let Some(at) = text.rfind(ZSH_CLAP_TAIL) {
+                let mut text = text;
+                text.replace_range(at.., &with_watcher_commands(ZSH_NAMES, "|"));
+                script = text.into_bytes();
+            }
+        }
+        _ => {}
     }
     script
+}
+
+/// The commands whose first word is a watcher name, written into the shells' scripts where
+/// they say `WATCHER_COMMANDS` (separated by `|` in bash's and zsh's patterns).
+const WATCHER_COMMANDS: [&str; 17] = [
+    "start",
+    "stop",
+    "restart",
+    "reload",
+    "incr",
+    "decr",
+    "numprocesses",
+    "signal",
+    "kill",
+    "get",
+    "set",
+    "options",
+    "rm",
+    "status",
+    "stats",
+    "reset",
+    "logs",
+];
+
+/// `snippet` with its `WATCHER_COMMANDS` written out, joined by `separator`.
+fn with_watcher_commands(snippet: &str, separator: &str) -> String {
+    snippet.replace("WATCHER_COMMANDS", &WATCHER_COMMANDS.join(separator))
 }
 
 /// Wraps clap's bash completion of `troupe`: the word after `--node` is a node name, a Circus
@@ -70,7 +116,7 @@ _troupe_with_names() {
     fi
     if [[ $COMP_CWORD -eq 2 && "$cur" != -* ]]; then
         case "${COMP_WORDS[1]}" in
-            start|stop|restart|reload|incr|decr|numprocesses|signal|kill|get|set|options|rm|status|stats|reset|logs)
+            WATCHER_COMMANDS)
                 COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" complete-names watchers 2>/dev/null)" -- "$cur"))
                 return 0
                 ;;
@@ -79,6 +125,47 @@ _troupe_with_names() {
     _troupe "$@"
 }
 complete -F _troupe_with_names -o bashdefault -o default troupe
+"#;
+
+/// fish: the same names, added to clap's completions of `--node` and of a Circus command's
+/// first word.
+const FISH_NAMES: &str = r#"
+# Node and watcher names, from a running troupe serve (troupe complete-names).
+complete -c troupe -l node -x -a '(troupe complete-names nodes 2>/dev/null)'
+complete -c troupe -n '__fish_seen_subcommand_from WATCHER_COMMANDS; and test (count (commandline -opc)) -eq 2' -f -a '(troupe complete-names watchers 2>/dev/null)'
+"#;
+
+/// The end of clap's zsh script, replaced by [`ZSH_NAMES`].
+const ZSH_CLAP_TAIL: &str = "if [ \"$funcstack[1]\" = \"_troupe\" ]; then";
+
+/// zsh: a wrapper around clap's `_troupe` for the same names, registered in its place (also
+/// when the script is autoloaded from $fpath as `_troupe`).
+const ZSH_NAMES: &str = r#"# Node and watcher names, from a running troupe serve (troupe complete-names).
+_troupe_with_names() {
+    local -a names
+    if [[ ${words[CURRENT-1]} == --node ]]; then
+        names=(${(f)"$(${words[1]} complete-names nodes 2>/dev/null)"})
+        compadd -a names
+        return
+    fi
+    if (( CURRENT == 3 )) && [[ ${words[CURRENT]} != -* ]]; then
+        case ${words[2]} in
+            WATCHER_COMMANDS)
+                names=(${(f)"$(${words[1]} complete-names watchers 2>/dev/null)"})
+                compadd -a names
+                return
+                ;;
+        esac
+    fi
+    _troupe "$@"
+}
+
+if [ "$funcstack[1]" = "_troupe" ]; then
+    compdef _troupe_with_names troupe
+    _troupe_with_names "$@"
+else
+    compdef _troupe_with_names troupe
+fi
 "#;
 
 /// What `troupe complete-names` lists.
