@@ -7,8 +7,8 @@
 //! taking the broadcast flags, so that shells complete them and each has a man page.
 //! Command names and flags are static; node names (after `--node`) and watcher names (a
 //! Circus command's first word) live on the network: the bash, fish and zsh scripts ask
-//! `troupe complete-names`, which
-//! asks a running `troupe serve` ([`names`]); `troupe shell` completes them too.
+//! `troupe complete-names`, which asks a running `troupe serve` ([`names`]); `troupe shell`
+//! completes them too.
 
 use crate::circus_args::COMMANDS;
 use crate::command::BroadcastFlags;
