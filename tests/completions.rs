@@ -92,14 +92,8 @@ fn zsh_and_fish_scripts_name_the_commands() {
     assert!(zsh.contains("'serve:") && zsh.contains("'status:"));
     let fish = troupe_output(&["completions", "fish"]);
     assert!(fish.contains("complete -c troupe") && fish.contains("-a \"status\""));
+    // Each shell (scripts/test installs them) must parse its script.
     for shell in ["zsh", "fish"] {
-        let Ok(status) = Command::new(shell).arg("--version").output() else {
-            continue;
-        };
-        if !status.status.success() {
-            continue;
-        }
-        // The shell is installed: it must at least parse the script.
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(format!("troupe.{shell}"));
         std::fs::write(&path, if shell == "zsh" { &zsh } else { &fish }).expect("write");
