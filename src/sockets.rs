@@ -479,7 +479,6 @@ pub(crate) async fn open_subscriber(
         zmq::SUB,
         endpoint,
         keys.as_deref(),
-        false,
         move |socket| socket.set_maxmsgsize(max),
     )
     .await?;
@@ -514,35 +513,8 @@ pub async fn connect_control_async(
     context: &Context,
     endpoint: &str,
 ) -> tmq::Result<crate::client::Connection> {
-    open_control_async(context, endpoint, false).await
-}
-
-/// [`connect_control_async`] whose handshakes are watched even without a key, for a probe:
-/// a keyless one then hears a keyed node refuse it (a mechanism mismatch) rather than wait in
-/// silence, and can tell a node it may not talk to from a frozen one. Kept connections do
-/// without: a monitor is one more socket and thread hand-off per member.
-pub async fn connect_control_watched_async(
-    context: &Context,
-    endpoint: &str,
-) -> tmq::Result<crate::client::Connection> {
-    open_control_async(context, endpoint, true).await
-}
-
-async fn open_control_async(
-    context: &Context,
-    endpoint: &str,
-    watch_keyless: bool,
-) -> tmq::Result<crate::client::Connection> {
     let keys = client_keys();
-    let opened = open_async(
-        context,
-        zmq::DEALER,
-        endpoint,
-        keys.as_deref(),
-        watch_keyless,
-        |_| Ok(()),
-    )
-    .await?;
+    let opened = open_async(context, zmq::DEALER, endpoint, keys.as_deref(), |_| Ok(())).await?;
     let dealer = <tmq::dealer::Dealer as tmq::FromZmqSocket<_>>::from_zmq_socket(opened.socket)?;
     Ok(crate::client::Connection::new(
         context,
@@ -767,20 +739,14 @@ async fn open_async(
     kind: zmq::SocketType,
     endpoint: &str,
     keys: Option<&ClientKeys>,
-    watch_keyless: bool,
     configure: impl Fn(&zmq::Socket) -> zmq::Result<()>,
 ) -> tmq::Result<Opened> {
     let Some(keys) = keys else {
         let socket = new_client_socket(context, kind, None, &configure)?;
-        let events = if watch_keyless {
-            Some(wrap(watch_handshake(context, &socket)?)?)
-        } else {
-            None
-        };
         socket.connect(endpoint)?;
         return Ok(Opened {
             socket,
-            events,
+            events: None,
             up: false,
         });
     };

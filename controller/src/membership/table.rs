@@ -349,13 +349,8 @@ impl MemberTable {
         if answering {
             return;
         }
-        let why = match self.keys {
-            Some(_) => "refused this controller's cluster key: it holds another key, or none",
-            None => {
-                "refused this controller, which has no cluster key: it holds one (key_file, \
-                 --key-file, TROUPE_KEY_FILE)"
-            }
-        };
+        // Only a keyed controller watches its handshakes, so only it hears a refusal.
+        let why = "refused this controller's cluster key: it holds another key, or none";
         self.locked(endpoint, None, source, &Announced::Unsaid, why.into(), now);
     }
 
