@@ -127,6 +127,18 @@ fn watchers_of(app: &App, scope: &Scope) -> BTreeSet<String> {
         .collect()
 }
 
+/// The alive members `scope` selects; an answer naming why when none is, or the selection is bad.
+fn selected(app: &App, scope: &Scope) -> Result<Vec<crate::broadcast::Target>, Box<Response>> {
+    match crate::broadcast::select(
+        alive_targets(&app.context.membership),
+        scope.node.as_deref(),
+    ) {
+        Ok(targets) if !targets.is_empty() => Ok(targets),
+        Ok(_) => Err(Box::new(no_node(scope))),
+        Err(e) => Err(Box::new(error(StatusCode::BAD_REQUEST, e))),
+    }
+}
+
 fn no_node(scope: &Scope) -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -146,13 +158,9 @@ pub async fn plan(State(app): State<Arc<App>>, Json(body): Json<Value>) -> Respo
         Ok(reset) => reset || scope.action == "reset",
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let targets = match crate::broadcast::select(
-        alive_targets(&app.context.membership),
-        scope.node.as_deref(),
-    ) {
-        Ok(targets) if !targets.is_empty() => targets,
-        Ok(_) => return no_node(&scope),
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    let targets = match selected(&app, &scope) {
+        Ok(targets) => targets,
+        Err(response) => return *response,
     };
     let nodes: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     let mut wipes = Vec::new();
@@ -229,13 +237,9 @@ pub async fn act(State(app): State<Arc<App>>, Json(body): Json<Value>) -> Respon
             ),
         );
     }
-    let targets = match crate::broadcast::select(
-        alive_targets(&app.context.membership),
-        scope.node.as_deref(),
-    ) {
-        Ok(targets) if !targets.is_empty() => targets,
-        Ok(_) => return no_node(&scope),
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    let targets = match selected(&app, &scope) {
+        Ok(targets) => targets,
+        Err(response) => return *response,
     };
     let result = if scope.action == "reconfigure" {
         reconfigure(&app, &scope, reset).await

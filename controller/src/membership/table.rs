@@ -289,24 +289,15 @@ impl MemberTable {
             Announced::Key(fp) => Some(fp.to_string()),
             _ => None,
         };
-        let member = self.members.entry(key.clone()).or_insert_with(|| Member {
-            key,
-            name: locked_name(endpoint),
-            id: None,
-            endpoint: endpoint.to_string(),
-            kind: Kind::Troupe,
-            state: MemberState::Locked,
-            sources: BTreeSet::new(),
-            info: None,
-            watchers: 0,
-            misses: 0,
-            answers: 0,
-            recover_after: RECOVER_AFTER_ANSWERS,
-            on_probation: false,
-            last_ok: now,
-            since: now,
-            fingerprint: None,
-            locked: None,
+        let member = self.members.entry(key.clone()).or_insert_with(|| {
+            unknown_member(
+                key,
+                locked_name(endpoint),
+                endpoint,
+                Kind::Troupe,
+                MemberState::Locked,
+                now,
+            )
         });
         if let Some(name) = name {
             member.name = name.to_string();
@@ -449,23 +440,15 @@ impl MemberTable {
             return events;
         }
         let member = self.members.entry(key.clone()).or_insert_with(|| Member {
-            key: key.clone(),
-            name: circus_name(endpoint),
-            id: None,
-            endpoint: endpoint.to_string(),
-            kind: Kind::Circus,
-            state: MemberState::Alive,
-            sources: BTreeSet::new(),
-            info: None,
             watchers,
-            misses: 0,
-            answers: 0,
-            recover_after: RECOVER_AFTER_ANSWERS,
-            on_probation: false,
-            last_ok: now,
-            since: now,
-            fingerprint: None,
-            locked: None,
+            ..unknown_member(
+                key.clone(),
+                circus_name(endpoint),
+                endpoint,
+                Kind::Circus,
+                MemberState::Alive,
+                now,
+            )
         });
         member.sources.extend(source);
         member.watchers = watchers;
@@ -684,24 +667,21 @@ fn new_member(
     info: NodeInfo,
     now: Instant,
 ) -> Member {
+    let name = info.name.clone();
     Member {
-        key: key.to_string(),
-        name: info.name.clone(),
         id: Some(info.id.clone()),
-        endpoint: endpoint.to_string(),
-        kind: Kind::Troupe,
-        state: MemberState::Alive,
         sources: source.into_iter().collect(),
         watchers: info.watchers.len(),
-        misses: 0,
-        answers: 0,
-        recover_after: RECOVER_AFTER_ANSWERS,
-        on_probation: false,
-        last_ok: now,
-        since: now,
         fingerprint: info.fingerprint.clone(),
-        locked: None,
         info: Some(info),
+        ..unknown_member(
+            key.to_string(),
+            name,
+            endpoint,
+            Kind::Troupe,
+            MemberState::Alive,
+            now,
+        )
     }
 }
 
@@ -832,3 +812,33 @@ fn circus_name(endpoint: &str) -> String {
 #[cfg(test)]
 #[path = "table_tests.rs"]
 mod tests;
+
+/// A member row first seen `now`: no answer counted yet, nothing learned of it.
+fn unknown_member(
+    key: String,
+    name: String,
+    endpoint: &str,
+    kind: Kind,
+    state: MemberState,
+    now: Instant,
+) -> Member {
+    Member {
+        key,
+        name,
+        id: None,
+        endpoint: endpoint.to_string(),
+        kind,
+        state,
+        sources: BTreeSet::new(),
+        info: None,
+        watchers: 0,
+        misses: 0,
+        answers: 0,
+        recover_after: RECOVER_AFTER_ANSWERS,
+        on_probation: false,
+        last_ok: now,
+        since: now,
+        fingerprint: None,
+        locked: None,
+    }
+}
