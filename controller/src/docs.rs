@@ -10,10 +10,10 @@
 //! `troupe complete-names`, which asks a running `troupe serve` ([`names`]); `troupe shell`
 //! completes them too.
 
-use crate::circus_args::COMMANDS;
 use crate::command::BroadcastFlags;
 use clap::CommandFactory;
 use std::path::Path;
+use troupe::protocol::NODE_COMMANDS;
 
 /// `troupe`'s command as shells and man pages should see it: `cli` plus a subcommand per
 /// Circus command it does not define itself.
@@ -23,7 +23,7 @@ pub fn with_circus_commands(cli: clap::Command) -> clap::Command {
         .map(|sub| sub.get_name().to_string())
         .collect();
     let mut cli = cli;
-    for command in COMMANDS {
+    for command in NODE_COMMANDS {
         if defined.iter().any(|name| name == command) {
             continue;
         }
@@ -181,7 +181,7 @@ pub enum NameKind {
 /// completion must not wait for a discovery.
 pub async fn names(kind: NameKind, endpoint: &str) -> Vec<String> {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_millis(700);
-    if !crate::command::controller_answers(endpoint).await {
+    if !crate::cluster_link::controller_answers(endpoint).await {
         return Vec::new();
     }
     let command = match kind {

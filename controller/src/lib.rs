@@ -23,8 +23,10 @@
 
 pub mod absent;
 pub mod activity;
+pub mod admission;
 pub mod broadcast;
 pub mod circus_args;
+pub mod cluster_link;
 pub mod command;
 pub mod configure;
 pub mod confirm;
@@ -32,6 +34,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod discovery;
 pub mod docs;
+pub mod exit_code;
 #[cfg(test)]
 mod fake_agent;
 pub mod fuzz_targets;
@@ -43,6 +46,7 @@ pub mod membership;
 pub mod nobody;
 pub mod nodes;
 pub mod probe;
+pub mod reconfigure;
 pub mod render;
 pub mod reset;
 pub mod roster;

@@ -7,10 +7,9 @@ use std::time::Duration;
 use troupe::client::{call, call_async, ClientError};
 use troupe::discovery::parse_targets;
 use troupe::protocol::Request;
-use troupe_controller::command::{
-    controller_answers, dispatch, report_locked, BroadcastFlags, ClusterLink, CLUSTER_SWEEP_TIMEOUT,
-};
-use troupe_controller::configure;
+use troupe_controller::cluster_link::{controller_answers, ClusterLink, CLUSTER_SWEEP_TIMEOUT};
+use troupe_controller::command::{dispatch, BroadcastFlags};
+use troupe_controller::reconfigure;
 use troupe_controller::settings::{parse_duration, NodeFlags};
 use troupe_controller::state::ControllerState;
 
@@ -300,27 +299,7 @@ fn main() -> ExitCode {
             restart,
             dry_run,
             broadcast,
-        } => run_async(async move {
-            let link = ClusterLink::connect(&broadcast.flags).await?;
-            let cluster = broadcast.flags.settings()?.config.cluster;
-            let nodes = link.nodes().await;
-            let options = broadcast.options();
-            let mut replies = configure::push(&nodes, &cluster, &options, restart, dry_run).await?;
-            troupe_controller::absent::apply_alive_only(&mut replies, options.alive_only);
-            if replies.is_empty() {
-                report_locked(&nodes, &options);
-                let nobody = link.nobody(options.node.as_deref()).await;
-                return Ok(ExitCode::from(troupe_controller::nobody::report(&nobody)));
-            }
-            if options.json {
-                println!("{}", serde_json::to_string_pretty(&replies)?);
-            } else {
-                println!("{}", configure::render_configure(&replies, dry_run));
-            }
-            report_locked(&nodes, &options);
-            let ok = replies.values().all(troupe_controller::broadcast::reply_ok);
-            Ok(ExitCode::from(if ok { 0 } else { 1 }))
-        }),
+        } => run_async(reconfigure::run_configure(restart, dry_run, broadcast)),
         Command::Reset { watcher, broadcast } => run_async(async move {
             let options = broadcast.options();
             let link = ClusterLink::connect(&broadcast.flags).await?;
@@ -330,14 +309,7 @@ fn main() -> ExitCode {
             let request = Request::new("reset", props);
             Ok(ExitCode::from(dispatch(&link, &request, &options).await?))
         }),
-        Command::Reconfigure { reset, broadcast } => run_async(async move {
-            let link = ClusterLink::connect(&broadcast.flags).await?;
-            let cluster = broadcast.flags.settings()?.config.cluster;
-            let options = broadcast.options();
-            let code = configure::run_reconfigure(&link, &cluster, &options, reset).await?;
-            report_locked(&link.nodes().await, &options);
-            Ok(ExitCode::from(code))
-        }),
+        Command::Reconfigure { reset, broadcast } => run_async(reconfigure::run(reset, broadcast)),
         Command::Stats(args) => run_async(troupe_controller::stats::cli::run(args)),
         Command::Logs(args) => run_async(troupe_controller::logs::run(args)),
         Command::Top { flags } => run_async(troupe_controller::top::run(flags)),

@@ -1,5 +1,5 @@
 //! `troupe nodes`: who is there, as a table (the members come from
-//! [`crate::command::ClusterLink::census`]: a running `troupe serve`, or discovered on the spot).
+//! [`crate::cluster_link::ClusterLink::census`]: a running `troupe serve`, or discovered on the spot).
 
 use serde_json::Value;
 

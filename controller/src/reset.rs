@@ -4,7 +4,7 @@
 //! stop), so such a reset is warned about and asked (`--yes` forces it), naming the operation
 //! that fits.
 
-use crate::command::ClusterLink;
+use crate::cluster_link::ClusterLink;
 use std::collections::BTreeMap;
 use troupe::config::Profile;
 

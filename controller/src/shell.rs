@@ -6,14 +6,16 @@
 //! to the cluster (that stopped every agent once, without a question). Stopping agents is
 //! `quit --node SEL`, with the CLI's rules ([`crate::command::dispatch`]).
 
-use crate::circus_args::{build_request, COMMANDS};
-use crate::command::{dispatch, BroadcastFlags, ClusterLink};
+use crate::circus_args::build_request;
+use crate::cluster_link::ClusterLink;
+use crate::command::{dispatch, BroadcastFlags};
 use crate::settings::NodeFlags;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 use std::process::ExitCode;
+use troupe::protocol::NODE_COMMANDS;
 
 const SHELL_COMMANDS: [&str; 4] = ["nodes", "cluster", "help", "exit"];
 
@@ -43,7 +45,7 @@ impl Completer for Names {
         let word = &before[start..];
         let previous = before[..start].split_whitespace().last();
         let pool: Vec<&str> = if start == 0 {
-            COMMANDS
+            NODE_COMMANDS
                 .iter()
                 .chain(SHELL_COMMANDS.iter())
                 .copied()
@@ -144,14 +146,14 @@ async fn broadcast(link: &ClusterLink, command: &str, rest: &[String]) -> u8 {
         Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("{e}");
-            return crate::command::EXIT_USAGE;
+            return crate::exit_code::EXIT_USAGE;
         }
     };
     let request = match build_request(command, &words) {
         Ok(request) => request,
         Err(e) => {
             eprintln!("error: {e}");
-            return crate::command::EXIT_USAGE;
+            return crate::exit_code::EXIT_USAGE;
         }
     };
     let options = flags.options();
@@ -159,7 +161,7 @@ async fn broadcast(link: &ClusterLink, command: &str, rest: &[String]) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            crate::command::EXIT_NODE_FAILED
+            crate::exit_code::EXIT_NODE_FAILED
         }
     }
 }
@@ -174,7 +176,7 @@ fn cluster(
 ) -> u8 {
     let (Some(range), count) = (rest.first(), rest.get(1)) else {
         eprintln!("usage: cluster RANGE [COUNT]   e.g. cluster 192.168.0.0/24 32");
-        return crate::command::EXIT_USAGE;
+        return crate::exit_code::EXIT_USAGE;
     };
     let result = (|| -> anyhow::Result<()> {
         let targets = troupe::discovery::parse_targets(range)?;
@@ -205,7 +207,7 @@ fn cluster(
                     &zmq,
                     endpoint,
                     request,
-                    crate::command::CLUSTER_SWEEP_TIMEOUT,
+                    crate::cluster_link::CLUSTER_SWEEP_TIMEOUT,
                 ))?;
                 if reply["status"] != "ok" {
                     anyhow::bail!(
@@ -234,10 +236,13 @@ fn cluster(
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            crate::command::EXIT_USAGE
+            crate::exit_code::EXIT_USAGE
         }
     }
 }
+
+/// How long the `list` behind watcher-name completion may take.
+const NAMES_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Node names from membership, watcher names from a quick `list` (for completion).
 async fn refresh_names(link: &ClusterLink, editor: &mut Editor<Names, DefaultHistory>) {
@@ -247,12 +252,8 @@ async fn refresh_names(link: &ClusterLink, editor: &mut Editor<Names, DefaultHis
         .iter()
         .filter_map(|n| n["name"].as_str().map(str::to_string))
         .collect();
-    let options = crate::command::BroadcastOptions {
-        timeout: std::time::Duration::from_millis(500),
-        ..Default::default()
-    };
     let list = troupe::protocol::Request::new("list", Default::default());
-    let mut watchers: Vec<String> = match link.send(&list, &options).await {
+    let mut watchers: Vec<String> = match link.send(&list, None, NAMES_TIMEOUT).await {
         Ok(replies) => replies
             .values()
             .flat_map(|r| r["watchers"].as_array().cloned().unwrap_or_default())
@@ -274,6 +275,6 @@ fn help() -> String {
          Shell commands:\n  nodes                 list the members\n  cluster RANGE [COUNT] probe RANGE (e.g. 192.168.0.0/24 32)\n  \
          help\n  exit, quit            leave the shell (the agents keep running)\n\
          Stopping agents: quit --node NAME[,NAME] (--node '*' for all; asks first, --yes skips)",
-        COMMANDS.join(" ")
+        NODE_COMMANDS.join(" ")
     )
 }
