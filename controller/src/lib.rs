@@ -40,6 +40,8 @@ mod fake_agent;
 pub mod fuzz_targets;
 pub mod import;
 pub mod keygen;
+#[cfg(test)]
+mod layering;
 pub mod links;
 pub mod logs;
 pub mod membership;
