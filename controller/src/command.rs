@@ -132,6 +132,23 @@ impl BroadcastFlags {
     }
 }
 
+/// `troupe COMMAND [ARGS] [FLAGS]`, any Circus command: the words after `troupe` (the
+/// command first), split into troupe's flags and the command's own, sent to the nodes.
+pub async fn run_words(words: Vec<String>) -> anyhow::Result<ExitCode> {
+    let Some((command, rest)) = words.split_first() else {
+        return Ok(ExitCode::from(EXIT_USAGE));
+    };
+    let (parsed, theirs) = match BroadcastFlags::parse_words(rest) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = e.print();
+            // 0 for --help, 2 for a usage error.
+            return Ok(ExitCode::from(e.exit_code().clamp(0, 2) as u8));
+        }
+    };
+    run(command, &theirs, &parsed.options(), &parsed.flags).await
+}
+
 /// Runs `command args` on the selected nodes and prints the result.
 pub async fn run(
     command: &str,

@@ -6,6 +6,7 @@ use crate::cluster_link::ClusterLink;
 use crate::command::{report_locked, BroadcastFlags, BroadcastOptions};
 use crate::configure::push;
 use crate::confirm::{confirm, Question};
+use crate::exit_code::{EXIT_NODE_FAILED, EXIT_OK};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -20,12 +21,24 @@ pub async fn run_configure(
 ) -> anyhow::Result<ExitCode> {
     let link = ClusterLink::connect(&broadcast.flags).await?;
     let cluster = broadcast.flags.settings()?.config.cluster;
+    let code = configure_on(&link, &cluster, &broadcast.options(), restart, dry_run).await?;
+    Ok(ExitCode::from(code))
+}
+
+/// `configure` on the nodes of `link` that `options` selects: prints a row a node (or JSON);
+/// the exit code.
+pub async fn configure_on(
+    link: &ClusterLink,
+    cluster: &str,
+    options: &BroadcastOptions,
+    restart: bool,
+    dry_run: bool,
+) -> anyhow::Result<u8> {
     let nodes = link.nodes().await;
-    let options = broadcast.options();
     let selection = options.node.as_deref();
     let mut replies = push(
         &nodes,
-        &cluster,
+        cluster,
         selection,
         options.timeout,
         restart,
@@ -34,28 +47,38 @@ pub async fn run_configure(
     .await?;
     crate::absent::apply_alive_only(&mut replies, options.alive_only);
     if replies.is_empty() {
-        report_locked(&nodes, &options);
+        report_locked(&nodes, options);
         let nobody = link.nobody(selection).await;
-        return Ok(ExitCode::from(crate::nobody::report(&nobody)));
+        return Ok(crate::nobody::report(&nobody));
     }
     if options.json {
         println!("{}", serde_json::to_string_pretty(&replies)?);
     } else {
         println!("{}", crate::render::render_configure(&replies, dry_run));
     }
-    report_locked(&nodes, &options);
+    report_locked(&nodes, options);
     let ok = replies.values().all(reply_ok);
-    Ok(ExitCode::from(if ok { 0 } else { 1 }))
+    Ok(if ok { EXIT_OK } else { EXIT_NODE_FAILED })
 }
 
-/// `troupe reconfigure [--reset]`: connects, runs [`run_reconfigure`].
+/// `troupe reconfigure [--reset]`: connects, runs [`reconfigure_on`].
 pub async fn run(reset: bool, broadcast: BroadcastFlags) -> anyhow::Result<ExitCode> {
     let link = ClusterLink::connect(&broadcast.flags).await?;
     let cluster = broadcast.flags.settings()?.config.cluster;
-    let options = broadcast.options();
-    let code = run_reconfigure(&link, &cluster, &options, reset).await?;
-    report_locked(&link.nodes().await, &options);
+    let code = reconfigure_on(&link, &cluster, &broadcast.options(), reset).await?;
     Ok(ExitCode::from(code))
+}
+
+/// [`run_reconfigure`] on `link`, then the line on locked nodes skipped; the exit code.
+pub async fn reconfigure_on(
+    link: &ClusterLink,
+    cluster: &str,
+    options: &BroadcastOptions,
+    reset: bool,
+) -> anyhow::Result<u8> {
+    let code = run_reconfigure(link, cluster, options, reset).await?;
+    report_locked(&link.nodes().await, options);
+    Ok(code)
 }
 
 /// `troupe reconfigure [--reset]` as the CLI runs it: reaching nobody says why and exits
@@ -98,11 +121,7 @@ pub async fn run_reconfigure(
     }
     let (table, ok) = steps.table();
     println!("{table}");
-    Ok(if ok {
-        crate::exit_code::EXIT_OK
-    } else {
-        crate::exit_code::EXIT_NODE_FAILED
-    })
+    Ok(if ok { EXIT_OK } else { EXIT_NODE_FAILED })
 }
 
 /// The replies of each step of a reconfigure, by node.
