@@ -210,8 +210,10 @@ pub const CLUSTER_SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Whether something accepts TCP at a controller endpoint: a closed port answers at once,
 /// so no ZeroMQ timeout is paid when no controller runs.
 pub async fn controller_answers(endpoint: &str) -> bool {
-    let address = endpoint.trim_start_matches("tcp://");
-    let connect = tokio::net::TcpStream::connect(address);
+    let Ok(endpoint) = troupe::endpoint::Endpoint::parse(endpoint) else {
+        return false;
+    };
+    let connect = tokio::net::TcpStream::connect(endpoint.address());
     matches!(
         tokio::time::timeout(Duration::from_millis(300), connect).await,
         Ok(Ok(_))

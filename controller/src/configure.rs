@@ -6,6 +6,7 @@ use crate::broadcast::{fan_out, Target};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use troupe::endpoint::Endpoint;
 use troupe::protocol::{ConfigureRequest, Peer, PeerList, Request};
 
 /// The peers: alive and suspect troupe members (a member that missed a heartbeat or two is
@@ -58,13 +59,10 @@ pub struct RefusedMember {
     pub reason: String,
 }
 
-/// `tcp://10.0.0.1:5555` -> `10.0.0.1` (brackets of IPv6 removed).
+/// `tcp://10.0.0.1:5555` -> `10.0.0.1` (brackets of IPv6 removed); a malformed endpoint as
+/// it is, which [`Peer::check`] then refuses, naming it.
 pub fn host_of(endpoint: &str) -> String {
-    let rest = endpoint.trim_start_matches("tcp://");
-    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string()
+    Endpoint::parse(endpoint).map_or_else(|_| endpoint.to_string(), |e| e.host().to_string())
 }
 
 /// The `configure` request for the peer called `me`.
