@@ -7,6 +7,8 @@
 //! - [`connections`]: a listening socket's connections, held to a bound per peer address.
 //! - [`subscribers`]: publishing sockets whose subscribers are held to [`bounds`].
 //! - [`client`]: a blocking request/reply client, as `circusctl` is.
+//! - [`endpoint`]: `tcp://HOST:PORT`, the one parser of endpoints (IPv6 in brackets).
+//! - [`cluster_key`]: the cluster key, its fingerprint and the keyring of accepted keys.
 //! - [`discovery`]: parsing the IP ranges the controller probes for agents (`--probe`).
 //! - [`fuzz_targets`]: what each `cargo fuzz` target runs (fuzz/), replayed by `cargo test`.
 //! - [`bounds`]: every limit on what a network peer can make a daemon hold (SECURITY.md).
@@ -18,6 +20,7 @@ pub mod cluster_key;
 pub mod config;
 pub mod connections;
 pub mod discovery;
+pub mod endpoint;
 pub mod fuzz_targets;
 pub mod limits;
 pub mod logging;

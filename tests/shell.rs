@@ -63,7 +63,7 @@ fn the_shell_runs_commands_line_by_line_and_remembers_a_cluster_range() {
     assert!(stderr.contains("unknown command 'bogus'"), "{stderr}");
     assert!(
         stdout.contains(&format!(
-            "probed {}: 2 nodes alive, expecting 2",
+            "cluster: {} (1 addresses) remembered; swept it: 2 nodes alive, expecting 2",
             second.address
         )),
         "{stdout}"

@@ -7,7 +7,7 @@
 //! `troupe serve`'s forwarding) adds one error row per selected node it knows but did not send
 //! to: `suspect` or `down` (membership's heartbeats), `no reply` (an address that accepts connections and never answers `nodeinfo`), or `down` from
 //! the CLI's roster ([`crate::roster`]: seen before, not found now). The rows make the command
-//! exit [`crate::command::EXIT_NODE_FAILED`]; `--alive-only` removes them and says so.
+//! exit [`crate::exit_code::EXIT_NODE_FAILED`]; `--alive-only` removes them and says so.
 
 use crate::broadcast::{select, Target};
 use serde_json::{json, Value};

@@ -10,12 +10,7 @@ use std::time::Duration;
 use troupe::client::{call_async, ClientError};
 use troupe::protocol::{Errno, Request};
 
-/// A node to send to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub name: String,
-    pub endpoint: String,
-}
+pub use crate::membership::Target;
 
 /// Whether a node's reply is a success.
 pub fn reply_ok(reply: &Value) -> bool {

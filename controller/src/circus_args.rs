@@ -2,35 +2,7 @@
 //! requests the way circusctl builds them.
 
 use serde_json::{json, Map, Value};
-use troupe::protocol::Request;
-
-/// Every command troupe broadcasts: Circus's and troupe's own.
-pub const COMMANDS: [&str; 24] = [
-    "add",
-    "decr",
-    "dstats",
-    "get",
-    "globaloptions",
-    "incr",
-    "kill",
-    "list",
-    "listsockets",
-    "nodeinfo",
-    "numprocesses",
-    "numwatchers",
-    "options",
-    "quit",
-    "reload",
-    "reloadconfig",
-    "restart",
-    "rm",
-    "set",
-    "signal",
-    "start",
-    "stats",
-    "status",
-    "stop",
-];
+use troupe::protocol::{Request, NODE_COMMANDS};
 
 /// A usage error naming what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,10 +16,10 @@ fn usage(text: impl Into<String>) -> UsageError {
 /// Builds the request for `command` with its positional `args` and `--flags`.
 pub fn build_request(command: &str, args: &[String]) -> Result<Request, UsageError> {
     let command = command.to_ascii_lowercase();
-    if !COMMANDS.contains(&command.as_str()) {
+    if !NODE_COMMANDS.contains(&command.as_str()) {
         return Err(usage(format!(
             "unknown command '{command}' (known: {})",
-            COMMANDS.join(", ")
+            NODE_COMMANDS.join(", ")
         )));
     }
     let mut flags: Vec<&str> = Vec::new();

@@ -1,29 +1,17 @@
 //! `troupe <command> [args]`: one Circus (or troupe) command to every node, or a selection,
 //! through a running `troupe serve` or by discovering on the spot.
 
-use crate::broadcast::{fan_out, reply_ok, select, Target};
+use crate::broadcast::reply_ok;
 use crate::circus_args::build_request;
+use crate::cluster_link::ClusterLink;
 use crate::confirm::{confirm, Question};
-use crate::discovery::Discovery;
-use crate::membership::{MemberState, MembershipHandle};
-use crate::nobody::{Nobody, Search};
-use crate::roster::Roster;
-use crate::settings::{NodeFlags, Settings};
-use serde_json::{json, Value};
+use crate::exit_code::{EXIT_NODE_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::settings::NodeFlags;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 use troupe::protocol::Request;
-
-/// Documented exit codes.
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_NODE_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_NOTHING_MATCHED: u8 = 3;
-
-/// How long discovery listens for mDNS answers after the first probe sweep, before a
-/// command (one-shot, or the first ones a new `troupe serve` gets) takes the member list.
-pub const MDNS_LISTEN: Duration = Duration::from_millis(1500);
 
 /// The per-node timeout when `--timeout` is not given. A `--waiting` command adds the
 /// graceful stops it may wait out (see [`crate::watchers::graceful_stops`]).
@@ -144,6 +132,23 @@ impl BroadcastFlags {
     }
 }
 
+/// `troupe COMMAND [ARGS] [FLAGS]`, any Circus command: the words after `troupe` (the
+/// command first), split into troupe's flags and the command's own, sent to the nodes.
+pub async fn run_words(words: Vec<String>) -> anyhow::Result<ExitCode> {
+    let Some((command, rest)) = words.split_first() else {
+        return Ok(ExitCode::from(EXIT_USAGE));
+    };
+    let (parsed, theirs) = match BroadcastFlags::parse_words(rest) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = e.print();
+            // 0 for --help, 2 for a usage error.
+            return Ok(ExitCode::from(e.exit_code().clamp(0, 2) as u8));
+        }
+    };
+    run(command, &theirs, &parsed.options(), &parsed.flags).await
+}
+
 /// Runs `command args` on the selected nodes and prints the result.
 pub async fn run(
     command: &str,
@@ -220,7 +225,7 @@ pub async fn dispatch(
     }
     let mut options = options.clone();
     if matches!(request.command.as_str(), "quit" | "reset") {
-        let targets = link.target_names(&options).await?;
+        let targets = link.target_names(options.node.as_deref()).await?;
         if targets.is_empty() {
             return Ok(crate::nobody::report(
                 &link.nobody(options.node.as_deref()).await,
@@ -246,7 +251,9 @@ pub async fn dispatch(
     if let (false, Some(longest)) = (options.timeout_given, graceful.values().max()) {
         options.timeout += *longest;
     }
-    let mut replies = link.send(request, &options).await?;
+    let mut replies = link
+        .send(request, options.node.as_deref(), options.timeout)
+        .await?;
     report_locked(&link.nodes().await, &options);
     if replies.is_empty() {
         return Ok(crate::nobody::report(
@@ -281,248 +288,4 @@ pub fn print_replies(
     } else {
         EXIT_NODE_FAILED
     })
-}
-
-/// How commands reach the cluster: through a running controller, or by a discovery of our
-/// own that stays up as long as this value (the shell keeps it for the session).
-pub enum ClusterLink {
-    Controller(String),
-    Local {
-        membership: MembershipHandle,
-        discovery: Discovery,
-        /// How it searches (other clusters are read from `membership` when asked).
-        search: Search,
-        /// The nodes seen before by this search ([`crate::roster`]), this one's recorded.
-        /// Boxed: it is read once per command, and keeps the enum small.
-        roster: Box<Roster>,
-    },
-    /// Inside `troupe serve` (its dashboard): serve's own membership and kept connections.
-    Kept {
-        membership: MembershipHandle,
-        links: crate::links::Links,
-    },
-}
-
-impl ClusterLink {
-    /// Uses the controller at `flags.controller_endpoint()` if it answers; otherwise
-    /// discovers (first probe sweep, plus a moment for mDNS answers when multicast is on).
-    pub async fn connect(flags: &NodeFlags) -> anyhow::Result<ClusterLink> {
-        Self::connect_listening(flags, MDNS_LISTEN).await
-    }
-
-    /// [`Self::connect`], listening up to `listen` for mDNS answers (or until the expected
-    /// node count from `troupe cluster` is alive). Probing is complete after its first sweep.
-    pub async fn connect_listening(
-        flags: &NodeFlags,
-        listen: Duration,
-    ) -> anyhow::Result<ClusterLink> {
-        // First: it reads the cluster key that the controller is asked with.
-        let settings = flags.settings()?;
-        let endpoint = flags.controller_endpoint();
-        if controller_answers(&endpoint).await {
-            return Ok(ClusterLink::Controller(endpoint));
-        }
-        // A controller asked for by name that is not there is worth a word: the answer then
-        // comes from this command's own discovery, which may see a different cluster.
-        if flags.controller.is_some() {
-            eprintln!("troupe: no controller answers at {endpoint}; discovering on the spot");
-        }
-        let (membership, discovery) = Discovery::start(crate::serve::sources(&settings))?;
-        discovery
-            .first_discovery(&membership, listen, settings.expect)
-            .await;
-        let search = Search::of(&settings, Default::default());
-        let roster = remember(&membership, &settings, &search);
-        Ok(ClusterLink::Local {
-            membership,
-            discovery,
-            search,
-            roster: Box::new(roster),
-        })
-    }
-
-    /// Sends `request` to the selected alive nodes; replies keyed by node name.
-    pub async fn send(
-        &self,
-        request: &Request,
-        options: &BroadcastOptions,
-    ) -> anyhow::Result<BTreeMap<String, Value>> {
-        match self {
-            ClusterLink::Controller(endpoint) => via_controller(endpoint, request, options).await,
-            ClusterLink::Local { membership, .. } => {
-                let targets = select(alive_targets(membership), options.node.as_deref())
-                    .map_err(|e| anyhow::anyhow!(e))?;
-                let mut replies = fan_out(&targets, request, options.timeout, true).await;
-                crate::absent::add(&mut replies, &self.nodes().await, options.node.as_deref());
-                Ok(replies)
-            }
-            ClusterLink::Kept { membership, links } => {
-                let targets = select(alive_targets(membership), options.node.as_deref())
-                    .map_err(|e| anyhow::anyhow!(e))?;
-                Ok(links.fan_out(&targets, request, options.timeout).await)
-            }
-        }
-    }
-
-    /// The members as JSON objects (see [`crate::membership::member_json`]).
-    pub async fn nodes(&self) -> Vec<Value> {
-        self.census().await.0
-    }
-
-    /// The members, and how they were searched for.
-    pub async fn census(&self) -> (Vec<Value>, Search) {
-        match self {
-            ClusterLink::Controller(endpoint) => {
-                let zmq = zmq::Context::new();
-                let request = Request::new("nodelist", Default::default());
-                let reply = troupe::client::call_async(&zmq, endpoint, request, NODELIST_TIMEOUT)
-                    .await
-                    .unwrap_or_default();
-                let nodes = reply["nodes"].as_array().cloned().unwrap_or_default();
-                // An older serve says nothing of its search: then only "not found" is known.
-                let search = serde_json::from_value(reply["search"].clone()).unwrap_or(Search {
-                    sources: vec![format!("the controller at {endpoint}")],
-                    ..Search::default()
-                });
-                (nodes, search)
-            }
-            ClusterLink::Local {
-                membership,
-                search,
-                roster,
-                ..
-            } => {
-                let search = Search {
-                    other_clusters: membership.other_clusters(),
-                    ..search.clone()
-                };
-                let mut nodes = membership.members_json();
-                roster.missing(&mut nodes);
-                (nodes, search)
-            }
-            ClusterLink::Kept { membership, .. } => {
-                let search = Search {
-                    sources: vec!["troupe serve's membership".to_string()],
-                    other_clusters: membership.other_clusters(),
-                    ..Search::default()
-                };
-                (membership.members_json(), search)
-            }
-        }
-    }
-
-    /// Why a command with this `--node` selection reached nobody.
-    pub async fn nobody(&self, selection: Option<&str>) -> Nobody {
-        let (nodes, search) = self.census().await;
-        crate::nobody::why(&nodes, &search, selection)
-    }
-
-    /// The names of the alive members `options.node` selects.
-    pub async fn target_names(&self, options: &BroadcastOptions) -> anyhow::Result<Vec<String>> {
-        let alive = self
-            .nodes()
-            .await
-            .into_iter()
-            .filter(|n| n["state"] == "alive")
-            .filter_map(|n| {
-                Some(Target {
-                    name: n["name"].as_str()?.to_string(),
-                    endpoint: n["endpoint"].as_str()?.to_string(),
-                })
-            });
-        let selected = select(alive, options.node.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
-        Ok(selected.into_iter().map(|t| t.name).collect())
-    }
-}
-
-/// Reads the roster of this search, records the members alive now and writes it back; the
-/// roster as it was read, plus them. A roster that cannot be read or written is a warning.
-fn remember(membership: &MembershipHandle, settings: &Settings, search: &Search) -> Roster {
-    let path = crate::roster::path(
-        &settings.config.state_dir,
-        &settings.config.cluster,
-        &search.sources,
-    );
-    let now = troupe::protocol::now_epoch();
-    let (mut roster, warning) = Roster::load(&path, settings.config.roster_ttl, now);
-    if let Some(warning) = warning {
-        eprintln!("troupe: {warning}");
-    }
-    let before = roster.clone();
-    roster.record(&membership.members_json(), now);
-    if roster != before {
-        if let Err(e) = roster.save(&path) {
-            eprintln!(
-                "troupe: cannot write the roster {}: {e}; nodes seen now will not be reported                  when they stop answering (set a writable --state-dir)",
-                path.display()
-            );
-        }
-    }
-    roster
-}
-
-/// How long a `nodelist` asked of a running controller may take.
-const NODELIST_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long a `cluster` request may take: serve replies once it has swept the new range (a
-/// /16 of mostly unanswered addresses takes a while).
-pub const CLUSTER_SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Whether something accepts TCP at a controller endpoint: a closed port answers at once,
-/// so no ZeroMQ timeout is paid when no controller runs.
-pub async fn controller_answers(endpoint: &str) -> bool {
-    let address = endpoint.trim_start_matches("tcp://");
-    let connect = tokio::net::TcpStream::connect(address);
-    matches!(
-        tokio::time::timeout(Duration::from_millis(300), connect).await,
-        Ok(Ok(_))
-    )
-}
-
-/// Sends through a running controller.
-async fn via_controller(
-    endpoint: &str,
-    request: &Request,
-    options: &BroadcastOptions,
-) -> anyhow::Result<BTreeMap<String, Value>> {
-    let mut forwarded = request.clone();
-    forwarded.properties.insert(
-        "node".into(),
-        json!(options.node.clone().unwrap_or_else(|| "*".into())),
-    );
-    // The per-node timeout travels with the request: the controller's own default would
-    // outlast the margin this call allows it.
-    forwarded.properties.insert(
-        crate::serve::NODE_TIMEOUT.into(),
-        json!(options.timeout.as_secs_f64()),
-    );
-    let zmq = zmq::Context::new();
-    // The controller applies the per-node timeout itself, after its first discovery at most;
-    // allow it that plus a margin.
-    let margin =
-        options.timeout + troupe::bounds::SERVE_FIRST_DISCOVERY_WAIT + Duration::from_secs(2);
-    let reply = troupe::client::call_async(&zmq, endpoint, forwarded, margin).await?;
-    if reply["status"] != "ok" {
-        anyhow::bail!(
-            "the controller at {endpoint} refused: {}",
-            reply["reason"].as_str().unwrap_or("error")
-        );
-    }
-    Ok(reply["nodes"]
-        .as_object()
-        .map(|nodes| nodes.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default())
-}
-
-/// Alive members as broadcast targets.
-pub fn alive_targets(membership: &MembershipHandle) -> Vec<Target> {
-    membership
-        .members()
-        .into_iter()
-        .filter(|m| m.state == MemberState::Alive)
-        .map(|m| Target {
-            name: m.name,
-            endpoint: m.endpoint,
-        })
-        .collect()
 }

@@ -1,12 +1,12 @@
-//! `troupe configure`, `reset` and `reconfigure`: the peer list from membership, pushed to
-//! every node so each renders its service config; data wiped for clean repeats.
+//! `configure`: the peer list from membership, pushed to every node so each renders its
+//! service config. Used by the CLI ([`crate::reconfigure`]), serve's auto-configure and its
+//! dashboard: it takes a selection and a timeout, and returns the replies; it prints nothing.
 
-use crate::broadcast::{fan_out, reply_ok, Target};
-use crate::command::{BroadcastOptions, ClusterLink};
-use crate::confirm::{confirm, Question};
-use serde_json::{json, Map, Value};
+use crate::broadcast::{fan_out, Target};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use troupe::endpoint::Endpoint;
 use troupe::protocol::{ConfigureRequest, Peer, PeerList, Request};
 
 /// The peers: alive and suspect troupe members (a member that missed a heartbeat or two is
@@ -59,13 +59,10 @@ pub struct RefusedMember {
     pub reason: String,
 }
 
-/// `tcp://10.0.0.1:5555` -> `10.0.0.1` (brackets of IPv6 removed).
+/// `tcp://10.0.0.1:5555` -> `10.0.0.1` (brackets of IPv6 removed); a malformed endpoint as
+/// it is, which [`Peer::check`] then refuses, naming it.
 pub fn host_of(endpoint: &str) -> String {
-    let rest = endpoint.trim_start_matches("tcp://");
-    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string()
+    Endpoint::parse(endpoint).map_or_else(|_| endpoint.to_string(), |e| e.host().to_string())
 }
 
 /// The `configure` request for the peer called `me`.
@@ -85,13 +82,14 @@ pub fn configure_request(
     Some(Request::new("configure", request.to_properties()))
 }
 
-/// Pushes `configure` to the selected peers (every peer gets the full list); replies keyed
-/// by node name. A member left out of the list gets an error row of its own, keyed by its
+/// Pushes `configure` to the peers `selection` names (every peer gets the full list), each
+/// with `timeout`; replies keyed by node name. A member left out of the list gets an error row of its own, keyed by its
 /// endpoint (its name is what failed the rules).
 pub async fn push(
     nodes: &[Value],
     cluster: &str,
-    options: &BroadcastOptions,
+    selection: Option<&str>,
+    timeout: Duration,
     restart: bool,
     dry_run: bool,
 ) -> anyhow::Result<BTreeMap<String, Value>> {
@@ -115,19 +113,14 @@ pub async fn push(
                 name: n["name"].as_str().unwrap_or_default().to_string(),
                 endpoint: n["endpoint"].as_str().unwrap_or_default().to_string(),
             }),
-        options.node.as_deref(),
+        selection,
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let sends = selected.into_iter().filter_map(|target| {
         let request = configure_request(cluster, &peers, &target.name, restart, dry_run)?;
         Some(async move {
-            let mut replies = fan_out(
-                std::slice::from_ref(&target),
-                &request,
-                options.timeout,
-                false,
-            )
-            .await;
+            let mut replies =
+                fan_out(std::slice::from_ref(&target), &request, timeout, false).await;
             let reply = replies.remove(&target.name).unwrap_or(Value::Null);
             (target.name, reply)
         })
@@ -135,7 +128,7 @@ pub async fn push(
     let mut replies: BTreeMap<String, Value> =
         futures::future::join_all(sends).await.into_iter().collect();
     // Suspect peers are in the list and sent to: they answer or time out.
-    crate::absent::add(&mut replies, nodes, options.node.as_deref());
+    crate::absent::add(&mut replies, nodes, selection);
     for member in refused {
         let reason = format!("left out of the peer list: {}", member.reason);
         replies.insert(
@@ -144,175 +137,6 @@ pub async fn push(
         );
     }
     Ok(replies)
-}
-
-/// A per-node table of configure results.
-pub fn render_configure(replies: &BTreeMap<String, Value>, dry_run: bool) -> String {
-    let mut rows = Vec::new();
-    for (node, reply) in replies {
-        if !reply_ok(reply) {
-            rows.push(vec![
-                node.clone(),
-                format!("error: {}", reply["reason"].as_str().unwrap_or("?")),
-            ]);
-            continue;
-        }
-        let files = reply["files"].as_array().cloned().unwrap_or_default();
-        let changed = files.iter().filter(|f| f["changed"] == true).count();
-        let restarted: Vec<String> = reply["restarted"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|w| w.as_str().map(str::to_string))
-            .collect();
-        rows.push(vec![
-            node.clone(),
-            format!(
-                "{} file{}, {changed} changed{}{}",
-                files.len(),
-                if files.len() == 1 { "" } else { "s" },
-                if dry_run { " (dry run)" } else { "" },
-                if restarted.is_empty() {
-                    String::new()
-                } else {
-                    format!(", restarted {}", restarted.join(","))
-                }
-            ),
-        ]);
-    }
-    crate::render::table(&["NODE", "CONFIGURE"], &rows)
-}
-
-/// `troupe reconfigure [--reset]` as the CLI runs it: reaching nobody says why and exits
-/// [`crate::command::EXIT_NOTHING_MATCHED`], as every command does; a reset of more than one
-/// node (or of some members of a clustered service) asks first ([`crate::confirm`]). Prints
-/// the table and returns the exit code.
-pub async fn run_reconfigure(
-    link: &ClusterLink,
-    cluster: &str,
-    options: &BroadcastOptions,
-    reset: bool,
-) -> anyhow::Result<u8> {
-    let targets = link.target_names(options).await?;
-    if targets.is_empty() {
-        let nobody = link.nobody(options.node.as_deref()).await;
-        return Ok(crate::nobody::report(&nobody));
-    }
-    if reset {
-        let warning = crate::reset::partial_member_warning(link, "*", &targets).await;
-        let action = "stop every watcher, wipe every data_dir, configure and start again on";
-        if let Some(question) = Question::when_needed(action, &targets, warning) {
-            if let Err(refusal) = confirm(&question, options.yes) {
-                eprintln!("troupe: {refusal}");
-                return Ok(crate::command::EXIT_USAGE);
-            }
-        }
-    }
-    let (table, ok) = reconfigure(link, cluster, options, reset).await?;
-    println!("{table}");
-    Ok(if ok {
-        crate::command::EXIT_OK
-    } else {
-        crate::command::EXIT_NODE_FAILED
-    })
-}
-
-/// `troupe reconfigure [--reset]`: stop all -> (reset) -> configure -> start (autostart
-/// watchers and every configured one), one row a node.
-pub async fn reconfigure(
-    link: &ClusterLink,
-    cluster: &str,
-    options: &BroadcastOptions,
-    reset: bool,
-) -> anyhow::Result<(String, bool)> {
-    let waiting = |command: &str, extra: Value| {
-        let mut props = Map::new();
-        props.insert("waiting".into(), json!(true));
-        if let Value::Object(extra) = extra {
-            props.extend(extra);
-        }
-        Request::new(command, props)
-    };
-    // Stops and starts wait for graceful timeouts: give them room beyond a plain command's.
-    let slow = BroadcastOptions {
-        timeout: options.timeout.max(Duration::from_secs(60)),
-        ..options.clone()
-    };
-    let mut steps: Vec<(&str, BTreeMap<String, Value>)> = Vec::new();
-    steps.push((
-        "STOP",
-        link.send(&waiting("stop", Value::Null), &slow).await?,
-    ));
-    if reset {
-        let request = waiting("reset", json!({"name": "*"}));
-        steps.push(("RESET", link.send(&request, &slow).await?));
-    }
-    let nodes = link.nodes().await;
-    let configured = push(&nodes, cluster, options, false, false).await?;
-    // Start what starts by itself, and every watcher configure rendered files for (a
-    // service waiting for its peer list is usually autostart = false).
-    let mut started = link.send(&waiting("start", Value::Null), &slow).await?;
-    for (node, reply) in &configured {
-        let mut watchers: Vec<&str> = reply["files"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f["watcher"].as_str())
-            .collect();
-        watchers.dedup();
-        let one_node = BroadcastOptions {
-            node: Some(node.clone()),
-            ..slow.clone()
-        };
-        for watcher in watchers {
-            let request = waiting("start", json!({"name": watcher}));
-            for (name, reply) in link.send(&request, &one_node).await? {
-                if !reply_ok(&reply) {
-                    started.insert(name, reply);
-                }
-            }
-        }
-    }
-    steps.push(("CONFIGURE", configured));
-    steps.push(("START", started));
-    if options.alive_only {
-        let mut skipped = None;
-        for (_, replies) in &mut steps {
-            skipped = crate::absent::skip(replies).or(skipped);
-        }
-        if let Some(line) = skipped {
-            eprintln!("troupe: {line}");
-        }
-    }
-    let names: std::collections::BTreeSet<&String> =
-        steps.iter().flat_map(|(_, r)| r.keys()).collect();
-    let mut all_ok = true;
-    let rows: Vec<Vec<String>> = names
-        .into_iter()
-        .map(|node| {
-            let mut row = vec![node.clone()];
-            for (_, replies) in &steps {
-                let cell = match replies.get(node) {
-                    Some(reply) if reply_ok(reply) => "ok".to_string(),
-                    Some(reply) => {
-                        all_ok = false;
-                        format!("error: {}", reply["reason"].as_str().unwrap_or("?"))
-                    }
-                    None => {
-                        all_ok = false;
-                        "-".to_string()
-                    }
-                };
-                row.push(cell);
-            }
-            row
-        })
-        .collect();
-    // A fan-out that reached nobody is no success.
-    all_ok &= !rows.is_empty();
-    let mut header = vec!["NODE"];
-    header.extend(steps.iter().map(|(name, _)| *name));
-    Ok((crate::render::table(&header, &rows), all_ok))
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! everything on Ctrl-C.
 
 use crate::broadcast::fan_out;
-use crate::command::alive_targets;
 use crate::discovery::{Discovery, Sources};
 use crate::membership::{MemberState, MembershipHandle};
 use crate::settings::Settings;
@@ -129,7 +128,7 @@ async fn show(
         dir.display()
     );
 
-    let targets = alive_targets(&membership);
+    let targets = membership.alive_targets();
     let status = Request::new("status", Map::new());
     let replies = fan_out(&targets, &status, Duration::from_secs(5), false).await;
     println!(

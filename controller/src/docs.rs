@@ -10,10 +10,11 @@
 //! `troupe complete-names`, which asks a running `troupe serve` ([`names`]); `troupe shell`
 //! completes them too.
 
-use crate::circus_args::COMMANDS;
 use crate::command::BroadcastFlags;
 use clap::CommandFactory;
 use std::path::Path;
+use std::process::ExitCode;
+use troupe::protocol::NODE_COMMANDS;
 
 /// `troupe`'s command as shells and man pages should see it: `cli` plus a subcommand per
 /// Circus command it does not define itself.
@@ -23,7 +24,7 @@ pub fn with_circus_commands(cli: clap::Command) -> clap::Command {
         .map(|sub| sub.get_name().to_string())
         .collect();
     let mut cli = cli;
-    for command in COMMANDS {
+    for command in NODE_COMMANDS {
         if defined.iter().any(|name| name == command) {
             continue;
         }
@@ -181,7 +182,7 @@ pub enum NameKind {
 /// completion must not wait for a discovery.
 pub async fn names(kind: NameKind, endpoint: &str) -> Vec<String> {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_millis(700);
-    if !crate::command::controller_answers(endpoint).await {
+    if !crate::cluster_link::controller_answers(endpoint).await {
         return Vec::new();
     }
     let command = match kind {
@@ -239,6 +240,44 @@ pub fn write_man_pages(
         .collect();
     written.sort();
     Ok(written)
+}
+
+/// `troupe completions SHELL [--agent]`: prints the script of `command`.
+pub fn print_completions(shell: clap_complete::Shell, command: clap::Command) -> ExitCode {
+    let script = completions(shell, command);
+    match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("troupe completions: writing the script: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `troupe man DIR`: writes the man pages of `commands` and says how many.
+pub fn print_man_pages(commands: Vec<clap::Command>, dir: &Path) -> ExitCode {
+    match write_man_pages(commands, dir) {
+        Ok(pages) => {
+            println!("{} man pages written to {}", pages.len(), dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "troupe man: writing the man pages into {}: {e}",
+                dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `troupe complete-names KIND`: prints [`names`], one a line.
+pub async fn print_names(kind: NameKind, endpoint: String) -> anyhow::Result<ExitCode> {
+    for name in names(kind, &endpoint).await {
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -412,7 +412,7 @@ mod tests {
         let (mut agent, endpoint) = bind(&agents, "tcp://127.0.0.1:*").await;
         let zmq = zmq::Context::new();
         let membership =
-            MembershipHandle::spawn("links-test", None, crate::discovery::Admission::Open);
+            MembershipHandle::spawn("links-test", None, crate::admission::Admission::Open);
         let (links, _task) = Links::spawn(zmq.clone(), Some(membership.clone()));
         let settle = || tokio::time::sleep(Duration::from_millis(100));
         // Not a member (yet): used, then closed.

@@ -6,7 +6,7 @@
 //! of another cluster, or nothing was searched at all (multicast off and no range). So the
 //! message says which of the four cases it is, and what to type next.
 
-use crate::command::EXIT_NOTHING_MATCHED;
+use crate::exit_code::EXIT_NOTHING_MATCHED;
 use crate::settings::Settings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,7 +1,80 @@
 //! `troupe nodes`: who is there, as a table (the members come from
-//! [`crate::command::ClusterLink::census`]: a running `troupe serve`, or discovered on the spot).
+//! [`crate::cluster_link::ClusterLink::census`]: a running `troupe serve`, or discovered on the spot).
 
+use crate::cluster_link::ClusterLink;
+use crate::settings::NodeFlags;
 use serde_json::Value;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `troupe nodes [--wait 2s] [--json]`: discovers (listening up to `wait` for mDNS answers)
+/// or asks a running serve, and prints the members.
+pub async fn run(wait: Duration, json: bool, flags: NodeFlags) -> anyhow::Result<ExitCode> {
+    let link = ClusterLink::connect_listening(&flags, wait).await?;
+    print(&link, json).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the members `link` knows (a table, or JSON), and why there are none if so.
+pub async fn print(link: &ClusterLink, json: bool) -> anyhow::Result<()> {
+    let (nodes, search) = link.census().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+    } else {
+        println!("{}", table(&nodes));
+    }
+    if nodes.is_empty() {
+        let nobody = crate::nobody::why(&nodes, &search, None);
+        eprintln!("troupe: {nobody}");
+    }
+    Ok(())
+}
+
+/// `troupe nodes --forget NODE`: drops NODE from the roster of this cluster and search.
+pub fn forget(flags: &NodeFlags, name: &str) -> ExitCode {
+    let settings = match flags.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
+            return ExitCode::from(2);
+        }
+    };
+    let search = crate::nobody::Search::of(&settings, Default::default());
+    let path = crate::roster::path(
+        &settings.config.state_dir,
+        &settings.config.cluster,
+        &search.sources,
+    );
+    let now = troupe::protocol::now_epoch();
+    let (mut roster, warning) = crate::roster::Roster::load(&path, settings.config.roster_ttl, now);
+    if let Some(warning) = warning {
+        eprintln!("troupe: {warning}");
+    }
+    let Some(entry) = roster.forget(name) else {
+        let known: Vec<&str> = roster.nodes.keys().map(String::as_str).collect();
+        eprintln!(
+            "troupe: {name} is not in the roster of cluster '{}' searched by {} ({}); nothing              to forget",
+            settings.config.cluster,
+            search.describe(),
+            if known.is_empty() {
+                "it is empty".to_string()
+            } else {
+                format!("it holds {}", known.join(", "))
+            }
+        );
+        return ExitCode::from(1);
+    };
+    if let Err(e) = roster.save(&path) {
+        eprintln!("troupe: cannot write the roster {}: {e}", path.display());
+        return ExitCode::from(1);
+    }
+    println!(
+        "forgot {name} ({}, last seen {}): it is no longer reported when it does not answer",
+        entry.endpoint.trim_start_matches("tcp://"),
+        crate::absent::when(entry.last_seen, now)
+    );
+    ExitCode::SUCCESS
+}
 
 /// The human table: one row per member, KEY the fingerprint of its cluster key or `none`;
 /// then why each locked row is locked.

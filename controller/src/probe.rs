@@ -1,8 +1,7 @@
 //! Asking one endpoint what it is: a troupe agent (`nodeinfo`), a stock circusd (answers
 //! Circus commands, not troupe's), or nothing we can adopt.
 
-use crate::discovery::Admission;
-use crate::membership::NodeFacts;
+use crate::admission::Admission;
 use futures::StreamExt;
 use serde_json::Map;
 use std::time::Duration;
@@ -13,6 +12,16 @@ use troupe::sockets::connect_probe_async;
 
 /// An async ZeroMQ DEALER.
 pub type Dealer = troupe::client::Connection;
+
+/// What a node told us when it answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeFacts {
+    Troupe(Box<NodeInfo>),
+    /// A stock circusd: it answers Circus commands but not `nodeinfo`.
+    Circus {
+        watchers: usize,
+    },
+}
 
 /// What answered at an endpoint.
 #[derive(Debug, Clone, PartialEq)]

@@ -156,6 +156,43 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
+/// A per-node table of configure results.
+pub fn render_configure(replies: &BTreeMap<String, Value>, dry_run: bool) -> String {
+    let mut rows = Vec::new();
+    for (node, reply) in replies {
+        if !reply_ok(reply) {
+            rows.push(vec![
+                node.clone(),
+                format!("error: {}", reply["reason"].as_str().unwrap_or("?")),
+            ]);
+            continue;
+        }
+        let files = reply["files"].as_array().cloned().unwrap_or_default();
+        let changed = files.iter().filter(|f| f["changed"] == true).count();
+        let restarted: Vec<String> = reply["restarted"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str().map(str::to_string))
+            .collect();
+        rows.push(vec![
+            node.clone(),
+            format!(
+                "{} file{}, {changed} changed{}{}",
+                files.len(),
+                if files.len() == 1 { "" } else { "s" },
+                if dry_run { " (dry run)" } else { "" },
+                if restarted.is_empty() {
+                    String::new()
+                } else {
+                    format!(", restarted {}", restarted.join(","))
+                }
+            ),
+        ]);
+    }
+    table(&["NODE", "CONFIGURE"], &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

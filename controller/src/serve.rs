@@ -7,16 +7,16 @@
 //! serve acts for whoever reaches its port, so it must not lend them what they could not do
 //! themselves (SECURITY.md): it never forwards a command that brings code, adopts a
 //! registered endpoint only on the address the registration came from, and adopts nothing
-//! on its own host that its operator did not name ([`crate::discovery::admission`]). What a
+//! on its own host that its operator did not name ([`crate::admission`]). What a
 //! client can make it hold is bounded ([`gate`], [`troupe::bounds`]), and so are the connections
 //! one address may keep open to each of its sockets ([`troupe::connections`]).
 
 mod gate;
 mod registration;
 
+use crate::admission::Admission;
 use crate::broadcast::{reply_ok, select};
-use crate::command::alive_targets;
-use crate::discovery::{Admission, Discovery, Ranges, Sources};
+use crate::discovery::{Discovery, Ranges, Sources};
 use crate::membership::{table, MemberState, MembershipHandle, MembershipMsg, Source};
 use crate::settings::Settings;
 use crate::state::ControllerState;
@@ -32,7 +32,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use troupe::bounds::{MAX_MEMBERS, SERVE_FIRST_DISCOVERY_WAIT, SERVE_REMOTE_SWEEP_ADDRESSES};
 use troupe::discovery::parse_targets;
-use troupe::protocol::{error_reply, ok_reply, CommandError, Errno, Request};
+use troupe::protocol::{
+    error_reply, ok_reply, CommandError, Errno, Request, NODE_COMMANDS, NODE_TIMEOUT,
+};
 use troupe::sockets::ControlSocket;
 use troupe::subscribers::GuardedPublisher;
 
@@ -132,7 +134,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     let admission = operator_admission(&settings);
     let sources = Sources {
         admission: admission.clone(),
-        ..sources(&settings)
+        ..Sources::of(&settings)
     };
     let (membership, discovery) = Discovery::start(sources)?;
     // The key `--key-file`, `TROUPE_KEY_FILE` or troupe.toml named (settings() read it).
@@ -216,7 +218,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
         let expect = first.settings.expect;
         first
             .discovery
-            .first_discovery(&first.membership, crate::command::MDNS_LISTEN, expect)
+            .first_discovery(&first.membership, crate::cluster_link::MDNS_LISTEN, expect)
             .await;
         discovered_tx.send_replace(true);
     });
@@ -283,13 +285,10 @@ async fn auto_configure(context: Arc<ServeContext>) {
             tracing::debug!("auto-configure: the peer list is the one last pushed");
             continue;
         }
-        let options = crate::command::BroadcastOptions {
-            timeout: context.settings.config.timeout,
-            ..Default::default()
-        };
+        let timeout = context.settings.config.timeout;
         let cluster = &context.settings.config.cluster;
         let (ok, detail) =
-            match crate::configure::push(&nodes, cluster, &options, true, false).await {
+            match crate::configure::push(&nodes, cluster, None, timeout, true, false).await {
                 Ok(replies) => {
                     // Down members get a row of their own in the replies; only peers count.
                     let failed: Vec<&String> = replies
@@ -327,18 +326,6 @@ async fn auto_configure(context: Arc<ServeContext>) {
             detail,
         };
         context.activity.configured(activity, ok).await;
-    }
-}
-
-pub fn sources(settings: &Settings) -> Sources {
-    Sources {
-        cluster: settings.config.cluster.clone(),
-        multicast: settings.multicast,
-        probe: settings.probe.clone(),
-        seeds: settings.seeds.clone(),
-        probe_interval: settings.config.probe_interval,
-        limits: Default::default(),
-        admission: Admission::Open,
     }
 }
 
@@ -580,7 +567,7 @@ async fn handle(
                 }),
             )]))
         }
-        other if crate::circus_args::COMMANDS.contains(&other) => Err(CommandError::message(format!(
+        other if NODE_COMMANDS.contains(&other) => Err(CommandError::message(format!(
             "'{other}' goes to nodes: add a 'node' property (a name, a glob or \"*\") to send it to the cluster"
         ))),
         other => Err(CommandError::new(
@@ -589,10 +576,6 @@ async fn handle(
         )),
     }
 }
-
-/// A property of a forwarded request (next to `node`): the per-node timeout in seconds,
-/// instead of the controller's configured one. Removed before the request goes to nodes.
-pub const NODE_TIMEOUT: &str = "node_timeout";
 
 /// Sends the request (without `node` and `node_timeout`) to the selected alive members.
 async fn forward(
@@ -610,7 +593,7 @@ async fn forward(
         }
     };
     let targets =
-        select(alive_targets(&context.membership), selection).map_err(CommandError::message)?;
+        select(context.membership.alive_targets(), selection).map_err(CommandError::message)?;
     let mut inner = request.clone();
     inner.properties.remove("node");
     let timeout = match inner.properties.remove(NODE_TIMEOUT) {
@@ -638,7 +621,7 @@ async fn cluster_view(
     request: &Request,
     context: &ServeContext,
 ) -> Result<Map<String, Value>, CommandError> {
-    let targets = alive_targets(&context.membership);
+    let targets = context.membership.alive_targets();
     let mut inner = request.clone();
     inner.id = Value::Null;
     let name = request

@@ -65,6 +65,23 @@ pub fn key_file_in_use() -> Option<&'static std::path::Path> {
 }
 
 impl NodeFlags {
+    /// These flags, with what they leave unset taken from `session` (the flags `troupe shell`
+    /// was started with, for a command typed in it).
+    pub fn within(self, session: &NodeFlags) -> NodeFlags {
+        NodeFlags {
+            probe: match self.probe.is_empty() {
+                true => session.probe.clone(),
+                false => self.probe,
+            },
+            force: self.force || session.force,
+            no_mdns: self.no_mdns || session.no_mdns,
+            controller: self.controller.or_else(|| session.controller.clone()),
+            config: self.config.or_else(|| session.config.clone()),
+            cluster: self.cluster.or_else(|| session.cluster.clone()),
+            state_dir: self.state_dir.or_else(|| session.state_dir.clone()),
+        }
+    }
+
     /// Reads the config file, the environment and the remembered state, then applies flags.
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let mut config = match self.config_file() {

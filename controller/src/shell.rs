@@ -1,21 +1,42 @@
 //! `troupe shell`: the seed's console. An interactive prompt with history and completion
-//! (commands, watcher names, node names after `--node`) that accepts the same commands as
-//! the CLI, plus `nodes`, `cluster RANGE [COUNT]`, `help`, and `exit` or `quit` to leave.
+//! (commands, watcher names, node names after `--node`). Each line is parsed with the CLI's
+//! own command table ([`crate::cli::Cli`]) and runs on the shell's one link to the cluster:
+//! every Circus command, `nodes`, `cluster`, `configure`, `reset`, `reconfigure`, `stats`
+//! and `logs`. The commands that cannot run inside it (`top`, a full-screen view; `serve`
+//! and `demo`, which run until stopped; the setup commands) say so. `help` lists them,
+//! `exit` or `quit` leaves.
 //!
 //! `quit` alone leaves the shell, as in every shell: it is never Circus's `quit` broadcast
 //! to the cluster (that stopped every agent once, without a question). Stopping agents is
 //! `quit --node SEL`, with the CLI's rules ([`crate::command::dispatch`]).
 
-use crate::circus_args::{build_request, COMMANDS};
-use crate::command::{dispatch, BroadcastFlags, ClusterLink};
+use crate::circus_args::build_request;
+use crate::cli::{Cli, Command};
+use crate::cluster_link::ClusterLink;
+use crate::command::{dispatch, BroadcastFlags};
+use crate::exit_code::{EXIT_NODE_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::settings::NodeFlags;
+use clap::{CommandFactory, Parser};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 use std::process::ExitCode;
+use troupe::protocol::NODE_COMMANDS;
 
-const SHELL_COMMANDS: [&str; 4] = ["nodes", "cluster", "help", "exit"];
+/// What the shell adds to the CLI's commands.
+const SHELL_COMMANDS: [&str; 2] = ["help", "exit"];
+
+/// The CLI's commands that run in the shell, besides the Circus ones.
+const CLUSTER_COMMANDS: [&str; 7] = [
+    "nodes",
+    "cluster",
+    "configure",
+    "reset",
+    "reconfigure",
+    "stats",
+    "logs",
+];
 
 /// Whether a line leaves the shell: `exit`, or `quit` with nothing after it.
 fn leaves(command: &str, rest: &[String]) -> bool {
@@ -43,8 +64,9 @@ impl Completer for Names {
         let word = &before[start..];
         let previous = before[..start].split_whitespace().last();
         let pool: Vec<&str> = if start == 0 {
-            COMMANDS
+            NODE_COMMANDS
                 .iter()
+                .chain(CLUSTER_COMMANDS.iter())
                 .chain(SHELL_COMMANDS.iter())
                 .copied()
                 .collect()
@@ -62,6 +84,17 @@ impl Completer for Names {
             })
             .collect();
         Ok((start, candidates))
+    }
+}
+
+/// `troupe shell`: [`run`], its error printed (exit 2).
+pub fn main(flags: NodeFlags) -> ExitCode {
+    match run(flags) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("troupe shell: {}", troupe::logging::error_chain(e.as_ref()));
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 
@@ -115,18 +148,19 @@ pub fn run(flags: NodeFlags) -> anyhow::Result<ExitCode> {
         if leaves(command, rest) {
             break;
         }
-        last = match command.as_str() {
-            "help" => {
-                println!("{}", help());
-                0
+        last = if command == "help" {
+            println!("{}", help());
+            EXIT_OK
+        } else {
+            let words = std::iter::once("troupe").chain(words.iter().map(String::as_str));
+            match Cli::try_parse_from(words) {
+                Ok(cli) => runtime.block_on(run_line(&link, &flags, cli.command)),
+                Err(e) => {
+                    let _ = e.print();
+                    // 0 for --help, 2 for a usage error.
+                    e.exit_code().clamp(0, 2) as u8
+                }
             }
-            "nodes" => {
-                let nodes = runtime.block_on(link.nodes());
-                println!("{}", crate::nodes::table(&nodes));
-                0
-            }
-            "cluster" => cluster(&runtime, &link, &flags, rest),
-            _ => runtime.block_on(broadcast(&link, command, rest)),
         };
         runtime.block_on(refresh_names(&link, &mut editor));
     }
@@ -139,19 +173,121 @@ pub fn run(flags: NodeFlags) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(last))
 }
 
+/// Runs one parsed line on the shell's `link`; `session` are the shell's own flags, which a
+/// command's flags refine. The exit code the CLI would give.
+async fn run_line(link: &ClusterLink, session: &NodeFlags, command: Command) -> u8 {
+    let result = match command {
+        Command::Circus(words) => match words.split_first() {
+            Some((command, rest)) => return broadcast(link, command, rest).await,
+            None => return EXIT_USAGE,
+        },
+        Command::Nodes {
+            forget: Some(name),
+            flags,
+            ..
+        } => return exit_code(crate::nodes::forget(&flags.within(session), &name)),
+        Command::Nodes { json, .. } => crate::nodes::print(link, json).await.map(|()| EXIT_OK),
+        Command::Cluster {
+            range,
+            count,
+            flags,
+        } => crate::cluster::run(&range, count, &flags.within(session), Some(link))
+            .await
+            .map(|()| EXIT_OK),
+        Command::Configure {
+            restart,
+            dry_run,
+            broadcast,
+        } => match cluster_of(session) {
+            Ok(cluster) => {
+                let options = broadcast.options();
+                crate::reconfigure::configure_on(link, &cluster, &options, restart, dry_run).await
+            }
+            Err(e) => Err(e),
+        },
+        Command::Reset { watcher, broadcast } => {
+            crate::reset::run_on(link, watcher, &broadcast.options()).await
+        }
+        Command::Reconfigure { reset, broadcast } => match cluster_of(session) {
+            Ok(cluster) => {
+                let options = broadcast.options();
+                crate::reconfigure::reconfigure_on(link, &cluster, &options, reset).await
+            }
+            Err(e) => Err(e),
+        },
+        Command::Stats(mut args) => {
+            args.broadcast.flags = args.broadcast.flags.within(session);
+            crate::stats::cli::run(args).await.map(exit_code)
+        }
+        Command::Logs(mut args) => {
+            args.flags = args.flags.within(session);
+            crate::logs::run(args).await.map(exit_code)
+        }
+        other => {
+            eprintln!("{}", outside(&other));
+            return EXIT_USAGE;
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        EXIT_NODE_FAILED
+    })
+}
+
+/// Why a command does not run in the shell, and where it does.
+fn outside(command: &Command) -> String {
+    let (name, why) = match command {
+        Command::Top { .. } => ("top", "a full-screen view"),
+        Command::Serve(_) => ("serve", "the controller, which runs until stopped"),
+        Command::Demo { .. } => ("demo", "a local mesh, which runs until stopped"),
+        Command::Shell { .. } => ("shell", "this console"),
+        Command::Keygen { .. } => ("keygen", "a setup command"),
+        Command::Import { .. } => ("import", "a setup command"),
+        Command::Ctl { .. } => ("ctl", "one raw request to one endpoint"),
+        Command::DashboardUrl { .. } => ("dashboard-url", "a setup command"),
+        Command::Completions { .. } | Command::CompleteNames { .. } | Command::Man { .. } => {
+            ("completions", "a setup command")
+        }
+        _ => ("this command", "not a cluster command"),
+    };
+    format!(
+        "error: `{name}` is {why} and does not run inside the shell: run `troupe {name}` from \
+         your system shell (leave this one with `exit`)"
+    )
+}
+
+/// The cluster the session works on (its troupe.toml, env and flags).
+fn cluster_of(session: &NodeFlags) -> anyhow::Result<String> {
+    Ok(session.settings()?.config.cluster)
+}
+
+/// An [`ExitCode`] as the shell's `u8`: ExitCode hides its number, so it is compared with
+/// the documented ones.
+fn exit_code(code: ExitCode) -> u8 {
+    [
+        EXIT_OK,
+        EXIT_NODE_FAILED,
+        EXIT_USAGE,
+        crate::exit_code::EXIT_NOTHING_MATCHED,
+    ]
+    .into_iter()
+    .find(|c| ExitCode::from(*c) == code)
+    .unwrap_or(EXIT_NODE_FAILED)
+}
+
 async fn broadcast(link: &ClusterLink, command: &str, rest: &[String]) -> u8 {
     let (flags, words) = match BroadcastFlags::parse_words(rest) {
         Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("{e}");
-            return crate::command::EXIT_USAGE;
+            return EXIT_USAGE;
         }
     };
     let request = match build_request(command, &words) {
         Ok(request) => request,
         Err(e) => {
             eprintln!("error: {e}");
-            return crate::command::EXIT_USAGE;
+            return EXIT_USAGE;
         }
     };
     let options = flags.options();
@@ -159,85 +295,13 @@ async fn broadcast(link: &ClusterLink, command: &str, rest: &[String]) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            crate::command::EXIT_NODE_FAILED
+            EXIT_NODE_FAILED
         }
     }
 }
 
-/// `cluster RANGE [COUNT]`: remember the range and probe it now, then say how many nodes are
-/// alive.
-fn cluster(
-    runtime: &tokio::runtime::Runtime,
-    link: &ClusterLink,
-    flags: &NodeFlags,
-    rest: &[String],
-) -> u8 {
-    let (Some(range), count) = (rest.first(), rest.get(1)) else {
-        eprintln!("usage: cluster RANGE [COUNT]   e.g. cluster 192.168.0.0/24 32");
-        return crate::command::EXIT_USAGE;
-    };
-    let result = (|| -> anyhow::Result<()> {
-        let targets = troupe::discovery::parse_targets(range)?;
-        targets.check_size(flags.force)?;
-        let expect = count.map(|c| c.parse::<usize>()).transpose()?;
-        let settings = flags.settings()?;
-        crate::state::ControllerState {
-            probe: vec![range.clone()],
-            expect,
-        }
-        .save(&settings.config.state_dir)?;
-        match link {
-            ClusterLink::Local { discovery, .. } => {
-                let mut operator = settings.probe.clone();
-                operator.append(targets);
-                let ranges = crate::discovery::Ranges {
-                    operator,
-                    requested: Default::default(),
-                };
-                runtime.block_on(discovery.sweep_ranges(ranges));
-            }
-            ClusterLink::Controller(endpoint) => {
-                let mut props = serde_json::Map::new();
-                props.insert("range".into(), serde_json::json!(range));
-                let zmq = zmq::Context::new();
-                let request = troupe::protocol::Request::new("cluster", props);
-                let reply = runtime.block_on(troupe::client::call_async(
-                    &zmq,
-                    endpoint,
-                    request,
-                    crate::command::CLUSTER_SWEEP_TIMEOUT,
-                ))?;
-                if reply["status"] != "ok" {
-                    anyhow::bail!(
-                        "the controller did not sweep it: {}",
-                        reply["reason"].as_str().unwrap_or("no reason given")
-                    );
-                }
-            }
-            // serve's own link (its dashboard) sweeps through serve: never the shell's.
-            ClusterLink::Kept { .. } => anyhow::bail!("the shell has no serve link"),
-        }
-        let alive = runtime
-            .block_on(link.nodes())
-            .iter()
-            .filter(|n| n["state"] == "alive")
-            .count();
-        println!(
-            "probed {range}: {alive} nodes alive{}",
-            expect
-                .map(|n| format!(", expecting {n}"))
-                .unwrap_or_default()
-        );
-        Ok(())
-    })();
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            crate::command::EXIT_USAGE
-        }
-    }
-}
+/// How long the `list` behind watcher-name completion may take.
+const NAMES_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Node names from membership, watcher names from a quick `list` (for completion).
 async fn refresh_names(link: &ClusterLink, editor: &mut Editor<Names, DefaultHistory>) {
@@ -247,12 +311,8 @@ async fn refresh_names(link: &ClusterLink, editor: &mut Editor<Names, DefaultHis
         .iter()
         .filter_map(|n| n["name"].as_str().map(str::to_string))
         .collect();
-    let options = crate::command::BroadcastOptions {
-        timeout: std::time::Duration::from_millis(500),
-        ..Default::default()
-    };
     let list = troupe::protocol::Request::new("list", Default::default());
-    let mut watchers: Vec<String> = match link.send(&list, &options).await {
+    let mut watchers: Vec<String> = match link.send(&list, None, NAMES_TIMEOUT).await {
         Ok(replies) => replies
             .values()
             .flat_map(|r| r["watchers"].as_array().cloned().unwrap_or_default())
@@ -268,12 +328,35 @@ async fn refresh_names(link: &ClusterLink, editor: &mut Editor<Names, DefaultHis
     }
 }
 
+/// The commands the shell runs: the Circus ones, the CLI's cluster commands (each with its
+/// first line of help, from the same table), and its own.
 fn help() -> String {
+    let cli = Cli::command();
+    let cluster_commands: Vec<String> = CLUSTER_COMMANDS
+        .iter()
+        .map(|name| {
+            let about = cli
+                .find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|about| about.to_string())
+                .unwrap_or_default();
+            let first = about
+                .split(". ")
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('.');
+            format!("  {name:<12} {first}")
+        })
+        .collect();
     format!(
-        "Commands (sent to every alive node, or `--node a,b` / `--node 'web-*'`; `--json`, `--timeout 5s`):\n  {}\n\
-         Shell commands:\n  nodes                 list the members\n  cluster RANGE [COUNT] probe RANGE (e.g. 192.168.0.0/24 32)\n  \
-         help\n  exit, quit            leave the shell (the agents keep running)\n\
+        "Circus commands (sent to every alive node, or `--node a,b` / `--node 'web-*'`; \
+         `--json`, `--timeout 5s`):\n  {}\n\
+         Cluster commands (as on the command line; `COMMAND --help` for their flags):\n{}\n\
+         Shell commands:\n  help\n  exit, quit   leave the shell (the agents keep running)\n\
+         Not in the shell: top, serve, demo and the setup commands (keygen, import, ctl, \
+         completions, dashboard-url): run them from your system shell.\n\
          Stopping agents: quit --node NAME[,NAME] (--node '*' for all; asks first, --yes skips)",
-        COMMANDS.join(" ")
+        NODE_COMMANDS.join(" "),
+        cluster_commands.join("\n")
     )
 }

@@ -7,7 +7,7 @@
 //! the snapshots, so staleness is judged the same way. The terminal is restored on quit,
 //! on error, and on panic (ratatui's panic hook).
 
-use crate::command::ClusterLink;
+use crate::cluster_link::ClusterLink;
 use crate::settings::NodeFlags;
 use crate::stats::snapshot::Snapshot;
 use crate::stats::view::{rows, summary, Row as ViewRow, RowKind, SortKey};

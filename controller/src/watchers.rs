@@ -2,7 +2,7 @@
 //! node that runs them (`list`, then `get` per watcher), for the `--waiting` timeout (the
 //! graceful stops it may wait out) and for `reset`'s check of profiled services.
 
-use crate::command::{BroadcastOptions, ClusterLink};
+use crate::cluster_link::ClusterLink;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,13 +25,8 @@ pub async fn options_of(
         Ok(pattern) => pattern,
         Err(_) => return BTreeMap::new(),
     };
-    let ask = |node: Option<String>| BroadcastOptions {
-        node,
-        timeout: ASK_TIMEOUT,
-        ..BroadcastOptions::default()
-    };
     let list = Request::new("list", Map::new());
-    let Ok(lists) = link.send(&list, &ask(selection.map(str::to_string))).await else {
+    let Ok(lists) = link.send(&list, selection, ASK_TIMEOUT).await else {
         return BTreeMap::new();
     };
     // Watcher -> the nodes running it.
@@ -54,8 +49,13 @@ pub async fn options_of(
         props.insert("name".into(), json!(watcher));
         props.insert("keys".into(), json!(keys));
         let request = Request::new("get", props);
-        let options = ask(Some(nodes.join(",")));
-        async move { (watcher, link.send(&request, &options).await) }
+        let nodes = nodes.join(",");
+        async move {
+            (
+                watcher,
+                link.send(&request, Some(&nodes), ASK_TIMEOUT).await,
+            )
+        }
     });
     let mut found: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
     for (watcher, replies) in futures::future::join_all(asks).await {

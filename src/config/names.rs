@@ -70,38 +70,9 @@ fn is_host_name(host: &str) -> bool {
 }
 
 /// `tcp://HOST:PORT`: HOST as [`check_host`] wants it (an IPv6 literal in brackets), PORT from
-/// 1 to 65535.
+/// 1 to 65535 ([`crate::endpoint::Endpoint::parse`]).
 pub fn check_tcp_endpoint(endpoint: &str) -> Result<(), String> {
-    let refuse = |why: String| {
-        Err(format!(
-            "{endpoint:?} is not a tcp://HOST:PORT endpoint: {why}"
-        ))
-    };
-    let Some(rest) = endpoint.strip_prefix("tcp://") else {
-        return refuse("it must start with tcp://".into());
-    };
-    let Some((host, port)) = rest.rsplit_once(':') else {
-        return refuse("it has no port".into());
-    };
-    let host = match host.strip_prefix('[') {
-        Some(bracketed) => match bracketed.strip_suffix(']') {
-            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
-            _ => return refuse("brackets must hold an IPv6 address".into()),
-        },
-        None if host.contains(':') => return refuse("an IPv6 address must be in brackets".into()),
-        None => host,
-    };
-    if let Err(e) = check_host(host) {
-        return refuse(e);
-    }
-    let valid_port = !port.is_empty()
-        && port.len() <= 5
-        && port.chars().all(|c| c.is_ascii_digit())
-        && port.parse::<u16>().is_ok_and(|p| p > 0);
-    if !valid_port {
-        return refuse(format!("{port:?} is not a port from 1 to 65535"));
-    }
-    Ok(())
+    crate::endpoint::Endpoint::parse(endpoint).map(|_| ())
 }
 
 #[cfg(test)]

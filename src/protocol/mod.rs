@@ -24,7 +24,8 @@ pub use logs::{
 pub use node::{Endpoints, NodeInfo, Registration, WatcherSummary};
 pub use process_info::{format_cpu_time, format_mem, round_mem_percent, ProcessInfo};
 pub use request::{
-    option_brings_code, Request, RequestError, CIRCUS_READ_COMMANDS, TROUPE_READ_COMMANDS,
+    option_brings_code, Request, RequestError, CIRCUS_READ_COMMANDS, NODE_COMMANDS, NODE_TIMEOUT,
+    TROUPE_READ_COMMANDS,
 };
 pub use stop_reason::{last_line, StopCause, StopReason, LAST_OUTPUT_MAX};
 

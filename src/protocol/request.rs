@@ -155,6 +155,41 @@ impl Request {
     }
 }
 
+/// Every command troupe sends on to nodes: Circus's and troupe's own. `troupe serve` answers
+/// one of them without a `node` property by saying where it goes; the CLI and its shell
+/// complete and document them.
+pub const NODE_COMMANDS: [&str; 24] = [
+    "add",
+    "decr",
+    "dstats",
+    "get",
+    "globaloptions",
+    "incr",
+    "kill",
+    "list",
+    "listsockets",
+    "nodeinfo",
+    "numprocesses",
+    "numwatchers",
+    "options",
+    "quit",
+    "reload",
+    "reloadconfig",
+    "restart",
+    "rm",
+    "set",
+    "signal",
+    "start",
+    "stats",
+    "status",
+    "stop",
+];
+
+/// A property of a request forwarded by `troupe serve` (next to `node`): the per-node timeout
+/// in seconds, instead of the controller's configured one. Removed before the request goes
+/// to nodes.
+pub const NODE_TIMEOUT: &str = "node_timeout";
+
 /// The Circus commands that change nothing: what `circusctl status/list/stats/...` and
 /// `circus-top` send.
 pub const CIRCUS_READ_COMMANDS: &[&str] = &[

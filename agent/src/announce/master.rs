@@ -227,12 +227,9 @@ async fn resolve(host: String, port: u16) -> Result<IpAddr, String> {
 
 /// `tcp://HOST:PORT` -> (HOST, PORT), brackets stripped from an IPv6 host.
 fn split_endpoint(endpoint: &str) -> anyhow::Result<(String, u16)> {
-    let parsed = endpoint.strip_prefix("tcp://").and_then(|rest| {
-        let (host, port) = rest.rsplit_once(':')?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        Some((host.to_string(), port.parse().ok()?)).filter(|(h, _)| !h.is_empty())
-    });
-    parsed.ok_or_else(|| anyhow::anyhow!("master {endpoint:?}: expected tcp://HOST:PORT"))
+    let parsed = troupe::endpoint::Endpoint::parse(endpoint)
+        .map_err(|e| anyhow::anyhow!("master {endpoint:?}: expected tcp://HOST:PORT: {e}"))?;
+    Ok((parsed.host().to_string(), parsed.port()))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use troupe::cluster_key::ClusterKey;
@@ -82,6 +83,29 @@ fn tokens() -> Option<Vec<String>> {
             .map(ClusterKey::dashboard_token)
             .collect()
     })
+}
+
+/// `troupe dashboard-url`: prints the URL of the dashboard at `http` (else troupe.toml's, else
+/// the default), and warns when no cluster key gives it a token.
+pub fn print_url(http: Option<SocketAddr>, flags: &crate::settings::NodeFlags) -> ExitCode {
+    let settings = match flags.settings() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("troupe: {e:#}");
+            return ExitCode::from(crate::exit_code::EXIT_USAGE);
+        }
+    };
+    let address = http
+        .or(settings.config.serve.http)
+        .unwrap_or_else(troupe::config::controller::default_dashboard_address);
+    println!("{}", url(address));
+    if troupe::sockets::client_keys().is_none() {
+        eprintln!(
+            "troupe: no cluster key (--key-file, TROUPE_KEY_FILE, key_file in troupe.toml): \
+             the URL has no token, and a keyless dashboard answers on loopback only"
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// The dashboard's address for a browser, with the token of the keyring's first key when

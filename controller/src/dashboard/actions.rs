@@ -23,7 +23,7 @@ use super::api::error;
 use super::App;
 use crate::activity::Activity;
 use crate::broadcast::reply_ok;
-use crate::command::{alive_targets, BroadcastOptions, ClusterLink};
+use crate::cluster_link::ClusterLink;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -104,15 +104,6 @@ fn link(app: &App) -> ClusterLink {
     }
 }
 
-fn options(app: &App, scope: &Scope) -> BroadcastOptions {
-    BroadcastOptions {
-        node: scope.node.clone(),
-        timeout: app.context.timeout,
-        json: true,
-        ..BroadcastOptions::default()
-    }
-}
-
 /// The watchers of the selected alive nodes that `watcher` names (all of them for None).
 fn watchers_of(app: &App, scope: &Scope) -> BTreeSet<String> {
     app.context
@@ -130,7 +121,7 @@ fn watchers_of(app: &App, scope: &Scope) -> BTreeSet<String> {
 /// The alive members `scope` selects; an answer naming why when none is, or the selection is bad.
 fn selected(app: &App, scope: &Scope) -> Result<Vec<crate::broadcast::Target>, Box<Response>> {
     match crate::broadcast::select(
-        alive_targets(&app.context.membership),
+        app.context.membership.alive_targets(),
         scope.node.as_deref(),
     ) {
         Ok(targets) if !targets.is_empty() => Ok(targets),
@@ -175,7 +166,10 @@ pub async fn plan(State(app): State<Arc<App>>, Json(body): Json<Value>) -> Respo
                     ("keys", json!(["data_dir", "reset_hook"])),
                 ]),
             );
-            let replies = match link.send(&request, &options(&app, &scope)).await {
+            let replies = match link
+                .send(&request, scope.node.as_deref(), app.context.timeout)
+                .await
+            {
                 Ok(replies) => replies,
                 Err(e) => return error(StatusCode::BAD_GATEWAY, format!("{e:#}")),
             };
@@ -300,7 +294,6 @@ pub async fn act(State(app): State<Arc<App>>, Json(body): Json<Value>) -> Respon
 /// (a Circus `incr` names one).
 async fn commands(app: &App, scope: &Scope) -> anyhow::Result<Vec<Value>> {
     let link = link(app);
-    let options = options(app, scope);
     let names: Vec<Option<String>> = match (&scope.watcher, scope.action.as_str()) {
         (None, "incr" | "decr") => watchers_of(app, scope).into_iter().map(Some).collect(),
         (None, "reset") => vec![Some("*".to_string())],
@@ -316,7 +309,9 @@ async fn commands(app: &App, scope: &Scope) -> anyhow::Result<Vec<Value>> {
             properties.insert("waiting".into(), json!(true));
         }
         let request = Request::new(scope.action.as_str(), properties);
-        let mut replies = link.send(&request, &options).await?;
+        let mut replies = link
+            .send(&request, scope.node.as_deref(), app.context.timeout)
+            .await?;
         if let Some(name) = name.as_deref().filter(|_| scope.node.is_none()) {
             // "watcher on every node": a node without it is not a failure of the action.
             let absent = format!("program {name} not found");
@@ -330,9 +325,16 @@ async fn commands(app: &App, scope: &Scope) -> anyhow::Result<Vec<Value>> {
 
 async fn reconfigure(app: &App, scope: &Scope, reset: bool) -> anyhow::Result<Vec<Value>> {
     let link = link(app);
-    let options = options(app, scope);
-    let (table, ok) =
-        crate::configure::reconfigure(&link, &app.context.cluster, &options, reset).await?;
+    let selection = scope.node.as_deref();
+    let steps = crate::reconfigure::reconfigure(
+        &link,
+        &app.context.cluster,
+        selection,
+        app.context.timeout,
+        reset,
+    )
+    .await?;
+    let (table, ok) = steps.table();
     let command = if reset {
         "reconfigure --reset"
     } else {

@@ -12,7 +12,8 @@
 
 use super::api::error;
 use super::App;
-use crate::command::{alive_targets, BroadcastOptions, ClusterLink};
+use crate::cluster_link::ClusterLink;
+use crate::command::BroadcastOptions;
 use crate::membership::MemberState;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -113,7 +114,7 @@ pub async fn follow(State(app): State<Arc<App>>, Query(params): Query<FollowPara
         );
     };
     let targets =
-        match crate::broadcast::select(alive_targets(&app.context.membership), node.as_deref()) {
+        match crate::broadcast::select(app.context.membership.alive_targets(), node.as_deref()) {
             Ok(targets) => targets,
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         };

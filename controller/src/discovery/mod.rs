@@ -1,16 +1,15 @@
 //! The discovery sources, all feeding one membership: mDNS browsing, range probing, static
 //! seeds and Circus UDP discovery (agents that register themselves arrive through the
-//! controller's control socket instead). [`admission`] decides which of the endpoints they
+//! controller's control socket instead). [`crate::admission`] decides which of the endpoints they
 //! name may be adopted.
 
-pub mod admission;
 pub mod circus_udp;
 pub mod mdns;
 
-pub use admission::Admission;
-
+use crate::admission::Admission;
 use crate::membership::{MemberState, MembershipHandle, MembershipMsg, Source};
 use crate::probe::{sweep, ProbeLimits, Probed};
+use crate::settings::Settings;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -31,6 +30,22 @@ pub struct Sources {
     pub limits: ProbeLimits,
     /// What may be adopted from sightings and requested ranges.
     pub admission: Admission,
+}
+
+impl Sources {
+    /// Where the settings say to look; every endpoint found is adopted ([`Admission::Open`]:
+    /// what a one-shot command wants; `troupe serve` narrows it).
+    pub fn of(settings: &Settings) -> Sources {
+        Sources {
+            cluster: settings.config.cluster.clone(),
+            multicast: settings.multicast,
+            probe: settings.probe.clone(),
+            seeds: settings.seeds.clone(),
+            probe_interval: settings.config.probe_interval,
+            limits: Default::default(),
+            admission: Admission::Open,
+        }
+    }
 }
 
 /// The ranges swept at each interval.

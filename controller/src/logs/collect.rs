@@ -15,7 +15,8 @@
 
 use super::LogCluster;
 use crate::broadcast::{select, Target};
-use crate::command::{BroadcastOptions, EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
+use crate::command::BroadcastOptions;
+use crate::exit_code::{EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -85,7 +86,7 @@ pub async fn run(
     for watcher in watchers {
         if let Err(e) = check_name(watcher) {
             eprintln!("troupe logs --collect: watcher {e}; name watchers as the nodes do");
-            return Ok(ExitCode::from(crate::command::EXIT_USAGE));
+            return Ok(ExitCode::from(crate::exit_code::EXIT_USAGE));
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

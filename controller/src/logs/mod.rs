@@ -10,7 +10,9 @@
 pub mod collect;
 pub mod follow;
 
-use crate::command::{BroadcastOptions, ClusterLink, EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
+use crate::cluster_link::ClusterLink;
+use crate::command::BroadcastOptions;
+use crate::exit_code::{EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
 use crate::settings::{parse_duration, NodeFlags};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -86,7 +88,7 @@ impl LogCluster for ClusterLink {
         request: &Request,
         options: &BroadcastOptions,
     ) -> impl Future<Output = anyhow::Result<BTreeMap<String, Value>>> {
-        ClusterLink::send(self, request, options)
+        ClusterLink::send(self, request, options.node.as_deref(), options.timeout)
     }
 }
 
@@ -115,7 +117,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
             Ok(pid) if pid > 0 => (watcher.clone(), Some(pid)),
             _ => {
                 eprintln!("troupe logs: PID must be a process id (a positive number), got {pid:?}");
-                return Ok(ExitCode::from(crate::command::EXIT_USAGE));
+                return Ok(ExitCode::from(crate::exit_code::EXIT_USAGE));
             }
         },
         _ => {
@@ -123,7 +125,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
                 "troupe logs: give one WATCHER (and optionally a PID), e.g. `troupe logs web`, \
                  or --collect DIR [WATCHER...]"
             );
-            return Ok(ExitCode::from(crate::command::EXIT_USAGE));
+            return Ok(ExitCode::from(crate::exit_code::EXIT_USAGE));
         }
     };
     let request = LogsRequest {

@@ -30,7 +30,7 @@ use super::round_trips::RoundTrips;
 use super::table::{
     Announced, EventKind, Member, MemberEvent, MemberState, MemberTable, Silent, Source,
 };
-use crate::discovery::Admission;
+use crate::admission::Admission;
 use crate::probe::{probe, probe_on, Dealer, Probed};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

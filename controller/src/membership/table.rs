@@ -17,6 +17,7 @@
 //! endpoints, and not listed; once the holder is down, the next answer of the other is
 //! adopted as the same node moved.
 
+use crate::probe::NodeFacts;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -117,16 +118,6 @@ pub enum Announced {
     Keyless,
     /// The fingerprint of the node's key in use.
     Key(Fingerprint),
-}
-
-/// What a node told us when it answered.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NodeFacts {
-    Troupe(Box<NodeInfo>),
-    /// A stock circusd: it answers Circus commands but not `nodeinfo`.
-    Circus {
-        watchers: usize,
-    },
 }
 
 /// One member.

@@ -5,8 +5,7 @@
 //! tell (no `Peer-Address`) is refused: fail closed.
 
 use super::gate::Peer;
-use crate::discovery::admission::{endpoint_ip, socket_address};
-use crate::discovery::Admission;
+use crate::admission::{endpoint_ip, socket_address, Admission};
 use crate::membership::Member;
 use serde_json::{Map, Value};
 use std::net::IpAddr;

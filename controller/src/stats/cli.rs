@@ -7,8 +7,10 @@ use super::model::ClusterStats;
 use super::snapshot::{NameFilter, NodeSnapshot, Snapshot, Totals};
 use super::topic::Topic;
 use crate::broadcast::reply_ok;
-use crate::command::{BroadcastFlags, ClusterLink, EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
-use crate::command::{EXIT_OK, EXIT_USAGE};
+use crate::cluster_link::ClusterLink;
+use crate::command::BroadcastFlags;
+use crate::exit_code::{EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
+use crate::exit_code::{EXIT_OK, EXIT_USAGE};
 use crate::render::table;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -44,7 +46,7 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let endpoint = flags.controller_endpoint();
-    let serving = crate::command::controller_answers(&endpoint).await;
+    let serving = crate::cluster_link::controller_answers(&endpoint).await;
     let mut properties = Map::new();
     properties.insert("node".into(), json!(options.node));
     properties.insert("watcher".into(), json!(args.watcher));
@@ -86,7 +88,9 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
             }
             link => {
                 let request = Request::new("stats", Map::new());
-                let replies = link.send(&request, &options).await?;
+                let replies = link
+                    .send(&request, options.node.as_deref(), options.timeout)
+                    .await?;
                 from_replies(&replies, tokio::time::Instant::now(), now_epoch())
             }
         }

@@ -5,6 +5,7 @@ use super::parse::Section;
 use super::substitute::{circus_vars, Environ};
 use super::Report;
 use crate::config::{suggest, AgentSettings, Problem, AGENT_KEYS};
+use crate::endpoint::Endpoint;
 
 /// circusd's options troupe has no use for, reported once as ignored.
 const IGNORED: [&str; 16] = [
@@ -128,13 +129,8 @@ fn tcp_endpoint(value: &str) -> Result<(String, u16), String> {
              its owner-only ipc socket is <state_dir>/control.sock)"
         )
     };
-    let rest = value.strip_prefix("tcp://").ok_or_else(expected)?;
-    let (host, port) = rest.rsplit_once(':').ok_or_else(expected)?;
-    let port: u16 = port.parse().map_err(|_| expected())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(expected());
-    }
-    let host = if host == "*" { "0.0.0.0" } else { host };
-    Ok((host.to_string(), port))
+    // `*` (every address) is Circus's word for what troupe binds as 0.0.0.0.
+    let bindable = value.replacen("tcp://*:", "tcp://0.0.0.0:", 1);
+    let endpoint = Endpoint::parse(&bindable).map_err(|_| expected())?;
+    Ok((endpoint.host().to_string(), endpoint.port()))
 }

@@ -53,8 +53,9 @@ impl Admission {
 
 /// `tcp://10.0.0.1:5555` or `tcp://[fd00::1]:5555` as a socket address.
 pub fn socket_address(endpoint: &str) -> Option<SocketAddr> {
-    let rest = endpoint.strip_prefix("tcp://")?;
-    rest.parse::<SocketAddr>().ok()
+    troupe::endpoint::Endpoint::parse(endpoint)
+        .ok()?
+        .socket_address()
 }
 
 /// The host of a `tcp://IP:PORT` endpoint.
