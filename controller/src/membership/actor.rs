@@ -536,8 +536,8 @@ pub fn member_json(m: &Member) -> Value {
     let endpoints = m.info.as_ref().map(|i| {
         json!({
             "control": m.endpoint,
-            "pubsub": reachable(&i.endpoints.pubsub, &m.endpoint),
-            "stats": reachable(&i.endpoints.stats, &m.endpoint),
+            "pubsub": wildcard_at_control_host(&i.endpoints.pubsub, &m.endpoint),
+            "stats": wildcard_at_control_host(&i.endpoints.stats, &m.endpoint),
         })
     });
     json!({
@@ -582,8 +582,9 @@ pub const NO_REPLY: &str = "no reply";
 
 /// An agent bound to every interface (`bind = "0.0.0.0"`, the default) reports its pubsub and
 /// stats sockets as `tcp://0.0.0.0:PORT`, which means nothing elsewhere: others reach them at
-/// the host they reach its control socket on.
-fn reachable(endpoint: &str, control: &str) -> String {
+/// the host they reach its control socket on. Any other endpoint is kept as reported (unlike
+/// [`crate::stats::reader::port_at_control_host`], which keeps only the port).
+fn wildcard_at_control_host(endpoint: &str, control: &str) -> String {
     let host_port = |e: &str| {
         e.strip_prefix("tcp://")
             .and_then(|rest| rest.rsplit_once(':'))
@@ -601,7 +602,7 @@ fn reachable(endpoint: &str, control: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::reachable;
+    use super::wildcard_at_control_host;
 
     #[test]
     fn wildcard_endpoints_take_the_control_host() {
@@ -612,14 +613,17 @@ mod tests {
             "tcp://:::5556",
             "tcp://[::]:5556",
         ] {
-            assert_eq!(reachable(wildcard, control), "tcp://10.0.0.7:5556");
+            assert_eq!(
+                wildcard_at_control_host(wildcard, control),
+                "tcp://10.0.0.7:5556"
+            );
         }
         assert_eq!(
-            reachable("tcp://[::]:5557", "tcp://[fd00::7]:5555"),
+            wildcard_at_control_host("tcp://[::]:5557", "tcp://[fd00::7]:5555"),
             "tcp://[fd00::7]:5557"
         );
         assert_eq!(
-            reachable("tcp://127.0.0.2:5556", control),
+            wildcard_at_control_host("tcp://127.0.0.2:5556", control),
             "tcp://127.0.0.2:5556"
         );
     }
