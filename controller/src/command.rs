@@ -5,6 +5,7 @@ use crate::broadcast::{fan_out, reply_ok, select, Target};
 use crate::circus_args::build_request;
 use crate::confirm::{confirm, Question};
 use crate::discovery::Discovery;
+use crate::exit::Exit;
 use crate::membership::{MemberState, MembershipHandle};
 use crate::nobody::{Nobody, Search};
 use crate::roster::Roster;
@@ -15,11 +16,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 use troupe::protocol::Request;
 
-/// Documented exit codes.
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_NODE_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_NOTHING_MATCHED: u8 = 3;
+/// The codes of [`crate::exit::Exit`], where each is documented.
+pub const EXIT_OK: u8 = Exit::Ok.code();
+pub const EXIT_NODE_FAILED: u8 = Exit::NodeFailed.code();
+pub const EXIT_USAGE: u8 = Exit::Usage.code();
+pub const EXIT_NOTHING_MATCHED: u8 = Exit::NothingReached.code();
 
 /// How long discovery listens for mDNS answers after the first probe sweep, before a
 /// command (one-shot, or the first ones a new `troupe serve` gets) takes the member list.

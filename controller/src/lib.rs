@@ -20,6 +20,7 @@
 //! - [`fuzz_targets`]: the bodies of the cargo-fuzz targets of this crate (stats topics),
 //!   replayed on their corpora by `cargo test`.
 //! - [`docs`]: shell completions and man pages from the clap definitions.
+//! - [`exit`]: the exit codes of every command and the shell, one table.
 
 pub mod absent;
 pub mod activity;
@@ -32,6 +33,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod discovery;
 pub mod docs;
+pub mod exit;
 #[cfg(test)]
 mod fake_agent;
 pub mod fuzz_targets;

@@ -4,13 +4,14 @@ use clap::{Parser, Subcommand};
 use serde_json::{Map, Value};
 use std::process::ExitCode;
 use std::time::Duration;
-use troupe::client::{call, call_async, ClientError};
+use troupe::client::{call, call_async};
 use troupe::discovery::parse_targets;
 use troupe::protocol::Request;
 use troupe_controller::command::{
     controller_answers, dispatch, report_locked, BroadcastFlags, ClusterLink, CLUSTER_SWEEP_TIMEOUT,
 };
 use troupe_controller::configure;
+use troupe_controller::exit::Exit;
 use troupe_controller::settings::{parse_duration, NodeFlags};
 use troupe_controller::state::ControllerState;
 
@@ -19,8 +20,8 @@ use troupe_controller::state::ControllerState;
 /// Any Circus command (status, start, stop, restart, reload, incr, decr, numprocesses, list,
 /// signal, kill, get, set, options, add, rm, quit, ...) runs on every node:
 /// `troupe status`, `troupe stop web --node 'db-*' --waiting`, `troupe incr web 2 --json`.
-/// Exit codes: 0 all ok, 1 some node failed or timed out, 2 usage error (or a question not
-/// answered yes), 3 no node reached.
+/// Exit codes: 0 all ok, 1 some node failed or did not answer, 2 usage or config error (or a
+/// question not answered yes), 3 no node reached.
 ///
 /// `quit` stops agents and needs `--node`; commands that stop agents or wipe data on more
 /// than one node ask first on a terminal (`--yes` for scripts).
@@ -218,7 +219,7 @@ fn documented_command() -> clap::Command {
     troupe_controller::docs::with_circus_commands(<Cli as clap::CommandFactory>::command())
 }
 
-/// Exit codes: 0 ok, 1 a node failed or did not reply, 2 usage or config error.
+/// Exit codes: [`Exit`].
 fn main() -> ExitCode {
     // `troupe agent ...` runs a troupe-agent from this binary (what `troupe demo` starts),
     // with the agent's own arguments and logging.
@@ -233,7 +234,7 @@ fn main() -> ExitCode {
     if let Some(path) = &cli.key_file {
         if let Err(e) = troupe_controller::settings::use_key_file(path) {
             eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     }
     match cli.command {
@@ -249,7 +250,7 @@ fn main() -> ExitCode {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("troupe completions: writing the script: {e}");
-                    ExitCode::FAILURE
+                    Exit::Usage.into()
                 }
             }
         }
@@ -272,7 +273,7 @@ fn main() -> ExitCode {
                         "troupe man: writing the man pages into {}: {e}",
                         dir.display()
                     );
-                    ExitCode::FAILURE
+                    Exit::Usage.into()
                 }
             }
         }
@@ -280,7 +281,7 @@ fn main() -> ExitCode {
         Command::Import { file } => troupe_controller::import::run(&file),
         Command::Broadcast(words) => {
             let Some((command, rest)) = words.split_first() else {
-                return ExitCode::from(2);
+                return Exit::Usage.into();
             };
             let (parsed, theirs) = match BroadcastFlags::parse_words(rest) {
                 Ok(parsed) => parsed,
@@ -319,7 +320,7 @@ fn main() -> ExitCode {
             }
             report_locked(&nodes, &options);
             let ok = replies.values().all(troupe_controller::broadcast::reply_ok);
-            Ok(ExitCode::from(if ok { 0 } else { 1 }))
+            Ok(if ok { Exit::Ok } else { Exit::NodeFailed }.into())
         }),
         Command::Reset { watcher, broadcast } => run_async(async move {
             let options = broadcast.options();
@@ -345,7 +346,7 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("troupe shell: {}", troupe::logging::error_chain(e.as_ref()));
-                ExitCode::from(2)
+                Exit::of_error(&e).into()
             }
         },
         Command::Demo {
@@ -427,7 +428,7 @@ fn main() -> ExitCode {
                 Ok(settings) => settings,
                 Err(e) => {
                     eprintln!("troupe: {e:#}");
-                    return ExitCode::from(2);
+                    return Exit::Usage.into();
                 }
             };
             let address = http
@@ -498,14 +499,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs a command on a fresh runtime; errors print and exit 2 (usage or config).
 /// `troupe nodes --forget NODE`: drops NODE from the roster of this cluster and search.
 fn forget(flags: &NodeFlags, name: &str) -> ExitCode {
     let settings = match flags.settings() {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     let search = troupe_controller::nobody::Search::of(&settings, Default::default());
@@ -523,7 +523,7 @@ fn forget(flags: &NodeFlags, name: &str) -> ExitCode {
     let Some(entry) = roster.forget(name) else {
         let known: Vec<&str> = roster.nodes.keys().map(String::as_str).collect();
         eprintln!(
-            "troupe: {name} is not in the roster of cluster '{}' searched by {} ({}); nothing              to forget",
+            "troupe: {name} is not in the roster of cluster '{}' searched by {} ({}); nothing to forget",
             settings.config.cluster,
             search.describe(),
             if known.is_empty() {
@@ -532,11 +532,11 @@ fn forget(flags: &NodeFlags, name: &str) -> ExitCode {
                 format!("it holds {}", known.join(", "))
             }
         );
-        return ExitCode::from(1);
+        return Exit::Usage.into();
     };
     if let Err(e) = roster.save(&path) {
         eprintln!("troupe: cannot write the roster {}: {e}", path.display());
-        return ExitCode::from(1);
+        return Exit::Usage.into();
     }
     println!(
         "forgot {name} ({}, last seen {}): it is no longer reported when it does not answer",
@@ -546,6 +546,7 @@ fn forget(flags: &NodeFlags, name: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Runs a command on a fresh runtime; an error is printed and exits as [`Exit::of_error`] says.
 fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     // A connection per node: a broadcast or serve with a few hundred nodes needs more than 1024.
     troupe::limits::raise_open_files();
@@ -553,14 +554,14 @@ fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) 
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("troupe: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Usage.into();
         }
     };
     match runtime.block_on(work) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
-            ExitCode::from(2)
+            Exit::of_error(&e).into()
         }
     }
 }
@@ -570,29 +571,25 @@ fn ctl(endpoint: &str, command: &str, properties: Option<&str>, timeout: f64) ->
         Ok(p) => p,
         Err(e) => {
             eprintln!("troupe ctl: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     let Ok(timeout) = Duration::try_from_secs_f64(timeout) else {
         eprintln!("troupe ctl: --timeout must be a positive number of seconds");
-        return ExitCode::from(2);
+        return Exit::Usage.into();
     };
     match call(endpoint, Request::new(command, properties), timeout) {
         Ok(reply) => {
             println!("{reply}");
             if reply.get("status") == Some(&Value::String("error".into())) {
-                ExitCode::FAILURE
+                Exit::NodeFailed.into()
             } else {
-                ExitCode::SUCCESS
+                Exit::Ok.into()
             }
-        }
-        Err(e @ ClientError::Connect { .. }) => {
-            eprintln!("troupe ctl: {e}");
-            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("troupe ctl: {e}");
-            ExitCode::FAILURE
+            Exit::of_error(&e.into()).into()
         }
     }
 }

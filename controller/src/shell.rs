@@ -118,12 +118,12 @@ pub fn run(flags: NodeFlags) -> anyhow::Result<ExitCode> {
         last = match command.as_str() {
             "help" => {
                 println!("{}", help());
-                0
+                crate::exit::Exit::Ok.code()
             }
             "nodes" => {
                 let nodes = runtime.block_on(link.nodes());
                 println!("{}", crate::nodes::table(&nodes));
-                0
+                crate::exit::Exit::Ok.code()
             }
             "cluster" => cluster(&runtime, &link, &flags, rest),
             _ => runtime.block_on(broadcast(&link, command, rest)),
@@ -159,7 +159,7 @@ async fn broadcast(link: &ClusterLink, command: &str, rest: &[String]) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            crate::command::EXIT_NODE_FAILED
+            crate::exit::Exit::of_error(&e).code()
         }
     }
 }
@@ -234,7 +234,7 @@ fn cluster(
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            crate::command::EXIT_USAGE
+            crate::exit::Exit::of_error(&e).code()
         }
     }
 }
