@@ -329,7 +329,19 @@ async fn capture_completes_at_eof() {
     let (mut tx, rx) = duplex(64);
     let handle = file_only(&log, 5, rx);
     tx.write_all(b"one\ntwo").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The capture has read what was written (its first line is on disk) and still runs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        log.flush().await;
+        if bodies(&file) == ["one"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first line never came"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(!handle.is_finished());
     drop(tx);
     tokio::time::timeout(Duration::from_secs(5), handle)
