@@ -737,15 +737,15 @@ fn serve_marks_a_killed_agent_down_and_its_restart_alive() {
 /// serve, which probes it at once and replies once the agents there joined.
 #[test]
 fn troupe_cluster_makes_a_running_serve_probe_a_new_range() {
-    let serve = LoopbackServe::start(&[]);
     let a = unique_loopback();
     let b = unique_loopback();
     let _agents = [
         Agent::start_named("lb-cluster-a", &a, "", ""),
         Agent::start_named("lb-cluster-b", &b, "", ""),
     ];
-    // Give the serve a moment it could misuse: it has no range, so it finds nobody.
-    std::thread::sleep(Duration::from_millis(500));
+    let serve = LoopbackServe::start(&[]);
+    // It has no range, so it finds nobody: `nodelist` answers once serve's first discovery
+    // (started with the agents up) is done.
     assert_eq!(serve.nodes(), Vec::<Value>::new());
 
     let range = format!("{a},{b}");
