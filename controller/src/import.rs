@@ -1,5 +1,6 @@
 //! `troupe import circus.ini`: a Circus ini as the equivalent `troupe-agent.toml`, on stdout.
 
+use crate::exit::Exit;
 use std::path::Path;
 use std::process::ExitCode;
 use troupe::config::{render, AgentConfig};
@@ -12,7 +13,7 @@ pub fn run(file: &Path) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             eprintln!("troupe import: nothing written; fix the lines above and run it again");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     println!(
@@ -27,5 +28,5 @@ pub fn run(file: &Path) -> ExitCode {
         println!("# {}: {}: {}", file.display(), ignored.key, ignored.message);
     }
     print!("{}", render::to_toml(&config));
-    ExitCode::SUCCESS
+    Exit::Ok.into()
 }

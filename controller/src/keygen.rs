@@ -1,5 +1,6 @@
 //! `troupe keygen`: a new cluster key (src/cluster_key.rs), written to a file or printed.
 
+use crate::exit::Exit;
 use std::path::Path;
 use std::process::ExitCode;
 use troupe::cluster_key::{write_new, ClusterKey};
@@ -12,13 +13,13 @@ pub fn run(out: Option<&Path>) -> ExitCode {
         Ok(key) => key,
         Err(e) => {
             eprintln!("troupe keygen: no random bytes from the system: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Usage.into();
         }
     };
     let Some(path) = out else {
         println!("{}", key.to_line());
         eprintln!("fingerprint {}", key.fingerprint());
-        return ExitCode::SUCCESS;
+        return Exit::Ok.into();
     };
     match write_new(path, &key) {
         Ok(()) => {
@@ -28,13 +29,13 @@ pub fn run(out: Option<&Path>) -> ExitCode {
                 path.display(),
                 key.fingerprint()
             );
-            ExitCode::SUCCESS
+            Exit::Ok.into()
         }
         Err(e) => {
             eprintln!(
                 "troupe keygen: {e} (to rotate, add the new key's line to the keyring instead)"
             );
-            ExitCode::FAILURE
+            Exit::Usage.into()
         }
     }
 }

@@ -93,12 +93,10 @@ fn serve_keeps_every_nodes_stats_through_a_rotation() {
     }
     write_keys(&serve_key, &[&a, &b]);
     hangup(&serve);
-    std::thread::sleep(Duration::from_secs(2));
     for node in &nodes {
         write_keys(&node.key_file, &[&b, &a]);
         hangup(&node.daemon);
     }
-    std::thread::sleep(Duration::from_secs(2));
     write_keys(&serve_key, &[&b, &a]);
     hangup(&serve);
 

@@ -15,7 +15,7 @@ use crate::support::{bin, isolated, wait_for, Daemon};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use troupe::cluster_key::ClusterKey;
@@ -77,11 +77,19 @@ pub(super) fn start_agent(host: &Host, name: &str, keys: &[&ClusterKey]) -> Node
 }
 
 pub(super) fn hangup(daemon: &Daemon) {
+    // Every hangup here follows a change of the key file, which the daemon logs it reloaded.
+    let reloads = || daemon.log().matches("cluster key reloaded").count();
+    let before = reloads();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.pid() as i32),
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
+    wait_for(
+        "the key file to be reloaded",
+        Duration::from_secs(10),
+        || reloads() > before,
+    );
 }
 
 /// `troupe serve` on `host` with the key file `key_file`, its state and log in `dir`,
@@ -147,6 +155,9 @@ fn rotation_on_three_agents_under_serve_fails_no_request() {
 
     // The client loop: status of every node through serve, and nodelist, every 100 ms.
     let stop = Arc::new(AtomicBool::new(false));
+    // Requests sent so far: each step of the rotation lasts some of them.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let loop_sent = sent.clone();
     let loop_stop = stop.clone();
     let loop_control = control.clone();
     let loop_key = client_key.clone();
@@ -161,6 +172,7 @@ fn rotation_on_three_agents_under_serve_fails_no_request() {
                 ("nodelist", json!({})),
             ] {
                 requests += 1;
+                loop_sent.fetch_add(1, Ordering::Relaxed);
                 let context = zmq::Context::new();
                 let socket =
                     troupe::sockets::connect_control_with(&context, &loop_control, Some(&keys))
@@ -188,7 +200,14 @@ fn rotation_on_three_agents_under_serve_fails_no_request() {
         (requests, failures)
     });
 
-    let settle = || std::thread::sleep(Duration::from_secs(2));
+    let settle = || {
+        let before = sent.load(Ordering::Relaxed);
+        wait_for(
+            "twenty requests in this step",
+            Duration::from_secs(120),
+            || sent.load(Ordering::Relaxed) >= before + 20,
+        );
+    };
     settle();
     // Step 1: B added second everywhere.
     for node in &nodes {
