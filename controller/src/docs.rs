@@ -11,6 +11,7 @@
 //! completes them too.
 
 use crate::command::BroadcastFlags;
+use crate::exit_code::Exit;
 use clap::CommandFactory;
 use std::path::Path;
 use std::process::ExitCode;
@@ -250,7 +251,7 @@ pub fn print_completions(shell: clap_complete::Shell, command: clap::Command) ->
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("troupe completions: writing the script: {e}");
-            ExitCode::FAILURE
+            Exit::Usage.into()
         }
     }
 }
@@ -267,7 +268,7 @@ pub fn print_man_pages(commands: Vec<clap::Command>, dir: &Path) -> ExitCode {
                 "troupe man: writing the man pages into {}: {e}",
                 dir.display()
             );
-            ExitCode::FAILURE
+            Exit::Usage.into()
         }
     }
 }

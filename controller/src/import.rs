@@ -1,6 +1,6 @@
 //! `troupe import circus.ini`: a Circus ini as the equivalent `troupe-agent.toml`, on stdout.
 
-use crate::exit::Exit;
+use crate::exit_code::Exit;
 use std::path::Path;
 use std::process::ExitCode;
 use troupe::config::{render, AgentConfig};

@@ -1,6 +1,6 @@
 //! `troupe keygen`: a new cluster key (src/cluster_key.rs), written to a file or printed.
 
-use crate::exit::Exit;
+use crate::exit_code::Exit;
 use std::path::Path;
 use std::process::ExitCode;
 use troupe::cluster_key::{write_new, ClusterKey};

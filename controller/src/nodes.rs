@@ -2,6 +2,7 @@
 //! [`crate::cluster_link::ClusterLink::census`]: a running `troupe serve`, or discovered on the spot).
 
 use crate::cluster_link::ClusterLink;
+use crate::exit_code::Exit;
 use crate::settings::NodeFlags;
 use serde_json::Value;
 use std::process::ExitCode;
@@ -36,7 +37,7 @@ pub fn forget(flags: &NodeFlags, name: &str) -> ExitCode {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     let search = crate::nobody::Search::of(&settings, Default::default());
@@ -53,7 +54,7 @@ pub fn forget(flags: &NodeFlags, name: &str) -> ExitCode {
     let Some(entry) = roster.forget(name) else {
         let known: Vec<&str> = roster.nodes.keys().map(String::as_str).collect();
         eprintln!(
-            "troupe: {name} is not in the roster of cluster '{}' searched by {} ({}); nothing              to forget",
+            "troupe: {name} is not in the roster of cluster '{}' searched by {} ({}); nothing to forget",
             settings.config.cluster,
             search.describe(),
             if known.is_empty() {
@@ -62,11 +63,11 @@ pub fn forget(flags: &NodeFlags, name: &str) -> ExitCode {
                 format!("it holds {}", known.join(", "))
             }
         );
-        return ExitCode::from(1);
+        return Exit::Usage.into();
     };
     if let Err(e) = roster.save(&path) {
         eprintln!("troupe: cannot write the roster {}: {e}", path.display());
-        return ExitCode::from(1);
+        return Exit::Usage.into();
     }
     println!(
         "forgot {name} ({}, last seen {}): it is no longer reported when it does not answer",
