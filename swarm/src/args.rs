@@ -26,7 +26,8 @@ pub const MAX_PROCESSES: u32 = 256;
 /// Agents leave (their sockets close, as a killed agent's do) and join again (the same node
 /// restarted: same name, id and address, a new start time) at --leave-rate and --join-rate a
 /// second. Standard output gets one JSON object a line: `ready`, then every `leave` and `join`
-/// (name, address, epoch time), and a `tally` every --report-every.
+/// (name, address, epoch time), `churn_started`/`churn_stopped`, and a `tally` every
+/// --report-every.
 #[derive(Debug, Parser)]
 #[command(name = "troupe-swarm", version)]
 pub struct Args {
@@ -63,8 +64,9 @@ pub struct Args {
     /// Both --leave-rate and --join-rate: the population stays about the same.
     #[arg(long, conflicts_with_all = ["leave_rate", "join_rate"])]
     pub churn: Option<f64>,
-    /// Churn starts this long after all agents are up (serve finds them first).
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    /// Churn starts this long after all agents are up (serve finds them first), or, with
+    /// `signal`, at the first SIGUSR1. SIGUSR1 stops churn that runs and starts it again.
+    #[arg(long, default_value = "0s", value_parser = parse_churn_after)]
     pub churn_after: Duration,
     /// A cluster key file (`troupe keygen`): every agent's sockets are CURVE servers with it,
     /// as a keyed troupe-agent's are.
@@ -73,9 +75,31 @@ pub struct Args {
     /// How often a `tally` line is printed.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub report_every: Duration,
+    /// Run only part I of M of the agents (a contiguous block), at 1/M of the rates: what a
+    /// swarm whose agents need more descriptors than one process may hold starts its
+    /// processes with.
+    #[arg(long, hide = true, value_parser = parse_shard)]
+    pub shard: Option<Shard>,
     /// Log filter (stderr): LEVEL or TARGET=LEVEL, comma-separated.
     #[arg(long, default_value = "warn", value_parser = troupe::logging::parse_filter)]
     pub log_level: tracing_subscriber::filter::Targets,
+}
+
+/// Part `index` (from 0) of `count` of a swarm's agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(i, m)| Some((i.parse().ok()?, m.parse().ok()?)));
+    match parsed {
+        Some((index, count)) if index < count => Ok(Shard { index, count }),
+        _ => Err(format!("expected I/M with I < M, got {text:?}")),
+    }
 }
 
 /// A checked command line.
@@ -94,6 +118,7 @@ pub struct Plan {
     pub churn_after: Duration,
     pub key_file: Option<PathBuf>,
     pub report_every: Duration,
+    pub shard: Option<Shard>,
 }
 
 impl Plan {
@@ -197,7 +222,24 @@ impl Plan {
             churn_after: args.churn_after,
             key_file: args.key_file.clone(),
             report_every: args.report_every,
+            shard: args.shard,
         })
+    }
+
+    /// The indexes of the agents this process runs: all, or its shard's block.
+    pub fn mine(&self) -> std::ops::Range<u32> {
+        let Some(shard) = self.shard else {
+            return 0..self.agents;
+        };
+        let per = self.agents.div_ceil(shard.count);
+        let start = (shard.index * per).min(self.agents);
+        start..(start + per).min(self.agents)
+    }
+
+    /// The leave and join rates of this process.
+    pub fn rates(&self) -> (f64, f64) {
+        let share = self.shard.map_or(1.0, |s| f64::from(s.count));
+        (self.leave_rate / share, self.join_rate / share)
     }
 
     /// Agent `index`'s address.
@@ -214,6 +256,15 @@ impl Plan {
             format!("{}-{last}:{}", self.first_address, self.port)
         }
     }
+}
+
+/// A duration, or `signal` ([`crate::population::CHURN_ON_SIGNAL`]).
+fn parse_churn_after(text: &str) -> Result<Duration, String> {
+    if text == "signal" {
+        return Ok(crate::population::CHURN_ON_SIGNAL);
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; expected a duration such as 30s, or `signal`"))
 }
 
 /// The rate itself when it is a number of joins or leaves a second we can keep.
@@ -243,6 +294,21 @@ mod tests {
         assert_eq!(plan.address(255), Ipv4Addr::new(127, 1, 1, 0));
         let other_port = super::tests::plan(&["--agents", "2", "--port", "6000"]).unwrap();
         assert_eq!(other_port.probe_range(), "127.1.0.1-127.1.0.2:6000");
+    }
+
+    #[test]
+    fn shards_split_the_agents_in_blocks_and_share_the_rates() {
+        let whole = plan(&["--agents", "10", "--churn", "3"]).unwrap();
+        assert_eq!(whole.mine(), 0..10);
+        let shard = |i: u32| {
+            let text = format!("{i}/3");
+            plan(&["--agents", "10", "--churn", "3", "--shard", &text]).unwrap()
+        };
+        let blocks: Vec<_> = (0..3).map(|i| shard(i).mine()).collect();
+        assert_eq!(blocks, [0..4, 4..8, 8..10]);
+        assert_eq!(shard(1).rates(), (1.0, 1.0));
+        assert!(parse_shard("3/3").is_err() && parse_shard("x").is_err());
+        assert_eq!(parse_shard("1/4"), Ok(Shard { index: 1, count: 4 }));
     }
 
     #[test]

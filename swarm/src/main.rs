@@ -5,13 +5,15 @@
 //! - [`args`]: the command line and its checks.
 //! - [`node`]: one simulated agent (sockets, replies, stats stream).
 //! - [`population`]: which agents are up; leaving and joining at set rates.
+//! - [`shards`]: a swarm split into several processes, for more agents than one may hold.
 //!
-//! One thread runs every agent (a current-thread runtime; ZeroMQ adds its I/O thread), so the
-//! swarm's CPU is easy to read next to the controller's.
+//! One thread runs every agent of a process (a current-thread runtime; ZeroMQ adds an I/O
+//! thread per 320 agents), so the swarm's CPU is easy to read next to the controller's.
 
 mod args;
 mod node;
 mod population;
+mod shards;
 
 use anyhow::Context;
 use clap::Parser;
@@ -19,7 +21,9 @@ use std::sync::Arc;
 
 /// Descriptors a simulated agent takes: three listeners and their three ZeroMQ mailboxes, and
 /// the connections of one controller (heartbeats, kept connection, stats, events, a probe).
-const FDS_PER_AGENT: u64 = 12;
+pub const FDS_PER_AGENT: u64 = 12;
+/// Descriptors kept for everything else (ZeroMQ's own, the runtime's, stdio).
+const RESERVED_FDS: u64 = 512;
 
 fn main() {
     let args = args::Args::parse();
@@ -41,7 +45,21 @@ fn main() {
 }
 
 fn run(plan: args::Plan) -> anyhow::Result<()> {
-    let wanted = u64::from(plan.agents) * FDS_PER_AGENT + 1024;
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .context("reading the open files limit")?;
+    let per_process = hard.saturating_sub(RESERVED_FDS) / FDS_PER_AGENT;
+    // Root may raise its hard limit (CAP_SYS_RESOURCE); else more agents take more processes.
+    let wanted = u64::from(plan.agents) * FDS_PER_AGENT + RESERVED_FDS;
+    if plan.shard.is_none()
+        && u64::from(plan.agents) > per_process
+        && troupe::limits::raise_open_files_to(wanted).is_err()
+    {
+        let count = u64::from(plan.agents).div_ceil(per_process.max(1));
+        tracing::info!(count, per_process, "the agents run in several processes");
+        return shards::run(&plan, u32::try_from(count).unwrap_or(u32::MAX));
+    }
+    let wanted = plan.mine().len() as u64 * FDS_PER_AGENT + RESERVED_FDS;
     troupe::limits::raise_open_files_to(wanted).map_err(anyhow::Error::msg)?;
     let keyring = match &plan.key_file {
         Some(path) => Some(
@@ -73,7 +91,7 @@ fn run(plan: args::Plan) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "event": "ready", "agents": plan.agents, "probe": plan.probe_range(),
+                "event": "ready", "agents": plan.mine().len(), "probe": plan.probe_range(),
                 "cluster": plan.cluster, "keyed": keyring.is_some(),
                 "bind_seconds": started.elapsed().as_secs_f64(),
                 "time": troupe::protocol::now_epoch(),

@@ -13,6 +13,8 @@ use troupe::sockets::ServerContext;
 
 /// How often churn is applied.
 const CHURN_TICK: Duration = Duration::from_millis(100);
+/// `--churn-after` of a swarm whose churn starts only at SIGUSR1.
+pub const CHURN_ON_SIGNAL: Duration = Duration::MAX;
 /// Agents whose sockets share one ZeroMQ context: libzmq allows 1023 sockets per context by
 /// default (the zmq crate cannot change it), and an agent takes three, its ZAP handler one.
 /// Each context adds an I/O thread, mostly idle.
@@ -62,7 +64,7 @@ pub struct Population {
     servers: Vec<ServerContext>,
     counters: Arc<Counters>,
     identities: Vec<Identity>,
-    /// Running agents by index (None: left).
+    /// Running agents by index in this process's block (None: left).
     tasks: Vec<Option<JoinHandle<()>>>,
     up: Vec<u32>,
     left: Vec<u32>,
@@ -81,16 +83,18 @@ impl Population {
         keyring: Option<&Keyring>,
         counters: Arc<Counters>,
     ) -> Result<Population, String> {
-        let servers = (0..plan.agents.div_ceil(AGENTS_PER_CONTEXT))
+        let mine = plan.mine();
+        let count = mine.len() as u32;
+        let servers = (0..count.div_ceil(AGENTS_PER_CONTEXT))
             .map(|_| ServerContext::new(keyring))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("cannot start ZeroMQ and its ZAP handler: {e}"))?;
-        let identities: Vec<Identity> = (0..plan.agents)
+        let identities: Vec<Identity> = mine
             .map(|i| Identity::new(&plan.name_prefix, &plan.cluster, i, plan.address(i)))
             .collect();
         let mut population = Population {
-            tasks: (0..plan.agents).map(|_| None).collect(),
-            up: Vec::with_capacity(plan.agents as usize),
+            tasks: (0..count).map(|_| None).collect(),
+            up: Vec::with_capacity(count as usize),
             left: Vec::new(),
             plan,
             shape: Arc::new(shape),
@@ -101,7 +105,7 @@ impl Population {
             departed: 0,
             joins_missed: 0,
         };
-        for index in 0..population.plan.agents {
+        for index in 0..count {
             population.launch(index).map_err(|e| {
                 format!(
                     "{e} (is another swarm or agent there? choose other addresses with \
@@ -125,8 +129,13 @@ impl Population {
     /// Applies churn until the process is told to stop, printing a tally every
     /// `report_every`.
     pub async fn run(mut self, mut stop: impl std::future::Future<Output = ()> + Unpin) {
-        let mut churn = Churn::new(self.plan.leave_rate, self.plan.join_rate);
+        let (leave_rate, join_rate) = self.plan.rates();
+        let mut churn = Churn::new(leave_rate, join_rate);
+        let mut churning = false;
         let churn_from = tokio::time::Instant::now() + self.plan.churn_after;
+        let mut toggles =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                .expect("a SIGUSR1 handler");
         let mut tick = tokio::time::interval(CHURN_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut report = tokio::time::interval(self.plan.report_every);
@@ -138,10 +147,18 @@ impl Population {
                 now = tick.tick(), if !churn.is_still() => {
                     let elapsed = now - last;
                     last = now;
-                    if now >= churn_from {
+                    if now >= churn_from && !churning && self.plan.churn_after != CHURN_ON_SIGNAL {
+                        churning = true;
+                        self.event_toggle(churning);
+                    }
+                    if churning {
                         let (leaves, joins) = churn.due(elapsed);
                         self.churn(leaves, joins);
                     }
+                }
+                _ = toggles.recv() => {
+                    churning = !churning;
+                    self.event_toggle(churning);
                 }
                 _ = report.tick() => self.tally(),
             }
@@ -195,6 +212,15 @@ impl Population {
             json!({"event": kind, "name": identity.name, "address": identity.address.to_string(),
                    "time": now_epoch()})
         );
+    }
+
+    fn event_toggle(&self, churning: bool) {
+        let kind = if churning {
+            "churn_started"
+        } else {
+            "churn_stopped"
+        };
+        println!("{}", json!({"event": kind, "time": now_epoch()}));
     }
 
     fn tally(&self) {
