@@ -132,7 +132,8 @@ impl Population {
         let (leave_rate, join_rate) = self.plan.rates();
         let mut churn = Churn::new(leave_rate, join_rate);
         let mut churning = false;
-        let churn_from = tokio::time::Instant::now() + self.plan.churn_after;
+        // None: at SIGUSR1 only.
+        let mut churn_from = tokio::time::Instant::now().checked_add(self.plan.churn_after);
         let mut toggles =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
                 .expect("a SIGUSR1 handler");
@@ -147,7 +148,8 @@ impl Population {
                 now = tick.tick(), if !churn.is_still() => {
                     let elapsed = now - last;
                     last = now;
-                    if now >= churn_from && !churning && self.plan.churn_after != CHURN_ON_SIGNAL {
+                    if churn_from.is_some_and(|from| now >= from) && !churning {
+                        churn_from = None;
                         churning = true;
                         self.event_toggle(churning);
                     }
