@@ -144,6 +144,46 @@ def delays(changes, events, wanted):
     return found, missing
 
 
+def swarm_round_trips(zmq, first_address, count, result):
+    """A `during` callback: `nodeinfo` straight to `count` simulated agents (a kept DEALER each),
+    a round every 250 ms until the deadline: how fast the swarm itself answers under the same
+    load, so that a slow swarm is not taken for a slow serve. Fills result["ms"]."""
+    import ipaddress
+    first = int(ipaddress.IPv4Address(first_address))
+    ctx = zmq.Context.instance()
+    dealers = []
+    for i in range(count):
+        d = ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.connect(f"tcp://{ipaddress.IPv4Address(first + i)}:5555")
+        dealers.append(d)
+
+    def during(deadline):
+        seq = 0
+        times, lost = [], 0
+        while time.monotonic() < deadline:
+            for d in dealers:
+                seq += 1
+                t0 = time.perf_counter()
+                d.send(json.dumps({"command": "nodeinfo", "properties": {}, "id": str(seq)}).encode())
+                got = None
+                while d.poll(2000):
+                    reply = json.loads(d.recv())
+                    if reply.get("id") == str(seq):
+                        got = time.perf_counter() - t0
+                        break
+                if got is None:
+                    lost += 1
+                else:
+                    times.append(got * 1000)
+            time.sleep(0.25)
+        for d in dealers:
+            d.close(0)
+        result["ms"], result["lost"] = times, lost
+
+    return during
+
+
 def pct(values, p):
     values = sorted(values)
     if not values:
@@ -202,7 +242,7 @@ def run(inner, n, Failure, log, status_kb):
                 raise Failure(f"troupe serve exited with {proc.returncode} (log in {inner.workdir})")
             if swarm.poll() is not None:
                 raise Failure(f"troupe-swarm exited with {swarm.returncode} (log in {inner.workdir}/swarm.log)")
-            time.sleep(0.5)
+            time.sleep(1.0)
         fig["sim_alive_best"] = best
         fig["sim_states_at_converge"] = counts
         if alive_at is not None:
@@ -220,7 +260,11 @@ def run(inner, n, Failure, log, status_kb):
         # A swarm past one process's descriptors runs shard processes: their CPU is its own.
         swarm_pids = [swarm.pid, *ready.get("shards", [])]
         fig["sim_swarm_processes"] = len(swarm_pids)
-        cpu = inner.cpu_groups({"serve": [proc.pid], "swarm": swarm_pids}, STEADY_WINDOW_S)
+        rtt = {}
+        during = swarm_round_trips(inner.zmq, probe.split("-")[0], min(20, n), rtt)
+        cpu = inner.cpu_groups({"serve": [proc.pid], "swarm": swarm_pids}, STEADY_WINDOW_S, during)
+        fig["sim_swarm_rtt_ms"] = rtt.get("ms", [])
+        fig["sim_swarm_rtt_lost"] = rtt.get("lost", 0)
         after = inner.states(client) or {}
         fig["sim_serve_cpu"] = cpu["serve"]
         fig["sim_swarm_cpu"] = cpu["swarm"]
@@ -289,6 +333,12 @@ def run(inner, n, Failure, log, status_kb):
                             "back": back, "back_missing": back_missing[:20],
                             "back_missing_n": len(back_missing)}
         fig["sim_states_end"] = {s: sum(1 for v in final.values() if v == s) for s in set(final.values())}
+        if back_missing or down_missing:
+            inner.fail("churn not reflected",
+                       f"{len(down_missing)} leaves never seen down (e.g. {down_missing[:5]}), "
+                       f"{len(back_missing)} nodes up again since their last join and not alive 15 s "
+                       f"after churn stopped (e.g. {[(a, final.get(a)) for a in back_missing[:5]]}); "
+                       f"serve's log and the swarm's lines are kept")
         log(f"churn: {len(leaves)} leaves ({len(down)} seen down), {len(joins)} joins "
             f"({len(back)} seen alive again)")
         inner.save()
@@ -320,6 +370,11 @@ def report(fig, row):
         row(S, "  the swarm itself: CPU, RSS",
             f"{fig['sim_swarm_cpu']:.1f} % of a core, {fig['sim_swarm_rss_mb']:.1f} MiB "
             f"({fig.get('sim_swarm_processes', 1)} processes; open files limit {fig.get('sim_fd_limit')})")
+    r = fig.get("sim_swarm_rtt_ms")
+    if r:
+        row(S, "  the swarm's own nodeinfo round trip (20 agents asked directly), p50 / p99 / max",
+            f"{statistics.median(r):.2f} / {pct(r, 99):.2f} / {max(r):.2f} ms ({len(r)} asked, "
+            f"{fig.get('sim_swarm_rtt_lost', 0)} unanswered within 2 s)")
     v = fig.get("sim_status_ms")
     if v:
         failed = fig.get("sim_status_failed") or []
@@ -336,6 +391,7 @@ def report(fig, row):
             f"{len(c['down'])} of {c['leaves_checked']} seen down ({spread(c['down'])})"
             + (f"; never: {c['down_missing_n']} e.g. {c['down_missing'][:3]}" if c["down_missing_n"] else ""))
         row(S, "  join (the node restarted) -> alive again",
-            f"{len(c['back'])} of {c['joins']} ({spread(c['back'])})"
+            f"{c['joins']} joins: {len(c['back'])} seen alive again by an event ({spread(c['back'])}), "
+            f"the others alive at the end (restarted before serve saw them gone)"
             + (f"; never: {c['back_missing_n']} e.g. {c['back_missing'][:3]}" if c["back_missing_n"] else ""))
         row(S, "  states at the end", json.dumps(fig.get("sim_states_end")))
