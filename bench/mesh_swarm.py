@@ -192,6 +192,34 @@ def pct(values, p):
     return values[k]
 
 
+def start_serve(inner, config, probe, Failure):
+    """mesh.py's start_serve, waiting longer for the first answer: a `nodelist` waits for the
+    first sweep (up to 5 s, troupe::bounds::SERVE_FIRST_DISCOVERY_WAIT), which thousands of
+    members make slow."""
+    from compare import CallError, Client
+
+    state = os.path.join(inner.workdir, "serve-sim-state")
+    argv = [inner.args.troupe, "serve", "--bind", SERVE_BIND, "--port", "5558", "--stats-port", "5559",
+            "--events-port", "5560", "--state-dir", state, "--log-level", "info", "--no-mdns",
+            "--config", config, "--probe", probe]
+    t0 = time.perf_counter()
+    proc = inner.spawn("troupe serve sim", argv, "serve-sim.log")
+    deadline = time.monotonic() + 60
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Failure(f"$ {' '.join(argv)}\nexited with {proc.returncode} (log in {inner.workdir})")
+        client = Client(inner.zmq, f"tcp://{SERVE_BIND}:5558")
+        try:
+            client.call("nodelist", timeout=8)
+            return proc, client, t0
+        except CallError as e:
+            last = e
+            client.close()
+        time.sleep(0.2)
+    raise Failure(f"$ {' '.join(argv)}\nno answer to nodelist within 60 s: {last}")
+
+
 def run(inner, n, Failure, log, status_kb):
     """The phase: fills inner.figures with sim_* keys. `Failure`, `log` and `status_kb` are
     mesh.py's (run as a script, it is not importable as `mesh` without a second copy)."""
@@ -218,8 +246,7 @@ def run(inner, n, Failure, log, status_kb):
     with open(config, "w") as f:
         f.write('cluster = "default"\nprobe_interval = "1s"\nmdns = false\n')
     inner.note_load(f"serve start -> {n} simulated members alive")
-    proc, client, t0 = inner.start_serve("serve-sim", SERVE_BIND, "--no-mdns", "--config", config,
-                                         "--probe", probe)
+    proc, client, t0 = start_serve(inner, config, probe, Failure)
     # start_serve logs at info: one line per member event is fine at this scale.
     events = MemberEvents(inner.zmq, f"tcp://{SERVE_BIND}:5560")
     endpoint = f"tcp://{SERVE_BIND}:5558"
