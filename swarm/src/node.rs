@@ -21,7 +21,7 @@ use troupe::protocol::{
 use troupe::sockets::ServerContext;
 
 /// The largest control request read (a troupe-agent's default `max_message_size`).
-const MAX_MESSAGE_BYTES: u64 = troupe::config::DEFAULT_MAX_MESSAGE_SIZE as u64;
+const MAX_MESSAGE_BYTES: u64 = troupe::config::DEFAULT_MAX_MESSAGE_SIZE;
 /// The pid every simulated agent reports for itself, and the first of its processes'.
 const AGENT_PID: u32 = 100;
 const FIRST_PROCESS_PID: u32 = 1000;
