@@ -51,6 +51,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+import mesh_swarm  # noqa: E402  (`--simulated N`: bench/mesh_swarm.py)
 from compare import (  # noqa: E402  (bench/compare.py: same directory)
     CallError,
     Client,
@@ -64,7 +65,7 @@ from compare import (  # noqa: E402  (bench/compare.py: same directory)
 )
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PHASE_TIMEOUTS = {"mdns-lo": 90, "mdns-bridge": 90, "main": 560}
+PHASE_TIMEOUTS = {"mdns-lo": 90, "mdns-bridge": 90, "main": 560, "simulated": 600}
 
 # Targets from the issue.
 TARGET_DOWN_S = 3.0
@@ -117,9 +118,13 @@ def ip(*args):
 def outer(args):
     if os.geteuid() != 0:
         sys.exit("mesh.py: needs root (it creates network namespaces)")
-    for path in (args.agent, args.troupe, args.circusd, "/usr/bin/etcd", "/usr/bin/etcdctl"):
+    needed = (args.troupe, args.swarm) if args.simulated else (
+        args.agent, args.troupe, args.circusd, "/usr/bin/etcd", "/usr/bin/etcdctl")
+    for path in needed:
         if not os.access(path, os.X_OK):
             sys.exit(f"mesh.py: {path} is missing or not executable")
+    if args.simulated is not None and not 1 <= args.simulated <= 65536:
+        sys.exit(f"mesh.py: --simulated: expected 1 to 65536 agents, got {args.simulated}")
     tag = f"trm{os.getpid()}"
     ns_m, ns_d, ns_br, ns_h1, ns_h2 = (f"{tag}-{s}" for s in ("m", "d", "br", "h1", "h2"))
 
@@ -159,11 +164,15 @@ def outer(args):
             ip("-n", host, "route", "add", "224.0.0.0/4", "dev", "eth0")
         log(f"namespaces {', '.join(created)} created")
 
-        for phase, ns, extra in (
+        phases = (
             ("mdns-lo", ns_d, []),
             ("mdns-bridge", ns_h2, ["--agent-netns", ns_h1]),
             ("main", ns_m, []),
-        ):
+        )
+        if args.simulated:
+            phases = (("simulated", ns_m, ["--simulated", str(args.simulated), "--swarm",
+                                           os.path.abspath(args.swarm)]),)
+        for phase, ns, extra in phases:
             out = os.path.join(outdir, f"{phase}.json")
             cmd = [
                 "ip", "netns", "exec", ns,
@@ -232,7 +241,9 @@ def report(results, load_start, load_end, elapsed, outdir):
     fig = {}
     failures = []
     loads = []
-    for phase in ("mdns-lo", "mdns-bridge", "main"):
+    for phase in ("mdns-lo", "mdns-bridge", "main", "simulated"):
+        if phase not in results:
+            continue
         r = results.get(phase, {})
         fig.update(r.get("figures", {}))
         failures += [dict(f, phase=phase) for f in r.get("failures", [])]
@@ -362,6 +373,10 @@ def report(results, load_start, load_end, elapsed, outdir):
             f"{LOAD_NODES} x 1 (difference {d:.2f}); {fig.get('serve_procs_seen', '?')} processes in its snapshot")
     else:
         row(S, f"serve aggregating {LOAD_NODES} x {LOAD_PROCS}", "n/a")
+
+    mesh_swarm.report(fig, row)
+    if "simulated" in results:
+        rows = [r for r in rows if r[0].startswith("Simulated")]
 
     print()
     print(f"troupe at cluster level  ({time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs, "
@@ -1150,13 +1165,17 @@ class Inner:
         self.attempt("troupe-agent stats", self.agent_stats)
         self.attempt("circusd-stats", self.circus_stats)
 
+    def phase_simulated(self):
+        self.attempt(f"serve with {self.args.simulated} simulated members", mesh_swarm.run, self,
+                     self.args.simulated, Failure, log, status_kb)
+
     def main(self):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < 65536 and hard > soft:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
         try:
             {"mdns-lo": self.phase_mdns_lo, "mdns-bridge": self.phase_mdns_bridge,
-             "main": self.phase_main}[self.args.inner]()
+             "main": self.phase_main, "simulated": self.phase_simulated}[self.args.inner]()
         finally:
             self.stop_all()
             kill_namespace_except_self()
@@ -1188,6 +1207,9 @@ def main():
     p.add_argument("--agent", default=os.path.join(ROOT, "target/release/troupe-agent"))
     p.add_argument("--troupe", default=os.path.join(ROOT, "target/release/troupe"))
     p.add_argument("--circusd", default=os.path.join(ROOT, ".venv-circus/bin/circusd"))
+    p.add_argument("--swarm", default=os.path.join(ROOT, "target/release/troupe-swarm"))
+    p.add_argument("--simulated", type=int, metavar="N",
+                   help="only the simulated phase: one serve and N agents of troupe-swarm (bench/mesh_swarm.py)")
     args = p.parse_args()
     if args.inner:
         def interrupt(signum, frame):

@@ -69,7 +69,9 @@ pub const SERVE_REQUESTS_IN_FLIGHT_PER_PEER: usize = 32;
 /// Each alive member costs a heartbeat a second and a kept connection. When the table is
 /// full, a new member takes the place of the member down (left, locked) the longest; with none,
 /// it is not adopted and `register_node` or `cluster` says so.
-pub const MAX_MEMBERS: usize = 512;
+/// 1024 on this branch for the swarm simulator's test of 1000 simulated members
+/// (tests/swarm.rs); the scale work on `troupe serve` (issue 15) owns the final value.
+pub const MAX_MEMBERS: usize = 1024;
 
 /// Claims of an id already held by an alive member (a copied id file) that a controller
 /// remembers having logged, so each (id, endpoint) is logged once, not at every sighting;

@@ -18,3 +18,23 @@ pub fn raise_open_files() -> Option<(u64, u64)> {
     }
     Some((soft, hard))
 }
+
+/// Raises `RLIMIT_NOFILE` to at least `wanted` descriptors, the hard limit too when it is lower
+/// (root may), and returns the soft limit now. A process that knows how many sockets it will
+/// hold (the swarm simulator: about eleven per simulated agent) asks for them up front rather
+/// than failing at the thousandth bind.
+pub fn raise_open_files_to(wanted: u64) -> Result<u64, String> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| format!("cannot read the open files limit: {e}"))?;
+    if soft >= wanted {
+        return Ok(soft);
+    }
+    let new_hard = hard.max(wanted);
+    setrlimit(Resource::RLIMIT_NOFILE, wanted, new_hard).map_err(|e| {
+        format!(
+            "needs {wanted} open files, and the limit is {soft} (hard {hard}); raising it \
+             failed ({e}): run as root, or raise `ulimit -n` first"
+        )
+    })?;
+    Ok(wanted)
+}

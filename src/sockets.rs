@@ -451,6 +451,26 @@ pub fn bind_subscribed_publisher(
     })
 }
 
+/// A TCP listener of `kind` for the cluster (see [`Listener::Cluster`]): the daemon's ZAP
+/// domain and, when keyed, its first key's CURVE server pair, and frames over
+/// `max_message_size` dropped by ZeroMQ. Without a connection guard and without following key
+/// rotations: for the swarm simulator (`troupe-swarm`), whose thousands of simulated agents
+/// would each take two more sockets for a guard's monitor, and which nobody but the
+/// controller under test reaches (it binds loopback addresses only).
+pub fn bind_simulated_listener(
+    server: &ServerContext,
+    kind: zmq::SocketType,
+    endpoint: &str,
+    max_message_size: u64,
+) -> zmq::Result<zmq::Socket> {
+    let socket = server.context.socket(kind)?;
+    socket.set_linger(0)?;
+    socket.set_maxmsgsize(i64::try_from(max_message_size).unwrap_or(i64::MAX))?;
+    server.tcp_listener(&socket, Listener::Cluster)?;
+    socket.bind(endpoint)?;
+    Ok(socket)
+}
+
 /// An async SUB connected to a PUB endpoint (a node's stats, a controller's), subscribed to
 /// `prefix`, presenting this process's keyring. `max_message_size` bounds one frame, so a
 /// hostile publisher cannot make us allocate more; ZeroMQ reconnects by itself when the

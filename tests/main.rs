@@ -28,5 +28,6 @@ mod soak;
 mod stats;
 mod supervision;
 mod support;
+mod swarm;
 mod systemd;
 mod walkthrough;

@@ -1,0 +1,178 @@
+//! The swarm simulator (`troupe-swarm`, issue 15) under a real `troupe serve`, in a namespace
+//! of the test's own (a thousand loopback addresses, and serve probing them): the simulated
+//! members all converge to `alive`, and those that leave go `down` while the rest stay alive.
+
+use crate::support::netns::Netns;
+use crate::support::{bin, isolated, wait_for, Daemon};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use troupe::protocol::Request;
+
+/// The simulated members. `troupe::bounds::MAX_MEMBERS` must hold them all.
+const MEMBERS: u32 = 1000;
+/// Leaves a second once churn starts (no joins): a few dozen in the second it runs.
+const LEAVE_RATE: &str = "40";
+/// At least this many leave before churn is stopped.
+const LEAVES: usize = 20;
+
+/// serve's member states by name, asked from inside `ns`.
+fn states(ns: &Netns, endpoint: &str) -> BTreeMap<String, String> {
+    let reply = ns.run(|| {
+        troupe::client::call(
+            endpoint,
+            Request::new("nodelist", Default::default()),
+            Duration::from_secs(5),
+        )
+    });
+    let Ok(reply) = reply else {
+        return BTreeMap::new();
+    };
+    reply["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| Some((n["name"].as_str()?.into(), n["state"].as_str()?.into())))
+        .collect()
+}
+
+fn count(states: &BTreeMap<String, String>, state: &str) -> usize {
+    states.values().filter(|s| *s == state).count()
+}
+
+/// The names in the swarm's `leave` lines so far (its log holds stdout and stderr).
+fn leaves(swarm: &Daemon) -> BTreeSet<String> {
+    swarm
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["event"] == "leave")
+        .filter_map(|event| Some(event["name"].as_str()?.to_string()))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_thousand_simulated_members_converge_to_alive_and_those_that_leave_go_down() {
+    assert!(
+        troupe::bounds::MAX_MEMBERS >= MEMBERS as usize,
+        "MAX_MEMBERS ({}) is below the {MEMBERS} members of this test",
+        troupe::bounds::MAX_MEMBERS
+    );
+    let ns = Netns::new("swarm");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = ns.command(bin("troupe-swarm"));
+    command.args(["--agents", &MEMBERS.to_string(), "--leave-rate", LEAVE_RATE]);
+    command.args(["--churn-after", "signal", "--report-every", "1h"]);
+    let mut swarm = Daemon::spawn("troupe-swarm", command, &dir.path().join("swarm.log"));
+    wait_for("the swarm's ready line", Duration::from_secs(60), || {
+        swarm.assert_running();
+        swarm.log().contains(r#""event":"ready""#)
+    });
+    let ready: Value = swarm
+        .log()
+        .lines()
+        .find_map(|line| {
+            serde_json::from_str(line)
+                .ok()
+                .filter(|e: &Value| e["event"] == "ready")
+        })
+        .expect("a ready line");
+    let range = ready["probe"]
+        .as_str()
+        .expect("the range to probe")
+        .to_string();
+
+    let endpoint = "tcp://127.0.0.1:5558";
+    let mut serve = isolated(ns.command(bin("troupe")), dir.path());
+    serve
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    serve.args(["--bind", "127.0.0.1", "--no-mdns", "--probe", &range]);
+    let mut serve = Daemon::spawn("troupe serve", serve, &dir.path().join("serve.log"));
+
+    settle(
+        &format!("{MEMBERS} simulated members alive"),
+        Duration::from_secs(120),
+        || {
+            serve.assert_running();
+            let now = states(&ns, endpoint);
+            let alive = count(&now, "alive");
+            (alive == MEMBERS as usize).then_some(()).ok_or_else(|| {
+                let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+                for state in now.values() {
+                    *tally.entry(state).or_default() += 1;
+                }
+                format!("{alive} alive; members by state {tally:?}")
+            })
+        },
+    );
+
+    // Leaves: SIGUSR1 starts churn (leaves only), and stops it once enough have left.
+    let usr1 = |daemon: &Daemon| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon.pid() as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .expect("SIGUSR1 to the swarm")
+    };
+    usr1(&swarm);
+    wait_for(
+        &format!("{LEAVES} simulated leaves"),
+        Duration::from_secs(30),
+        || leaves(&swarm).len() >= LEAVES,
+    );
+    usr1(&swarm);
+    wait_for("churn stopped", Duration::from_secs(10), || {
+        swarm.log().contains(r#""event":"churn_stopped""#)
+    });
+    let left = leaves(&swarm);
+    settle(
+        &format!(
+            "the {} members that left down, the others alive",
+            left.len()
+        ),
+        Duration::from_secs(30),
+        || {
+            let now = states(&ns, endpoint);
+            let wrong: Vec<String> = now
+                .iter()
+                .filter(|(name, state)| {
+                    let wanted = if left.contains(*name) {
+                        "down"
+                    } else {
+                        "alive"
+                    };
+                    *state != wanted
+                })
+                .map(|(name, state)| format!("{name}: {state}"))
+                .collect();
+            if now.len() == MEMBERS as usize && wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} members listed; not as expected: {wrong:?}",
+                    now.len()
+                ))
+            }
+        },
+    );
+    assert_eq!(count(&states(&ns, endpoint), "down"), left.len());
+    serve.assert_running();
+    swarm.assert_running();
+}
+
+/// Polls `check` every 200 ms until it is Ok, panicking after `timeout` with what it said last.
+fn settle(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
