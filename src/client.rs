@@ -128,11 +128,15 @@ pub(crate) struct Handshakes {
     /// Whether, as far as the events read say, a handshake succeeded and the connection has
     /// not ended since.
     up: bool,
+    /// Whether the socket presents a key: without one, only a server that names another
+    /// mechanism refuses it (see [`crate::sockets::handshake_event`]), and no other key of
+    /// ours could open it.
+    keyed: bool,
 }
 
 impl Handshakes {
-    pub(crate) fn new(events: Option<tmq::pair::Pair>, up: bool) -> Handshakes {
-        Handshakes { events, up }
+    pub(crate) fn new(events: Option<tmq::pair::Pair>, up: bool, keyed: bool) -> Handshakes {
+        Handshakes { events, up, keyed }
     }
 
     fn note(&mut self, handshake: Handshake) {
@@ -154,7 +158,7 @@ impl Handshakes {
         // fired says "pending" with events queued.
         let mut seen = Vec::new();
         while let Ok(frames) = events.get_socket().recv_multipart(zmq::DONTWAIT) {
-            seen.extend(crate::sockets::handshake_event(&frames));
+            seen.extend(crate::sockets::handshake_event(&frames, self.keyed));
         }
         for handshake in seen {
             refused |= handshake == Handshake::Refused;
@@ -174,7 +178,7 @@ impl Handshakes {
                 return std::future::pending().await;
             };
             let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
-            if let Some(handshake) = crate::sockets::handshake_event(&frames) {
+            if let Some(handshake) = crate::sockets::handshake_event(&frames, self.keyed) {
                 self.note(handshake);
                 return handshake;
             }
@@ -197,11 +201,12 @@ impl Connection {
         dealer: tmq::dealer::Dealer,
         events: Option<tmq::pair::Pair>,
         up: bool,
+        keyed: bool,
         endpoint: &str,
     ) -> Connection {
         Connection {
             dealer,
-            handshakes: Handshakes::new(events, up),
+            handshakes: Handshakes::new(events, up, keyed),
             endpoint: endpoint.to_string(),
             context: context.clone(),
         }
@@ -360,6 +365,11 @@ pub async fn exchange(
         let mut reopened = 0;
         loop {
             if connection.drain() && !connection.handshakes.up {
+                if !connection.handshakes.keyed {
+                    return Err(ClientError::Refused {
+                        endpoint: endpoint.clone(),
+                    });
+                }
                 reopen(connection).await?;
             }
             let handshakes = &connection.handshakes;
@@ -373,6 +383,12 @@ pub async fn exchange(
                 Outcome::Reply(reply) => return Ok(reply),
                 Outcome::Refused { maybe_delivered } => {
                     tracing::debug!(endpoint, maybe_delivered, "the endpoint refused the key");
+                    if !connection.handshakes.keyed {
+                        // It holds a key and we have none: no other socket would be heard.
+                        return Err(ClientError::Refused {
+                            endpoint: endpoint.clone(),
+                        });
+                    }
                     refused = true;
                     reopened += 1;
                     if (maybe_delivered && !request.changes_nothing()) || reopened > 3 {

@@ -486,7 +486,7 @@ pub(crate) async fn open_subscriber(
     let subscriber = wrap(opened.socket)?.subscribe(prefix)?;
     Ok((
         subscriber,
-        crate::client::Handshakes::new(opened.events, opened.up),
+        crate::client::Handshakes::new(opened.events, opened.up, keys.is_some()),
     ))
 }
 
@@ -521,6 +521,31 @@ pub async fn connect_control_async(
         dealer,
         opened.events,
         opened.up,
+        keys.is_some(),
+        endpoint,
+    ))
+}
+
+/// [`connect_control_async`] for a probe: without a key, the handshake is watched too, so
+/// that a node holding a key (its greeting names another mechanism than NULL) is told from
+/// a port that does not answer ([`crate::client::ClientError::Refused`]).
+pub async fn connect_probe_async(
+    context: &Context,
+    endpoint: &str,
+) -> tmq::Result<crate::client::Connection> {
+    if client_keys().is_some() {
+        return connect_control_async(context, endpoint).await;
+    }
+    let socket = new_client_socket(context, zmq::DEALER, None, &|_| Ok(()))?;
+    let events = wrap(watch_handshake(context, &socket)?)?;
+    socket.connect(endpoint)?;
+    let dealer = <tmq::dealer::Dealer as tmq::FromZmqSocket<_>>::from_zmq_socket(socket)?;
+    Ok(crate::client::Connection::new(
+        context,
+        dealer,
+        Some(events),
+        false,
+        false,
         endpoint,
     ))
 }
@@ -678,16 +703,31 @@ fn stop_watching(socket: &mut zmq::Socket) {
     unsafe { zmq_sys::zmq_socket_monitor(socket.as_mut_ptr(), std::ptr::null(), 0) };
 }
 
-/// The verdict in one monitor message (`[event u16 LE, value u32 LE]`, endpoint).
-pub(crate) fn handshake_event(frames: &[Vec<u8>]) -> Option<Handshake> {
+/// The verdict in one monitor message (`[event u16 LE, value u32 LE]`, endpoint) of a
+/// socket with a key (`keyed`) or without one.
+///
+/// With a key, any failed handshake is a refusal: a server holding another key closes the
+/// connection unread (`HANDSHAKE_FAILED_NO_DETAIL` here), one without a key answers with
+/// another mechanism. Without a key, only that last one is: a server whose greeting names
+/// another mechanism than NULL holds a key. Any other failure of a keyless socket is a port
+/// that does not speak ZMTP (an HTTP server, garbage), which its silence reports.
+pub(crate) fn handshake_event(frames: &[Vec<u8>], keyed: bool) -> Option<Handshake> {
     let first = frames.first()?;
     let event = u16::from_le_bytes([*first.first()?, *first.get(1)?]);
+    let value = first
+        .get(2..6)
+        .map(|value| u32::from_le_bytes([value[0], value[1], value[2], value[3]]));
     Some(if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 {
         Handshake::Succeeded
     } else if event == zmq::SocketEvent::DISCONNECTED as u16 {
         Handshake::Disconnected
-    } else {
+    } else if keyed
+        || (event == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16
+            && value == Some(zmq_sys::ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH))
+    {
         Handshake::Refused
+    } else {
+        return None;
     })
 }
 
@@ -710,7 +750,7 @@ fn open_blocking(
         let monitor = watch_handshake(context, &socket)?;
         socket.connect(endpoint)?;
         let verdict = if monitor.poll(zmq::POLLIN, poll_timeout_ms(HANDSHAKE_WAIT))? > 0 {
-            handshake_event(&monitor.recv_multipart(0)?)
+            handshake_event(&monitor.recv_multipart(0)?, true)
         } else {
             None
         };
@@ -802,7 +842,7 @@ async fn next_handshake(events: &mut tmq::pair::Pair, wait: Duration) -> Handsha
     let verdict = async {
         while let Some(Ok(message)) = events.next().await {
             let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
-            match handshake_event(&frames) {
+            match handshake_event(&frames, true) {
                 Some(Handshake::Disconnected) | None => continue,
                 Some(verdict) => return verdict,
             }
@@ -841,5 +881,58 @@ mod tests {
     #[test]
     fn libzmq_has_curve() {
         assert_eq!(zmq::has("curve"), Some(true));
+    }
+
+    /// A monitor message's first frame: event (u16 LE), value (u32 LE).
+    fn event(event: zmq::SocketEvent, value: u32) -> Vec<Vec<u8>> {
+        let mut frame = (event as u16).to_le_bytes().to_vec();
+        frame.extend(value.to_le_bytes());
+        vec![frame, b"tcp://10.0.0.1:5555".to_vec()]
+    }
+
+    /// Without a key only a server asking for one refuses us; with one, any failure does.
+    #[test]
+    fn a_keyless_socket_is_refused_only_by_a_mechanism_mismatch() {
+        use super::{handshake_event, Handshake};
+        use zmq::SocketEvent::*;
+        let mismatch = zmq_sys::ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
+        let unexpected = zmq_sys::ZMQ_PROTOCOL_ERROR_ZMTP_UNEXPECTED_COMMAND;
+        let cases = [
+            (
+                event(HANDSHAKE_FAILED_PROTOCOL, mismatch),
+                Some(Handshake::Refused),
+                Some(Handshake::Refused),
+            ),
+            (
+                event(HANDSHAKE_FAILED_PROTOCOL, unexpected),
+                None,
+                Some(Handshake::Refused),
+            ),
+            (
+                event(HANDSHAKE_FAILED_NO_DETAIL, 104),
+                None,
+                Some(Handshake::Refused),
+            ),
+            (
+                event(HANDSHAKE_FAILED_AUTH, 400),
+                None,
+                Some(Handshake::Refused),
+            ),
+            (
+                event(HANDSHAKE_SUCCEEDED, 0),
+                Some(Handshake::Succeeded),
+                Some(Handshake::Succeeded),
+            ),
+            (
+                event(DISCONNECTED, 9),
+                Some(Handshake::Disconnected),
+                Some(Handshake::Disconnected),
+            ),
+            (vec![vec![7]], None, None),
+        ];
+        for (frames, keyless, keyed) in cases {
+            assert_eq!(handshake_event(&frames, false), keyless, "{frames:?}");
+            assert_eq!(handshake_event(&frames, true), keyed, "{frames:?}");
+        }
     }
 }

@@ -110,8 +110,10 @@ impl GuardedPublisher {
         let Some((&kind, topic)) = frame.split_first() else {
             return;
         };
+        let shown = String::from_utf8_lossy(topic);
         match kind {
             1 => {
+                tracing::debug!(socket = self.name, ?peer, topic = %shown.escape_debug(), "subscribed");
                 self.subscribed.insert(topic.to_vec());
                 if let Some(peer) = peer {
                     if self.topics.subscribed(peer, topic) {
@@ -126,6 +128,7 @@ impl GuardedPublisher {
                 }
             }
             0 => {
+                tracing::debug!(socket = self.name, ?peer, topic = %shown.escape_debug(), "unsubscribed");
                 self.subscribed.remove(topic);
                 if let Some(peer) = peer {
                     self.topics.unsubscribed(peer, topic);

@@ -444,8 +444,18 @@ fn an_agent_registers_with_its_master_again_after_a_restart_and_unregisters() {
         agent.wait_ready();
         let id = agent.node_id();
         // The master is down: the agent says so once, not at every attempt (observing
-        // absence: three attempts).
-        std::thread::sleep(Duration::from_secs(6));
+        // absence: three attempts, the later two logged at debug level).
+        wait_for(
+            "three attempts to register",
+            Duration::from_secs(20),
+            || {
+                agent
+                    .log()
+                    .matches("register_node attempt: as the last one")
+                    .count()
+                    >= 2
+            },
+        );
         let complaints = agent.log().matches("cannot register").count();
         assert_eq!(complaints, 1, "{}", agent.log());
 

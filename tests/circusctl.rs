@@ -940,7 +940,8 @@ fn signal_hup_reaches_every_process_or_one_pid() {
     let marker = scratch.path().join("hups");
     let ready = scratch.path().join("ready");
     let body = format!(
-        "trap 'echo hup $$ >> {m}' HUP\necho $$ >> {r}\nwhile :; do sleep 0.1; done",
+        "trap 'echo hup $$ >> {m}' HUP\ntrap 'echo usr1 $$ >> {m}' USR1\necho $$ >> {r}\n\
+         while :; do sleep 0.1; done",
         m = marker.display(),
         r = ready.display()
     );
@@ -966,9 +967,20 @@ fn signal_hup_reaches_every_process_or_one_pid() {
     prints(&agent, &["signal", "w", &target, "HUP"], "ok");
     wait_for("the second HUP", TIMEOUT, || lines_of(&marker).len() == 3);
     assert_eq!(lines_of(&marker)[2], format!("hup {target}"));
-    // A negative: the other process must not get it. Give a stray signal time to land.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(lines_of(&marker).len(), 3, "{:?}", lines_of(&marker));
+    // A negative: the other process must not get it. A USR1 sent to it later is trapped
+    // after any HUP it got before (pending signals run in number order), so the line it
+    // logs closes the window a stray HUP had to land in.
+    let other = pids[0].to_string();
+    prints(&agent, &["signal", "w", &other, "USR1"], "ok");
+    wait_for("the other process's USR1", TIMEOUT, || {
+        lines_of(&marker).contains(&format!("usr1 {other}"))
+    });
+    assert_eq!(
+        lines_of(&marker)[2..],
+        [format!("hup {target}"), format!("usr1 {other}")],
+        "{:?}",
+        lines_of(&marker)
+    );
     assert_eq!(agent.pids("w"), pids);
 }
 

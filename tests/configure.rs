@@ -4,7 +4,7 @@
 
 use crate::support::{run_command, wait_for, Agent};
 use serde_json::{json, Value};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -426,31 +426,66 @@ fn a_three_server_zookeeper_ensemble_forms_from_the_profile() {
     );
 }
 
-/// Two controllers pushing `configure` one right after the other: the first push is slow to
-/// render, the second is quick. Each push is applied whole, in the order they arrived, so the
-/// later peer list is the one on disk (without that, the quick push finished first and the
-/// slow, older one overwrote it).
+/// Two controllers pushing `configure` one right after the other: the first push renders for
+/// three peers and is held at a gate the test keeps shut (a FIFO `w00`'s template includes), the
+/// second renders for two at once. Each push is applied whole, in the order they arrived: the
+/// second waits (the agent logs that it does) until the first is written, so the later peer list
+/// is the one on disk (without that, the quick push finished first and the held, older one
+/// overwrote it).
 #[test]
 fn configures_are_applied_one_at_a_time_in_arrival_order() {
     let work = tempfile::tempdir().unwrap();
-    // Rendering for three peers loops a million times (a second or so); for two, not at all.
-    let slow_for_three = "{% if peers | length == 3 %}{% for i in range(1000) %}\
-        {% for j in range(1000) %}{% endfor %}{% endfor %}{% endif %}peers={{ peers | length }}\n";
+    let gate = work.path().join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let plain = "peers={{ peers | length }}\n";
+    let held_for_three =
+        format!("{{% if peers | length == 3 %}}{{% include \"gate\" %}}{{% endif %}}{plain}");
     let names: Vec<String> = (0..10).map(|i| format!("w{i:02}")).collect();
     let config: String = names
         .iter()
-        .map(|name| template_watcher(work.path(), name, slow_for_three))
+        .map(|name| {
+            let template = if name == "w00" {
+                &held_for_three
+            } else {
+                plain
+            };
+            template_watcher(work.path(), name, template)
+        })
         .collect();
     let agent = Agent::start(&config);
     const TWO: [(&str, &str); 2] = [("node-b", "127.0.0.22"), ("node-z", "127.0.0.23")];
     std::thread::scope(|scope| {
         let slow = scope
             .spawn(|| agent.call("configure", configure_props(&THREE, "node-b", false, false)));
-        // Sent once the slow one is surely being handled.
-        std::thread::sleep(Duration::from_millis(500));
-        let quick = agent.call("configure", configure_props(&TWO, "node-b", false, false));
-        ok(&quick);
+        // Opening the gate's writing end succeeds once the first push reads it: rendering.
+        let mut held = None;
+        wait_for(
+            "the first push to reach the gate",
+            Duration::from_secs(10),
+            || {
+                held = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                    .open(&gate)
+                    .ok();
+                held.is_some()
+            },
+        );
+        let quick =
+            scope.spawn(|| agent.call("configure", configure_props(&TWO, "node-b", false, false)));
+        wait_for(
+            "the second push to wait its turn",
+            Duration::from_secs(10),
+            || {
+                agent
+                    .log()
+                    .contains("configure waits for the configure or reset running before it")
+            },
+        );
+        // Closing the gate's only writer ends the include: the first push goes on.
+        drop(held);
         ok(&slow.join().unwrap());
+        ok(&quick.join().unwrap());
     });
     for name in &names {
         let text = std::fs::read_to_string(work.path().join(format!("out/{name}.conf"))).unwrap();

@@ -3,8 +3,8 @@
 //! a serve probing them; each test saves a screenshot under
 //! `target/dashboard-screenshots/`.
 //!
-//! Without chromium and chromedriver (`scripts/test` installs them) the browser tests say so
-//! and pass, except in CI (`CI=true`), where they fail.
+//! Without chromium and chromedriver (`scripts/test` installs them) the browser tests fail,
+//! naming what is missing.
 
 use crate::support::{bin, repo_root, unique_loopback, wait_for, Agent, Daemon};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -31,24 +31,14 @@ args = ["-c", "while :; do sleep 1; done"]
 graceful_timeout = 1
 "#;
 
-/// Whether the browser tests can run: true with chromium and chromedriver; false (with a
-/// message) without them outside CI; a failure without them in CI.
-fn browser_available(test: &str) -> bool {
-    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-    if present {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+/// Fails `test` when chromium or chromedriver is missing: a browser test that cannot run is a
+/// failure, never a pass.
+fn require_browser(test: &str) {
     assert!(
-        !ci,
-        "{test}: {CHROMIUM} or {CHROMEDRIVER} is missing, and CI=true: scripts/test installs \
-         them (apt-get install -y chromium chromium-driver)"
+        Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
+        "{test}: {CHROMIUM} or {CHROMEDRIVER} is missing: install them (apt-get install -y \
+         chromium chromium-driver), as scripts/test does as root"
     );
-    eprintln!(
-        "SKIPPED {test}: {CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install -y chromium \
-         chromium-driver, as scripts/test does)"
-    );
-    false
 }
 
 /// A free TCP port on `address`.
@@ -267,9 +257,7 @@ fn cell(node: &str, watcher: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_lists_the_nodes_and_stop_on_one_cell_stops_exactly_that() {
-    if !browser_available("dashboard stop") {
-        return;
-    }
+    require_browser("dashboard stop");
     let (agents, serve) = cluster();
     let browser = Browser::open("stop").await;
     browser.client().goto(&serve.url()).await.unwrap();
@@ -338,9 +326,7 @@ async fn the_page_lists_the_nodes_and_stop_on_one_cell_stops_exactly_that() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_cannot_start_shows_why_in_its_cell() {
-    if !browser_available("dashboard stop reason") {
-        return;
-    }
+    require_browser("dashboard stop reason");
     let watchers =
         format!("{WATCHERS}\n[watcher.missing]\ncmd = \"/nonexistent/troupe-test-program\"\n");
     let agent = Agent::start_named("n1", &unique_loopback(), &watchers, "");
@@ -375,9 +361,7 @@ async fn a_watcher_that_cannot_start_shows_why_in_its_cell() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_appears_on_the_open_page() {
-    if !browser_available("dashboard crash") {
-        return;
-    }
+    require_browser("dashboard crash");
     let (agents, serve) = cluster();
     let browser = Browser::open("crash").await;
     browser.client().goto(&serve.url()).await.unwrap();
@@ -419,9 +403,7 @@ async fn a_crash_appears_on_the_open_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_is_shown_down_with_its_last_values() {
-    if !browser_available("dashboard down") {
-        return;
-    }
+    require_browser("dashboard down");
     let (mut agents, serve) = cluster();
     let browser = Browser::open("down").await;
     browser.client().goto(&serve.url()).await.unwrap();
@@ -561,9 +543,7 @@ async fn with_a_key_the_api_needs_the_token_that_dashboard_url_prints() {
     assert_eq!(status, 428, "{body}");
     assert!(body.contains("confirm"), "{body}");
 
-    if !browser_available("dashboard token") {
-        return;
-    }
+    require_browser("dashboard token");
     // The printed URL opens the page, which then follows the live stream on the cookie.
     let browser = Browser::open("token").await;
     browser.client().goto(&url).await.unwrap();
@@ -622,9 +602,7 @@ fn a_keyless_dashboard_beyond_loopback_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_view_follows_a_line_printed_after_the_page_opened() {
-    if !browser_available("dashboard logs") {
-        return;
-    }
+    require_browser("dashboard logs");
     let scratch = tempfile::tempdir().expect("tempdir");
     let say = scratch.path().join("say");
     // Prints whatever the test writes to `say`, once.

@@ -6,17 +6,15 @@
 //! circusd runs only inside namespaces; in the root namespace agents run with `mdns = false`,
 //! the controller with `--no-mdns`, and probes go to loopback only.
 
+use crate::support::garbage::GarbageServer;
 use crate::support::netns::{Host, Netns, Segment};
 use crate::support::{
     bin, circus_venv, isolated, run_command, troupe, unique_loopback, wait_for, Agent, Daemon, Run,
 };
 use serde_json::{Map, Value};
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use troupe::protocol::Request;
 
@@ -85,48 +83,6 @@ fn node_id(state_dir: &Path) -> String {
 fn assert_free(address: &str, why: &str) {
     if let Err(e) = TcpListener::bind(address) {
         panic!("{address} is busy ({e}): {why}");
-    }
-}
-
-/// A TCP server that is no Circus node: accepts, writes garbage, hangs up. Stops on drop.
-struct GarbageServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl GarbageServer {
-    fn start(address: &str) -> GarbageServer {
-        let listener = TcpListener::bind(address).unwrap_or_else(|e| {
-            panic!("{address} is busy ({e}): the test's non-Circus listener needs it")
-        });
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.write_all(
-                            b"HTTP/1.0 400 Bad Request\r\n\r\n\xff\xfe garbage \x00\x01\x02\r\n",
-                        );
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        GarbageServer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for GarbageServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -781,15 +737,15 @@ fn serve_marks_a_killed_agent_down_and_its_restart_alive() {
 /// serve, which probes it at once and replies once the agents there joined.
 #[test]
 fn troupe_cluster_makes_a_running_serve_probe_a_new_range() {
-    let serve = LoopbackServe::start(&[]);
     let a = unique_loopback();
     let b = unique_loopback();
     let _agents = [
         Agent::start_named("lb-cluster-a", &a, "", ""),
         Agent::start_named("lb-cluster-b", &b, "", ""),
     ];
-    // Give the serve a moment it could misuse: it has no range, so it finds nobody.
-    std::thread::sleep(Duration::from_millis(500));
+    let serve = LoopbackServe::start(&[]);
+    // It has no range, so it finds nobody: `nodelist` answers once serve's first discovery
+    // (started with the agents up) is done.
     assert_eq!(serve.nodes(), Vec::<Value>::new());
 
     let range = format!("{a},{b}");

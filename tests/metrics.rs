@@ -3,8 +3,7 @@
 //! generated scrape config (scrape every second), never the Debian service. Queries go
 //! through Prometheus's HTTP API (`/api/v1/query`, `/api/v1/targets`).
 //!
-//! Without /usr/bin/prometheus the tests say so and pass, except in CI (`CI=true`), where
-//! they fail.
+//! Without /usr/bin/prometheus the tests fail, naming what is missing.
 
 use crate::dashboard::{free_port, http, keyed_agent};
 use crate::support::{bin, unique_loopback, wait_for, Agent, Daemon};
@@ -15,23 +14,13 @@ use std::time::Duration;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
-/// Whether Prometheus is installed: true with it; false (with a message) without it outside
-/// CI; a failure without it in CI.
-fn prometheus_available(test: &str) -> bool {
-    if Path::new(PROMETHEUS).exists() {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+/// Fails `test` when Prometheus is missing: a test that cannot run is a failure, never a pass.
+fn require_prometheus(test: &str) {
     assert!(
-        !ci,
-        "{test}: {PROMETHEUS} is missing, and CI=true: scripts/test installs it \
-         (apt-get install -y prometheus)"
+        Path::new(PROMETHEUS).exists(),
+        "{test}: {PROMETHEUS} is missing: install it (apt-get install -y prometheus), as \
+         scripts/test does as root"
     );
-    eprintln!(
-        "SKIPPED {test}: {PROMETHEUS} is missing (apt-get install -y prometheus, as \
-         scripts/test does)"
-    );
-    false
 }
 
 /// A scrape job: its name, the address it scrapes, and the token file it sends, if any.
@@ -164,9 +153,7 @@ fn watchers(workers: usize) -> String {
 
 #[test]
 fn prometheus_reads_the_clusters_process_count_from_serve_metrics() {
-    if !prometheus_available("prometheus process count") {
-        return;
-    }
+    require_prometheus("prometheus process count");
     // 2 + 3 + 4 workers and a ticker each: 12 processes.
     let agents: Vec<Agent> = (0..3)
         .map(|i| Agent::start_named(&format!("m{i}"), &unique_loopback(), &watchers(i + 2), ""))
@@ -266,9 +253,7 @@ fn prometheus_reads_the_clusters_process_count_from_serve_metrics() {
 
 #[test]
 fn with_a_key_prometheus_needs_the_dashboard_token() {
-    if !prometheus_available("prometheus with a key") {
-        return;
-    }
+    require_prometheus("prometheus with a key");
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("cluster.key");
     let made = crate::support::troupe(dir.path(), &["keygen", "--out", &key.display().to_string()]);

@@ -112,16 +112,23 @@ fn tab_completes_commands_watchers_and_nodes_in_a_terminal() {
     ];
     let tmux = Tmux::start(&troupe_in_terminal(dir.path(), &args, false));
     tmux.wait_for_all("the prompt", &["Type `help`"], Duration::from_secs(20));
-    for keys in ["nump", "Tab", " sl", "Tab", " --node shell-c", "Tab"] {
+    // One key press at a time, each once the screen shows the one before: rustyline reads
+    // each completion request on its own.
+    for (keys, shown) in [
+        ("nump", "nump"),
+        ("Tab", "numprocesses"),
+        (" sl", "numprocesses sl"),
+        ("Tab", "numprocesses sleeper"),
+        (" --node shell-c", "sleeper --node shell-c"),
+        ("Tab", "numprocesses sleeper --node shell-completion"),
+    ] {
         tmux.keys(keys);
-        // One key press at a time: rustyline reads each completion request on its own.
-        std::thread::sleep(Duration::from_millis(300));
+        tmux.wait_for_all(
+            &format!("{shown:?} after {keys:?}"),
+            &[shown],
+            Duration::from_secs(10),
+        );
     }
-    tmux.wait_for_all(
-        "the completed line",
-        &["numprocesses sleeper --node shell-completion"],
-        Duration::from_secs(10),
-    );
     tmux.keys("Enter");
     let screen = tmux.wait_until("the reply", Duration::from_secs(20), |screen| {
         screen

@@ -348,7 +348,18 @@ fn the_agent_samples_only_while_someone_subscribes() {
         "[watcher.idle]\ncmd = \"sleep 1000\"\nnumprocesses = 2\ngraceful_timeout = 1\n",
     );
     let idle = agent.running_pids("idle", 2);
-    std::thread::sleep(Duration::from_millis(3500));
+    let paused = || {
+        agent
+            .log()
+            .matches("stats: nobody subscribes: sampling paused")
+            .count()
+    };
+    // A round came and went unsampled.
+    wait_for(
+        "a round without a subscriber",
+        Duration::from_secs(10),
+        || paused() == 1,
+    );
     assert_eq!(
         sampled_pids(agent.pid()),
         Vec::<u32>::new(),
@@ -360,15 +371,19 @@ fn the_agent_samples_only_while_someone_subscribes() {
         assert!(sampled_pids(agent.pid()).contains(pid), "{pid} is sampled");
     }
     drop(sub);
-    // The unsubscription reaches the agent; a process spawned after it is never sampled.
-    std::thread::sleep(Duration::from_millis(500));
+    // The unsubscription reaches the agent, which pauses at its next round; a process
+    // spawned after it is never sampled.
+    wait_for(
+        "the unsubscription to pause sampling",
+        Duration::from_secs(10),
+        || paused() == 2,
+    );
     agent.call("incr", json!({"name": "idle", "waiting": true}));
     let third = *agent
         .running_pids("idle", 3)
         .iter()
         .find(|pid| !idle.contains(pid))
         .expect("a third process");
-    std::thread::sleep(Duration::from_millis(3500));
     assert!(
         !sampled_pids(agent.pid()).contains(&third),
         "{third}, spawned after the subscriber left, was sampled"
@@ -387,8 +402,20 @@ fn an_oversize_subscription_is_dropped_and_the_stream_serves_on() {
     let hostile = context.socket(zmq::SUB).expect("SUB socket");
     hostile.set_linger(0).expect("linger");
     hostile.set_subscribe(&[b's'; 8192]).expect("subscribe");
+    // The agent hangs up on the oversize subscription: the hostile socket's monitor sees it.
+    let monitor = format!("inproc://hostile-monitor-{}", std::process::id());
+    hostile
+        .monitor(&monitor, zmq::SocketEvent::DISCONNECTED as i32)
+        .expect("monitor");
+    let events = context.socket(zmq::PAIR).expect("PAIR socket");
+    events.connect(&monitor).expect("monitor connect");
+    events.set_rcvtimeo(10_000).expect("receive timeout");
     hostile.connect(&endpoint).expect("connect");
-    std::thread::sleep(Duration::from_millis(2500));
+    let event = events.recv_multipart(0).expect("the agent never hung up");
+    assert_eq!(
+        u16::from_le_bytes([event[0][0], event[0][1]]),
+        zmq::SocketEvent::DISCONNECTED as u16
+    );
     assert_eq!(
         sampled_pids(agent.pid()),
         Vec::<u32>::new(),

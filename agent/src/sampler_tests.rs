@@ -22,6 +22,24 @@ impl Proc {
         Proc(child, false)
     }
 
+    /// `sh -c script` whose stdin the test holds: `read _` in the script waits until
+    /// [`Self::release`].
+    fn sh_held(script: &str) -> Proc {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh");
+        Proc(child, false)
+    }
+
+    /// Closes the stdin of [`Self::sh_held`]: its `read` returns.
+    fn release(&mut self) {
+        drop(self.0.stdin.take());
+    }
+
     fn sleep() -> Proc {
         let child = Command::new("sleep")
             .arg("100")
@@ -58,6 +76,31 @@ fn target(pid: u32) -> SampleTarget {
         wid: None,
         with_children: false,
     }
+}
+
+/// Waits until `pid` sleeps in `nanosleep` (what `sleep` does once started).
+async fn wait_asleep(pid: u32) {
+    let wchan = format!("/proc/{pid}/wchan");
+    for _ in 0..500 {
+        if std::fs::read_to_string(&wchan).is_ok_and(|w| w == "hrtimer_nanosleep") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{pid} never slept in hrtimer_nanosleep");
+}
+
+/// When `pid` started, in clock ticks since boot (proc(5) field 22).
+fn start_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    // Fields from 3 (state) on.
+    after_name
+        .split_whitespace()
+        .nth(22 - 3)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn vm_rss_bytes(pid: u32) -> u64 {
@@ -196,8 +239,8 @@ async fn busy_loop_reads_full_cpu_idle_reads_none_first_sample_zero() {
 async fn memory_and_identity_fields() {
     let p = Proc::sleep();
     let sampler = Sampler::spawn();
-    // Let sleep exec.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Past its start-up (the loader maps libraries, RSS grows): asleep.
+    wait_asleep(p.pid()).await;
     let info = sampler
         .sample(vec![SampleTarget {
             pid: p.pid(),
@@ -337,10 +380,12 @@ async fn children_forked_by_any_thread_are_listed() {
 
 #[tokio::test]
 async fn exec_is_noticed() {
-    let p = Proc::sh("sleep 0.3; exec sleep 100");
+    // The shell execs only once the first sample is taken.
+    let mut p = Proc::sh_held("read _; exec sleep 100");
     let sampler = Sampler::spawn();
     let first = sampler.sample(vec![target(p.pid())]).await;
     assert_eq!(first[0].as_ref().unwrap().cmdline, "sh");
+    p.release();
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let info = sampler.sample(vec![target(p.pid())]).await.pop().flatten();
@@ -468,8 +513,12 @@ fn files_are_kept_and_closed_when_the_process_is_gone() {
 fn history_with_files_of_a_gone_process_gives_way_to_the_new_one() {
     let mut gone = Proc::sleep();
     // Started in a later clock tick than `gone`.
-    std::thread::sleep(Duration::from_millis(50));
-    let p = Proc::sleep();
+    let p = loop {
+        let p = Proc::sleep();
+        if start_ticks(p.pid()) != start_ticks(gone.pid()) {
+            break p;
+        }
+    };
     let mut st = State::new().unwrap();
     st.sample(&[vec![target(gone.pid()), target(p.pid())]]);
     // As after a reuse of its pid, p's history is that of a process that is gone, files

@@ -30,11 +30,21 @@ pub fn spawn_stats(
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether the last round was sampled: a change is logged (at debug level).
+        let mut sampling = None;
         loop {
             tokio::select! {
                 _ = publisher.watch() => {}
                 _ = tick.tick() => {
-                    if !publisher.has_subscribers() {
+                    let subscribed = publisher.has_subscribers();
+                    if sampling.replace(subscribed) != Some(subscribed) {
+                        if subscribed {
+                            tracing::debug!("stats: someone subscribes: sampling each round");
+                        } else {
+                            tracing::debug!("stats: nobody subscribes: sampling paused");
+                        }
+                    }
+                    if !subscribed {
                         continue;
                     }
                     let Ok(messages) = collect(&arbiter, &sampler).await else {

@@ -12,7 +12,7 @@
 //! per node and watcher, configure pushes and their failures.
 
 use crate::membership::{Kind, Member, MemberState, MembershipHandle, PublishedEvent};
-use crate::stats::reader::reachable;
+use crate::stats::reader::port_at_control_host;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -248,7 +248,7 @@ impl Actor {
                 let pubsub = &m.info.as_ref()?.endpoints.pubsub;
                 Some((
                     m.key.as_str(),
-                    (m.name.as_str(), reachable(pubsub, &m.endpoint)?),
+                    (m.name.as_str(), port_at_control_host(pubsub, &m.endpoint)?),
                 ))
             })
             .collect();

@@ -194,10 +194,14 @@ pub fn locked_line(nodes: &[Value], selection: Option<&str>, ours: Option<&str>)
             "copy the cluster key file to them or use --key-file",
         ),
         None => (
-            format!(
-                "they hold a cluster key ({}) and this command has none",
-                theirs.join(", ")
-            ),
+            // Found by probing, their fingerprint is unknown: a keyless handshake names none.
+            match theirs.iter().filter(|fp| **fp != "none").count() {
+                0 => "they hold a cluster key and this command has none".to_string(),
+                _ => format!(
+                    "they hold a cluster key ({}) and this command has none",
+                    theirs.join(", ")
+                ),
+            },
             "use --key-file or TROUPE_KEY_FILE with the cluster's key file",
         ),
     };

@@ -2,6 +2,7 @@
 //! line by line, by `troupe shell`. Each command is run by the module named in its variant.
 
 use crate::command::BroadcastFlags;
+use crate::exit_code::Exit;
 use crate::settings::{parse_duration, NodeFlags, Settings};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -249,7 +250,7 @@ impl ServeArgs {
     }
 }
 
-/// Runs a command on a fresh runtime; errors print and exit 2 (usage or config).
+/// Runs a command on a fresh runtime; an error is printed and exits as [`Exit::of_error`] says.
 pub fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     // A connection per node: a broadcast or serve with a few hundred nodes needs more than 1024.
     troupe::limits::raise_open_files();
@@ -257,14 +258,14 @@ pub fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("troupe: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Usage.into();
         }
     };
     match runtime.block_on(work) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("troupe: {}", troupe::logging::error_chain(e.as_ref()));
-            ExitCode::from(crate::exit_code::EXIT_USAGE)
+            Exit::of_error(&e).into()
         }
     }
 }

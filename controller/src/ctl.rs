@@ -1,9 +1,10 @@
 //! `troupe ctl ENDPOINT COMMAND [JSON]`: one raw request to one control endpoint.
 
+use crate::exit_code::Exit;
 use serde_json::{Map, Value};
 use std::process::ExitCode;
 use std::time::Duration;
-use troupe::client::{call, ClientError};
+use troupe::client::call;
 use troupe::protocol::Request;
 
 /// Sends the request, prints the JSON reply; exit 1 for an error reply or no reply.
@@ -12,29 +13,25 @@ pub fn run(endpoint: &str, command: &str, properties: Option<&str>, timeout: f64
         Ok(p) => p,
         Err(e) => {
             eprintln!("troupe ctl: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     let Ok(timeout) = Duration::try_from_secs_f64(timeout) else {
         eprintln!("troupe ctl: --timeout must be a positive number of seconds");
-        return ExitCode::from(2);
+        return Exit::Usage.into();
     };
     match call(endpoint, Request::new(command, properties), timeout) {
         Ok(reply) => {
             println!("{reply}");
             if reply.get("status") == Some(&Value::String("error".into())) {
-                ExitCode::FAILURE
+                Exit::NodeFailed.into()
             } else {
-                ExitCode::SUCCESS
+                Exit::Ok.into()
             }
-        }
-        Err(e @ ClientError::Connect { .. }) => {
-            eprintln!("troupe ctl: {e}");
-            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("troupe ctl: {e}");
-            ExitCode::FAILURE
+            Exit::of_error(&e.into()).into()
         }
     }
 }

@@ -414,7 +414,6 @@ mod tests {
         let membership =
             MembershipHandle::spawn("links-test", None, crate::admission::Admission::Open);
         let (links, _task) = Links::spawn(zmq.clone(), Some(membership.clone()));
-        let settle = || tokio::time::sleep(Duration::from_millis(100));
         // Not a member (yet): used, then closed.
         call_once(&links, &endpoint, &mut agent).await;
         assert_eq!(links.idle().await, 0);
@@ -429,9 +428,17 @@ mod tests {
             })
             .await;
         membership.sync().await;
-        settle().await;
-        call_once(&links, &endpoint, &mut agent).await;
-        assert_eq!(links.idle().await, 1);
+        // The pool hears of the member by an event of its own: a call made before that is
+        // closed, so call until one is kept.
+        let kept = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                call_once(&links, &endpoint, &mut agent).await;
+                if links.idle().await == 1 {
+                    break;
+                }
+            }
+        });
+        assert!(kept.await.is_ok(), "a member's connection was never kept");
 
         // It leaves: closed.
         membership
@@ -440,8 +447,12 @@ mod tests {
             })
             .await;
         membership.sync().await;
-        settle().await;
-        assert_eq!(links.idle().await, 0);
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while links.idle().await != 0 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(closed.await.is_ok(), "a gone member's connection was kept");
     }
 
     #[tokio::test]

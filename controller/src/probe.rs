@@ -8,7 +8,7 @@ use std::time::Duration;
 use troupe::client::{exchange, ClientError};
 use troupe::discovery::{ProbeTarget, ProbeTargets};
 use troupe::protocol::{NodeInfo, Request};
-use troupe::sockets::connect_control_async;
+use troupe::sockets::connect_probe_async;
 
 /// An async ZeroMQ DEALER.
 pub type Dealer = troupe::client::Connection;
@@ -62,7 +62,7 @@ impl Default for ProbeLimits {
 /// marks a stock circusd, whose watchers are then counted with `list`. A new DEALER, closed
 /// afterwards.
 pub async fn probe(context: &zmq::Context, endpoint: &str, timeout: Duration) -> Probed {
-    match connect_control_async(context, endpoint).await {
+    match connect_probe_async(context, endpoint).await {
         Ok(mut socket) => probe_on(&mut socket, endpoint, timeout).await,
         Err(e) => {
             tracing::debug!(endpoint, "cannot connect: {e}");

@@ -25,6 +25,7 @@ use futures::{SinkExt, StreamExt};
 use gate::{Gate, Peer};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -426,7 +427,11 @@ async fn control_loop(mut control: ControlSocket, context: Arc<ServeContext>) {
                 None
             }
             incoming = control.router.next() => {
-                let Some(Ok(message)) = incoming else { return };
+                let message = match received(incoming) {
+                    ControlFlow::Break(()) => return,
+                    ControlFlow::Continue(None) => continue,
+                    ControlFlow::Continue(Some(message)) => message,
+                };
                 let Some((received, body)) = Received::read(message) else { continue };
                 match Request::decode(&body, max_bytes) {
                     Err(bad) => received.reply(&error_reply(&bad.error, &bad.id), false),
@@ -448,6 +453,22 @@ async fn control_loop(mut control: ControlSocket, context: Arc<ServeContext>) {
         if let Some(frames) = reply {
             let _ = control.router.send(tmq::Multipart::from(frames)).await;
         }
+    }
+}
+
+/// What the control loop does with what its socket gave: the message, or nothing to handle
+/// (`Continue(None)`: a receive error, logged; the loop goes on, as the agent's does), or stop
+/// (`Break`: the socket is gone).
+fn received(
+    incoming: Option<tmq::Result<tmq::Multipart>>,
+) -> ControlFlow<(), Option<tmq::Multipart>> {
+    match incoming {
+        Some(Ok(message)) => ControlFlow::Continue(Some(message)),
+        Some(Err(e)) => {
+            tracing::warn!("control socket receive failed: {e}");
+            ControlFlow::Continue(None)
+        }
+        None => ControlFlow::Break(()),
     }
 }
 
@@ -775,6 +796,23 @@ mod tests {
             multicast: false,
             expect: None,
         }
+    }
+
+    /// One failed receive is not the end of the socket: the loop goes on (as the agent's
+    /// does); only the stream's end stops it.
+    #[test]
+    fn a_receive_error_is_logged_and_the_control_loop_goes_on() {
+        let error = tmq::TmqError::Zmq(zmq::Error::EINTR);
+        assert!(matches!(
+            received(Some(Err(error))),
+            ControlFlow::Continue(None)
+        ));
+        assert!(matches!(received(None), ControlFlow::Break(())));
+        let message = tmq::Multipart::from(vec![b"id".to_vec(), b"{}".to_vec()]);
+        assert!(matches!(
+            received(Some(Ok(message))),
+            ControlFlow::Continue(Some(_))
+        ));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::circus_args::build_request;
 use crate::cli::{Cli, Command};
 use crate::cluster_link::ClusterLink;
 use crate::command::{dispatch, BroadcastFlags};
-use crate::exit_code::{EXIT_NODE_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::exit_code::{Exit, EXIT_NODE_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::settings::NodeFlags;
 use clap::{CommandFactory, Parser};
 use rustyline::completion::{Completer, Pair};
@@ -87,13 +87,13 @@ impl Completer for Names {
     }
 }
 
-/// `troupe shell`: [`run`], its error printed (exit 2).
+/// `troupe shell`: [`run`], its error printed and its exit as [`Exit::of_error`] says.
 pub fn main(flags: NodeFlags) -> ExitCode {
     match run(flags) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("troupe shell: {}", troupe::logging::error_chain(e.as_ref()));
-            ExitCode::from(EXIT_USAGE)
+            Exit::of_error(&e).into()
         }
     }
 }
@@ -230,7 +230,7 @@ async fn run_line(link: &ClusterLink, session: &NodeFlags, command: Command) -> 
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
-        EXIT_NODE_FAILED
+        Exit::of_error(&e).code()
     })
 }
 
@@ -295,7 +295,7 @@ async fn broadcast(link: &ClusterLink, command: &str, rest: &[String]) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            EXIT_NODE_FAILED
+            Exit::of_error(&e).code()
         }
     }
 }

@@ -65,7 +65,7 @@ async fn controller_stats_endpoint(control: &str) -> anyhow::Result<String> {
     let reply = troupe::client::call_async(&zmq, control, request, Duration::from_secs(3)).await?;
     reply["options"]["stats_endpoint"]
         .as_str()
-        .and_then(|stats| crate::stats::reader::reachable(stats, control))
+        .and_then(|stats| crate::stats::reader::port_at_control_host(stats, control))
         .with_context(|| format!("the controller at {control} did not say where its stats are"))
 }
 

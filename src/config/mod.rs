@@ -7,6 +7,7 @@ pub mod circus_ini;
 pub mod controller;
 mod data_dir;
 pub mod names;
+mod option;
 mod program;
 pub mod render;
 mod service;
@@ -15,11 +16,12 @@ pub mod value;
 mod watcher;
 
 pub use data_dir::{check_data_dir, DataDirRefusal, DataDirRule, SYSTEM_DIRS};
+pub use option::{HookConfig, OptionError, HOOK_NAMES};
 pub use program::{program_candidates, DEFAULT_PATH};
 pub use service::{read_knob, KnobKind, Profile, ServiceOptions, TemplateConfig, PER_NODE_KEY};
 pub use watcher::{
-    HookConfig, OptionEffect, OptionError, OutputConfig, WatcherConfig, DEFAULT_LOG_RING_BYTES,
-    DEFAULT_TIME_FORMAT, HOOK_NAMES, MAX_NUMPROCESSES,
+    OptionEffect, OutputConfig, WatcherConfig, DEFAULT_LOG_RING_BYTES, DEFAULT_TIME_FORMAT,
+    MAX_NUMPROCESSES,
 };
 
 use serde_json::Value;

@@ -5,8 +5,8 @@
 //! config file and `add`/`set` validate them with the same code.
 
 use super::data_dir::read_data_dirs;
+use super::option::{read_hook, HookConfig, OptionError};
 use super::value::{read_int, read_string, ValueError};
-use super::watcher::{read_hook, HookConfig, OptionError};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 

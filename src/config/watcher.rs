@@ -1,5 +1,6 @@
 //! One watcher's options: defaults, validation, and the Circus option names seen by `get`/`set`.
 
+use super::option::{known_hook, read_hook, HookConfig, OptionError};
 use super::service::ServiceOptions;
 use super::value::{
     read_args, read_bool, read_duration, read_int, read_signal, read_size, read_string, ValueError,
@@ -8,26 +9,6 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// The hooks a watcher may run, under Circus's names.
-pub const HOOK_NAMES: [&str; 7] = [
-    "before_start",
-    "after_start",
-    "before_stop",
-    "after_stop",
-    "before_spawn",
-    "after_spawn",
-    "after_reap",
-];
-
-/// A hook is a shell command run by `/bin/sh -c` with the watcher's context in env vars.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HookConfig {
-    pub cmd: String,
-    /// A failing hook whose errors are ignored does not abort what it guards.
-    pub ignore_errors: bool,
-    pub timeout: Duration,
-}
 
 /// Where one output stream of the watcher's processes goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +87,25 @@ pub const DEFAULT_LOG_RING_BYTES: u64 = 1024 * 1024;
 /// remote peer is held to [`crate::bounds::MAX_REMOTE_NUMPROCESSES`]).
 pub const MAX_NUMPROCESSES: u32 = 100_000;
 
+/// `a` then `b`, as one array (of `N` = `A + B` keys, checked when compiled).
+const fn concat_keys<const A: usize, const B: usize, const N: usize>(
+    a: [&'static str; A],
+    b: [&'static str; B],
+) -> [&'static str; N] {
+    assert!(A + B == N, "N must be A + B");
+    let mut all = [""; N];
+    let mut i = 0;
+    while i < A {
+        all[i] = a[i];
+        i += 1;
+    }
+    while i < N {
+        all[i] = b[i - A];
+        i += 1;
+    }
+    all
+}
+
 impl WatcherConfig {
     /// A watcher with Circus's defaults.
     pub fn new(name: &str, cmd: &str) -> Self {
@@ -141,8 +141,12 @@ impl WatcherConfig {
         }
     }
 
-    /// The option keys `set` and the config file accept (besides `hooks.<name>`).
-    pub const KEYS: [&'static str; 32] = [
+    /// The option keys `set` and the config file accept (besides `hooks.<name>`): the
+    /// watcher's own, then its service's ([`ServiceOptions::KEYS`]).
+    pub const KEYS: [&'static str; 32] = concat_keys(Self::OWN_KEYS, ServiceOptions::KEYS);
+
+    /// The keys of the watcher's own options (not its service's).
+    const OWN_KEYS: [&'static str; 26] = [
         "cmd",
         "args",
         "numprocesses",
@@ -169,12 +173,6 @@ impl WatcherConfig {
         "stdout",
         "stderr",
         "log_ring_bytes",
-        "profile",
-        "profile_dir",
-        "profile_options",
-        "template",
-        "data_dir",
-        "reset_hook",
     ];
 
     /// Applies one option, validating it. `hooks.<name>` sets a single hook.
@@ -493,30 +491,6 @@ impl WatcherConfig {
     }
 }
 
-/// Why an option was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OptionError {
-    /// A key that is not an option; `known` are the keys that were possible there, for the
-    /// "did you mean" hint.
-    #[error("{}", super::suggest::unknown_key(key, known.iter().copied()))]
-    UnknownKey {
-        key: String,
-        known: &'static [&'static str],
-    },
-    #[error("unknown hook '{0}' (known: {list})", list = HOOK_NAMES.join(", "))]
-    UnknownHook(String),
-    #[error("{0}")]
-    Invalid(ValueError),
-}
-
-fn known_hook(name: &str) -> Result<&'static str, OptionError> {
-    HOOK_NAMES
-        .iter()
-        .find(|h| **h == name)
-        .copied()
-        .ok_or_else(|| OptionError::UnknownHook(name.to_string()))
-}
-
 fn read_env(value: &Value) -> Result<BTreeMap<String, String>, ValueError> {
     let Value::Object(vars) = value else {
         return Err(ValueError::new("a table of strings", value));
@@ -549,38 +523,6 @@ fn read_env_files(value: &Value) -> Result<Option<Vec<String>>, ValueError> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
-}
-
-/// A hook is `"command"` or `{ cmd = "...", ignore_errors = bool, timeout = "30s" }`.
-pub(super) fn read_hook(value: &Value) -> Result<HookConfig, ValueError> {
-    let mut hook = HookConfig {
-        cmd: String::new(),
-        ignore_errors: false,
-        timeout: Duration::from_secs(30),
-    };
-    match value {
-        Value::String(cmd) => hook.cmd = cmd.clone(),
-        Value::Object(spec) => {
-            for (key, v) in spec {
-                match key.as_str() {
-                    "cmd" => hook.cmd = read_string(v)?,
-                    "ignore_errors" => hook.ignore_errors = read_bool(v)?,
-                    "timeout" => hook.timeout = read_duration(v)?,
-                    _ => {
-                        return Err(ValueError {
-                            expected: "hook keys cmd, ignore_errors, timeout".into(),
-                            got: format!("'{key}'"),
-                        })
-                    }
-                }
-            }
-        }
-        _ => return Err(ValueError::new("a command string or a hook table", value)),
-    }
-    if hook.cmd.trim().is_empty() {
-        return Err(ValueError::new("a non-empty hook command", value));
-    }
-    Ok(hook)
 }
 
 /// The keys of an output table (`stdout`, `stderr`).

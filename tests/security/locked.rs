@@ -8,6 +8,7 @@
 //! broadcast said nothing of them ("no node matched" when they were all it found).
 
 use super::impostor::{key_file, nodes, peer_names, troupe_on, LabAgent, CLUSTER};
+use crate::support::garbage::GarbageServer;
 use crate::support::netns::{Host, Segment};
 use crate::support::{bin, isolated, run_command};
 use serde_json::Value;
@@ -135,5 +136,102 @@ fn probed_agents_refusing_our_key_are_locked_and_fan_outs_say_so() {
         stderr.contains("troupe: 1 node locked, not sent to (")
             && stderr.contains("copy the cluster key file to them or use --key-file"),
         "{stderr}"
+    );
+}
+
+/// A keyless controller probing a range: agents holding a key (a keyed server answers a
+/// NULL client with a mechanism mismatch) are `locked` rows saying what to do, never alive,
+/// never in a peer list; a port that speaks something else (garbage) is no row at all, as
+/// it never was; and a fan-out names the locked nodes in one line.
+///
+/// Fails on the code before the fix: there a keyless probe did not watch its handshake, so
+/// the keyed agents were `no reply` rows, as a frozen node would be, with no word of a key.
+#[test]
+#[ignore = "needs root"]
+fn a_keyless_controller_lists_probed_keyed_agents_as_locked_and_garbage_not_at_all() {
+    let segment = Segment::new("lockfree", 5);
+    let (holder_host, other_host, keyless_host, garbage_host, observer) = (
+        segment.host(1),
+        segment.host(2),
+        segment.host(3),
+        segment.host(4),
+        segment.host(5),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let ours = key_file(scratch.path(), &ClusterKey::generate().unwrap());
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = key_file(other_dir.path(), &ClusterKey::generate().unwrap());
+    let _holder = LabAgent::start(holder_host, "holder", Some(&ours), false, None);
+    let _other = LabAgent::start(other_host, "other-key", Some(&other), false, None);
+    let _keyless = LabAgent::start(keyless_host, "keyless", None, false, None);
+    let address = format!("{}:5555", garbage_host.address);
+    let listener = garbage_host
+        .ns
+        .run(|| std::net::TcpListener::bind(&address))
+        .unwrap_or_else(|e| panic!("{address}: {e}"));
+    let _garbage = GarbageServer::on(listener);
+    let endpoint = |host: &Host| format!("tcp://{}:5555", host.address);
+    let probe = [holder_host, other_host, keyless_host, garbage_host]
+        .map(|h| h.address.as_str())
+        .join(",");
+
+    let listed = nodes(observer, scratch.path(), None, &probe);
+    let rows = |host: &Host| -> Vec<&Value> {
+        listed
+            .iter()
+            .filter(|n| n["endpoint"] == endpoint(host).as_str())
+            .collect()
+    };
+    assert_eq!(rows(keyless_host).len(), 1, "{listed:#?}");
+    assert_eq!(rows(keyless_host)[0]["state"], "alive", "{listed:#?}");
+    for host in [holder_host, other_host] {
+        let found = rows(host);
+        assert_eq!(found.len(), 1, "one row at {}: {listed:#?}", endpoint(host));
+        assert_eq!(found[0]["state"], "locked", "{}", found[0]);
+        assert!(
+            found[0]["locked"].as_str().is_some_and(|why| why.contains(
+                "refused this controller, which has no cluster key: it holds one; use --key-file"
+            )),
+            "{}",
+            found[0]
+        );
+    }
+    assert!(rows(garbage_host).is_empty(), "{listed:#?}");
+
+    let dry_run = troupe_on(
+        observer,
+        scratch.path(),
+        None,
+        &["configure", "--dry-run", "--json", "--probe", &probe],
+    );
+    assert_eq!(peer_names(&dry_run), ["keyless"]);
+
+    let mut command = isolated(observer.command(bin("troupe")), scratch.path());
+    command.args([
+        "status",
+        "--probe",
+        &probe,
+        "--cluster",
+        CLUSTER,
+        "--state-dir",
+        "cli-state",
+        "--no-mdns",
+    ]);
+    let run = run_command(command, Duration::from_secs(30));
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let locked_lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("locked"))
+        .collect();
+    assert_eq!(locked_lines.len(), 1, "{}", run.stderr);
+    assert!(
+        locked_lines[0].starts_with("troupe: 2 nodes locked, not sent to (")
+            && locked_lines[0].ends_with(
+                "they hold a cluster key and this command has none; use --key-file or \
+                 TROUPE_KEY_FILE with the cluster's key file"
+            ),
+        "{}",
+        locked_lines[0]
     );
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test module uses a different part of the support kit
 
+pub mod garbage;
 pub mod netns;
 pub mod terminal;
 

@@ -156,6 +156,7 @@ impl MasterLink {
 
     fn observe(&mut self, state: LinkState) {
         if state == self.state {
+            tracing::debug!(master = %self.master, "register_node attempt: as the last one ({state:?})");
             return;
         }
         match &state {

@@ -15,7 +15,7 @@ use troupe::protocol::{
 pub async fn configure(ctx: &AgentContext, props: Props<'_>) -> Fields {
     let request = ConfigureRequest::from_properties(props.0)
         .map_err(|e| CommandError::message(format!("configure: {e}")))?;
-    let _turn = ctx.disk_changes.lock().await;
+    let _turn = ctx.disk_turn("configure").await;
     let mut handles = ctx.arbiter.all().await?;
     handles.sort_by_cached_key(|h| h.name.to_lowercase());
     let configs: Vec<WatcherConfig> = handles.iter().map(|h| h.view().config).collect();

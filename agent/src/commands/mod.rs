@@ -53,6 +53,18 @@ pub struct AgentContext {
     pub server_keys: troupe::sockets::ServerKeys,
 }
 
+impl AgentContext {
+    /// Waits for the turn to change files on disk (`configure`, `reset`), saying so in the log
+    /// when another one holds it: a push that seems slow is queued, not lost.
+    pub async fn disk_turn(&self, command: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        if let Ok(turn) = self.disk_changes.try_lock() {
+            return turn;
+        }
+        tracing::info!("{command} waits for the configure or reset running before it");
+        self.disk_changes.lock().await
+    }
+}
+
 type Fields = Result<Map<String, Value>, CommandError>;
 
 /// Runs one request and returns the reply fields.

@@ -23,7 +23,7 @@ pub async fn reset(ctx: &AgentContext, props: Props<'_>) -> Fields {
         Some("simple") => false,
         _ => name.contains(['*', '?', '[']),
     };
-    let _turn = ctx.disk_changes.lock().await;
+    let _turn = ctx.disk_turn("reset").await;
     let mut handles = matching(ctx, props).await?;
     handles.sort_by_cached_key(|h| h.name.to_lowercase());
     let bounds = Bounds {

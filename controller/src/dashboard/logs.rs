@@ -129,7 +129,7 @@ pub async fn follow(State(app): State<Arc<App>>, Query(params): Query<FollowPara
             let pubsub = &member.info.as_ref()?.endpoints.pubsub;
             Some((
                 t.name.clone(),
-                crate::stats::reader::reachable(pubsub, &member.endpoint)?,
+                crate::stats::reader::port_at_control_host(pubsub, &member.endpoint)?,
             ))
         })
         .collect();

@@ -331,8 +331,13 @@ impl MemberTable {
         if answering {
             return;
         }
-        // Only a keyed controller watches its handshakes, so only it hears a refusal.
-        let why = "refused this controller's cluster key: it holds another key, or none";
+        let why = if self.keys.is_some() {
+            "refused this controller's cluster key: it holds another key, or none"
+        } else {
+            // A keyless probe hears a refusal only from a server that asks for a key.
+            "refused this controller, which has no cluster key: it holds one; use --key-file \
+             or TROUPE_KEY_FILE with the cluster's key file"
+        };
         self.locked(endpoint, None, source, &Announced::Unsaid, why.into(), now);
     }
 

@@ -266,7 +266,8 @@ impl Actor {
 fn stats_source(member: &Member) -> Option<StatsSource> {
     match (&member.kind, &member.info) {
         (Kind::Troupe, Some(info)) => {
-            reader::reachable(&info.endpoints.stats, &member.endpoint).map(StatsSource::Known)
+            reader::port_at_control_host(&info.endpoints.stats, &member.endpoint)
+                .map(StatsSource::Known)
         }
         (Kind::Circus, _) => Some(StatsSource::AskCircus {
             control: member.endpoint.clone(),

@@ -91,7 +91,7 @@ async fn resolve(zmq: &zmq::Context, source: &StatsSource) -> Option<String> {
                 .ok()
                 .and_then(|r| r["options"]["stats_endpoint"].as_str().map(String::from))
             {
-                return reachable(&stats, control);
+                return port_at_control_host(&stats, control);
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
         },
@@ -100,8 +100,8 @@ async fn resolve(zmq: &zmq::Context, source: &StatsSource) -> Option<String> {
 
 /// The stats endpoint others can reach: the HOST of the control endpoint they reach the node
 /// at, and the PORT of the stats endpoint the node reports (which carries its bind address,
-/// often 0.0.0.0).
-pub fn reachable(stats: &str, control: &str) -> Option<String> {
+/// often 0.0.0.0), whatever host it reports.
+pub fn port_at_control_host(stats: &str, control: &str) -> Option<String> {
     let port = stats.rsplit_once(':')?.1;
     let host = control.strip_prefix("tcp://")?.rsplit_once(':')?.0;
     port.parse::<u16>()
@@ -124,18 +124,18 @@ mod tests {
     fn the_stats_endpoint_takes_the_control_host_and_the_stats_port() {
         let control = "tcp://10.0.0.7:5555";
         assert_eq!(
-            reachable("tcp://0.0.0.0:5557", control).as_deref(),
+            port_at_control_host("tcp://0.0.0.0:5557", control).as_deref(),
             Some("tcp://10.0.0.7:5557")
         );
         assert_eq!(
-            reachable("tcp://127.0.0.2:6000", "tcp://127.0.0.2:5555").as_deref(),
+            port_at_control_host("tcp://127.0.0.2:6000", "tcp://127.0.0.2:5555").as_deref(),
             Some("tcp://127.0.0.2:6000")
         );
         assert_eq!(
-            reachable("tcp://[::]:5557", "tcp://[fd00::7]:5555").as_deref(),
+            port_at_control_host("tcp://[::]:5557", "tcp://[fd00::7]:5555").as_deref(),
             Some("tcp://[fd00::7]:5557")
         );
-        assert_eq!(reachable("garbage", control), None);
-        assert_eq!(reachable("tcp://0.0.0.0:x", control), None);
+        assert_eq!(port_at_control_host("garbage", control), None);
+        assert_eq!(port_at_control_host("tcp://0.0.0.0:x", control), None);
     }
 }

@@ -3,8 +3,9 @@
 use super::parse::{Entry, Section};
 use super::substitute::{circus_vars, dollar_vars, fnmatch, leftover_circus_var, Environ};
 use super::Report;
+use crate::config::option::OptionError;
 use crate::config::value::{read_bool, read_int, read_size, read_string};
-use crate::config::watcher::{OptionError, OutputConfig};
+use crate::config::watcher::OutputConfig;
 use crate::config::{check_watcher_name, suggest, Problem, WatcherConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
