@@ -1,5 +1,5 @@
 //! `troupe shell` driven as a user would, through its standard input: the same commands as
-//! the CLI, plus nodes, cluster, help and exit.
+//! the CLI (one command table), plus help and exit.
 
 use crate::support::terminal::{troupe_in_terminal, Tmux};
 use crate::support::{bin, Agent};
@@ -143,4 +143,70 @@ fn tab_completes_commands_watchers_and_nodes_in_a_terminal() {
         &["TROUPE-EXIT=0"],
         Duration::from_secs(10),
     );
+}
+
+/// The shell runs the CLI's cluster commands from the same command table (configure, stats,
+/// logs, reconfigure), and says that `top`, a full-screen view, runs outside it.
+#[test]
+fn the_shell_runs_the_clis_cluster_commands_and_says_which_run_outside_it() {
+    let watchers = "[watcher.talker]\ncmd = \"sh\"\nargs = [\"-c\", \"echo shell-log-line; exec sleep 1000\"]\ngraceful_timeout = 1\n";
+    let agent = Agent::start_named(
+        "shell-cli",
+        &crate::support::unique_loopback(),
+        watchers,
+        "",
+    );
+    crate::support::wait_for("the line in the ring", Duration::from_secs(20), || {
+        let reply = agent.call("logs", serde_json::json!({"name": "talker", "lines": 5}));
+        reply.to_string().contains("shell-log-line")
+    });
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin("troupe"))
+        .args(["shell", "--no-mdns", "--controller", "tcp://127.0.0.1:1"])
+        .args(["--probe", &agent.address])
+        .arg("--state-dir")
+        .arg(state.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = "configure --dry-run\nstats talker\nlogs talker -n 5\ntop\nreconfigure\nexit\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let row = |words: &[&str]| {
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == words)
+    };
+    assert!(
+        row(&["shell-cli", "0", "files,", "0", "changed", "(dry", "run)"]),
+        "configure --dry-run:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("shell-cli") && l.contains("talker")),
+        "stats talker:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("shell-log-line"),
+        "logs talker:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("`top` is a full-screen view and does not run inside the shell"),
+        "top:\n{stderr}"
+    );
+    assert!(
+        row(&["NODE", "STOP", "CONFIGURE", "START"]) && row(&["shell-cli", "ok", "ok", "ok"]),
+        "reconfigure:\n{stdout}\n{stderr}"
+    );
+    assert!(output.status.success(), "{stdout}\n{stderr}");
 }

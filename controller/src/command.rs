@@ -7,7 +7,7 @@ use crate::cluster_link::ClusterLink;
 use crate::confirm::{confirm, Question};
 use crate::exit_code::{EXIT_NODE_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::settings::NodeFlags;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -169,6 +169,27 @@ pub async fn run(
     }
     let link = ClusterLink::connect(flags).await?;
     Ok(ExitCode::from(dispatch(&link, &request, options).await?))
+}
+
+/// `troupe reset WATCHER`: connects and runs [`reset`].
+pub async fn run_reset(watcher: String, broadcast: BroadcastFlags) -> anyhow::Result<ExitCode> {
+    let link = ClusterLink::connect(&broadcast.flags).await?;
+    Ok(ExitCode::from(
+        reset(&link, watcher, &broadcast.options()).await?,
+    ))
+}
+
+/// Resets `watcher` on the selected nodes of `link` (asking first, as [`dispatch`] does); the
+/// exit code.
+pub async fn reset(
+    link: &ClusterLink,
+    watcher: String,
+    options: &BroadcastOptions,
+) -> anyhow::Result<u8> {
+    let mut props = Map::new();
+    props.insert("name".into(), json!(watcher));
+    props.insert("waiting".into(), json!(true));
+    dispatch(link, &Request::new("reset", props), options).await
 }
 
 /// Prints, after a fan-out's results, how many selected nodes were skipped because they are

@@ -3,6 +3,7 @@
 //! dashboard: it takes a selection and a timeout, and returns the replies; it prints nothing.
 
 use crate::broadcast::{fan_out, Target};
+use crate::membership::MemberRow;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,26 +19,17 @@ use troupe::protocol::{ConfigureRequest, Peer, PeerList, Request};
 /// break troupe's rules ([`Peer::check`]) is left out, with the reason, rather than pushed to
 /// every node (where it would end up in their service configs, or make them all refuse the
 /// list).
-pub fn peers(nodes: &[Value]) -> (Vec<Peer>, Vec<RefusedMember>) {
+pub fn peers(nodes: &[MemberRow]) -> (Vec<Peer>, Vec<RefusedMember>) {
     let mut peers = Vec::new();
     let mut refused = Vec::new();
-    let members = nodes
-        .iter()
-        .filter(|n| (n["state"] == "alive" || n["state"] == "suspect") && n["kind"] == "troupe");
-    for n in members {
-        let control = n["endpoint"].as_str().unwrap_or_default().to_string();
-        let endpoints: BTreeMap<String, String> = n["endpoints"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-            .collect();
+    for n in nodes.iter().filter(|n| n.is_peer()) {
+        let control = n.endpoint.clone();
         let peer = Peer {
-            id: n["id"].as_str().unwrap_or_default().to_string(),
-            name: n["name"].as_str().unwrap_or_default().to_string(),
+            id: n.id.clone().unwrap_or_default(),
+            name: n.name.clone(),
             address: host_of(&control),
             index: 0,
-            endpoints,
+            endpoints: n.endpoints.clone(),
         };
         match peer.check() {
             Ok(()) => peers.push(peer),
@@ -93,7 +85,7 @@ pub async fn push(
     restart: bool,
     dry_run: bool,
 ) -> anyhow::Result<BTreeMap<String, Value>> {
-    let (peers, refused) = peers(nodes);
+    let (peers, refused) = peers(&MemberRow::from_json(nodes));
     for member in &refused {
         tracing::warn!(
             endpoint = %member.endpoint,
@@ -154,7 +146,7 @@ mod tests {
     }
 
     fn valid_peers(nodes: &[Value]) -> Vec<Peer> {
-        let (peers, refused) = peers(nodes);
+        let (peers, refused) = peers(&MemberRow::from_json(nodes));
         assert_eq!(refused, [], "every member is well-formed");
         peers
     }
@@ -223,7 +215,7 @@ mod tests {
             bad_id,
             bad_endpoint,
         ];
-        let (peers, refused) = peers(&nodes);
+        let (peers, refused) = peers(&MemberRow::from_json(&nodes));
         let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["a"]);
         let reasons: Vec<(&str, &str)> = refused

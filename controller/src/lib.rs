@@ -27,7 +27,7 @@
 //! - [`command`]: any Circus command (`troupe incr web 2`): its words made a request by
 //!   [`circus_args`], guarded by [`confirm`] (and [`reset`]'s check of clustered services),
 //!   sent, and its replies printed by [`render`].
-//! - [`nodes`], [`cluster`], [`reconfigure`] (`configure` and `reconfigure`), [`reset`],
+//! - [`nodes`], [`cluster`], [`reconfigure`] (`configure` and `reconfigure`),
 //!   [`logs`], [`top`] (the terminal view), [`shell`] (the console), [`ctl`] (one raw
 //!   request), [`demo`], [`import`] (a Circus ini as a troupe-agent.toml), [`keygen`] (a new
 //!   cluster key), [`docs`] (completions and man pages).

@@ -5,8 +5,8 @@ use clap::Parser;
 use std::process::ExitCode;
 use troupe_controller::cli::{documented_command, run_async, Cli, Command};
 use troupe_controller::{
-    cluster, command, ctl, dashboard, demo, docs, import, keygen, logs, nodes, reconfigure, reset,
-    serve, shell, stats, top,
+    cluster, command, ctl, dashboard, demo, docs, import, keygen, logs, nodes, reconfigure, serve,
+    shell, stats, top,
 };
 
 fn main() -> ExitCode {
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             dry_run,
             broadcast,
         } => run_async(reconfigure::run_configure(restart, dry_run, broadcast)),
-        Command::Reset { watcher, broadcast } => run_async(reset::run(watcher, broadcast)),
+        Command::Reset { watcher, broadcast } => run_async(command::run_reset(watcher, broadcast)),
         Command::Reconfigure { reset, broadcast } => run_async(reconfigure::run(reset, broadcast)),
         Command::Nodes {
             forget: Some(name),

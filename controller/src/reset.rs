@@ -5,33 +5,8 @@
 //! that fits.
 
 use crate::cluster_link::ClusterLink;
-use crate::command::{dispatch, BroadcastFlags, BroadcastOptions};
-use serde_json::{json, Map};
 use std::collections::BTreeMap;
-use std::process::ExitCode;
 use troupe::config::Profile;
-use troupe::protocol::Request;
-
-/// `troupe reset WATCHER`: connects and runs [`run_on`].
-pub async fn run(watcher: String, broadcast: BroadcastFlags) -> anyhow::Result<ExitCode> {
-    let link = ClusterLink::connect(&broadcast.flags).await?;
-    Ok(ExitCode::from(
-        run_on(&link, watcher, &broadcast.options()).await?,
-    ))
-}
-
-/// Resets `watcher` on the selected nodes of `link` (asking first as
-/// [`crate::command::dispatch`] does); the exit code.
-pub async fn run_on(
-    link: &ClusterLink,
-    watcher: String,
-    options: &BroadcastOptions,
-) -> anyhow::Result<u8> {
-    let mut props = Map::new();
-    props.insert("name".into(), json!(watcher));
-    props.insert("waiting".into(), json!(true));
-    dispatch(link, &Request::new("reset", props), options).await
-}
 
 /// The profiles whose members keep cluster state in their data: a wiped one cannot rejoin.
 fn member_cannot_rejoin_after_wipe(profile: Profile) -> bool {

@@ -281,7 +281,7 @@ async fn auto_configure(context: Arc<ServeContext>) {
             }
         }
         let nodes = context.membership.members_json();
-        let (peers, _) = crate::configure::peers(&nodes);
+        let (peers, _) = crate::configure::peers(&crate::membership::MemberRow::from_json(&nodes));
         if pushed.as_ref() == Some(&peers) {
             tracing::debug!("auto-configure: the peer list is the one last pushed");
             continue;

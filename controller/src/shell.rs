@@ -206,7 +206,7 @@ async fn run_line(link: &ClusterLink, session: &NodeFlags, command: Command) -> 
             Err(e) => Err(e),
         },
         Command::Reset { watcher, broadcast } => {
-            crate::reset::run_on(link, watcher, &broadcast.options()).await
+            crate::command::reset(link, watcher, &broadcast.options()).await
         }
         Command::Reconfigure { reset, broadcast } => match cluster_of(session) {
             Ok(cluster) => {

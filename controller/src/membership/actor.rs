@@ -27,6 +27,7 @@
 //! of `troupe serve`'s CPU with 200 members.
 
 use super::round_trips::RoundTrips;
+use super::row::MemberRow;
 use super::table::{
     Announced, EventKind, Member, MemberEvent, MemberState, MemberTable, Silent, Source,
 };
@@ -531,50 +532,55 @@ async fn heartbeat(
 
 /// A member as `nodelist`, `troupe nodes --json` and the dashboard show it.
 pub fn member_json(m: &Member) -> Value {
+    member_row(m).to_json()
+}
+
+/// A member as listed ([`MemberRow`]).
+pub fn member_row(m: &Member) -> MemberRow {
     let now = Instant::now();
     let last_seen = now_epoch() - now.duration_since(m.last_ok).as_secs_f64();
-    let endpoints = m.info.as_ref().map(|i| {
-        json!({
-            "control": m.endpoint,
-            "pubsub": wildcard_at_control_host(&i.endpoints.pubsub, &m.endpoint),
-            "stats": wildcard_at_control_host(&i.endpoints.stats, &m.endpoint),
-        })
-    });
-    json!({
-        "name": m.name,
-        "id": m.id,
-        "kind": m.kind,
-        "state": m.state.as_str(),
-        "endpoint": m.endpoint,
-        "endpoints": endpoints.unwrap_or_else(|| json!({"control": m.endpoint})),
-        "source": m.sources.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "version": m.info.as_ref().map(|i| i.version.clone()),
-        "watchers": m.watchers,
-        "last_seen": last_seen,
-        "key_fingerprint": m.fingerprint,
-        "locked": m.locked,
-    })
+    let mut endpoints = BTreeMap::from([("control".to_string(), m.endpoint.clone())]);
+    if let Some(i) = &m.info {
+        endpoints.insert(
+            "pubsub".into(),
+            wildcard_at_control_host(&i.endpoints.pubsub, &m.endpoint),
+        );
+        endpoints.insert(
+            "stats".into(),
+            wildcard_at_control_host(&i.endpoints.stats, &m.endpoint),
+        );
+    }
+    MemberRow {
+        name: m.name.clone(),
+        id: m.id.clone(),
+        kind: Some(m.kind),
+        state: m.state.as_str().to_string(),
+        endpoint: m.endpoint.clone(),
+        endpoints,
+        source: m.sources.iter().map(|s| s.as_str().to_string()).collect(),
+        version: m.info.as_ref().map(|i| i.version.clone()),
+        watchers: m.watchers,
+        last_seen: Some(last_seen),
+        silent_since: None,
+        key_fingerprint: m.fingerprint.clone(),
+        locked: m.locked.clone(),
+    }
 }
 
 /// A silent endpoint (see [`MemberTable::silent`]) as a row of [`MembershipHandle::members_json`]:
 /// named after its address, state `no reply`, never seen answering.
 pub fn silent_json(endpoint: &str, silent: &Silent, now: Instant) -> Value {
     let silent_since = now_epoch() - now.duration_since(silent.since).as_secs_f64();
-    json!({
-        "name": endpoint.trim_start_matches("tcp://"),
-        "id": null,
-        "kind": null,
-        "state": NO_REPLY,
-        "endpoint": endpoint,
-        "endpoints": {"control": endpoint},
-        "source": ["probe"],
-        "version": null,
-        "watchers": 0,
-        "last_seen": null,
-        "silent_since": silent_since,
-        "key_fingerprint": null,
-        "locked": null,
-    })
+    MemberRow {
+        name: endpoint.trim_start_matches("tcp://").to_string(),
+        state: NO_REPLY.to_string(),
+        endpoint: endpoint.to_string(),
+        endpoints: BTreeMap::from([("control".to_string(), endpoint.to_string())]),
+        source: vec!["probe".to_string()],
+        silent_since: Some(silent_since),
+        ..MemberRow::default()
+    }
+    .to_json()
 }
 
 /// The state of a silent endpoint's row.

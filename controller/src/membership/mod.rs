@@ -2,12 +2,14 @@
 
 mod actor;
 pub mod round_trips;
+pub mod row;
 pub mod table;
 
 pub use crate::probe::NodeFacts;
 pub use actor::{
     member_json, silent_json, MembershipHandle, MembershipMsg, PublishedEvent, NO_REPLY,
 };
+pub use row::MemberRow;
 pub use table::{
     Announced, EventKind, Kind, Member, MemberEvent, MemberState, MemberTable, Source,
 };
