@@ -289,11 +289,14 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
         ("serve fds / threads", None, lambda f: f"{f['serve_fds']} / {f['serve_threads']}"),
         (f"troupe status --controller to all, p50 / p99 ({SCALE_STATUS_RUNS} runs)",
          f"p50 <= {TARGET_SCALE_STATUS_P50_MS:g} ms", lambda f: ms_p50_p99(f["status_ms"])),
+        ("  nodes not ok per run (max)", None, lambda f: f"{max(f['status_failed'])}"),
         ("  floor: the same request straight to serve (pyzmq), p50 / p99", None,
          lambda f: ms_p50_p99(f["status_serve_ms"])),
         (f"troupe configure --controller to all, p50 ({SCALE_CONFIGURE_RUNS} runs)",
          f"<= {TARGET_SCALE_CONFIGURE_S:g} s",
          lambda f: f"{statistics.median(f['configure_ms']):.0f} ms (first {f['configure_first_ms']:.0f})"),
+        ("  runs with a node failed (exit 1)", None,
+         lambda f: f"{sum(1 for rc in f['configure_rcs'] if rc)} of {len(f['configure_rcs'])}"),
         (f"SIGKILL {SCALE_KILLED} agents -> all {SCALE_KILLED} down in nodelist", f"<= {TARGET_DOWN_S:g} s",
          lambda f: f"{f['killed_down_s']:.2f} s"),
         ("  others still alive then", None, lambda f: f"{f['others_alive_after_kill']}"),
@@ -323,6 +326,10 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
         print()
         print(f"at {largest} agents: " + "; ".join(
             f"{what} {'n/a' if v is None else ('PASS' if v <= t else 'FAIL')}" for what, v, t in checks))
+    for n in sizes:
+        for key in ("status_failure_example", "configure_failure_example"):
+            if runs[n].get(key):
+                print(f"\n{n} agents, {key.replace('_', ' ')}:\n  " + runs[n][key].replace("\n", "\n  "))
     if failures:
         print()
         print("failures and oddities (exact command and output):")
@@ -1347,10 +1354,19 @@ class Inner:
         if ok != n:
             raise Failure(f"$ troupe status --controller {endpoint} --json: {ok} ok replies of {len(replies)}")
         times = []
+        failed = []  # per run: nodes whose reply was not ok (the run is timed all the same)
         for _ in range(SCALE_STATUS_RUNS):
-            _, _, _, dt = self.troupe("status", "--controller", endpoint, "--timeout", "5s", timeout=120)
+            _, out, _, dt = self.troupe("status", "--controller", endpoint, "--timeout", "5s", "--json",
+                                        timeout=120, expect=(0, 1))
             times.append(dt * 1000)
+            replies = json.loads(out or "{}")
+            bad = {k: v for k, v in replies.items() if v.get("status") != "ok"}
+            failed.append(len(bad))
+            if bad:
+                name, reply = next(iter(bad.items()))
+                fig["status_failure_example"] = f"{name}: {json.dumps(reply)[:300]}"
         fig["status_ms"] = times
+        fig["status_failed"] = failed
         client = Client(self.zmq, endpoint)
         try:
             rts = []
@@ -1370,7 +1386,12 @@ class Inner:
     def scale_configure(self, n, endpoint, fig, dirs):
         self.note_load(f"troupe configure to {n} agents through serve")
         argv = ["configure", "--controller", endpoint, "--timeout", "20s"]
-        _, _, _, dt = self.troupe(*argv, timeout=300)
+        # Timed even when some node failed (exit 1): how many did is reported beside.
+        rc, out, _, dt = self.troupe(*argv, timeout=300, expect=(0, 1))
+        fig["configure_rcs"] = [rc]
+        if rc != 0:
+            fig["configure_failure_example"] = "\n".join(
+                line for line in out.splitlines() if "1 file" not in line and "unchanged" not in line)[:600]
         fig["configure_first_ms"] = dt * 1000
         for d in (dirs[0], dirs[-1]):
             lines = open(os.path.join(d, "peers.txt")).read().splitlines()
@@ -1378,7 +1399,8 @@ class Inner:
                 raise Failure(f"$ troupe {shlex.join(argv)}: {d}/peers.txt has {len(lines)} lines, not {n}")
         times = []
         for _ in range(SCALE_CONFIGURE_RUNS):
-            _, _, _, dt = self.troupe(*argv, timeout=300)
+            rc, _, _, dt = self.troupe(*argv, timeout=300, expect=(0, 1))
+            fig["configure_rcs"].append(rc)
             times.append(dt * 1000)
         fig["configure_ms"] = times
         log(f"configure to {n}: p50 {statistics.median(times):.0f} ms")
