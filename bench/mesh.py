@@ -18,6 +18,11 @@ Agents get `mdns = false` and serves `--no-mdns` except in the two mDNS phases; 
 probes only the loopback addresses of its own agents (127.0.x.y inside <tag>-m) or the /24
 that exists only in <tag>-m.
 
+`--agents N` runs one phase only, `scale` in <tag>-m: a serve probing 127.1.x.y, then FLEET
+agents there (a watcher running `sleep`, three not started), measured; then the same with N
+agents; printed side by side (report_scale()). The serve starts with a soft open-files limit of
+at most 1024, as from a login shell, so what it raises itself is what is measured.
+
 Figures (see report() for the exact list):
   discovery   agent start -> `alive` at a running serve: mDNS (lo only; two hosts on a bridge)
               and probing (probe_interval 5 s = default, and 1 s); SIGKILL -> `down` (nodelist
@@ -65,7 +70,8 @@ from compare import (  # noqa: E402  (bench/compare.py: same directory)
 )
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PHASE_TIMEOUTS = {"mdns-lo": 90, "mdns-bridge": 90, "main": 560, "simulated": 600}
+PHASE_TIMEOUTS = {"mdns-lo": 90, "mdns-bridge": 90, "main": 560, "simulated": 600,
+                  "scale": 1500}
 
 # Targets from the issue.
 TARGET_DOWN_S = 3.0
@@ -87,6 +93,17 @@ SERVE_WINDOW_S = 10.0
 SUB_WINDOW_S = 10.0
 LOAD_PROCS = 50
 LOAD_NODES = 32
+
+# `--agents N`: one serve with FLEET agents, then with N, side by side (targets from issue 15).
+TARGET_SCALE_ALIVE_S = 10.0
+TARGET_SCALE_SERVE_CPU = 20.0  # % of one core, at 1000 members
+TARGET_SCALE_SERVE_RSS_MB = 150.0
+TARGET_SCALE_STATUS_P50_MS = 150.0
+TARGET_SCALE_CONFIGURE_S = 2.0
+SCALE_KILLED = 50
+SCALE_SETTLE_S = 5.0
+SCALE_STATUS_RUNS = 10
+SCALE_CONFIGURE_RUNS = 3
 
 
 def log(msg):
@@ -164,14 +181,17 @@ def outer(args):
             ip("-n", host, "route", "add", "224.0.0.0/4", "dev", "eth0")
         log(f"namespaces {', '.join(created)} created")
 
-        phases = (
-            ("mdns-lo", ns_d, []),
-            ("mdns-bridge", ns_h2, ["--agent-netns", ns_h1]),
-            ("main", ns_m, []),
-        )
         if args.simulated:
             phases = (("simulated", ns_m, ["--simulated", str(args.simulated), "--swarm",
                                            os.path.abspath(args.swarm)]),)
+        elif args.agents:
+            phases = (("scale", ns_m, ["--agents", str(args.agents)]),)
+        else:
+            phases = (
+                ("mdns-lo", ns_d, []),
+                ("mdns-bridge", ns_h2, ["--agent-netns", ns_h1]),
+                ("main", ns_m, []),
+            )
         for phase, ns, extra in phases:
             out = os.path.join(outdir, f"{phase}.json")
             cmd = [
@@ -230,11 +250,106 @@ def outer(args):
         if created:
             log(f"namespaces {', '.join(created)} deleted")
     elapsed = time.monotonic() - started
+    if args.agents:
+        return report_scale(results, load_start, loadavg(), elapsed, outdir)
     return report(results, load_start, loadavg(), elapsed, outdir)
 
 
 def fmt_s(values, digits=2):
     return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
+def report_scale(results, load_start, load_end, elapsed, outdir):
+    """`--agents N`: the FLEET-agent and N-agent runs side by side."""
+    r = results.get("scale", {})
+    runs = r.get("figures", {}).get("scale", {})
+    failures = [dict(f, phase="scale") for f in r.get("failures", [])]
+    if r.get("rc") not in (0, None) and not failures:
+        failures.append({"phase": "scale", "what": "phase exit", "detail": f"exit {r.get('rc')}"})
+    sizes = sorted(runs, key=int)
+    largest = sizes[-1] if sizes else None
+
+    def cell(n, fn):
+        try:
+            return fn(runs[n])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return "n/a"
+
+    def ms_p50_p99(v):
+        return f"{statistics.median(v):.0f} / {percentile(v, 99):.0f} ms"
+
+    rows = [
+        ("agents started (spawn wall time)", None,
+         lambda f: f"{f['started']} ({f['spawn_s']:.1f} s)"),
+        ("last agent started -> all alive at serve", f"<= {TARGET_SCALE_ALIVE_S:g} s",
+         lambda f: f"{f['alive_after_last_s']:.2f} s"),
+        ("  floor: last agent started -> it answers nodeinfo", None,
+         lambda f: f"{f['last_answers_s']:.2f} s"),
+        ("members alive / flaps (down events) during settle + measure", None,
+         lambda f: f"{f['alive_end']} / {f['down_events']}"),
+        (f"serve CPU, steady, over {SERVE_WINDOW_S:g} s", f"<= {TARGET_SCALE_SERVE_CPU:g} % at 1000",
+         lambda f: f"{f['serve_cpu']:.1f} % of a core"),
+        ("  per member", None, lambda f: f"{f['serve_cpu'] / f['started'] * 1000:.1f} % per 1000"),
+        ("  floor: the agents' CPU together (answering heartbeats)", None,
+         lambda f: f"{f['agents_cpu']:.1f} % ({f['agents_cpu'] / f['started'] * 1000:.1f} % per 1000)"),
+        ("serve RSS (VmRSS / VmHWM)", f"<= {TARGET_SCALE_SERVE_RSS_MB:g} MiB",
+         lambda f: f"{f['serve_rss_mb']:.1f} / {f['serve_hwm_mb']:.1f} MiB"),
+        ("  per member", None, lambda f: f"{f['serve_rss_mb'] * 1024 / f['started']:.0f} KiB"),
+        ("serve fds / threads", None, lambda f: f"{f['serve_fds']} / {f['serve_threads']}"),
+        (f"troupe status --controller to all, p50 / p99 ({SCALE_STATUS_RUNS} runs)",
+         f"p50 <= {TARGET_SCALE_STATUS_P50_MS:g} ms", lambda f: ms_p50_p99(f["status_ms"])),
+        ("  nodes not ok per run (max)", None, lambda f: f"{max(f['status_failed'])}"),
+        ("  floor: the same request straight to serve (pyzmq), p50 / p99", None,
+         lambda f: ms_p50_p99(f["status_serve_ms"])),
+        (f"troupe configure --controller to all, p50 ({SCALE_CONFIGURE_RUNS} runs)",
+         f"<= {TARGET_SCALE_CONFIGURE_S:g} s",
+         lambda f: f"{statistics.median(f['configure_ms']):.0f} ms (first {f['configure_first_ms']:.0f})"),
+        ("  runs with a node failed (exit 1)", None,
+         lambda f: f"{sum(1 for rc in f['configure_rcs'] if rc)} of {len(f['configure_rcs'])}"),
+        (f"SIGKILL {SCALE_KILLED} agents -> all {SCALE_KILLED} down in nodelist", f"<= {TARGET_DOWN_S:g} s",
+         lambda f: f"{f['killed_down_s']:.2f} s"),
+        ("  others still alive then", None, lambda f: f"{f['others_alive_after_kill']}"),
+        ("load average (1 5 15) when the steady CPU was measured", None, lambda f: f["load_steady"]),
+    ]
+    table = [("", "target", *[f"{n} agents" for n in sizes])]
+    for label, target, fn in rows:
+        table.append((label, target or "", *[cell(n, fn) for n in sizes]))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    print()
+    print(f"troupe serve with many real agents  ({time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs, "
+          f"load average at start {load_start}, at end {load_end}; {elapsed:.0f} s)")
+    print(f"troupe and troupe-agent built from {source_state()}")
+    print("One network namespace; agents on 127.1.x.y (mDNS off), one watcher running each; one serve "
+          "probing their ranges (probe_interval 5 s, the default).")
+    print()
+    for row in table:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if largest is not None:
+        f = runs[largest]
+        checks = [
+            ("alive", f.get("alive_after_last_s"), TARGET_SCALE_ALIVE_S),
+            ("serve CPU", f.get("serve_cpu"), TARGET_SCALE_SERVE_CPU),
+            ("serve RSS", f.get("serve_rss_mb"), TARGET_SCALE_SERVE_RSS_MB),
+            ("down", f.get("killed_down_s"), TARGET_DOWN_S),
+        ]
+        print()
+        print(f"at {largest} agents: " + "; ".join(
+            f"{what} {'n/a' if v is None else ('PASS' if v <= t else 'FAIL')}" for what, v, t in checks))
+    for n in sizes:
+        for key in ("status_failure_example", "configure_failure_example"):
+            if runs[n].get(key):
+                print(f"\n{n} agents, {key.replace('_', ' ')}:\n  " + runs[n][key].replace("\n", "\n  "))
+    if failures:
+        print()
+        print("failures and oddities (exact command and output):")
+        for f in failures:
+            print(f"  [{f.get('phase')}] {f.get('what')}:")
+            for line in str(f.get("detail", "")).splitlines():
+                print(f"      {line}")
+        print(f"\nper-phase results and logs kept in {outdir} (and the workdirs named there)")
+    else:
+        shutil.rmtree(outdir, ignore_errors=True)
+    return 1 if failures else 0
 
 
 def report(results, load_start, load_end, elapsed, outdir):
@@ -490,10 +605,11 @@ class Inner:
 
     # ---- processes -------------------------------------------------------------------------
 
-    def spawn(self, what, argv, log_name, cwd=None):
+    def spawn(self, what, argv, log_name, cwd=None, preexec_fn=None):
         logf = open(os.path.join(self.workdir, log_name), "ab")
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                start_new_session=True, cwd=cwd or self.workdir, env=self.env)
+                                start_new_session=True, cwd=cwd or self.workdir, env=self.env,
+                                preexec_fn=preexec_fn)
         logf.close()
         self.procs.append((what, proc))
         return proc
@@ -570,12 +686,19 @@ class Inner:
             time.sleep(0.05)
         raise Failure(f"{what} did not answer {command} on {endpoint} within {timeout} s: {last}")
 
-    def start_serve(self, label, bind, *extra):
+    def start_serve(self, label, bind, *extra, nofile=None):
+        """With `nofile`, serve starts with that soft limit of open files (as from a login
+        shell) instead of this process's raised one."""
         state = os.path.join(self.workdir, f"{label}-state")
         argv = [self.args.troupe, "serve", "--bind", bind, "--port", "5558", "--stats-port", "5559",
                 "--events-port", "5560", "--state-dir", state, "--log-level", "info", *extra]
         t0 = time.perf_counter()
-        proc = self.spawn(f"troupe serve {label}", argv, f"{label}.log")
+        preexec = None
+        if nofile is not None:
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE,
+                                   (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        proc = self.spawn(f"troupe serve {label}", argv, f"{label}.log", preexec_fn=preexec)
         client = self.wait_answer(f"tcp://{bind}:5558", proc, f"troupe serve {label} ({shlex.join(argv)})")
         return proc, client, t0
 
@@ -1148,6 +1271,184 @@ class Inner:
                 client.close()
             self.stop([circusd], timeout=40)
 
+    # ---- `--agents N`: one serve, FLEET then N real agents --------------------------------
+
+    @staticmethod
+    def scale_address(i):
+        return f"127.1.{i // 250}.{i % 250 + 1}"
+
+    @staticmethod
+    def scale_ranges(n):
+        return ",".join(f"127.1.{b}.1-{min(250, n - b * 250)}" for b in range((n + 249) // 250))
+
+    def scale_run(self, n):
+        """Serve first, probing the agents' ranges; then n agents; the figures of one size."""
+        fig = {}
+        self.figures.setdefault("scale", {})[str(n)] = fig
+        template = os.path.join(self.workdir, "peers.j2")
+        with open(template, "w") as f:
+            f.write("{% for p in peers %}{{ p.index }}={{ p.name }}@{{ p.address }}\n{% endfor %}")
+        bind = "127.0.0.30"
+        endpoint = f"tcp://{bind}:5558"
+        proc, client, _ = self.start_serve(f"serve-scale-{n}", bind, "--no-mdns", "--cluster", "bm-scale",
+                                           "--probe", self.scale_ranges(n), nofile=self.nofile_soft)
+        sub = self.zmq.Context.instance().socket(self.zmq.SUB)
+        sub.setsockopt(self.zmq.LINGER, 0)
+        sub.setsockopt(self.zmq.RCVHWM, 0)
+        sub.connect(f"tcp://{bind}:5560")
+        sub.setsockopt(self.zmq.SUBSCRIBE, b"node.")
+        agents, dirs, names = [], [], []
+        try:
+            self.note_load(f"starting {n} agents (scale)")
+            t0 = time.perf_counter()
+            for i in range(n):
+                name = f"s{n}-{i + 1:04d}"
+                d = os.path.join(self.workdir, name)
+                watchers = (
+                    f'[watcher.svc]\ncmd = "sleep 100000"\ngraceful_timeout = 1\n'
+                    f'[[watcher.svc.template]]\nsource = "{template}"\ndest = "{d}/peers.txt"\n\n'
+                    + "".join(f'[watcher.spare{k}]\ncmd = "sleep 100000"\nautostart = false\n'
+                              f'graceful_timeout = 1\n' for k in range(1, 4))
+                )
+                agents.append(self.start_agent(name, self.scale_address(i), "bm-scale", watchers=watchers))
+                dirs.append(d)
+                names.append(name)
+            t_last = time.perf_counter()
+            fig["started"] = n
+            fig["spawn_s"] = t_last - t0
+            # Floor: the last agent itself answers (its own start, loopback).
+            last = self.wait_answer(f"tcp://{self.scale_address(n - 1)}:5555", agents[-1],
+                                    f"agent {names[-1]}", timeout=60, command="nodeinfo")
+            last.close()
+            fig["last_answers_s"] = time.perf_counter() - t_last
+            t_alive = self.wait_alive(client, names, 120, poll=0.2)
+            fig["alive_after_last_s"] = t_alive - t_last
+            log(f"{n} agents spawned in {fig['spawn_s']:.1f} s; all alive {fig['alive_after_last_s']:.2f} s "
+                f"after the last start (it answered after {fig['last_answers_s']:.2f} s)")
+            self.save()
+
+            while sub.poll(0):
+                sub.recv_multipart()
+            time.sleep(SCALE_SETTLE_S)
+            fig["load_steady"] = loadavg()
+            self.note_load(f"serve steady state with {n} members")
+            cpu = self.cpu_groups({"serve": [proc.pid], "agents": [p.pid for p in agents]}, SERVE_WINDOW_S)
+            fig["serve_cpu"] = cpu["serve"]
+            fig["agents_cpu"] = cpu["agents"]
+            fig["serve_rss_mb"] = (rss_kb(proc.pid) or 0) / 1024
+            fig["serve_hwm_mb"] = (status_kb(proc.pid, "VmHWM") or 0) / 1024
+            fig["serve_fds"] = len(os.listdir(f"/proc/{proc.pid}/fd"))
+            fig["serve_threads"] = len(os.listdir(f"/proc/{proc.pid}/task"))
+            downs = 0
+            while sub.poll(0):
+                if sub.recv_multipart()[0].decode().endswith(".down"):
+                    downs += 1
+            fig["down_events"] = downs
+            st = self.states(client) or {}
+            fig["alive_end"] = sum(1 for s in st.values() if s == "alive")
+            log(f"serve with {n}: CPU {fig['serve_cpu']:.1f} %, RSS {fig['serve_rss_mb']:.1f} MiB, "
+                f"{downs} down events, {fig['alive_end']} alive; agents {fig['agents_cpu']:.1f} %")
+            self.save()
+
+            self.attempt(f"status to {n} through serve", self.scale_status, n, endpoint, fig)
+            self.attempt(f"configure to {n} through serve", self.scale_configure, n, endpoint, fig, dirs)
+            self.attempt(f"SIGKILL {SCALE_KILLED} of {n}", self.scale_kill, n, client, agents, names, fig)
+        finally:
+            sub.close(0)
+            client.close()
+            self.stop([proc])
+            log(f"stopping the {n} agents")
+            self.stop(agents, timeout=60)
+            self.save()
+
+    def scale_status(self, n, endpoint, fig):
+        self.note_load(f"troupe status to {n} agents through serve")
+        _, out, _, _ = self.troupe("status", "--controller", endpoint, "--timeout", "5s", "--json", timeout=120)
+        replies = json.loads(out)
+        ok = sum(1 for v in replies.values() if v.get("status") == "ok")
+        if ok != n:
+            raise Failure(f"$ troupe status --controller {endpoint} --json: {ok} ok replies of {len(replies)}")
+        times = []
+        failed = []  # per run: nodes whose reply was not ok (the run is timed all the same)
+        for _ in range(SCALE_STATUS_RUNS):
+            _, out, _, dt = self.troupe("status", "--controller", endpoint, "--timeout", "5s", "--json",
+                                        timeout=120, expect=(0, 1))
+            times.append(dt * 1000)
+            replies = json.loads(out or "{}")
+            bad = {k: v for k, v in replies.items() if v.get("status") != "ok"}
+            failed.append(len(bad))
+            if bad:
+                name, reply = next(iter(bad.items()))
+                fig["status_failure_example"] = f"{name}: {json.dumps(reply)[:300]}"
+        fig["status_ms"] = times
+        fig["status_failed"] = failed
+        client = Client(self.zmq, endpoint)
+        try:
+            rts = []
+            for _ in range(SCALE_STATUS_RUNS):
+                msg, reply, dt = client.raw("status", {"node": "*", "node_timeout": 5.0}, timeout=30)
+                nodes = reply.get("nodes") or {}
+                got = sum(1 for r in nodes.values() if r.get("status") == "ok")
+                if reply.get("status") != "ok" or got != n:
+                    raise Failure(f"request {msg}\n-> reply status {reply.get('status')}, {got} ok of {len(nodes)}")
+                rts.append(dt * 1000)
+            fig["status_serve_ms"] = rts
+        finally:
+            client.close()
+        log(f"status to {n}: p50 {statistics.median(times):.0f} ms (serve alone "
+            f"{statistics.median(rts):.0f} ms)")
+
+    def scale_configure(self, n, endpoint, fig, dirs):
+        self.note_load(f"troupe configure to {n} agents through serve")
+        argv = ["configure", "--controller", endpoint, "--timeout", "20s"]
+        # Timed even when some node failed (exit 1): how many did is reported beside.
+        rc, out, _, dt = self.troupe(*argv, timeout=300, expect=(0, 1))
+        fig["configure_rcs"] = [rc]
+        if rc != 0:
+            fig["configure_failure_example"] = "\n".join(
+                line for line in out.splitlines() if "1 file" not in line and "unchanged" not in line)[:600]
+        fig["configure_first_ms"] = dt * 1000
+        for d in (dirs[0], dirs[-1]):
+            lines = open(os.path.join(d, "peers.txt")).read().splitlines()
+            if len(lines) != n:
+                raise Failure(f"$ troupe {shlex.join(argv)}: {d}/peers.txt has {len(lines)} lines, not {n}")
+        times = []
+        for _ in range(SCALE_CONFIGURE_RUNS):
+            rc, _, _, dt = self.troupe(*argv, timeout=300, expect=(0, 1))
+            fig["configure_rcs"].append(rc)
+            times.append(dt * 1000)
+        fig["configure_ms"] = times
+        log(f"configure to {n}: p50 {statistics.median(times):.0f} ms")
+
+    def scale_kill(self, n, client, agents, names, fig):
+        victims = random.Random(15).sample(range(n), SCALE_KILLED)
+        self.note_load(f"SIGKILL {SCALE_KILLED} of {n} agents")
+        t_kill = time.perf_counter()
+        for i in victims:
+            agents[i].kill()
+        for i in victims:
+            agents[i].wait(timeout=10)
+        want = {names[i] for i in victims}
+        deadline = time.monotonic() + 30
+        st = {}
+        while time.monotonic() < deadline:
+            st = self.states(client) or st
+            if all(st.get(name) == "down" for name in want):
+                fig["killed_down_s"] = time.perf_counter() - t_kill
+                break
+            time.sleep(0.05)
+        else:
+            left = sorted(name for name in want if st.get(name) != "down")
+            raise Failure(f"{len(left)} of {SCALE_KILLED} killed agents not down within 30 s: {left[:5]}")
+        others = set(names) - want
+        fig["others_alive_after_kill"] = sum(1 for name in others if st.get(name) == "alive")
+        log(f"{SCALE_KILLED} of {n} killed: all down {fig['killed_down_s']:.2f} s later; "
+            f"{fig['others_alive_after_kill']} of {len(others)} others alive")
+
+    def phase_scale(self):
+        for n in sorted({FLEET, self.args.agents}):
+            self.attempt(f"serve with {n} agents", self.scale_run, n)
+
     def phase_main(self):
         self.attempt("probing discovery and SIGKILL -> down", self.probe_and_down)
         self.attempt("/24 probe", self.probe24)
@@ -1171,11 +1472,13 @@ class Inner:
 
     def main(self):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.nofile_soft = min(soft, 1024)  # what a login shell usually gives serve
         if soft < 65536 and hard > soft:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
         try:
             {"mdns-lo": self.phase_mdns_lo, "mdns-bridge": self.phase_mdns_bridge,
-             "main": self.phase_main, "simulated": self.phase_simulated}[self.args.inner]()
+             "main": self.phase_main, "simulated": self.phase_simulated,
+             "scale": self.phase_scale}[self.args.inner]()
         finally:
             self.stop_all()
             kill_namespace_except_self()
@@ -1210,6 +1513,8 @@ def main():
     p.add_argument("--swarm", default=os.path.join(ROOT, "target/release/troupe-swarm"))
     p.add_argument("--simulated", type=int, metavar="N",
                    help="only the simulated phase: one serve and N agents of troupe-swarm (bench/mesh_swarm.py)")
+    p.add_argument("--agents", type=int, metavar="N",
+                   help=f"only one serve with {FLEET} real agents, then with N, side by side")
     args = p.parse_args()
     if args.inner:
         def interrupt(signum, frame):

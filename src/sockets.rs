@@ -26,6 +26,25 @@ pub const HARD_LIMIT_FACTOR: u64 = 4;
 
 pub use zmq::Context;
 
+/// Sockets a context that keeps one per member may hold: a connection and, with a keyring,
+/// its handshake monitor per member, and as many again for the probes, retries and
+/// broadcasts under way meanwhile. libzmq's default, 1023, ran out at a thousand members.
+pub const MEMBER_CONTEXT_SOCKETS: i32 = 4 * crate::bounds::MAX_MEMBERS as i32;
+
+/// A context for sockets that grow with the members (serve's heartbeats, kept connections,
+/// stats and event subscriptions): [`MEMBER_CONTEXT_SOCKETS`], or libzmq's own limit if lower.
+pub fn member_context() -> Context {
+    let context = Context::new();
+    let wanted = match context.get_socket_limit() {
+        Ok(limit) => MEMBER_CONTEXT_SOCKETS.min(limit),
+        Err(_) => MEMBER_CONTEXT_SOCKETS,
+    };
+    if let Err(e) = context.set_max_sockets(wanted) {
+        tracing::warn!("cannot let a ZeroMQ context hold {wanted} sockets (1023 then): {e}");
+    }
+    context
+}
+
 /// The ZeroMQ context of a daemon that listens. Its ZAP handler is bound when it is made, and
 /// every `bind_*` below takes one, so no listening socket exists without the handler.
 pub struct ServerContext {
@@ -38,7 +57,8 @@ impl ServerContext {
     /// A new context whose listeners admit holders of `keyring` (CURVE), or, without one,
     /// every NULL peer. Needs a Tokio runtime: the ZAP handler is a task.
     pub fn new(keyring: Option<&Keyring>) -> tmq::Result<ServerContext> {
-        let context = Context::new();
+        // Serve's kept control connections are made on it too.
+        let context = member_context();
         let (keys, updates) = tokio::sync::watch::channel(keyring.cloned());
         let handler = zap::start(&context, updates)?;
         Ok(ServerContext {

@@ -357,8 +357,9 @@ struct FakeFleet {
 
 impl FakeFleet {
     fn run(self, ready: std::sync::mpsc::Sender<()>) {
-        // Made on this thread, so ZeroMQ's I/O threads live in the namespace too.
-        let zmq = zmq::Context::new();
+        // Made on this thread, so ZeroMQ's I/O threads live in the namespace too; a router per
+        // fake node, more than libzmq's default 1023 sockets past MAX_MEMBERS.
+        let zmq = troupe::sockets::member_context();
         let port = |offset: usize| self.first_port as usize + offset;
         let routers: Vec<zmq::Socket> = (0..self.count)
             .map(|i| {

@@ -147,7 +147,7 @@ pub fn spawn(membership: MembershipHandle) -> (ActivityHandle, JoinHandle<()>) {
         readers: BTreeMap::new(),
         live: live.clone(),
         tx: tx.clone(),
-        zmq: zmq::Context::new(),
+        zmq: troupe::sockets::member_context(),
     };
     let task = tokio::spawn(actor.run(rx, membership));
     (ActivityHandle { tx, live }, task)

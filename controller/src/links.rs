@@ -234,10 +234,10 @@ impl Pool {
             return;
         };
         let members: HashSet<String> = membership
-            .members()
-            .into_iter()
+            .shared_members()
+            .iter()
             .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
-            .map(|m| m.endpoint)
+            .map(|m| m.endpoint.clone())
             .collect();
         self.idle
             .retain(|endpoint, sockets| members.contains(endpoint) && !sockets.is_empty());

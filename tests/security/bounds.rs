@@ -461,11 +461,25 @@ fn serve_cluster_past_the_member_bound_is_refused_and_the_table_holds() {
     let range: Vec<String> = (0..fakes.count)
         .map(|i| format!("{}:{}", fakes.address, fakes.first_port as usize + i))
         .collect();
+    // A request sweeps at most SERVE_REMOTE_SWEEP_ADDRESSES: the table fills over several, and
+    // the last one, of the extra nodes alone, is refused.
+    let (filling, past) = range.split_at(MAX_MEMBERS);
+    for chunk in filling.chunks(SERVE_REMOTE_SWEEP_ADDRESSES as usize) {
+        let reply = call_from(
+            lab.attacker(),
+            &serve.endpoint,
+            "cluster",
+            json!({"range": chunk.join(",")}),
+            Duration::from_secs(60),
+        );
+        let reply = reply.expect("serve answers the sweep");
+        assert_eq!(reply["status"], "ok", "{reply}");
+    }
     let reply = call_from(
         lab.attacker(),
         &serve.endpoint,
         "cluster",
-        json!({"range": range.join(",")}),
+        json!({"range": past.join(",")}),
         Duration::from_secs(60),
     );
     let reply = reply.expect("serve answers the sweep");

@@ -169,7 +169,7 @@ async fn probe_loop(
     mut ranges_rx: tokio::sync::watch::Receiver<(u64, Ranges)>,
     sweeps: tokio::sync::watch::Sender<Option<u64>>,
 ) {
-    let zmq = zmq::Context::new();
+    let zmq = troupe::sockets::member_context();
     let every = sources.probe_interval.max(Duration::from_millis(500));
     loop {
         let (generation, probe) = ranges_rx.borrow_and_update().clone();

@@ -24,7 +24,9 @@
 //! (join, suspect, down, leave, update) and on [`MembershipHandle::sync`]; what changes without
 //! an event (a heartbeat's answer time, facts such as the watcher count) reaches it at the next
 //! 250 ms tick. Publishing copies the whole table: after every heartbeat answer that was half
-//! of `troupe serve`'s CPU with 200 members.
+//! of `troupe serve`'s CPU with 200 members. So answers that arrive together are handled
+//! together, one view for up to [`RESULTS_PER_VIEW`] of them, and the view is shared
+//! (`Arc`): its readers (stats, links, activity, the dashboard) do not copy it again.
 
 use super::round_trips::RoundTrips;
 use super::row::MemberRow;
@@ -35,6 +37,7 @@ use crate::admission::Admission;
 use crate::probe::{probe, probe_on, Dealer, Probed};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{interval, Instant, MissedTickBehavior};
@@ -45,6 +48,14 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// retried at once), so `suspect` comes before `down`; one late answer alone changes nothing.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
 const TICK_EVERY: Duration = Duration::from_millis(250);
+/// A tick this late means the actor itself did not run: see [`MemberTable::excuse`].
+const STALL: Duration = Duration::from_millis(500);
+/// Heartbeat results (or discovery messages) handled before the view is published again (see
+/// the module doc).
+const RESULTS_PER_VIEW: usize = 256;
+/// Each member is asked once per [`HEARTBEAT_EVERY`], in one of this many slots of it (by a
+/// hash of its key), so a thousand requests and answers are not all in flight at one instant.
+const HEARTBEAT_SLOTS: u32 = 10;
 
 /// What discovery sources and the control socket tell the actor.
 #[derive(Debug)]
@@ -89,7 +100,7 @@ pub struct PublishedEvent {
 #[derive(Clone)]
 pub struct MembershipHandle {
     tx: mpsc::Sender<MembershipMsg>,
-    view: watch::Receiver<Vec<Member>>,
+    view: watch::Receiver<Arc<Vec<Member>>>,
     refused: watch::Receiver<u64>,
     others: watch::Receiver<BTreeMap<String, usize>>,
     silent: watch::Receiver<Vec<(String, Silent)>>,
@@ -107,7 +118,7 @@ impl MembershipHandle {
         admission: Admission,
     ) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        let (view_tx, view) = watch::channel(Vec::new());
+        let (view_tx, view) = watch::channel(Arc::new(Vec::new()));
         let (refused_tx, refused) = watch::channel(0);
         let (others_tx, others) = watch::channel(BTreeMap::new());
         let (silent_tx, silent) = watch::channel(Vec::new());
@@ -121,7 +132,7 @@ impl MembershipHandle {
         let actor = Actor {
             table,
             admission,
-            zmq: zmq::Context::new(),
+            zmq: troupe::sockets::member_context(),
             view: view_tx,
             refused: refused_tx,
             others: others_tx,
@@ -159,11 +170,16 @@ impl MembershipHandle {
 
     /// The members now, sorted by name.
     pub fn members(&self) -> Vec<Member> {
+        self.view.borrow().as_ref().clone()
+    }
+
+    /// The members now, sorted by name, without a copy (what follows every change uses it).
+    pub fn shared_members(&self) -> Arc<Vec<Member>> {
         self.view.borrow().clone()
     }
 
     /// The member view, to wait on its changes (the dashboard's live page).
-    pub fn view(&self) -> watch::Receiver<Vec<Member>> {
+    pub fn view(&self) -> watch::Receiver<Arc<Vec<Member>>> {
         self.view.clone()
     }
 
@@ -213,7 +229,7 @@ struct Actor {
     table: MemberTable,
     admission: Admission,
     zmq: zmq::Context,
-    view: watch::Sender<Vec<Member>>,
+    view: watch::Sender<Arc<Vec<Member>>>,
     refused: watch::Sender<u64>,
     others: watch::Sender<BTreeMap<String, usize>>,
     silent: watch::Sender<Vec<(String, Silent)>>,
@@ -246,22 +262,59 @@ struct ProbeResult {
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<MembershipMsg>) {
         let (results_tx, mut results) = mpsc::unbounded_channel::<ProbeResult>();
-        let mut heartbeat = interval(HEARTBEAT_EVERY);
+        let mut heartbeat = interval(HEARTBEAT_EVERY / HEARTBEAT_SLOTS);
+        let mut slot: u32 = 0;
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut tick = interval(TICK_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
         loop {
+            // Answers first: one waiting in the queue when the tick comes must count, or a
+            // busy controller declares members down that did answer.
             let (events, ticked) = tokio::select! {
+                biased;
+                Some(result) = results.recv() => {
+                    // Answers that arrived together (a heartbeat round, a first sweep) make one
+                    // view, not one copy of the table each.
+                    let mut events = self.on_result(result, &results_tx);
+                    for _ in 1..RESULTS_PER_VIEW {
+                        let Ok(result) = results.try_recv() else { break };
+                        events.extend(self.on_result(result, &results_tx));
+                    }
+                    (events, false)
+                }
                 msg = rx.recv() => match msg {
-                    Some(msg) => (self.on_message(msg, &results_tx), false),
+                    // Likewise for what discovery sends together: a sweep's thousand answers
+                    // were a thousand copies of a growing table, and stalled the actor.
+                    Some(msg) => {
+                        let mut events = self.on_message(msg, &results_tx);
+                        for _ in 1..RESULTS_PER_VIEW {
+                            let Ok(msg) = rx.try_recv() else { break };
+                            events.extend(self.on_message(msg, &results_tx));
+                        }
+                        (events, false)
+                    }
                     None => return,
                 },
-                Some(result) = results.recv() => (self.on_result(result, &results_tx), false),
                 _ = heartbeat.tick() => {
-                    self.heartbeat(&results_tx);
+                    self.heartbeat(slot, &results_tx);
+                    slot = (slot + 1) % HEARTBEAT_SLOTS;
                     (Vec::new(), false)
                 }
-                _ = tick.tick() => (self.table.tick(Instant::now()), true),
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let late = now.duration_since(last_tick).saturating_sub(TICK_EVERY);
+                    last_tick = now;
+                    if late >= STALL {
+                        tracing::warn!(
+                            "this controller did not run for {} ms (an overloaded machine?): \
+                             members are not blamed for that silence",
+                            late.as_millis()
+                        );
+                        self.table.excuse(late);
+                    }
+                    (self.table.tick(now), true)
+                }
             };
             if !events.is_empty() || (ticked && self.view_stale) {
                 self.publish(events);
@@ -379,13 +432,16 @@ impl Actor {
         }
     }
 
-    fn heartbeat(&mut self, results: &mpsc::UnboundedSender<ProbeResult>) {
+    /// Asks the members of heartbeat slot `slot`.
+    fn heartbeat(&mut self, slot: u32, results: &mpsc::UnboundedSender<ProbeResult>) {
         // Rows dropped without an event (a locked row that answered) are caught here.
-        self.close_stale();
+        if slot == 0 {
+            self.close_stale();
+        }
         let due: Vec<(String, String)> = self
             .table
             .members()
-            .filter(|m| m.state != MemberState::Locked)
+            .filter(|m| m.state != MemberState::Locked && heartbeat_slot(&m.key) == slot)
             .map(|m| (m.key.clone(), m.endpoint.clone()))
             .collect();
         for (key, endpoint) in due {
@@ -457,7 +513,7 @@ impl Actor {
         // The view first, so whoever reacts to an event (the links pool) reads it up to date.
         let mut members: Vec<Member> = self.table.members().cloned().collect();
         members.sort_by(|a, b| a.name.cmp(&b.name).then(a.endpoint.cmp(&b.endpoint)));
-        self.view.send_replace(members);
+        self.view.send_replace(Arc::new(members));
         let refused = self.table.refused();
         if refused != *self.refused.borrow() {
             tracing::warn!(
@@ -505,6 +561,15 @@ impl Actor {
             });
         }
     }
+}
+
+/// The heartbeat slot of the member with `key`: the same at every round.
+fn heartbeat_slot(key: &str) -> u32 {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() has fixed keys: a member keeps its slot.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % u64::from(HEARTBEAT_SLOTS)) as u32
 }
 
 /// One heartbeat on `kept` (or a new connection): the result, and the connection when it

@@ -55,6 +55,22 @@ async fn two_misses_make_suspect_and_silence_makes_down_within_three_seconds() {
     assert!(table.tick(t0 + Duration::from_secs(5)).is_empty());
 }
 
+/// A stall of the controller itself (seen at 1000 members on a loaded machine: hundreds of
+/// members down at one tick, none suspect before) is not the members' silence.
+#[tokio::test(start_paused = true)]
+async fn the_controllers_own_stall_does_not_count_as_silence() {
+    let t0 = Instant::now();
+    let mut table = table_with_a(t0);
+    // Nothing heard from 0.5 s to 2.9 s: serve itself did not run.
+    table.excuse(Duration::from_millis(2400));
+    assert!(table.tick(t0 + Duration::from_millis(2900)).is_empty());
+    assert_eq!(state(&table, "id-a"), MemberState::Alive);
+    // Still silent once serve runs again: down DOWN_AFTER of running time after the answer.
+    assert!(table.tick(t0 + Duration::from_millis(4800)).is_empty());
+    let events = table.tick(t0 + Duration::from_millis(4900));
+    assert_eq!(kinds(&events), [("a".into(), EventKind::Down)]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_answer_clears_misses_so_flapping_does_not_accumulate() {
     let t0 = Instant::now();

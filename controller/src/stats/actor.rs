@@ -9,7 +9,7 @@ use super::snapshot::Snapshot;
 use super::topic::{cluster_topic, node_total_topic, Topic};
 use crate::membership::{Kind, Member, MemberState, MembershipHandle};
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -68,7 +68,7 @@ pub fn spawn(feed: Feed, publisher: Option<GuardedPublisher>) -> (StatsHandle, J
     // Bounded: a slow actor makes readers wait, and ZeroMQ drops at the SUB's high-water mark
     // instead of this process growing without limit.
     let (tx, rx) = mpsc::channel(4096);
-    let zmq = zmq::Context::new();
+    let zmq = troupe::sockets::member_context();
     let mut actor = Actor {
         stats: ClusterStats::default(),
         subscriptions: BTreeMap::new(),
@@ -123,7 +123,7 @@ impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<StatsMsg>, membership: Option<MembershipHandle>) {
         let mut events = membership.as_ref().map(MembershipHandle::subscribe);
         if let Some(membership) = &membership {
-            self.reconcile(&membership.members());
+            self.reconcile(&membership.shared_members());
         }
         let mut tick = interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -140,13 +140,13 @@ impl Actor {
                         events = None; // membership is gone; keep serving what we have
                     }
                     if let Some(membership) = &membership {
-                        self.reconcile(&membership.members());
+                        self.reconcile(&membership.shared_members());
                     }
                 }
                 _ = watch(&mut self.publisher) => {}
                 _ = tick.tick() => {
                     if let Some(membership) = &membership {
-                        self.reconcile(&membership.members());
+                        self.reconcile(&membership.shared_members());
                     }
                     self.on_tick();
                 }
@@ -234,7 +234,7 @@ impl Actor {
             self.subscriptions
                 .insert(key, Subscription { node, source, task });
         }
-        let known: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        let known: HashSet<&str> = members.iter().map(|m| m.name.as_str()).collect();
         let forgotten: Vec<String> = self
             .stats
             .nodes()
@@ -283,7 +283,15 @@ async fn member_event(
     match events {
         None => std::future::pending().await,
         Some(rx) => match rx.recv().await {
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                // One reconcile for a burst (a thousand joins as serve starts).
+                while !matches!(
+                    rx.try_recv(),
+                    Err(broadcast::error::TryRecvError::Empty
+                        | broadcast::error::TryRecvError::Closed)
+                ) {}
+                Ok(())
+            }
             Err(broadcast::error::RecvError::Closed) => Err(()),
         },
     }
