@@ -480,7 +480,7 @@ pub async fn controller_answers(endpoint: &str) -> bool {
 }
 
 /// Sends through a running controller.
-async fn via_controller(
+pub async fn via_controller(
     endpoint: &str,
     request: &Request,
     options: &BroadcastOptions,

@@ -1,13 +1,14 @@
 //! `troupe configure`, `reset` and `reconfigure`: the peer list from membership, pushed to
 //! every node so each renders its service config; data wiped for clean repeats.
 
-use crate::broadcast::{fan_out, reply_ok, Target};
+use crate::broadcast::{gather, reply_ok, Reach, Target};
 use crate::command::{BroadcastOptions, ClusterLink};
 use crate::confirm::{confirm, Question};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-use troupe::protocol::{ConfigureRequest, Peer, PeerList, Request};
+use troupe::client::Outgoing;
+use troupe::protocol::{ConfigureFrames, Peer, Request};
 
 /// The peers: alive and suspect troupe members (a member that missed a heartbeat or two is
 /// still one: a peer list is not rewritten for a lost packet) (never a locked row, and an id held by one member only) (stock circusd nodes cannot render
@@ -68,27 +69,49 @@ pub fn host_of(endpoint: &str) -> String {
         .to_string()
 }
 
-/// The `configure` request for the peer called `me`.
-pub fn configure_request(
-    cluster: &str,
-    peers: &[Peer],
-    me: &str,
-    restart: bool,
-    dry_run: bool,
-) -> Option<Request> {
-    let peers = PeerList::assign(cluster, peers.to_vec(), me)?;
-    let request = ConfigureRequest {
-        peers,
-        restart,
-        dry_run,
-    };
-    Some(Request::new("configure", request.to_properties()))
-}
-
 /// Pushes `configure` to the selected peers (every peer gets the full list); replies keyed
 /// by node name. A member left out of the list gets an error row of its own, keyed by its
-/// endpoint (its name is what failed the rules).
+/// endpoint (its name is what failed the rules). New connections, on one context.
 pub async fn push(
+    nodes: &[Value],
+    cluster: &str,
+    options: &BroadcastOptions,
+    restart: bool,
+    dry_run: bool,
+) -> anyhow::Result<BTreeMap<String, Value>> {
+    push_via(&Reach::fresh(), nodes, cluster, options, restart, dry_run).await
+}
+
+/// [`push`] as `link` reaches the cluster: a running controller pushes it itself from its own
+/// membership, on the connections it keeps to every member (`configure` with a `node`
+/// property, see [`crate::serve`]); otherwise it goes out from here, to `nodes`.
+pub async fn push_on(
+    link: &ClusterLink,
+    nodes: &[Value],
+    cluster: &str,
+    options: &BroadcastOptions,
+    restart: bool,
+    dry_run: bool,
+) -> anyhow::Result<BTreeMap<String, Value>> {
+    match link {
+        ClusterLink::Controller(endpoint) => {
+            let mut props = Map::new();
+            props.insert("restart".into(), json!(restart));
+            props.insert("dry_run".into(), json!(dry_run));
+            let request = Request::new("configure", props);
+            crate::command::via_controller(endpoint, &request, options).await
+        }
+        ClusterLink::Kept { links, .. } => {
+            let reach = Reach::Kept(links.clone());
+            push_via(&reach, nodes, cluster, options, restart, dry_run).await
+        }
+        ClusterLink::Local { .. } => push(nodes, cluster, options, restart, dry_run).await,
+    }
+}
+
+/// [`push`] on `reach`'s connections.
+pub async fn push_via(
+    reach: &Reach,
     nodes: &[Value],
     cluster: &str,
     options: &BroadcastOptions,
@@ -103,14 +126,11 @@ pub async fn push(
             member.reason
         );
     }
+    let names: HashSet<&str> = peers.iter().map(|p| p.name.as_str()).collect();
     let selected: Vec<Target> = crate::broadcast::select(
         nodes
             .iter()
-            .filter(|n| {
-                peers
-                    .iter()
-                    .any(|p| Some(p.name.as_str()) == n["name"].as_str())
-            })
+            .filter(|n| n["name"].as_str().is_some_and(|name| names.contains(name)))
             .map(|n| Target {
                 name: n["name"].as_str().unwrap_or_default().to_string(),
                 endpoint: n["endpoint"].as_str().unwrap_or_default().to_string(),
@@ -118,22 +138,25 @@ pub async fn push(
         options.node.as_deref(),
     )
     .map_err(|e| anyhow::anyhow!(e))?;
-    let sends = selected.into_iter().filter_map(|target| {
-        let request = configure_request(cluster, &peers, &target.name, restart, dry_run)?;
-        Some(async move {
-            let mut replies = fan_out(
-                std::slice::from_ref(&target),
-                &request,
-                options.timeout,
-                false,
-            )
-            .await;
-            let reply = replies.remove(&target.name).unwrap_or(Value::Null);
-            (target.name, reply)
-        })
-    });
-    let mut replies: BTreeMap<String, Value> =
-        futures::future::join_all(sends).await.into_iter().collect();
+    let frames = ConfigureFrames::new(cluster, peers, restart, dry_run);
+    let mut replies = gather(&selected, false, |target| {
+        let id = Value::String(troupe::client::random_id());
+        let request = frames.frame(&target.name, &id).map(|frame| Outgoing {
+            id,
+            frame,
+            changes_nothing: false,
+        });
+        async move {
+            match request {
+                Some(request) => reach.call(&target.endpoint, request, options.timeout).await,
+                None => Ok(json!({
+                    "status": "error",
+                    "reason": "not in the peer list (another member has its name)",
+                })),
+            }
+        }
+    })
+    .await;
     // Suspect peers are in the list and sent to: they answer or time out.
     crate::absent::add(&mut replies, nodes, options.node.as_deref());
     for member in refused {
@@ -248,7 +271,7 @@ pub async fn reconfigure(
         steps.push(("RESET", link.send(&request, &slow).await?));
     }
     let nodes = link.nodes().await;
-    let configured = push(&nodes, cluster, options, false, false).await?;
+    let configured = push_on(link, &nodes, cluster, options, false, false).await?;
     // Start what starts by itself, and every watcher configure rendered files for (a
     // service waiting for its peer list is usually autostart = false).
     let mut started = link.send(&waiting("start", Value::Null), &slow).await?;
@@ -318,6 +341,20 @@ pub async fn reconfigure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use troupe::protocol::ConfigureRequest;
+
+    /// The `configure` request for the peer called `me`, as [`push`] sends it.
+    fn configure_request(
+        cluster: &str,
+        peers: &[Peer],
+        me: &str,
+        restart: bool,
+        dry_run: bool,
+    ) -> Option<Request> {
+        let frames = ConfigureFrames::new(cluster, peers.to_vec(), restart, dry_run);
+        let frame = frames.frame(me, &Value::Null)?;
+        Some(Request::decode(&frame, usize::MAX).expect("a frame decodes"))
+    }
 
     fn node(name: &str, endpoint: &str, state: &str) -> Value {
         // A UUID per name, as agents make them.

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use troupe::client::{exchange, ClientError};
+use troupe::client::{exchange, ClientError, Outgoing};
 use troupe::protocol::Request;
 
 /// Idle connections kept per node: one, as a broadcast takes one per node; concurrent calls
@@ -88,7 +88,7 @@ impl Links {
     pub async fn call(
         &self,
         endpoint: &str,
-        request: Request,
+        request: impl Into<Outgoing>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
         let mut socket = self.checkout(endpoint).await?;

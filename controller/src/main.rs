@@ -305,7 +305,8 @@ fn main() -> ExitCode {
             let cluster = broadcast.flags.settings()?.config.cluster;
             let nodes = link.nodes().await;
             let options = broadcast.options();
-            let mut replies = configure::push(&nodes, &cluster, &options, restart, dry_run).await?;
+            let mut replies =
+                configure::push_on(&link, &nodes, &cluster, &options, restart, dry_run).await?;
             troupe_controller::absent::apply_alive_only(&mut replies, options.alive_only);
             if replies.is_empty() {
                 report_locked(&nodes, &options);

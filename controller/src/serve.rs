@@ -288,36 +288,40 @@ async fn auto_configure(context: Arc<ServeContext>) {
             ..Default::default()
         };
         let cluster = &context.settings.config.cluster;
-        let (ok, detail) =
-            match crate::configure::push(&nodes, cluster, &options, true, false).await {
-                Ok(replies) => {
-                    // Down members get a row of their own in the replies; only peers count.
-                    let failed: Vec<&String> = replies
-                        .iter()
-                        .filter(|(name, _)| peers.iter().any(|p| &p.name == *name))
-                        .filter(|(_, r)| !reply_ok(r))
-                        .map(|(n, _)| n)
-                        .collect();
-                    tracing::info!(
-                        nodes = replies.len(),
-                        ?failed,
-                        "auto-configure pushed the peer list"
-                    );
-                    // A push some node did not take is made again at the next change, even to
-                    // the same list.
-                    let ok = failed.is_empty();
-                    let detail = match ok {
-                        true => format!("auto-configure: ok on {} node(s)", replies.len()),
-                        false => format!("auto-configure: failed on {failed:?}"),
-                    };
-                    pushed = ok.then_some(peers);
-                    (ok, detail)
-                }
-                Err(e) => {
-                    tracing::warn!("auto-configure failed: {e:#}");
-                    (false, format!("auto-configure failed: {e:#}"))
-                }
-            };
+        let reach = crate::broadcast::Reach::Kept(context.links.clone());
+        let (ok, detail) = match crate::configure::push_via(
+            &reach, &nodes, cluster, &options, true, false,
+        )
+        .await
+        {
+            Ok(replies) => {
+                // Down members get a row of their own in the replies; only peers count.
+                let failed: Vec<&String> = replies
+                    .iter()
+                    .filter(|(name, _)| peers.iter().any(|p| &p.name == *name))
+                    .filter(|(_, r)| !reply_ok(r))
+                    .map(|(n, _)| n)
+                    .collect();
+                tracing::info!(
+                    nodes = replies.len(),
+                    ?failed,
+                    "auto-configure pushed the peer list"
+                );
+                // A push some node did not take is made again at the next change, even to
+                // the same list.
+                let ok = failed.is_empty();
+                let detail = match ok {
+                    true => format!("auto-configure: ok on {} node(s)", replies.len()),
+                    false => format!("auto-configure: failed on {failed:?}"),
+                };
+                pushed = ok.then_some(peers);
+                (ok, detail)
+            }
+            Err(e) => {
+                tracing::warn!("auto-configure failed: {e:#}");
+                (false, format!("auto-configure failed: {e:#}"))
+            }
+        };
         let activity = crate::activity::Activity {
             time: troupe::protocol::now_epoch(),
             node: "*".into(),
@@ -503,6 +507,9 @@ async fn handle(
         return reply;
     }
     if let Some(selection) = request.properties.get("node") {
+        if request.command == "configure" {
+            return push_configure(request, selection, context).await;
+        }
         return forward(request, selection, context).await;
     }
     let props = Value::Object(request.properties.clone());
@@ -594,12 +601,49 @@ async fn handle(
 /// instead of the controller's configured one. Removed before the request goes to nodes.
 pub const NODE_TIMEOUT: &str = "node_timeout";
 
-/// Sends the request (without `node` and `node_timeout`) to the selected alive members.
-async fn forward(
+/// `configure` with `node`: serve makes each selected member's request itself (the peer
+/// list from its membership, `restart` and `dry_run` from the request) and pushes it on its
+/// kept connections ([`crate::configure::push_via`]).
+async fn push_configure(
     request: &Request,
     selection: &Value,
     context: &ServeContext,
 ) -> Result<Map<String, Value>, CommandError> {
+    let (selection, timeout) = forwarding(request, selection, context)?;
+    let flag = |name: &str| match request.properties.get(name) {
+        None => Ok(false),
+        Some(Value::Bool(flag)) => Ok(*flag),
+        Some(other) => Err(CommandError::message(format!(
+            "'{name}' must be true or false, got {other}"
+        ))),
+    };
+    let options = crate::command::BroadcastOptions {
+        node: selection.map(str::to_string),
+        timeout,
+        ..Default::default()
+    };
+    let nodes = context.membership.members_json();
+    let reach = crate::broadcast::Reach::Kept(context.links.clone());
+    let cluster = &context.settings.config.cluster;
+    let replies = crate::configure::push_via(
+        &reach,
+        &nodes,
+        cluster,
+        &options,
+        flag("restart")?,
+        flag("dry_run")?,
+    )
+    .await
+    .map_err(|e| CommandError::message(e.to_string()))?;
+    Ok(fields([("nodes", json!(replies))]))
+}
+
+/// The selection (None for every member) and the per-node timeout of a request with `node`.
+fn forwarding<'a>(
+    request: &Request,
+    selection: &'a Value,
+    context: &ServeContext,
+) -> Result<(Option<&'a str>, Duration), CommandError> {
     let selection = match selection {
         Value::String(s) if s == "*" || s.is_empty() => None,
         Value::String(s) => Some(s.as_str()),
@@ -609,11 +653,7 @@ async fn forward(
             )))
         }
     };
-    let targets =
-        select(alive_targets(&context.membership), selection).map_err(CommandError::message)?;
-    let mut inner = request.clone();
-    inner.properties.remove("node");
-    let timeout = match inner.properties.remove(NODE_TIMEOUT) {
+    let timeout = match request.properties.get(NODE_TIMEOUT) {
         None => context.settings.config.timeout,
         Some(value) => value
             .as_f64()
@@ -625,6 +665,21 @@ async fn forward(
                 ))
             })?,
     };
+    Ok((selection, timeout))
+}
+
+/// Sends the request (without `node` and `node_timeout`) to the selected alive members.
+async fn forward(
+    request: &Request,
+    selection: &Value,
+    context: &ServeContext,
+) -> Result<Map<String, Value>, CommandError> {
+    let (selection, timeout) = forwarding(request, selection, context)?;
+    let targets =
+        select(alive_targets(&context.membership), selection).map_err(CommandError::message)?;
+    let mut inner = request.clone();
+    inner.properties.remove("node");
+    inner.properties.remove(NODE_TIMEOUT);
     inner.id = Value::Null;
     let mut replies = context.links.fan_out(&targets, &inner, timeout).await;
     let known = context.membership.members_json();
