@@ -20,6 +20,7 @@ mod missing_program;
 mod partitions;
 mod raw_frames;
 mod remote_exec;
+mod scale;
 mod security;
 mod shell;
 mod soak;
