@@ -188,6 +188,7 @@ fn three_hundred_agents_under_one_serve() {
     let via =
         |command: &'static str| [command, "--controller", SERVE, "--timeout", "20s", "--json"];
     until("a broadcast to reach all 300", &mut serve, || {
+        all_alive(&ns, &names)?;
         let status = troupe_in(&ns, dir, &via("status"), Duration::from_secs(90));
         let replies = json_replies(&status, "troupe status");
         check(
@@ -199,6 +200,7 @@ fn three_hundred_agents_under_one_serve() {
 
     // A configure push through serve reaches all 300, with the same peer list.
     until("a configure push to reach all 300", &mut serve, || {
+        all_alive(&ns, &names)?;
         let configure = troupe_in(&ns, dir, &via("configure"), Duration::from_secs(90));
         let replies = json_replies(&configure, "troupe configure");
         check(ok_names(&replies) == names, &configure, &replies)
@@ -250,6 +252,7 @@ fn three_hundred_agents_under_one_serve() {
     // ... and reported by the next broadcast (the others answer), which exits 1.
     let alive: BTreeSet<String> = names.difference(&killed).cloned().collect();
     until("a broadcast to report the 20 down", &mut serve, || {
+        all_alive(&ns, &alive)?;
         let status = troupe_in(&ns, dir, &via("status"), Duration::from_secs(90));
         let replies = json_replies(&status, "troupe status after the kills");
         let reported_down: BTreeSet<String> = replies
@@ -265,8 +268,8 @@ fn three_hundred_agents_under_one_serve() {
     });
 }
 
-/// Runs `attempt` until it succeeds, for at most [`SETTLE`] while serve runs; panics with the
-/// last attempt's error.
+/// Runs `attempt` until it succeeds (every 200 ms at most), for at most [`SETTLE`] while
+/// serve runs; panics with the last attempt's error.
 fn until(what: &str, serve: &mut Daemon, mut attempt: impl FnMut() -> Result<(), String>) {
     let deadline = Instant::now() + SETTLE;
     loop {
@@ -278,7 +281,30 @@ fn until(what: &str, serve: &mut Daemon, mut attempt: impl FnMut() -> Result<(),
         if Instant::now() > deadline {
             panic!("timed out after {SETTLE:?} waiting for {what}; the last attempt: {error}");
         }
+        // Polling, as wait_for does, without asking serve hundreds of times a second.
+        std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Ok when serve lists every one of `names` alive; else which are not. A push or a broadcast
+/// is tried only then: on this shared machine, a push to 300 agents at once (each rendering
+/// a 300-peer list) can keep some from answering serve's heartbeats in time, and a member
+/// marked down is not sent to until it answers again.
+fn all_alive(ns: &Netns, names: &BTreeSet<String>) -> Result<(), String> {
+    let states = states(ns);
+    let not_alive: Vec<(&String, Option<&String>)> = names
+        .iter()
+        .map(|n| (n, states.get(n)))
+        .filter(|(_, state)| state.map(String::as_str) != Some("alive"))
+        .collect();
+    if not_alive.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} not alive in serve's list, e.g. {:?}",
+        not_alive.len(),
+        &not_alive[..not_alive.len().min(5)]
+    ))
 }
 
 /// Ok when `ok`, else the run's exit, the first replies that are not ok, and stderr.
