@@ -410,6 +410,9 @@ def report(results, load_start, load_end, elapsed, outdir):
     else:
         row(S, f"serve aggregating {LOAD_NODES} x {LOAD_PROCS}", "n/a")
 
+    if set(results) == {"fanout"}:
+        # `--fanout N` ran that phase alone: the other sections would be all n/a.
+        rows = [r for r in rows if r[0].startswith("Fan-out")]
     print()
     print(f"troupe at cluster level  ({time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs, "
           f"load average at start {load_start}, at end {load_end}; {elapsed:.0f} s)")
