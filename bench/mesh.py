@@ -32,6 +32,9 @@ Figures (see report() for the exact list):
   broadcast   `troupe status --controller` to 32 and 128 agents (p50/p99 of 20 runs, wall time
               of the CLI process); one agent SIGSTOPped: total with --timeout 1s
   configure   `troupe reconfigure` -> 3 healthy etcd members; `troupe configure` to 100 agents
+  fan-out     (`--fanout N` only: that phase alone, in <tag>-m) N agents on 127.1.x.y: `troupe
+              status` and `troupe configure` to all N, straight from the CLI (--probe) and
+              through a serve (--controller): p50/p99 of the CLI's wall time
   stats       troupe-agent sampling 1000 processes at 1 Hz (CPU over 20 s minus idle);
               circusd-stats (and circusd) on 1000 processes; serve aggregating 32 x 50 processes
 """
@@ -71,7 +74,7 @@ from compare import (  # noqa: E402  (bench/compare.py: same directory)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PHASE_TIMEOUTS = {"mdns-lo": 90, "mdns-bridge": 90, "main": 560, "simulated": 600,
-                  "scale": 1500}
+                  "scale": 1500, "fanout": 900}
 
 # Targets from the issue.
 TARGET_DOWN_S = 3.0
@@ -81,6 +84,10 @@ TARGET_BLACKHOLE_EXTRA_MS = 50.0
 TARGET_SAMPLING_CPU = 1.0  # % of one core
 
 FLEET = 200
+# `--fanout N`: fan-outs to N agents (issue 15's targets are for 1000).
+FANOUT_RUNS = 10
+TARGET_FANOUT_STATUS_P50_MS = 150.0
+TARGET_FANOUT_CONFIGURE_S = 2.0
 STATUS_RUNS = 20
 STATUS_WARMUP = 2
 BLACKHOLE_RUNS = 3
@@ -186,6 +193,8 @@ def outer(args):
                                            os.path.abspath(args.swarm)]),)
         elif args.agents:
             phases = (("scale", ns_m, ["--agents", str(args.agents)]),)
+        elif args.fanout:
+            phases = (("fanout", ns_m, ["--fanout", str(args.fanout)]),)
         else:
             phases = (
                 ("mdns-lo", ns_d, []),
@@ -356,10 +365,10 @@ def report(results, load_start, load_end, elapsed, outdir):
     fig = {}
     failures = []
     loads = []
-    for phase in ("mdns-lo", "mdns-bridge", "main", "simulated"):
+    for phase in ("mdns-lo", "mdns-bridge", "main", "simulated", "fanout"):
         if phase not in results:
             continue
-        r = results.get(phase, {})
+        r = results[phase]
         fig.update(r.get("figures", {}))
         failures += [dict(f, phase=phase) for f in r.get("failures", [])]
         loads += r.get("loads", [])
@@ -453,6 +462,41 @@ def report(results, load_start, load_end, elapsed, outdir):
     else:
         row(S, "troupe configure to 100 agents", "n/a")
 
+    n = fig.get("fanout_n")
+    if n:
+        S = f"Fan-out to {n} agents"
+
+        def p50_p99(key, target=None):
+            v = fig.get(key)
+            if not v:
+                return row(S, LABELS[key], "n/a")
+            p50 = statistics.median(v)
+            ok = None if target is None else p50 <= target
+            row(S, LABELS[key], f"{p50:.0f} / {percentile(v, 99):.0f} ms ({len(v)} runs, max {max(v):.0f})",
+                "" if target is None else f"p50 <= {target:g} ms", ok)
+            cpu = fig.get(key + "_cpu")
+            if cpu:
+                row(S, "  CPU per run: the troupe CLI / all agents together / serve",
+                    f"{cpu[0] * 1000:.0f} / {cpu[1] * 1000:.0f} / {cpu[2] * 1000:.0f} ms")
+
+        LABELS = {
+            "fanout_cli_status_ms": "troupe status --probe RANGE (sweep + fan-out), p50 / p99",
+            "fanout_cli_configure_ms": "troupe configure --probe RANGE (sweep + push), p50 / p99",
+            "fanout_status_ms": "troupe status --controller, p50 / p99",
+            "fanout_configure_ms": "troupe configure --controller (files unchanged), p50 / p99",
+        }
+        row(S, "agents started -> all answer a probe", f"{fig.get('fanout_up_s', 0):.1f} s")
+        p50_p99("fanout_cli_status_ms")
+        p50_p99("fanout_cli_configure_ms")
+        if "fanout_alive_s" in fig:
+            row(S, "serve start -> all alive", f"{fig['fanout_alive_s']:.1f} s")
+        p50_p99("fanout_status_ms", TARGET_FANOUT_STATUS_P50_MS)
+        if "fanout_configure_first_ms" in fig:
+            row(S, "troupe configure --controller, first push (files written)",
+                f"{fig['fanout_configure_first_ms']:.0f} ms", f"<= {TARGET_FANOUT_CONFIGURE_S:g} s",
+                fig["fanout_configure_first_ms"] <= TARGET_FANOUT_CONFIGURE_S * 1000)
+        p50_p99("fanout_configure_ms", TARGET_FANOUT_CONFIGURE_S * 1000)
+
     S = "Stats"
     if "agent_cpu_loaded" in fig:
         d = fig["agent_cpu_loaded"] - fig["agent_cpu_idle"]
@@ -493,6 +537,9 @@ def report(results, load_start, load_end, elapsed, outdir):
     if "simulated" in results:
         rows = [r for r in rows if r[0].startswith("Simulated")]
 
+    if set(results) == {"fanout"}:
+        # `--fanout N` ran that phase alone: the other sections would be all n/a.
+        rows = [r for r in rows if r[0].startswith("Fan-out")]
     print()
     print(f"troupe at cluster level  ({time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs, "
           f"load average at start {load_start}, at end {load_end}; {elapsed:.0f} s)")
@@ -1449,6 +1496,120 @@ class Inner:
         for n in sorted({FLEET, self.args.agents}):
             self.attempt(f"serve with {n} agents", self.scale_run, n)
 
+    # ---- fan-out to N agents (`--fanout N`) -------------------------------------------------
+
+    @staticmethod
+    def fanout_address(i):
+        """127.1.x.y for agent i (1-based), 250 to a /24."""
+        return f"127.1.{(i - 1) // 250}.{(i - 1) % 250 + 1}"
+
+    def timed_runs(self, key, argv, check, runs=FANOUT_RUNS):
+        """`troupe ARGV` `runs` times (after one warm-up whose output `check` reads); wall ms."""
+        self.note_load(f"troupe {shlex.join(argv)}")
+        _, out, _, _ = self.troupe(*argv, "--json", timeout=120)
+        check(out)
+        times = []
+        agent_pids = [p.pid for p in self.fanout_agents]
+        a0 = sum(cpu_ticks(p) for p in agent_pids)
+        serve = getattr(self, "fanout_serve", None)
+        s0 = cpu_ticks(serve) if serve else 0
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        for _ in range(runs):
+            _, _, _, dt = self.troupe(*argv, timeout=120)
+            times.append(dt * 1000)
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        a1 = sum(cpu_ticks(p) for p in agent_pids)
+        # CPU seconds per run: the troupe CLI's own, and all agents' together (what the
+        # fan-out costs on the far side; here they share the machine's cores with it).
+        cli = (c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime) / runs
+        agents = (a1 - a0) / CLK_TCK / runs
+        served = ((cpu_ticks(serve) - s0) / CLK_TCK / runs) if serve else 0.0
+        self.figures[key] = times
+        self.figures[key + "_cpu"] = [cli, agents, served]
+        log(f"{key}: p50 {statistics.median(times):.0f} ms, max {max(times):.0f} ms; "
+            f"CPU per run: CLI {cli:.2f} s, agents {agents:.2f} s, serve {served:.2f} s")
+
+    def all_ok(self, n, what):
+        def check(out):
+            replies = json.loads(out or "{}")
+            ok = sum(1 for r in replies.values() if r.get("status") == "ok")
+            if ok != n:
+                bad = {k: v for k, v in replies.items() if v.get("status") != "ok"}
+                raise Failure(f"{what}: {ok} ok replies of {n}; e.g. {list(bad.items())[:3]}")
+        return check
+
+    def phase_fanout(self):
+        n = self.args.fanout
+        self.figures["fanout_n"] = n
+        last = self.fanout_address(n)
+        probe = f"127.1.0.1-{last}"
+        template = os.path.join(self.workdir, "peers.j2")
+        with open(template, "w") as f:
+            f.write("{% for p in peers %}{{ p.index }}={{ p.name }}@{{ p.address }}\n{% endfor %}")
+        self.note_load(f"starting {n} agents")
+        agents = []
+        t0 = time.perf_counter()
+        for i in range(1, n + 1):
+            name = f"a{i:04d}"
+            d = os.path.join(self.workdir, name)
+            watchers = (f'[watcher.svc]\ncmd = "sleep 1000"\ngraceful_timeout = 1\n'
+                        f'[[watcher.svc.template]]\nsource = "{template}"\ndest = "{d}/peers.txt"\n')
+            agents.append(self.start_agent(name, self.fanout_address(i), "bm-fan", watchers=watchers))
+        self.fanout_agents = agents
+        state = os.path.join(self.workdir, "cli-state")
+        cli = ["--probe", probe, "--no-mdns", "--cluster", "bm-fan", "--state-dir", state,
+               "--controller", "tcp://127.0.0.1:1", "--timeout", "10s"]
+        deadline = time.monotonic() + 120
+        found = 0
+        while time.monotonic() < deadline:
+            dead = [i for i, p in enumerate(agents) if p.poll() is not None]
+            if dead:
+                raise Failure(f"agents exited: {dead[:5]} (logs in {self.workdir})")
+            _, out, _, _ = self.troupe("numwatchers", *cli, "--json", timeout=120, expect=(0, 1, 3))
+            found = sum(1 for r in json.loads(out or "{}").values() if r.get("status") == "ok")
+            if found == n:
+                break
+            time.sleep(1)
+        if found != n:
+            raise Failure(f"only {found} of {n} agents answer a probe of {probe}")
+        self.figures["fanout_up_s"] = time.perf_counter() - t0
+        log(f"{n} agents answer ({self.figures['fanout_up_s']:.1f} s)")
+        self.attempt("status --probe", self.timed_runs, "fanout_cli_status_ms", ["status", *cli],
+                     self.all_ok(n, "status --probe"))
+        self.attempt("configure --probe", self.timed_runs, "fanout_cli_configure_ms", ["configure", *cli],
+                     self.all_ok(n, "configure --probe"))
+        try:
+            self.attempt(f"serve with {n} members", self.fanout_through_serve, n, probe)
+        finally:
+            self.stop(agents, timeout=60)
+
+    def fanout_through_serve(self, n, probe):
+        names = [f"a{i:04d}" for i in range(1, n + 1)]
+        proc, client, t0 = self.start_serve("serve-fanout", "127.0.0.250", "--no-mdns", "--cluster", "bm-fan",
+                                            "--probe", probe)
+        endpoint = "tcp://127.0.0.250:5558"
+        via = ["--controller", endpoint, "--timeout", "10s"]
+        self.fanout_serve = proc.pid
+        try:
+            t1 = self.wait_alive(client, names, 120, poll=0.2)
+            self.figures["fanout_alive_s"] = t1 - t0
+            self.attempt("status --controller", self.timed_runs, "fanout_status_ms", ["status", *via],
+                         self.all_ok(n, "status --controller"))
+            # The files differ from the CLI's push only if membership differs: first push timed.
+            self.note_load("troupe configure --controller, first")
+            _, _, _, dt = self.troupe("configure", *via, timeout=120)
+            self.figures["fanout_configure_first_ms"] = dt * 1000
+            for d in (os.path.join(self.workdir, names[0]), os.path.join(self.workdir, names[-1])):
+                lines = open(os.path.join(d, "peers.txt")).read().splitlines()
+                if len(lines) != n:
+                    raise Failure(f"{d}/peers.txt has {len(lines)} lines, not {n}")
+            self.attempt("configure --controller", self.timed_runs, "fanout_configure_ms",
+                         ["configure", *via], self.all_ok(n, "configure --controller"))
+        finally:
+            client.close()
+            self.fanout_serve = None
+            self.stop([proc])
+
     def phase_main(self):
         self.attempt("probing discovery and SIGKILL -> down", self.probe_and_down)
         self.attempt("/24 probe", self.probe24)
@@ -1478,7 +1639,7 @@ class Inner:
         try:
             {"mdns-lo": self.phase_mdns_lo, "mdns-bridge": self.phase_mdns_bridge,
              "main": self.phase_main, "simulated": self.phase_simulated,
-             "scale": self.phase_scale}[self.args.inner]()
+             "scale": self.phase_scale, "fanout": self.phase_fanout}[self.args.inner]()
         finally:
             self.stop_all()
             kill_namespace_except_self()
@@ -1515,6 +1676,8 @@ def main():
                    help="only the simulated phase: one serve and N agents of troupe-swarm (bench/mesh_swarm.py)")
     p.add_argument("--agents", type=int, metavar="N",
                    help=f"only one serve with {FLEET} real agents, then with N, side by side")
+    p.add_argument("--fanout", type=int, metavar="N",
+                   help="only the fan-out figures: status and configure to N agents (CLI and serve)")
     args = p.parse_args()
     if args.inner:
         def interrupt(signum, frame):

@@ -90,7 +90,7 @@ pub fn call(endpoint: &str, mut request: Request, timeout: Duration) -> Result<V
 pub async fn call_async(
     context: &Context,
     endpoint: &str,
-    request: Request,
+    request: impl Into<Outgoing>,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
     let mut connection = crate::sockets::connect_control_async(context, endpoint)
@@ -223,12 +223,9 @@ impl Connection {
         self.handshakes.drain()
     }
 
-    /// Waits for the reply to `request` or a refusal of the key, whichever comes first.
-    async fn outcome(
-        &mut self,
-        request: &Request,
-        sent_while_up: bool,
-    ) -> Result<Outcome, ClientError> {
+    /// Waits for the reply to the request with `id` or a refusal of the key, whichever comes
+    /// first.
+    async fn outcome(&mut self, id: &Value, sent_while_up: bool) -> Result<Outcome, ClientError> {
         use futures::StreamExt;
         let mut maybe_delivered = sent_while_up;
         let endpoint = &self.endpoint;
@@ -246,7 +243,7 @@ impl Connection {
                         endpoint: endpoint.to_string(),
                         detail: e.to_string(),
                     })?;
-                    if reply.get("id") == Some(&request.id) || reply.get("id") == Some(&Value::Null) {
+                    if reply.get("id") == Some(id) || reply.get("id") == Some(&Value::Null) {
                         return Ok(Outcome::Reply(reply));
                     }
                 }
@@ -339,19 +336,42 @@ fn transport(endpoint: &str, e: tmq::TmqError) -> ClientError {
     }
 }
 
+/// A request as it goes on the wire: its frame, encoded once (a `configure` to many nodes
+/// is made straight into frames, see [`crate::protocol::ConfigureFrames`]), and what the
+/// exchange needs to know of it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The id in the frame, which the reply echoes.
+    pub id: Value,
+    pub frame: Vec<u8>,
+    /// [`Request::changes_nothing`].
+    pub changes_nothing: bool,
+}
+
+impl From<Request> for Outgoing {
+    fn from(mut request: Request) -> Outgoing {
+        if request.id.is_null() {
+            request.id = Value::String(random_id());
+        }
+        Outgoing {
+            frame: request.encode(),
+            changes_nothing: request.changes_nothing(),
+            id: request.id,
+        }
+    }
+}
+
 /// One request and its reply on `connection` (a new one, or one kept from earlier calls),
 /// within `timeout`. Replies with another id (answers to earlier requests that timed out) are
 /// skipped. After an error the connection may still hold the request or owe its reply:
 /// callers that keep connections must close it instead of reusing it.
 pub async fn exchange(
     connection: &mut Connection,
-    mut request: Request,
+    request: impl Into<Outgoing>,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
     use futures::SinkExt;
-    if request.id.is_null() {
-        request.id = Value::String(random_id());
-    }
+    let request: Outgoing = request.into();
     let endpoint = connection.endpoint.clone();
     let timed_out = || ClientError::Timeout {
         endpoint: endpoint.clone(),
@@ -376,10 +396,10 @@ pub async fn exchange(
             let sent_while_up = handshakes.events.is_none() || handshakes.up;
             connection
                 .dealer
-                .send(tmq::Multipart::from(vec![request.encode()]))
+                .send(tmq::Multipart::from(vec![request.frame.clone()]))
                 .await
                 .map_err(|e| transport(&endpoint, e))?;
-            match connection.outcome(&request, sent_while_up).await? {
+            match connection.outcome(&request.id, sent_while_up).await? {
                 Outcome::Reply(reply) => return Ok(reply),
                 Outcome::Refused { maybe_delivered } => {
                     tracing::debug!(endpoint, maybe_delivered, "the endpoint refused the key");
@@ -391,7 +411,7 @@ pub async fn exchange(
                     }
                     refused = true;
                     reopened += 1;
-                    if (maybe_delivered && !request.changes_nothing()) || reopened > 3 {
+                    if (maybe_delivered && !request.changes_nothing) || reopened > 3 {
                         // A request that may have run is not sent twice: the reply, if
                         // any, is lost with the connection. One that changes nothing is.
                         std::future::pending::<()>().await;
@@ -429,6 +449,7 @@ fn connect_error(endpoint: &str, e: tmq::TmqError) -> ClientError {
     }
 }
 
-fn random_id() -> String {
+/// A new request id.
+pub fn random_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }

@@ -21,6 +21,7 @@ mod missing_program;
 mod partitions;
 mod raw_frames;
 mod remote_exec;
+mod scale;
 mod scripts;
 mod security;
 mod shell;

@@ -5,6 +5,7 @@
 
 use crate::broadcast::{fan_out, select, Target};
 use crate::discovery::{Discovery, Sources};
+use crate::links::Reach;
 use crate::membership::MembershipHandle;
 use crate::nobody::{Nobody, Search};
 use crate::roster::Roster;
@@ -101,6 +102,37 @@ impl ClusterLink {
                 Ok(links.fan_out(&targets, request, timeout).await)
             }
         }
+    }
+
+    /// Pushes `configure` (the peer list of `nodes`) to the peers `selection` names: a running
+    /// controller pushes it itself, from its own membership and on the connections it keeps
+    /// to every member (`configure` with a `node` property, see [`crate::serve`]); otherwise
+    /// it goes out from here ([`crate::configure::push_via`]). Replies keyed by node name.
+    pub async fn push_configure(
+        &self,
+        nodes: &[Value],
+        cluster: &str,
+        selection: Option<&str>,
+        timeout: Duration,
+        restart: bool,
+        dry_run: bool,
+    ) -> anyhow::Result<BTreeMap<String, Value>> {
+        let reach = match self {
+            ClusterLink::Controller(endpoint) => {
+                let request = Request::new(
+                    "configure",
+                    json!({"restart": restart, "dry_run": dry_run})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                return via_controller(endpoint, &request, selection, timeout).await;
+            }
+            ClusterLink::Kept { links, .. } => Reach::Kept(links.clone()),
+            ClusterLink::Local { .. } => Reach::fresh(),
+        };
+        crate::configure::push_via(&reach, nodes, cluster, selection, timeout, restart, dry_run)
+            .await
     }
 
     /// The members as JSON objects (see [`crate::membership::member_json`]).

@@ -2,13 +2,15 @@
 //! service config. Used by the CLI ([`crate::reconfigure`]), serve's auto-configure and its
 //! dashboard: it takes a selection and a timeout, and returns the replies; it prints nothing.
 
-use crate::broadcast::{fan_out, Target};
+use crate::broadcast::{gather, Target};
+use crate::links::Reach;
 use crate::membership::MemberRow;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
+use troupe::client::Outgoing;
 use troupe::endpoint::Endpoint;
-use troupe::protocol::{ConfigureRequest, Peer, PeerList, Request};
+use troupe::protocol::{ConfigureFrames, Peer};
 
 /// The peers: alive and suspect troupe members (a member that missed a heartbeat or two is
 /// still one: a peer list is not rewritten for a lost packet) (never a locked row, and an id held by one member only) (stock circusd nodes cannot render
@@ -57,27 +59,33 @@ pub fn host_of(endpoint: &str) -> String {
     Endpoint::parse(endpoint).map_or_else(|_| endpoint.to_string(), |e| e.host().to_string())
 }
 
-/// The `configure` request for the peer called `me`.
-pub fn configure_request(
+/// Pushes `configure` to the peers `selection` names (every peer gets the full list), each
+/// with `timeout`; replies keyed by node name. A member left out of the list gets an error
+/// row of its own, keyed by its endpoint (its name is what failed the rules). New
+/// connections, on one context.
+pub async fn push(
+    nodes: &[Value],
     cluster: &str,
-    peers: &[Peer],
-    me: &str,
+    selection: Option<&str>,
+    timeout: Duration,
     restart: bool,
     dry_run: bool,
-) -> Option<Request> {
-    let peers = PeerList::assign(cluster, peers.to_vec(), me)?;
-    let request = ConfigureRequest {
-        peers,
+) -> anyhow::Result<BTreeMap<String, Value>> {
+    push_via(
+        &Reach::fresh(),
+        nodes,
+        cluster,
+        selection,
+        timeout,
         restart,
         dry_run,
-    };
-    Some(Request::new("configure", request.to_properties()))
+    )
+    .await
 }
 
-/// Pushes `configure` to the peers `selection` names (every peer gets the full list), each
-/// with `timeout`; replies keyed by node name. A member left out of the list gets an error row of its own, keyed by its
-/// endpoint (its name is what failed the rules).
-pub async fn push(
+/// [`push`] on `reach`'s connections (serve's kept ones, or new ones).
+pub async fn push_via(
+    reach: &Reach,
     nodes: &[Value],
     cluster: &str,
     selection: Option<&str>,
@@ -93,14 +101,11 @@ pub async fn push(
             member.reason
         );
     }
+    let names: HashSet<&str> = peers.iter().map(|p| p.name.as_str()).collect();
     let selected: Vec<Target> = crate::broadcast::select(
         nodes
             .iter()
-            .filter(|n| {
-                peers
-                    .iter()
-                    .any(|p| Some(p.name.as_str()) == n["name"].as_str())
-            })
+            .filter(|n| n["name"].as_str().is_some_and(|name| names.contains(name)))
             .map(|n| Target {
                 name: n["name"].as_str().unwrap_or_default().to_string(),
                 endpoint: n["endpoint"].as_str().unwrap_or_default().to_string(),
@@ -108,17 +113,25 @@ pub async fn push(
         selection,
     )
     .map_err(|e| anyhow::anyhow!(e))?;
-    let sends = selected.into_iter().filter_map(|target| {
-        let request = configure_request(cluster, &peers, &target.name, restart, dry_run)?;
-        Some(async move {
-            let mut replies =
-                fan_out(std::slice::from_ref(&target), &request, timeout, false).await;
-            let reply = replies.remove(&target.name).unwrap_or(Value::Null);
-            (target.name, reply)
-        })
-    });
-    let mut replies: BTreeMap<String, Value> =
-        futures::future::join_all(sends).await.into_iter().collect();
+    let frames = ConfigureFrames::new(cluster, peers, restart, dry_run);
+    let mut replies = gather(&selected, false, |target| {
+        let id = Value::String(troupe::client::random_id());
+        let request = frames.frame(&target.name, &id).map(|frame| Outgoing {
+            id,
+            frame,
+            changes_nothing: false,
+        });
+        async move {
+            match request {
+                Some(request) => reach.call(&target.endpoint, request, timeout).await,
+                None => Ok(json!({
+                    "status": "error",
+                    "reason": "not in the peer list (another member has its name)",
+                })),
+            }
+        }
+    })
+    .await;
     // Suspect peers are in the list and sent to: they answer or time out.
     crate::absent::add(&mut replies, nodes, selection);
     for member in refused {
@@ -134,6 +147,20 @@ pub async fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use troupe::protocol::{ConfigureRequest, Request};
+
+    /// The `configure` request for the peer called `me`, as [`push`] sends it.
+    fn configure_request(
+        cluster: &str,
+        peers: &[Peer],
+        me: &str,
+        restart: bool,
+        dry_run: bool,
+    ) -> Option<Request> {
+        let frames = ConfigureFrames::new(cluster, peers.to_vec(), restart, dry_run);
+        let frame = frames.frame(me, &Value::Null)?;
+        Some(Request::decode(&frame, usize::MAX).expect("a frame decodes"))
+    }
 
     fn node(name: &str, endpoint: &str, state: &str) -> Value {
         // A UUID per name, as agents make them.

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use troupe::client::{exchange, ClientError};
+use troupe::client::{exchange, ClientError, Outgoing};
 use troupe::protocol::Request;
 
 /// Idle connections kept per node: one, as a broadcast takes one per node; concurrent calls
@@ -63,6 +63,7 @@ enum Msg {
         socket: Box<Dealer>,
     },
     /// How many connections are idle (tests).
+
     #[cfg(test)]
     Idle(oneshot::Sender<usize>),
 }
@@ -88,7 +89,7 @@ impl Links {
     pub async fn call(
         &self,
         endpoint: &str,
-        request: Request,
+        request: impl Into<Outgoing>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
         let mut socket = self.checkout(endpoint).await?;
@@ -261,6 +262,36 @@ async fn member_event(
                 Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
             ) {}
             false
+        }
+    }
+}
+
+/// How a fan-out reaches its nodes.
+#[derive(Clone)]
+pub enum Reach {
+    /// A new connection per node, every one on this one ZeroMQ context (the one-shot CLI; see
+    /// [`crate::broadcast::fan_out`] on why one context).
+    Fresh(zmq::Context),
+    /// `troupe serve`'s kept connections.
+    Kept(Links),
+}
+
+impl Reach {
+    /// New connections on a new context.
+    pub fn fresh() -> Reach {
+        Reach::Fresh(zmq::Context::new())
+    }
+
+    /// One request to `endpoint` and its reply, within `timeout`.
+    pub async fn call(
+        &self,
+        endpoint: &str,
+        request: impl Into<troupe::client::Outgoing>,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        match self {
+            Reach::Fresh(zmq) => troupe::client::call_async(zmq, endpoint, request, timeout).await,
+            Reach::Kept(links) => links.call(endpoint, request, timeout).await,
         }
     }
 }

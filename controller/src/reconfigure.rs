@@ -4,7 +4,6 @@
 use crate::broadcast::reply_ok;
 use crate::cluster_link::ClusterLink;
 use crate::command::{report_locked, BroadcastFlags, BroadcastOptions};
-use crate::configure::push;
 use crate::confirm::{confirm, Question};
 use crate::exit_code::{EXIT_NODE_FAILED, EXIT_OK};
 use serde_json::{json, Map, Value};
@@ -36,15 +35,16 @@ pub async fn configure_on(
 ) -> anyhow::Result<u8> {
     let nodes = link.nodes().await;
     let selection = options.node.as_deref();
-    let mut replies = push(
-        &nodes,
-        cluster,
-        selection,
-        options.timeout,
-        restart,
-        dry_run,
-    )
-    .await?;
+    let mut replies = link
+        .push_configure(
+            &nodes,
+            cluster,
+            selection,
+            options.timeout,
+            restart,
+            dry_run,
+        )
+        .await?;
     crate::absent::apply_alive_only(&mut replies, options.alive_only);
     if replies.is_empty() {
         report_locked(&nodes, options);
@@ -157,7 +157,9 @@ pub async fn reconfigure(
         steps.push(("RESET", link.send(&request, selection, slow).await?));
     }
     let nodes = link.nodes().await;
-    let configured = push(&nodes, cluster, selection, timeout, false, false).await?;
+    let configured = link
+        .push_configure(&nodes, cluster, selection, timeout, false, false)
+        .await?;
     // Start what starts by itself, and every watcher configure rendered files for (a
     // service waiting for its peer list is usually autostart = false).
     let mut started = link

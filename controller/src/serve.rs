@@ -288,8 +288,11 @@ async fn auto_configure(context: Arc<ServeContext>) {
         }
         let timeout = context.settings.config.timeout;
         let cluster = &context.settings.config.cluster;
+        let reach = crate::links::Reach::Kept(context.links.clone());
         let (ok, detail) =
-            match crate::configure::push(&nodes, cluster, None, timeout, true, false).await {
+            match crate::configure::push_via(&reach, &nodes, cluster, None, timeout, true, false)
+                .await
+            {
                 Ok(replies) => {
                     // Down members get a row of their own in the replies; only peers count.
                     let failed: Vec<&String> = replies
@@ -511,6 +514,9 @@ async fn handle(
         return reply;
     }
     if let Some(selection) = request.properties.get("node") {
+        if request.command == "configure" {
+            return push_configure(request, selection, context).await;
+        }
         return forward(request, selection, context).await;
     }
     let props = Value::Object(request.properties.clone());
@@ -598,12 +604,45 @@ async fn handle(
     }
 }
 
-/// Sends the request (without `node` and `node_timeout`) to the selected alive members.
-async fn forward(
+/// `configure` with `node`: serve makes each selected member's request itself (the peer
+/// list from its membership, `restart` and `dry_run` from the request) and pushes it on its
+/// kept connections ([`crate::configure::push_via`]).
+async fn push_configure(
     request: &Request,
     selection: &Value,
     context: &ServeContext,
 ) -> Result<Map<String, Value>, CommandError> {
+    let (selection, timeout) = forwarding(request, selection, context)?;
+    let flag = |name: &str| match request.properties.get(name) {
+        None => Ok(false),
+        Some(Value::Bool(flag)) => Ok(*flag),
+        Some(other) => Err(CommandError::message(format!(
+            "'{name}' must be true or false, got {other}"
+        ))),
+    };
+    let nodes = context.membership.members_json();
+    let reach = crate::links::Reach::Kept(context.links.clone());
+    let cluster = &context.settings.config.cluster;
+    let replies = crate::configure::push_via(
+        &reach,
+        &nodes,
+        cluster,
+        selection,
+        timeout,
+        flag("restart")?,
+        flag("dry_run")?,
+    )
+    .await
+    .map_err(|e| CommandError::message(e.to_string()))?;
+    Ok(fields([("nodes", json!(replies))]))
+}
+
+/// The selection (None for every member) and the per-node timeout of a request with `node`.
+fn forwarding<'a>(
+    request: &Request,
+    selection: &'a Value,
+    context: &ServeContext,
+) -> Result<(Option<&'a str>, Duration), CommandError> {
     let selection = match selection {
         Value::String(s) if s == "*" || s.is_empty() => None,
         Value::String(s) => Some(s.as_str()),
@@ -613,11 +652,7 @@ async fn forward(
             )))
         }
     };
-    let targets =
-        select(context.membership.alive_targets(), selection).map_err(CommandError::message)?;
-    let mut inner = request.clone();
-    inner.properties.remove("node");
-    let timeout = match inner.properties.remove(NODE_TIMEOUT) {
+    let timeout = match request.properties.get(NODE_TIMEOUT) {
         None => context.settings.config.timeout,
         Some(value) => value
             .as_f64()
@@ -629,6 +664,21 @@ async fn forward(
                 ))
             })?,
     };
+    Ok((selection, timeout))
+}
+
+/// Sends the request (without `node` and `node_timeout`) to the selected alive members.
+async fn forward(
+    request: &Request,
+    selection: &Value,
+    context: &ServeContext,
+) -> Result<Map<String, Value>, CommandError> {
+    let (selection, timeout) = forwarding(request, selection, context)?;
+    let targets =
+        select(context.membership.alive_targets(), selection).map_err(CommandError::message)?;
+    let mut inner = request.clone();
+    inner.properties.remove("node");
+    inner.properties.remove(NODE_TIMEOUT);
     inner.id = Value::Null;
     let mut replies = context.links.fan_out(&targets, &inner, timeout).await;
     let known = context.membership.members_json();

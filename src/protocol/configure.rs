@@ -243,6 +243,67 @@ fn decode<T: DeserializeOwned>(value: &Value, path: &str) -> Result<T, FieldErro
     serde_json::from_value(value.clone()).map_err(|e| FieldError::new(path, e.to_string()))
 }
 
+/// The `configure` request of every peer of one list, made straight into frames: the list is
+/// sorted, numbered and serialised once, and each node's frame is that text with its own
+/// `self` around it. Making a [`ConfigureRequest`] per node instead costs O(peers) allocations
+/// per node, O(peers²) per push (2 s of CPU at 500 nodes). The frame decodes to what
+/// [`PeerList::assign`] makes for that node.
+pub struct ConfigureFrames {
+    /// Sorted by name, numbered from 1.
+    peers: Vec<Peer>,
+    /// `"cluster":{...},"peers":[...],"restart":..,"dry_run":..`: everything but `self`.
+    shared: String,
+}
+
+impl ConfigureFrames {
+    pub fn new(cluster: &str, mut peers: Vec<Peer>, restart: bool, dry_run: bool) -> Self {
+        peers.sort_by(|a, b| a.name.cmp(&b.name));
+        for (i, peer) in peers.iter_mut().enumerate() {
+            peer.index = i + 1;
+        }
+        let info = ClusterInfo {
+            name: cluster.to_string(),
+            size: peers.len(),
+        };
+        let shared = format!(
+            "\"cluster\":{},\"peers\":{},\"restart\":{restart},\"dry_run\":{dry_run}",
+            json(&info),
+            json(&peers),
+        );
+        ConfigureFrames { peers, shared }
+    }
+
+    /// The frame of the request to the peer called `me`, with `id`; None when `me` is not one
+    /// of the peers.
+    pub fn frame(&self, me: &str, id: &Value) -> Option<Vec<u8>> {
+        let own = &self.peers[self
+            .peers
+            .binary_search_by(|p| p.name.as_str().cmp(me))
+            .ok()?];
+        let me = NodeRef {
+            id: own.id.clone(),
+            name: own.name.clone(),
+            address: own.address.clone(),
+            index: own.index,
+        };
+        Some(
+            format!(
+                "{{\"command\":\"configure\",\"id\":{},\"properties\":{{\"self\":{},{}}}}}",
+                json(id),
+                json(&me),
+                self.shared
+            )
+            .into_bytes(),
+        )
+    }
+}
+
+/// The JSON text of one part of a [`ConfigureFrames`]: plain structs and strings, which
+/// always serialise.
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
 /// One file of a `configure` reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfiguredFile {

@@ -210,3 +210,31 @@ fn every_peer_string_with_metacharacters_is_refused_naming_field_and_value() {
         }
     }
 }
+
+#[test]
+fn a_frame_made_once_for_all_decodes_to_what_assign_makes_for_each_node() {
+    let peer = |i: usize, name: &str| Peer {
+        id: id(i),
+        name: name.into(),
+        address: format!("10.0.0.{i}"),
+        index: 0,
+        endpoints: [("control".to_string(), format!("tcp://10.0.0.{i}:5555"))].into(),
+    };
+    let peers = vec![peer(3, "c"), peer(1, "a"), peer(2, "b")];
+    let frames = ConfigureFrames::new("lab", peers.clone(), true, false);
+    for me in ["a", "b", "c"] {
+        let id = json!(format!("id-{me}"));
+        let frame = frames.frame(me, &id).unwrap();
+        let request = crate::protocol::Request::decode(&frame, usize::MAX).unwrap();
+        assert_eq!(request.command, "configure");
+        assert_eq!(request.id, id);
+        let got = ConfigureRequest::from_properties(&request.properties).unwrap();
+        let expected = ConfigureRequest {
+            peers: PeerList::assign("lab", peers.clone(), me).unwrap(),
+            restart: true,
+            dry_run: false,
+        };
+        assert_eq!(got, expected, "{me}");
+    }
+    assert_eq!(frames.frame("d", &json!("x")), None);
+}

@@ -11,8 +11,8 @@ pub(crate) mod request;
 mod stop_reason;
 
 pub use configure::{
-    ClusterInfo, ConfigureReply, ConfigureRequest, ConfiguredFile, FieldError, NodeRef, Peer,
-    PeerList, RenderedText, ResetReply, ResetRequest, WipedPath,
+    ClusterInfo, ConfigureFrames, ConfigureReply, ConfigureRequest, ConfiguredFile, FieldError,
+    NodeRef, Peer, PeerList, RenderedText, ResetReply, ResetRequest, WipedPath,
 };
 pub use event::{event_topic, Event};
 pub use logs::{
