@@ -656,17 +656,14 @@ pub const NO_REPLY: &str = "no reply";
 /// the host they reach its control socket on. Any other endpoint is kept as reported (unlike
 /// [`crate::stats::reader::port_at_control_host`], which keeps only the port).
 fn wildcard_at_control_host(endpoint: &str, control: &str) -> String {
-    let host_port = |e: &str| {
-        e.strip_prefix("tcp://")
-            .and_then(|rest| rest.rsplit_once(':'))
-            .map(|(host, port)| (host.to_string(), port.to_string()))
-    };
-    match (host_port(endpoint), host_port(control)) {
-        (Some((host, port)), Some((control_host, _)))
-            if matches!(host.as_str(), "0.0.0.0" | "*" | "::" | "[::]") =>
-        {
-            format!("tcp://{control_host}:{port}")
-        }
+    // A wildcard host (`*`, `::`) is no endpoint's: the reported text is split by hand.
+    let wildcard_port = endpoint
+        .strip_prefix("tcp://")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .filter(|(host, _)| matches!(*host, "0.0.0.0" | "*" | "::" | "[::]"))
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    match (wildcard_port, troupe::endpoint::Endpoint::parse(control)) {
+        (Some(port), Ok(control)) => control.with_port(port).to_string(),
         _ => endpoint.to_string(),
     }
 }

@@ -801,18 +801,15 @@ fn prefer(new: &str, current: &str) -> bool {
 }
 
 fn rank(endpoint: &str) -> u8 {
-    let host = endpoint
-        .trim_start_matches("tcp://")
-        .rsplit_once(':')
-        .map_or(endpoint, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(v4)) if v4.is_loopback() => 2,
-        Ok(std::net::IpAddr::V4(_)) => 3,
-        Ok(std::net::IpAddr::V6(v6)) if (v6.segments()[0] & 0xffc0) == 0xfe80 => 0,
-        Ok(std::net::IpAddr::V6(_)) => 1,
-        Err(_) => 2,
+    let address = troupe::endpoint::Endpoint::parse(endpoint)
+        .ok()
+        .and_then(|e| e.host().parse::<std::net::IpAddr>().ok());
+    match address {
+        Some(std::net::IpAddr::V4(v4)) if v4.is_loopback() => 2,
+        Some(std::net::IpAddr::V4(_)) => 3,
+        Some(std::net::IpAddr::V6(v6)) if (v6.segments()[0] & 0xffc0) == 0xfe80 => 0,
+        Some(std::net::IpAddr::V6(_)) => 1,
+        None => 2,
     }
 }
 

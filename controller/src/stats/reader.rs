@@ -102,11 +102,10 @@ async fn resolve(zmq: &zmq::Context, source: &StatsSource) -> Option<String> {
 /// at, and the PORT of the stats endpoint the node reports (which carries its bind address,
 /// often 0.0.0.0), whatever host it reports.
 pub fn port_at_control_host(stats: &str, control: &str) -> Option<String> {
-    let port = stats.rsplit_once(':')?.1;
-    let host = control.strip_prefix("tcp://")?.rsplit_once(':')?.0;
-    port.parse::<u16>()
-        .ok()
-        .map(|port| format!("tcp://{host}:{port}"))
+    // The stats host may be a wildcard (`*`, `0.0.0.0`) that is no endpoint's: only its port.
+    let port = stats.rsplit_once(':')?.1.parse::<u16>().ok()?;
+    let control = troupe::endpoint::Endpoint::parse(control).ok()?;
+    Some(control.with_port(port).to_string())
 }
 
 /// A JSON body as a value; None for anything that is not a JSON object.
