@@ -10,6 +10,37 @@ use std::time::Duration;
 use troupe::client::{call_async, ClientError};
 use troupe::protocol::{Errno, Request};
 
+/// The per-node timeout when `--timeout` is not given. A `--waiting` command adds the
+/// graceful stops it may wait out (see [`crate::watchers::graceful_stops`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options of a broadcast.
+#[derive(Debug, Clone)]
+pub struct BroadcastOptions {
+    pub node: Option<String>,
+    pub timeout: Duration,
+    /// `--timeout` was given: it is not lengthened for a `--waiting` command.
+    pub timeout_given: bool,
+    pub json: bool,
+    /// `--yes`: go ahead without the question of [`crate::confirm`].
+    pub yes: bool,
+    /// `--alive-only`: leave out the known nodes that did not answer ([`crate::absent`]).
+    pub alive_only: bool,
+}
+
+impl Default for BroadcastOptions {
+    fn default() -> Self {
+        BroadcastOptions {
+            node: None,
+            timeout: DEFAULT_TIMEOUT,
+            timeout_given: false,
+            json: false,
+            yes: false,
+            alive_only: false,
+        }
+    }
+}
+
 pub use crate::membership::Target;
 
 /// Whether a node's reply is a success.

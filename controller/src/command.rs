@@ -1,7 +1,7 @@
 //! `troupe <command> [args]`: one Circus (or troupe) command to every node, or a selection,
 //! through a running `troupe serve` or by discovering on the spot.
 
-use crate::broadcast::reply_ok;
+use crate::broadcast::{reply_ok, BroadcastOptions, DEFAULT_TIMEOUT};
 use crate::circus_args::build_request;
 use crate::cluster_link::ClusterLink;
 use crate::confirm::{confirm, Question};
@@ -12,37 +12,6 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 use troupe::protocol::Request;
-
-/// The per-node timeout when `--timeout` is not given. A `--waiting` command adds the
-/// graceful stops it may wait out (see [`crate::watchers::graceful_stops`]).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Options of a broadcast.
-#[derive(Debug, Clone)]
-pub struct BroadcastOptions {
-    pub node: Option<String>,
-    pub timeout: Duration,
-    /// `--timeout` was given: it is not lengthened for a `--waiting` command.
-    pub timeout_given: bool,
-    pub json: bool,
-    /// `--yes`: go ahead without the question of [`crate::confirm`].
-    pub yes: bool,
-    /// `--alive-only`: leave out the known nodes that did not answer ([`crate::absent`]).
-    pub alive_only: bool,
-}
-
-impl Default for BroadcastOptions {
-    fn default() -> Self {
-        BroadcastOptions {
-            node: None,
-            timeout: DEFAULT_TIMEOUT,
-            timeout_given: false,
-            json: false,
-            yes: false,
-            alive_only: false,
-        }
-    }
-}
 
 /// The flags a broadcast takes besides the command's own.
 #[derive(clap::Parser, Debug)]

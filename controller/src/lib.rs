@@ -15,6 +15,8 @@
 //! - [`cluster_link`]: how a command reaches the cluster: a running serve, a discovery of its
 //!   own, or serve's own membership and links. [`nobody`]: why a command reached no node.
 //! - [`watchers`]: watcher options asked of the nodes before a command (graceful stops).
+//! - [`cycle`]: the reconfigure cycle (stop, reset, configure, start), run by the CLI and
+//!   the dashboard.
 //!
 //! **The daemon**
 //! - [`serve`]: `troupe serve`, the long-running controller (control, events, stats sockets);
@@ -46,6 +48,7 @@ pub mod command;
 pub mod configure;
 pub mod confirm;
 pub mod ctl;
+pub mod cycle;
 pub mod dashboard;
 pub mod demo;
 pub mod discovery;

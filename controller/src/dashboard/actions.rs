@@ -326,7 +326,7 @@ async fn commands(app: &App, scope: &Scope) -> anyhow::Result<Vec<Value>> {
 async fn reconfigure(app: &App, scope: &Scope, reset: bool) -> anyhow::Result<Vec<Value>> {
     let link = link(app);
     let selection = scope.node.as_deref();
-    let steps = crate::reconfigure::reconfigure(
+    let steps = crate::cycle::reconfigure(
         &link,
         &app.context.cluster,
         selection,

@@ -12,8 +12,8 @@
 
 use super::api::error;
 use super::App;
+use crate::broadcast::BroadcastOptions;
 use crate::cluster_link::ClusterLink;
-use crate::command::BroadcastOptions;
 use crate::membership::MemberState;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;

@@ -14,8 +14,8 @@
 //! [`troupe::config::names::check_name`] become paths, others are skipped with a warning.
 
 use super::LogCluster;
+use crate::broadcast::BroadcastOptions;
 use crate::broadcast::{select, Target};
-use crate::command::BroadcastOptions;
 use crate::exit_code::{EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};

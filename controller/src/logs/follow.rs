@@ -12,8 +12,8 @@
 //! jump by nature). Lines wait [`REORDER`] before printing, so those of several nodes come out by time.
 
 use super::{sort_by_time, LogCluster, NodeLine, Tail};
+use crate::broadcast::BroadcastOptions;
 use crate::broadcast::{select, Target};
-use crate::command::BroadcastOptions;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;

@@ -10,8 +10,8 @@
 pub mod collect;
 pub mod follow;
 
+use crate::broadcast::BroadcastOptions;
 use crate::cluster_link::ClusterLink;
-use crate::command::BroadcastOptions;
 use crate::exit_code::{EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
 use crate::settings::{parse_duration, NodeFlags};
 use serde_json::{json, Value};
