@@ -110,7 +110,7 @@ pub enum Command {
     },
     /// CPU and memory of every process on every node: one snapshot (from a running
     /// `troupe serve`, else asked of each node), or with --since the history serve keeps.
-    Stats(crate::stats::cli::StatsArgs),
+    Stats(crate::stats_command::StatsArgs),
     Logs(crate::logs::LogsArgs),
     /// Live view of the whole cluster (q quits, c/m/a sort, / filters).
     Top {

@@ -120,6 +120,53 @@ fn no_controller_module_uses_one_that_uses_it_back() {
     }
 }
 
+/// The modules of the command line: they print, ask and exit; the daemon uses none of them.
+const COMMAND_LINE: &[&str] = &[
+    "cli",
+    "command",
+    "shell",
+    "reconfigure",
+    "nodes",
+    "cluster",
+    "ctl",
+    "demo",
+    "top",
+    "docs",
+    "keygen",
+    "import",
+    "stats_command",
+];
+
+/// The modules `start` uses, directly or through others, each with the module it was reached
+/// from and the file that uses it.
+fn reached(graph: &Graph, start: &str) -> BTreeMap<String, (String, String)> {
+    let mut reached = BTreeMap::new();
+    let mut stack = vec![start.to_string()];
+    while let Some(module) = stack.pop() {
+        for (used, file) in graph.get(&module).into_iter().flatten() {
+            if used != start && !reached.contains_key(used) {
+                reached.insert(used.clone(), (module.clone(), file.clone()));
+                stack.push(used.clone());
+            }
+        }
+    }
+    reached
+}
+
+#[test]
+fn the_daemon_uses_no_module_of_the_command_line() {
+    let graph = graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    for daemon in ["serve", "dashboard"] {
+        let reached = reached(&graph, daemon);
+        assert!(reached.contains_key("membership"), "{daemon}: {reached:?}");
+        for cli in COMMAND_LINE {
+            if let Some((from, file)) = reached.get(*cli) {
+                panic!("{daemon} reaches the command line's {cli}: {file} (in {from}) uses crate::{cli}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_circle_is_found_and_named() {
     let file = |uses: &[&str]| -> BTreeMap<String, String> {

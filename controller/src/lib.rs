@@ -22,14 +22,15 @@
 //! - [`serve`]: `troupe serve`, the long-running controller (control, events, stats sockets);
 //!   [`dashboard`]: its web dashboard and JSON API, fed by serve's actors and [`activity`]
 //!   (every member's watcher events, named); [`stats`]: live stats aggregation (serve's stats
-//!   socket, and `troupe stats`).
+//!   socket). None of them uses a module of the command line (a test in `layering` says so).
 //!
 //! **The command line** (prints, asks, exits with [`exit_code`])
 //! - [`cli`]: every command and its flags, the one table that `main.rs` and [`shell`] parse.
 //! - [`command`]: any Circus command (`troupe incr web 2`): its words made a request by
 //!   [`circus_args`], guarded by [`confirm`] (and [`reset`]'s check of clustered services),
 //!   sent, and its replies printed by [`render`].
-//! - [`nodes`], [`cluster`], [`reconfigure`] (`configure` and `reconfigure`),
+//! - [`nodes`], [`cluster`], [`reconfigure`] (`configure` and `reconfigure`), [`stats_command`]
+//!   (`troupe stats`),
 //!   [`logs`], [`top`] (the terminal view), [`shell`] (the console), [`ctl`] (one raw
 //!   request), [`demo`], [`import`] (a Circus ini as a troupe-agent.toml), [`keygen`] (a new
 //!   cluster key), [`docs`] (completions and man pages).
@@ -76,5 +77,6 @@ pub mod settings;
 pub mod shell;
 pub mod state;
 pub mod stats;
+pub mod stats_command;
 pub mod top;
 pub mod watchers;

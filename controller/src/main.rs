@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use troupe_controller::cli::{documented_command, run_async, Cli, Command};
 use troupe_controller::{
     cluster, command, ctl, dashboard, demo, docs, import, keygen, logs, nodes, reconfigure, serve,
-    shell, stats, top,
+    shell, stats_command, top,
 };
 
 fn main() -> ExitCode {
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }),
         Command::DashboardUrl { http, flags } => dashboard::access::print_url(http, &flags),
-        Command::Stats(args) => run_async(stats::cli::run(args)),
+        Command::Stats(args) => run_async(stats_command::run(args)),
         Command::Logs(args) => run_async(logs::run(args)),
         Command::Top { flags } => run_async(top::run(flags)),
         Command::Shell { flags } => shell::main(flags),

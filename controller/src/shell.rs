@@ -217,7 +217,7 @@ async fn run_line(link: &ClusterLink, session: &NodeFlags, command: Command) -> 
         },
         Command::Stats(mut args) => {
             args.broadcast.flags = args.broadcast.flags.within(session);
-            crate::stats::cli::run(args).await.map(exit_code)
+            crate::stats_command::run(args).await.map(exit_code)
         }
         Command::Logs(mut args) => {
             args.flags = args.flags.within(session);

@@ -12,11 +12,10 @@
 //! - [`history`]: the per-process ring buffers (pure).
 //! - [`actor`]: the one task owning subscriptions, model and PUB socket; [`reader`]: the
 //!   per-stream SUB tasks feeding it.
-//! - [`control`]: the control commands; [`cli`]: `troupe stats`; `troupe top` is in
-//!   [`crate::top`].
+//! - [`control`]: the control commands. `troupe stats` is [`crate::stats_command`] and
+//!   `troupe top` [`crate::top`]: the daemon's module uses neither.
 
 pub mod actor;
-pub mod cli;
 pub mod control;
 pub mod history;
 pub mod model;

@@ -2,16 +2,16 @@
 //! figures (from a running `troupe serve`, else by asking every node for Circus `stats`), or
 //! the history `troupe serve` keeps.
 
-use super::history::Series;
-use super::model::ClusterStats;
-use super::snapshot::{NameFilter, NodeSnapshot, Snapshot, Totals};
-use super::topic::Topic;
 use crate::broadcast::reply_ok;
 use crate::cluster_link::ClusterLink;
 use crate::command::BroadcastFlags;
 use crate::exit_code::{EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
 use crate::exit_code::{EXIT_OK, EXIT_USAGE};
 use crate::render::table;
+use crate::stats::history::Series;
+use crate::stats::model::ClusterStats;
+use crate::stats::snapshot::{NameFilter, NodeSnapshot, Snapshot, Totals};
+use crate::stats::topic::Topic;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -237,7 +237,7 @@ pub fn snapshot_table(snapshot: &Snapshot) -> String {
         rows.push(totals_row(name, "*", &procs, &node.total, state));
         for (watcher, w) in &node.watchers {
             for (pid, info) in &w.processes {
-                let one = Totals::over(vec![], [&super::snapshot::Figures::of(info)]);
+                let one = Totals::over(vec![], [&crate::stats::snapshot::Figures::of(info)]);
                 rows.push(totals_row(name, watcher, pid, &one, String::new()));
             }
         }
@@ -266,7 +266,7 @@ fn history_table(series: &[Series]) -> String {
     let rows: Vec<Vec<String>> = series
         .iter()
         .map(|s| {
-            let stat = |pick: fn(&super::history::HistoryPoint) -> Option<f64>| {
+            let stat = |pick: fn(&crate::stats::history::HistoryPoint) -> Option<f64>| {
                 let values: Vec<f64> = s.points.iter().filter_map(pick).collect();
                 let avg = values.iter().sum::<f64>() / values.len().max(1) as f64;
                 let max = values.iter().copied().fold(0.0, f64::max);
