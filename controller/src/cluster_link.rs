@@ -131,7 +131,8 @@ impl ClusterLink {
             ClusterLink::Kept { links, .. } => Reach::Kept(links.clone()),
             ClusterLink::Local { .. } => Reach::fresh(),
         };
-        crate::configure::push_via(&reach, nodes, cluster, selection, timeout, restart, dry_run)
+        let rows = crate::membership::MemberRow::from_json(nodes);
+        crate::configure::push_via(&reach, &rows, cluster, selection, timeout, restart, dry_run)
             .await
     }
 

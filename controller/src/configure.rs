@@ -59,41 +59,20 @@ pub fn host_of(endpoint: &str) -> String {
     Endpoint::parse(endpoint).map_or_else(|_| endpoint.to_string(), |e| e.host().to_string())
 }
 
-/// Pushes `configure` to the peers `selection` names (every peer gets the full list), each
-/// with `timeout`; replies keyed by node name. A member left out of the list gets an error
-/// row of its own, keyed by its endpoint (its name is what failed the rules). New
-/// connections, on one context.
-pub async fn push(
-    nodes: &[Value],
-    cluster: &str,
-    selection: Option<&str>,
-    timeout: Duration,
-    restart: bool,
-    dry_run: bool,
-) -> anyhow::Result<BTreeMap<String, Value>> {
-    push_via(
-        &Reach::fresh(),
-        nodes,
-        cluster,
-        selection,
-        timeout,
-        restart,
-        dry_run,
-    )
-    .await
-}
-
-/// [`push`] on `reach`'s connections (serve's kept ones, or new ones).
+/// Pushes `configure` to the peers among `rows` that `selection` names (every peer gets the
+/// full list), each with `timeout`, on `reach`'s connections (serve's kept ones, or new ones
+/// on one context); replies keyed by node name. A member left out of the list gets an error
+/// row of its own, keyed by its endpoint (its name is what failed the rules).
 pub async fn push_via(
     reach: &Reach,
-    nodes: &[Value],
+    rows: &[MemberRow],
     cluster: &str,
     selection: Option<&str>,
     timeout: Duration,
     restart: bool,
     dry_run: bool,
 ) -> anyhow::Result<BTreeMap<String, Value>> {
-    let (peers, refused) = peers(&MemberRow::from_json(nodes));
+    let (peers, refused) = peers(rows);
     for member in &refused {
         tracing::warn!(
             endpoint = %member.endpoint,
@@ -103,12 +82,11 @@ pub async fn push_via(
     }
     let names: HashSet<&str> = peers.iter().map(|p| p.name.as_str()).collect();
     let selected: Vec<Target> = crate::broadcast::select(
-        nodes
-            .iter()
-            .filter(|n| n["name"].as_str().is_some_and(|name| names.contains(name)))
-            .map(|n| Target {
-                name: n["name"].as_str().unwrap_or_default().to_string(),
-                endpoint: n["endpoint"].as_str().unwrap_or_default().to_string(),
+        rows.iter()
+            .filter(|row| names.contains(row.name.as_str()))
+            .map(|row| Target {
+                name: row.name.clone(),
+                endpoint: row.endpoint.clone(),
             }),
         selection,
     )
@@ -133,7 +111,8 @@ pub async fn push_via(
     })
     .await;
     // Suspect peers are in the list and sent to: they answer or time out.
-    crate::absent::add(&mut replies, nodes, selection);
+    let listed: Vec<Value> = rows.iter().map(MemberRow::to_json).collect();
+    crate::absent::add(&mut replies, &listed, selection);
     for member in refused {
         let reason = format!("left out of the peer list: {}", member.reason);
         replies.insert(

@@ -280,8 +280,8 @@ async fn auto_configure(context: Arc<ServeContext>) {
                 Ok(_) => continue,
             }
         }
-        let nodes = context.membership.members_json();
-        let (peers, _) = crate::configure::peers(&crate::membership::MemberRow::from_json(&nodes));
+        let rows = context.membership.rows();
+        let (peers, _) = crate::configure::peers(&rows);
         if pushed.as_ref() == Some(&peers) {
             tracing::debug!("auto-configure: the peer list is the one last pushed");
             continue;
@@ -290,7 +290,7 @@ async fn auto_configure(context: Arc<ServeContext>) {
         let cluster = &context.settings.config.cluster;
         let reach = crate::links::Reach::Kept(context.links.clone());
         let (ok, detail) =
-            match crate::configure::push_via(&reach, &nodes, cluster, None, timeout, true, false)
+            match crate::configure::push_via(&reach, &rows, cluster, None, timeout, true, false)
                 .await
             {
                 Ok(replies) => {
@@ -620,12 +620,12 @@ async fn push_configure(
             "'{name}' must be true or false, got {other}"
         ))),
     };
-    let nodes = context.membership.members_json();
+    let rows = context.membership.rows();
     let reach = crate::links::Reach::Kept(context.links.clone());
     let cluster = &context.settings.config.cluster;
     let replies = crate::configure::push_via(
         &reach,
-        &nodes,
+        &rows,
         cluster,
         selection,
         timeout,

@@ -203,15 +203,20 @@ impl MembershipHandle {
     /// The members as JSON objects (see [`member_json`]), then the silent endpoints no
     /// member holds (see [`silent_json`]).
     pub fn members_json(&self) -> Vec<Value> {
-        let mut nodes: Vec<Value> = self.members().iter().map(member_json).collect();
+        self.rows().iter().map(MemberRow::to_json).collect()
+    }
+
+    /// [`Self::members_json`], typed: the members, then the silent endpoints.
+    pub fn rows(&self) -> Vec<MemberRow> {
+        let mut rows: Vec<MemberRow> = self.shared_members().iter().map(member_row).collect();
         let now = Instant::now();
-        nodes.extend(
+        rows.extend(
             self.silent
                 .borrow()
                 .iter()
-                .map(|(endpoint, silent)| silent_json(endpoint, silent, now)),
+                .map(|(endpoint, silent)| silent_row(endpoint, silent, now)),
         );
-        nodes
+        rows
     }
 
     /// Waits until `condition` holds for the member list or `timeout` passes.
@@ -635,6 +640,11 @@ pub fn member_row(m: &Member) -> MemberRow {
 /// A silent endpoint (see [`MemberTable::silent`]) as a row of [`MembershipHandle::members_json`]:
 /// named after its address, state `no reply`, never seen answering.
 pub fn silent_json(endpoint: &str, silent: &Silent, now: Instant) -> Value {
+    silent_row(endpoint, silent, now).to_json()
+}
+
+/// A silent endpoint as listed ([`MemberRow`]).
+pub fn silent_row(endpoint: &str, silent: &Silent, now: Instant) -> MemberRow {
     let silent_since = now_epoch() - now.duration_since(silent.since).as_secs_f64();
     MemberRow {
         name: endpoint.trim_start_matches("tcp://").to_string(),
@@ -645,7 +655,6 @@ pub fn silent_json(endpoint: &str, silent: &Silent, now: Instant) -> Value {
         silent_since: Some(silent_since),
         ..MemberRow::default()
     }
-    .to_json()
 }
 
 /// The state of a silent endpoint's row.
