@@ -308,8 +308,10 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
         (f"troupe status --controller to all, p50 / p99 ({SCALE_STATUS_RUNS} runs)",
          f"p50 <= {TARGET_SCALE_STATUS_P50_MS:g} ms", lambda f: ms_p50_p99(f["status_ms"])),
         ("  nodes not ok per run (max)", None, lambda f: f"{max(f['status_failed'])}"),
-        ("  floor: the same request straight to serve (pyzmq), p50 / p99", None,
+        ("  the same request straight to serve (pyzmq), p50 / p99", None,
          lambda f: ms_p50_p99(f["status_serve_ms"])),
+        ("  floor: status to every agent at once, straight from pyzmq (no serve), p50 / p99", None,
+         lambda f: ms_p50_p99(f["status_direct_ms"])),
         (f"troupe configure --controller to all, p50 ({SCALE_CONFIGURE_RUNS} runs)",
          f"<= {TARGET_SCALE_CONFIGURE_S:g} s",
          lambda f: f"{statistics.median(f['configure_ms']):.0f} ms (first {f['configure_first_ms']:.0f})"),
@@ -1442,8 +1444,54 @@ class Inner:
             fig["status_serve_ms"] = rts
         finally:
             client.close()
+        fig["status_direct_ms"] = self.status_direct(n)
         log(f"status to {n}: p50 {statistics.median(times):.0f} ms (serve alone "
-            f"{statistics.median(rts):.0f} ms)")
+            f"{statistics.median(rts):.0f} ms, straight to the agents "
+            f"{statistics.median(fig['status_direct_ms']):.0f} ms)")
+
+    def status_direct(self, n):
+        """The floor under a fan-out: `status` sent to all n agents at once from kept pyzmq
+        DEALERs (no serve, no troupe client), wall ms until the last reply, per run."""
+        zmq = self.zmq
+        ctx = zmq.Context()
+        ctx.set(zmq.MAX_SOCKETS, n + 64)
+        socks = []
+        try:
+            poller = zmq.Poller()
+            for i in range(n):
+                sock = ctx.socket(zmq.DEALER)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.connect(f"tcp://{self.scale_address(i)}:5555")
+                poller.register(sock, zmq.POLLIN)
+                socks.append(sock)
+            times = []
+            for run in range(SCALE_STATUS_RUNS + 1):
+                rid = f"direct{run}"
+                frame = json.dumps({"command": "status", "properties": {}, "id": rid}).encode()
+                t0 = time.perf_counter()
+                for sock in socks:
+                    sock.send(frame)
+                waiting = set(range(n))
+                index = {sock: i for i, sock in enumerate(socks)}
+                deadline = t0 + 30
+                while waiting and time.perf_counter() < deadline:
+                    for sock, _ in poller.poll(1000):
+                        while True:
+                            try:
+                                reply = json.loads(sock.recv(zmq.NOBLOCK))
+                            except zmq.Again:
+                                break
+                            if reply.get("id") == rid:
+                                waiting.discard(index[sock])
+                if waiting:
+                    raise Failure(f"status straight to the agents: {len(waiting)} of {n} did not answer in 30 s")
+                if run:  # the first run connects
+                    times.append((time.perf_counter() - t0) * 1000)
+            return times
+        finally:
+            for sock in socks:
+                sock.close(0)
+            ctx.term()
 
     def scale_configure(self, n, endpoint, fig, dirs):
         self.note_load(f"troupe configure to {n} agents through serve")
