@@ -2,35 +2,9 @@
 //! 1 some node (or the controller) failed or did not answer, 2 usage or config error, 3 no
 //! node reached. `troupe shell` exits with its last command's code, from the same table.
 
-use crate::support::{bin, isolated, troupe, unique_loopback, Agent, Run};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use crate::support::{shell, troupe, unique_loopback, Agent};
 
 const SLEEPER: &str = "[watcher.sleeper]\ncmd = \"sleep 1000\"\ngraceful_timeout = 1\n";
-
-/// `troupe shell` fed `script` on its standard input.
-fn shell(dir: &std::path::Path, args: &[&str], script: &str) -> Run {
-    let mut child = isolated(Command::new(bin("troupe")), dir)
-        .arg("shell")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn troupe shell");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
 
 #[test]
 fn exit_0_when_every_node_answers_ok() {

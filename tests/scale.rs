@@ -9,11 +9,10 @@
 
 use crate::support::netns::Netns;
 use crate::support::{bin, isolated, run_command, wait_for, Daemon, Run};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use troupe::protocol::Request;
 
 const AGENTS: usize = 300;
 const KILLED: usize = 20;
@@ -61,26 +60,6 @@ fn troupe_in(ns: &Netns, dir: &Path, args: &[&str], timeout: Duration) -> Run {
     let mut command = isolated(ns.command(bin("troupe")), dir);
     command.args(args);
     run_command(command, timeout)
-}
-
-/// serve's members, by name and state (empty while it does not answer).
-fn states(ns: &Netns) -> BTreeMap<String, String> {
-    let reply = ns.run(|| {
-        troupe::client::call(
-            SERVE,
-            Request::new("nodelist", Map::new()),
-            Duration::from_secs(5),
-        )
-    });
-    let Ok(reply) = reply else {
-        return BTreeMap::new();
-    };
-    reply["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| Some((n["name"].as_str()?.into(), n["state"].as_str()?.into())))
-        .collect()
 }
 
 /// Replies of `troupe ARGS --json` keyed by node, and its exit code.
@@ -174,7 +153,7 @@ fn three_hundred_agents_under_one_serve() {
         Duration::from_secs(120),
         || {
             serve.assert_running();
-            last = states(&ns);
+            last = ns.serve_states(SERVE);
             names
                 .iter()
                 .all(|n| last.get(n).map(String::as_str) == Some("alive"))
@@ -291,7 +270,7 @@ fn until(what: &str, serve: &mut Daemon, mut attempt: impl FnMut() -> Result<(),
 /// a 300-peer list) can keep some from answering serve's heartbeats in time, and a member
 /// marked down is not sent to until it answers again.
 fn all_alive(ns: &Netns, names: &BTreeSet<String>) -> Result<(), String> {
-    let states = states(ns);
+    let states = ns.serve_states(SERVE);
     let not_alive: Vec<(&String, Option<&String>)> = names
         .iter()
         .map(|n| (n, states.get(n)))

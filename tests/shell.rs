@@ -161,26 +161,18 @@ fn the_shell_runs_the_clis_cluster_commands_and_says_which_run_outside_it() {
         reply.to_string().contains("shell-log-line")
     });
     let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin("troupe"))
-        .args(["shell", "--no-mdns", "--controller", "tcp://127.0.0.1:1"])
-        .args(["--probe", &agent.address])
-        .arg("--state-dir")
-        .arg(state.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let args = [
+        "--no-mdns",
+        "--controller",
+        "tcp://127.0.0.1:1",
+        "--probe",
+        &agent.address,
+        "--state-dir",
+        "cli-state",
+    ];
     let script = "configure --dry-run\nstats talker\nlogs talker -n 5\ntop\nreconfigure\nexit\n";
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let run = crate::support::shell(state.path(), &args, script);
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     let row = |words: &[&str]| {
         stdout
             .lines()
@@ -208,5 +200,5 @@ fn the_shell_runs_the_clis_cluster_commands_and_says_which_run_outside_it() {
         row(&["NODE", "STOP", "CONFIGURE", "START"]) && row(&["shell-cli", "ok", "ok", "ok"]),
         "reconfigure:\n{stdout}\n{stderr}"
     );
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(run.code, Some(0), "{stdout}\n{stderr}");
 }

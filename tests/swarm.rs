@@ -7,7 +7,6 @@ use crate::support::{bin, isolated, wait_for, Daemon};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use troupe::protocol::Request;
 
 /// The simulated members. `troupe::bounds::MAX_MEMBERS` must hold them all.
 const MEMBERS: u32 = 1000;
@@ -15,26 +14,6 @@ const MEMBERS: u32 = 1000;
 const LEAVE_RATE: &str = "40";
 /// At least this many leave before churn is stopped.
 const LEAVES: usize = 20;
-
-/// serve's member states by name, asked from inside `ns`.
-fn states(ns: &Netns, endpoint: &str) -> BTreeMap<String, String> {
-    let reply = ns.run(|| {
-        troupe::client::call(
-            endpoint,
-            Request::new("nodelist", Default::default()),
-            Duration::from_secs(5),
-        )
-    });
-    let Ok(reply) = reply else {
-        return BTreeMap::new();
-    };
-    reply["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| Some((n["name"].as_str()?.into(), n["state"].as_str()?.into())))
-        .collect()
-}
 
 fn count(states: &BTreeMap<String, String>, state: &str) -> usize {
     states.values().filter(|s| *s == state).count()
@@ -97,7 +76,7 @@ fn a_thousand_simulated_members_converge_to_alive_and_those_that_leave_go_down()
         Duration::from_secs(120),
         || {
             serve.assert_running();
-            let now = states(&ns, endpoint);
+            let now = ns.serve_states(endpoint);
             let alive = count(&now, "alive");
             (alive == MEMBERS as usize).then_some(()).ok_or_else(|| {
                 let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
@@ -135,7 +114,7 @@ fn a_thousand_simulated_members_converge_to_alive_and_those_that_leave_go_down()
         ),
         Duration::from_secs(30),
         || {
-            let now = states(&ns, endpoint);
+            let now = ns.serve_states(endpoint);
             let wrong: Vec<String> = now
                 .iter()
                 .filter(|(name, state)| {
@@ -158,7 +137,7 @@ fn a_thousand_simulated_members_converge_to_alive_and_those_that_leave_go_down()
             }
         },
     );
-    assert_eq!(count(&states(&ns, endpoint), "down"), left.len());
+    assert_eq!(count(&ns.serve_states(endpoint), "down"), left.len());
     serve.assert_running();
     swarm.assert_running();
 }

@@ -119,13 +119,9 @@ impl ClusterLink {
     ) -> anyhow::Result<BTreeMap<String, Value>> {
         let reach = match self {
             ClusterLink::Controller(endpoint) => {
-                let request = Request::new(
-                    "configure",
-                    json!({"restart": restart, "dry_run": dry_run})
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
-                );
+                let flags = [("restart", restart), ("dry_run", dry_run)]
+                    .map(|(name, flag)| (name.to_string(), Value::Bool(flag)));
+                let request = Request::new("configure", serde_json::Map::from_iter(flags));
                 return via_controller(endpoint, &request, selection, timeout).await;
             }
             ClusterLink::Kept { links, .. } => Reach::Kept(links.clone()),

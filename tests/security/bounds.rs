@@ -413,6 +413,48 @@ fn serve_requests_in_flight_past_the_per_peer_bound_are_refused_while_others_are
     serve.assert_running();
 }
 
+/// `configure` sent to serve with `node` makes serve push the peer list itself: its flags come
+/// from the network, so a bad one is an error reply naming it and nothing is pushed. A good
+/// request afterwards does reach the member (so "nothing pushed" is not a member that hears
+/// nothing at all).
+#[test]
+#[ignore = "needs root"]
+fn serve_configure_with_hostile_flags_is_refused_naming_the_field_and_pushes_nothing() {
+    let lab = Lab::new("sb-conf");
+    let (mut serve, fake) = serve_with_a_fake_member(&lab, 0);
+    let hostile = [
+        (
+            json!({"node": "*", "restart": "yes"}),
+            "'restart' must be true or false",
+        ),
+        (
+            json!({"node": "*", "dry_run": 1}),
+            "'dry_run' must be true or false",
+        ),
+        (json!({"node": 5}), "'node' must be a string"),
+        (
+            json!({"node": "*", "node_timeout": -1}),
+            "'node_timeout' must be a positive number",
+        ),
+    ];
+    for (properties, why) in hostile {
+        let reply = lab
+            .attack(&serve.endpoint, "configure", properties.clone())
+            .unwrap_or_else(|e| panic!("{properties}: {e}"));
+        assert_eq!(reply["status"], "error", "{properties}: {reply}");
+        assert!(serve_reason(&reply).contains(why), "{properties}: {reply}");
+    }
+    let sent = lab.attack(
+        &serve.endpoint,
+        "configure",
+        json!({"node": "*", "dry_run": true, "node_timeout": 1}),
+    );
+    assert!(is_ok(&sent), "{sent:?}");
+    let received = fake.received();
+    assert_eq!(received, ["configure"], "{received:?}");
+    serve.assert_running();
+}
+
 #[test]
 #[ignore = "needs root"]
 fn serve_register_node_past_its_rate_is_refused_and_serve_answers_after() {

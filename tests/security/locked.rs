@@ -16,10 +16,18 @@ use std::path::Path;
 use std::time::Duration;
 use troupe::cluster_key::ClusterKey;
 
-/// `troupe --key-file KEY ARGS` on `host`: exit code, stdout, stderr.
-fn troupe_run(host: &Host, dir: &Path, key: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+/// `troupe [--key-file KEY] ARGS` on `host`: exit code, stdout, stderr.
+fn troupe_run(
+    host: &Host,
+    dir: &Path,
+    key: Option<&Path>,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
     let mut command = isolated(host.command(bin("troupe")), dir);
-    command.arg("--key-file").arg(key).args(args).args([
+    if let Some(key) = key {
+        command.arg("--key-file").arg(key);
+    }
+    command.args(args).args([
         "--cluster",
         CLUSTER,
         "--state-dir",
@@ -103,7 +111,7 @@ fn probed_agents_refusing_our_key_are_locked_and_fan_outs_say_so() {
     let (code, stdout, stderr) = troupe_run(
         observer,
         scratch.path(),
-        &our_path,
+        Some(&our_path),
         &["status", "--probe", &probe],
     );
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
@@ -128,7 +136,7 @@ fn probed_agents_refusing_our_key_are_locked_and_fan_outs_say_so() {
     let (code, stdout, stderr) = troupe_run(
         observer,
         scratch.path(),
-        &our_path,
+        Some(&our_path),
         &["status", "--probe", &other_host.address],
     );
     assert_ne!(code, Some(0), "{stdout}\n{stderr}");
@@ -206,25 +214,15 @@ fn a_keyless_controller_lists_probed_keyed_agents_as_locked_and_garbage_not_at_a
     );
     assert_eq!(peer_names(&dry_run), ["keyless"]);
 
-    let mut command = isolated(observer.command(bin("troupe")), scratch.path());
-    command.args([
-        "status",
-        "--probe",
-        &probe,
-        "--cluster",
-        CLUSTER,
-        "--state-dir",
-        "cli-state",
-        "--no-mdns",
-    ]);
-    let run = run_command(command, Duration::from_secs(30));
-    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    let locked_lines: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.contains("locked"))
-        .collect();
-    assert_eq!(locked_lines.len(), 1, "{}", run.stderr);
+    let (code, stdout, stderr) = troupe_run(
+        observer,
+        scratch.path(),
+        None,
+        &["status", "--probe", &probe],
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let locked_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("locked")).collect();
+    assert_eq!(locked_lines.len(), 1, "{stderr}");
     assert!(
         locked_lines[0].starts_with("troupe: 2 nodes locked, not sent to (")
             && locked_lines[0].ends_with(

@@ -419,6 +419,30 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// `troupe shell ARGS` fed `script` on its standard input, run in `dir` as [`isolated`] does.
+pub fn shell(dir: &std::path::Path, args: &[&str], script: &str) -> Run {
+    let mut child = isolated(Command::new(bin("troupe")), dir)
+        .arg("shell")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn troupe shell");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// Runs `command` to completion, killing it (and failing) if it takes longer than `timeout`.
 pub fn run_command(mut command: Command, timeout: Duration) -> Run {
     let mut child = command

@@ -75,6 +75,27 @@ impl Netns {
         })
     }
 
+    /// The member states (name -> state) of the `troupe serve` at `endpoint`, asked from
+    /// inside this namespace; empty while it does not answer.
+    pub fn serve_states(&self, endpoint: &str) -> std::collections::BTreeMap<String, String> {
+        let reply = self.run(|| {
+            troupe::client::call(
+                endpoint,
+                troupe::protocol::Request::new("nodelist", Default::default()),
+                std::time::Duration::from_secs(5),
+            )
+        });
+        let Ok(reply) = reply else {
+            return Default::default();
+        };
+        reply["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| Some((n["name"].as_str()?.into(), n["state"].as_str()?.into())))
+            .collect()
+    }
+
     /// The processes running inside.
     pub fn pids(&self) -> Vec<i32> {
         let output = Command::new("ip")
