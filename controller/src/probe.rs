@@ -4,6 +4,7 @@
 use crate::admission::Admission;
 use futures::StreamExt;
 use serde_json::Map;
+use std::collections::HashSet;
 use std::time::Duration;
 use troupe::client::{exchange, ClientError};
 use troupe::discovery::{ProbeTarget, ProbeTargets};
@@ -119,14 +120,15 @@ pub fn check_node_info(info: &NodeInfo) -> Result<(), String> {
     Ok(())
 }
 
-/// Probes every target that `admission` admits once resolved, at most `limits.concurrency`
-/// at once, and returns those that are nodes, refused our key, or silent (a TCP connection,
-/// no answer), with their endpoints.
+/// Probes every target that `admission` admits once resolved, except the endpoints in
+/// `known`, at most `limits.concurrency` at once, and returns those that are nodes, refused
+/// our key, or silent (a TCP connection, no answer), with their endpoints.
 pub async fn sweep(
     context: &zmq::Context,
     targets: &ProbeTargets,
     limits: ProbeLimits,
     admission: &Admission,
+    known: &HashSet<String>,
 ) -> Vec<(String, Probed)> {
     futures::stream::iter(targets.iter())
         .map(|target| async move {
@@ -135,12 +137,15 @@ pub async fn sweep(
                 tracing::debug!(%target, %address, "not probed: on this host and not named by the operator");
                 return None;
             }
+            let endpoint = endpoint_of(address);
+            if known.contains(&endpoint) {
+                return None;
+            }
             let connect = tokio::net::TcpStream::connect(address);
             let stream = match tokio::time::timeout(limits.connect_timeout, connect).await {
                 Ok(Ok(stream)) => stream,
                 _ => return None,
             };
-            let endpoint = endpoint_of(address);
             match probe(context, &endpoint, limits.reply_timeout).await {
                 Probed::Nothing => None,
                 Probed::Silent if !mute(&stream) => None,

@@ -10,6 +10,7 @@ use crate::exit_code::{EXIT_OK, EXIT_USAGE};
 use crate::render::table;
 use crate::stats::history::Series;
 use crate::stats::model::ClusterStats;
+use crate::stats::payload::Payload;
 use crate::stats::snapshot::{NameFilter, NodeSnapshot, Snapshot, Totals};
 use crate::stats::topic::Topic;
 use serde_json::{json, Map, Value};
@@ -190,18 +191,19 @@ pub fn from_replies(
                 let Ok(pid) = pid.parse::<u32>() else {
                     continue;
                 };
-                if !info.is_object() {
+                let Some(payload) = Payload::of_value(info) else {
                     continue;
-                }
+                };
                 let topic = Topic {
                     watcher: watcher.clone(),
                     pid: Some(pid),
                 };
-                stats.ingest(node, &topic, info, now);
+                stats.ingest(node, &topic, payload, now);
                 pids.push(pid);
             }
             let topic = Topic { watcher, pid: None };
-            stats.ingest(node, &topic, &json!({ "pid": pids }), now);
+            let aggregate = Payload::of_value(&json!({ "pid": pids }));
+            stats.ingest(node, &topic, aggregate.expect("an object"), now);
         }
     }
     let mut snapshot = stats.snapshot(now, now_epoch);

@@ -281,6 +281,7 @@ fn age(seconds: f64) -> String {
 mod tests {
     use super::*;
     use crate::stats::model::ClusterStats;
+    use crate::stats::payload::Payload;
     use crate::stats::topic::Topic;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
@@ -325,8 +326,18 @@ mod tests {
             watcher: "busy".into(),
             pid,
         };
-        stats.ingest("node-a", &topic(Some(42)), &info, now);
-        stats.ingest("node-a", &topic(None), &json!({"pid": [42]}), now);
+        stats.ingest(
+            "node-a",
+            &topic(Some(42)),
+            Payload::of_value(&info).unwrap(),
+            now,
+        );
+        stats.ingest(
+            "node-a",
+            &topic(None),
+            Payload::of_value(&json!({"pid": [42]})).unwrap(),
+            now,
+        );
         let app = App {
             snapshot: stats.snapshot(now, 0.0),
             ..App::default()

@@ -108,13 +108,14 @@ fn link(app: &App) -> ClusterLink {
 fn watchers_of(app: &App, scope: &Scope) -> BTreeSet<String> {
     app.context
         .membership
-        .members()
-        .into_iter()
+        .shared_members()
+        .iter()
         .filter(|m| m.state == crate::membership::MemberState::Alive)
         .filter(|m| scope.node.as_ref().is_none_or(|n| *n == m.name))
-        .filter_map(|m| m.info)
-        .flat_map(|info| info.watchers.into_keys())
-        .filter(|w| scope.watcher.as_ref().is_none_or(|name| name == w))
+        .filter_map(|m| m.info.as_ref())
+        .flat_map(|info| info.watchers.keys())
+        .filter(|w| scope.watcher.as_ref().is_none_or(|name| name == *w))
+        .cloned()
         .collect()
 }
 

@@ -182,14 +182,22 @@ async fn probe_loop(
             continue;
         }
         let open = Admission::Open;
-        let operator = sweep(&zmq, &probe.operator, sources.limits, &open);
-        let requested = sweep(&zmq, &probe.requested, sources.limits, &sources.admission);
+        let probed = membership.heartbeated_endpoints(Source::Probe);
+        let seeded = membership.heartbeated_endpoints(Source::Seed);
+        let operator = sweep(&zmq, &probe.operator, sources.limits, &open, &probed);
+        let requested = sweep(
+            &zmq,
+            &probe.requested,
+            sources.limits,
+            &sources.admission,
+            &probed,
+        );
         let ranges = async {
             let (mut operator, requested) = tokio::join!(operator, requested);
             operator.extend(requested);
             operator
         };
-        let seeds = sweep(&zmq, &sources.seeds, sources.limits, &open);
+        let seeds = sweep(&zmq, &sources.seeds, sources.limits, &open, &seeded);
         let udp = async {
             if sources.multicast {
                 circus_udp::query(UDP_WAIT).await.unwrap_or_default()

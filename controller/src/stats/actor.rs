@@ -4,6 +4,7 @@
 
 use super::history::{HistoryAnswer, HistoryQuery};
 use super::model::ClusterStats;
+use super::payload::Payload;
 use super::reader::{self, StatsSource, Stream};
 use super::snapshot::Snapshot;
 use super::topic::{cluster_topic, node_total_topic, Topic};
@@ -158,10 +159,10 @@ impl Actor {
         let now = Instant::now();
         match msg {
             StatsMsg::Sample { node, topic, body } => {
-                let Some(payload) = reader::decode(&body) else {
+                let Some(payload) = Payload::decode(&body) else {
                     return;
                 };
-                self.stats.ingest(&node, &topic, &payload, now);
+                self.stats.ingest(&node, &topic, payload, now);
                 self.publish(cluster_topic(&node, &topic), body);
             }
             StatsMsg::Snapshot(reply) => {

@@ -10,6 +10,7 @@
 //! - [`snapshot`]: the snapshot's shape, totals, name filters (pure).
 //! - [`model`]: [`model::ClusterStats`], the aggregation as a state machine (pure).
 //! - [`history`]: the per-process ring buffers (pure).
+//! - [`payload`]: a stats message's body, read once (pure).
 //! - [`actor`]: the one task owning subscriptions, model and PUB socket; [`reader`]: the
 //!   per-stream SUB tasks feeding it.
 //! - [`control`]: the control commands. `troupe stats` is [`crate::stats_command`] and
@@ -19,6 +20,7 @@ pub mod actor;
 pub mod control;
 pub mod history;
 pub mod model;
+pub mod payload;
 pub mod reader;
 pub mod snapshot;
 pub mod topic;

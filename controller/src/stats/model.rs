@@ -3,6 +3,7 @@
 //! with paused time.
 
 use super::history::{History, HistoryQuery, Series, SeriesKey};
+use super::payload::Payload;
 use super::snapshot::{Figures, NodeSnapshot, Snapshot, Totals, WatcherSnapshot};
 use super::topic::Topic;
 use serde_json::Value;
@@ -45,7 +46,8 @@ struct WatcherStats {
 
 #[derive(Debug)]
 struct ProcessStats {
-    info: Value,
+    /// The info object as sent (see [`Payload`]).
+    info: Box<str>,
     figures: Figures,
     at: Instant,
 }
@@ -170,7 +172,7 @@ impl ClusterStats {
     }
 
     /// One message of a node's stream: a process sample or a watcher's aggregate.
-    pub fn ingest(&mut self, node: &str, topic: &Topic, payload: &Value, now: Instant) {
+    pub fn ingest(&mut self, node: &str, topic: &Topic, payload: Payload, now: Instant) {
         let stats = self
             .nodes
             .entry(node.to_string())
@@ -185,11 +187,11 @@ impl ClusterStats {
         let watcher = stats.watchers.entry(topic.watcher.clone()).or_default();
         match topic.pid {
             Some(pid) => {
-                let figures = Figures::of(payload);
+                let figures = payload.figures;
                 watcher.processes.insert(
                     pid,
                     ProcessStats {
-                        info: payload.clone(),
+                        info: payload.text,
                         figures,
                         at: now,
                     },
@@ -204,12 +206,7 @@ impl ClusterStats {
                 }
             }
             None => {
-                let pids: Vec<u32> = payload["pid"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| p.as_u64().and_then(|p| u32::try_from(p).ok()))
-                    .collect();
+                let pids = payload.pids;
                 // A round sends its processes, then the aggregate: a pid not in the aggregate
                 // has exited.
                 watcher.processes.retain(|pid, _| pids.contains(pid));
@@ -299,7 +296,10 @@ impl ClusterStats {
                         let processes = stats
                             .processes
                             .iter()
-                            .map(|(pid, p)| (pid.to_string(), p.info.clone()))
+                            .map(|(pid, p)| {
+                                let info = serde_json::from_str(&p.info).unwrap_or(Value::Null);
+                                (pid.to_string(), info)
+                            })
                             .collect();
                         let total = stats.totals();
                         (w.clone(), WatcherSnapshot { total, processes })

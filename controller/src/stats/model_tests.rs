@@ -2,6 +2,11 @@
 
 use super::*;
 use crate::stats::history::HistoryQuery;
+use crate::stats::payload::Payload;
+
+fn payload(body: &Value) -> Payload {
+    Payload::of_value(body).expect("a JSON object")
+}
 use crate::stats::snapshot::NameFilter;
 use serde_json::json;
 
@@ -24,11 +29,11 @@ fn topic(watcher: &str, pid: Option<u32>) -> Topic {
 fn round(stats: &mut ClusterStats, node: &str, watcher: &str, procs: &[(u32, f64)], now: Instant) {
     for &(pid, cpu) in procs {
         let info = process(pid, cpu, 0.5, 10.0 + pid as f64);
-        stats.ingest(node, &topic(watcher, Some(pid)), &info, now);
+        stats.ingest(node, &topic(watcher, Some(pid)), payload(&info), now);
     }
     let pids: Vec<u32> = procs.iter().map(|(pid, _)| *pid).collect();
     let aggregate = json!({"pid": pids, "cpu": 0.0, "mem": 0.0, "age": 0.0});
-    stats.ingest(node, &topic(watcher, None), &aggregate, now);
+    stats.ingest(node, &topic(watcher, None), payload(&aggregate), now);
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,7 +3,7 @@
 
 use super::actor::StatsMsg;
 use super::topic::{parse_cluster_topic, parse_node_topic, PREFIX};
-use serde_json::{Map, Value};
+use serde_json::Map;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use troupe::config::DEFAULT_MAX_MESSAGE_SIZE;
@@ -106,13 +106,6 @@ pub fn port_at_control_host(stats: &str, control: &str) -> Option<String> {
     let port = stats.rsplit_once(':')?.1.parse::<u16>().ok()?;
     let control = troupe::endpoint::Endpoint::parse(control).ok()?;
     Some(control.with_port(port).to_string())
-}
-
-/// A JSON body as a value; None for anything that is not a JSON object.
-pub fn decode(body: &[u8]) -> Option<Value> {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .filter(Value::is_object)
 }
 
 #[cfg(test)]

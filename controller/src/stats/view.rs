@@ -144,6 +144,7 @@ pub fn summary(snapshot: &Snapshot) -> (usize, usize, usize, f64, u64) {
 mod tests {
     use super::*;
     use crate::stats::model::ClusterStats;
+    use crate::stats::payload::Payload;
     use crate::stats::topic::Topic;
     use serde_json::json;
     use std::time::Duration;
@@ -165,14 +166,19 @@ mod tests {
                 watcher: watcher.into(),
                 pid: Some(pid),
             };
-            stats.ingest(node, &topic, &info, now);
+            stats.ingest(node, &topic, Payload::of_value(&info).unwrap(), now);
         }
         let pids: Vec<u32> = procs.iter().map(|p| p.0).collect();
         let topic = Topic {
             watcher: watcher.into(),
             pid: None,
         };
-        stats.ingest(node, &topic, &json!({ "pid": pids }), now);
+        stats.ingest(
+            node,
+            &topic,
+            Payload::of_value(&json!({ "pid": pids })).unwrap(),
+            now,
+        );
     }
 
     fn cluster() -> ClusterStats {
