@@ -181,8 +181,8 @@ impl Drop for Actor {
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, membership: MembershipHandle) {
         let mut events = membership.subscribe();
-        let mut view = membership.view();
-        self.reconcile(&membership.members());
+        let mut roster = membership.roster();
+        self.reconcile(&membership.shared_members());
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -216,13 +216,12 @@ impl Actor {
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                // The view follows each event; readers follow the view.
-                changed = view.changed() => {
+                // Readers follow the roster, not every view.
+                changed = roster.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    let members = view.borrow_and_update().clone();
-                    self.reconcile(&members);
+                    self.reconcile(&membership.shared_members());
                 }
             }
         }

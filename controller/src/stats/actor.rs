@@ -12,13 +12,14 @@ use crate::membership::{Kind, Member, MemberState, MembershipHandle};
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use troupe::protocol::now_epoch;
 use troupe::subscribers::GuardedPublisher;
 
-/// How often node totals are published and the state is pruned and reconciled.
+/// How often node totals are published and the state is pruned (subscriptions follow the
+/// roster: [`MembershipHandle::roster`]).
 const TICK: Duration = Duration::from_secs(1);
 
 /// What the actor is told.
@@ -122,7 +123,7 @@ impl Drop for Actor {
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<StatsMsg>, membership: Option<MembershipHandle>) {
-        let mut events = membership.as_ref().map(MembershipHandle::subscribe);
+        let mut roster = membership.as_ref().map(MembershipHandle::roster);
         if let Some(membership) = &membership {
             self.reconcile(&membership.shared_members());
         }
@@ -134,11 +135,9 @@ impl Actor {
                     Some(msg) => self.on_message(msg),
                     None => return,
                 },
-                // Membership publishes an event just before its new view, so this may read
-                // the old one; the next tick catches up.
-                changed = member_event(&mut events) => {
+                changed = roster_change(&mut roster) => {
                     if changed.is_err() {
-                        events = None; // membership is gone; keep serving what we have
+                        roster = None; // membership is gone; keep serving what we have
                     }
                     if let Some(membership) = &membership {
                         self.reconcile(&membership.shared_members());
@@ -146,9 +145,6 @@ impl Actor {
                 }
                 _ = watch(&mut self.publisher) => {}
                 _ = tick.tick() => {
-                    if let Some(membership) = &membership {
-                        self.reconcile(&membership.shared_members());
-                    }
                     self.on_tick();
                 }
             }
@@ -277,23 +273,10 @@ fn stats_source(member: &Member) -> Option<StatsSource> {
     }
 }
 
-/// The next member event, or never when there is no membership to follow.
-async fn member_event(
-    events: &mut Option<broadcast::Receiver<crate::membership::PublishedEvent>>,
-) -> Result<(), ()> {
-    match events {
+/// The next change of the roster, or never when there is no membership to follow.
+async fn roster_change(roster: &mut Option<watch::Receiver<u64>>) -> Result<(), ()> {
+    match roster {
         None => std::future::pending().await,
-        Some(rx) => match rx.recv().await {
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                // One reconcile for a burst (a thousand joins as serve starts).
-                while !matches!(
-                    rx.try_recv(),
-                    Err(broadcast::error::TryRecvError::Empty
-                        | broadcast::error::TryRecvError::Closed)
-                ) {}
-                Ok(())
-            }
-            Err(broadcast::error::RecvError::Closed) => Err(()),
-        },
+        Some(rx) => rx.changed().await.map_err(|_| ()),
     }
 }
