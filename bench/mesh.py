@@ -365,7 +365,7 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
         ("  top's header: nodes (stale), processes; full after its start", None,
          lambda f: f"{f['top_shown'][0]} ({f['top_shown'][1]}), {f['top_shown'][2]}; {f['top_full_s']:.1f} s"),
         ("dashboard in headless chromium: navigation start -> all nodes listed", None,
-         lambda f: f"{f['page_full_ms']:.0f} ms (first rows {f['page_first_ms']:.0f} ms)"),
+         lambda f: f"{f['page_full_ms']:.0f} ms (DOMContentLoaded {f['page_dom_ms']:.0f} ms)"),
         ("  with the page open: serve CPU / chromium CPU", None,
          lambda f: f"{f['dash_serve_cpu']:.1f} % / {f['dash_browser_cpu']:.1f} %"),
         ("  page's main thread in tasks over 50 ms; longest", None,
@@ -376,6 +376,8 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
          lambda f: f"{statistics.median(f['dash_watcher_reply_ms']):.0f} ms"),
         ("  SIGKILL one agent -> `down` on the page (serve's nodelist)", None,
          lambda f: f"{f['dash_down_ms'] / 1000:.2f} s ({f['dash_down_serve_ms'] / 1000:.2f} s)"),
+        ("  that agent started again -> `alive` on the page (serve's nodelist)", None,
+         lambda f: f"{f['dash_back_ms'] / 1000:.2f} s ({f['dash_back_serve_ms'] / 1000:.2f} s)"),
         ("load average (1 5 15) when the stats CPU was measured", None, lambda f: f["load_stats"]),
     ]
     table = [("", "target", *[f"{n} agents" for n in sizes])]
@@ -388,8 +390,9 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
     print(f"troupe and troupe-agent built from {source_state()}")
     print("One network namespace; agents on 127.1.x.y (mDNS off), one watcher running each; one serve "
           "probing their ranges (probe_interval 5 s, the default), its dashboard on.")
-    print(f"From the stats rows on (after the steady CPU): that watcher at {SCALE_PROCS} processes; the "
-          "dashboard rows then SIGKILL the last agent, left out of the rows after them.")
+    print(f"Measured in this order: alive, steady CPU and RSS (one process per agent); the stats, top and "
+          f"dashboard rows (that watcher at {SCALE_PROCS} processes; the agent the dashboard rows SIGKILL is "
+          "started again, with 1); status; configure; SIGKILL 50.")
     print()
     for row in table:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -408,7 +411,8 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
         if "page_rows" in runs[n]:
             rows_shown = runs[n]["page_rows"]
             print(f"\n{n} agents: the dashboard drew {rows_shown[0]} node rows and {rows_shown[1]} matrix rows "
-                  f"({rows_shown[2]} px tall); screenshot in target/dashboard-screenshots/mesh-{n}.png")
+                  f"({rows_shown[2]} px tall, the charts start {runs[n].get('page_charts_y', 0):.0f} px down); "
+                  f"screenshots target/dashboard-screenshots/mesh-{n}.png and mesh-{n}-charts.png")
         for key in ("status_failure_example", "configure_failure_example"):
             if runs[n].get(key):
                 print(f"\n{n} agents, {key.replace('_', ' ')}:\n  " + runs[n][key].replace("\n", "\n  "))
@@ -1423,18 +1427,21 @@ class Inner:
         try:
             self.note_load(f"starting {n} agents (scale)")
             t0 = time.perf_counter()
-            for i in range(n):
-                name = f"s{n}-{i + 1:04d}"
-                d = os.path.join(self.workdir, name)
+            def start(i):
+                """Agent i (again, as the dashboard figures do)."""
+                d = os.path.join(self.workdir, f"s{n}-{i + 1:04d}")
                 watchers = (
                     f'[watcher.svc]\ncmd = "sleep 100000"\ngraceful_timeout = 1\n'
                     f'[[watcher.svc.template]]\nsource = "{template}"\ndest = "{d}/peers.txt"\n\n'
                     + "".join(f'[watcher.spare{k}]\ncmd = "sleep 100000"\nautostart = false\n'
                               f'graceful_timeout = 1\n' for k in range(1, 4))
                 )
-                agents.append(self.start_agent(name, self.scale_address(i), "bm-scale", watchers=watchers))
-                dirs.append(d)
-                names.append(name)
+                return self.start_agent(os.path.basename(d), self.scale_address(i), "bm-scale", watchers=watchers)
+
+            for i in range(n):
+                agents.append(start(i))
+                dirs.append(os.path.join(self.workdir, f"s{n}-{i + 1:04d}"))
+                names.append(f"s{n}-{i + 1:04d}")
             t_last = time.perf_counter()
             fig["started"] = n
             fig["spawn_s"] = t_last - t0
@@ -1472,17 +1479,15 @@ class Inner:
                 f"{downs} down events, {fig['alive_end']} alive; agents {fig['agents_cpu']:.1f} %")
             self.save()
 
-            dead = set()  # agents the dashboard figures SIGKILLed
             stats = self.attempt(f"{SCALE_PROCS} processes per agent, {n} agents", self.scale_stats,
                                  n, endpoint, proc, agents, fig)
             if stats:
                 self.attempt(f"troupe top with {n} agents", self.scale_top, n, endpoint, proc, agents, fig)
-            self.attempt(f"dashboard with {n} agents", self.scale_dashboard, n, bind, endpoint, proc,
-                         client, agents, names, dead, fig)
-            self.attempt(f"status to {n} through serve", self.scale_status, n, endpoint, dead, fig)
-            self.attempt(f"configure to {n} through serve", self.scale_configure, n - len(dead), endpoint,
-                         fig, [d for d, name in zip(dirs, names) if name not in dead])
-            self.attempt(f"SIGKILL {SCALE_KILLED} of {n}", self.scale_kill, n, client, agents, names, dead, fig)
+            self.attempt(f"dashboard with {n} agents", self.scale_dashboard, n, bind, proc, client,
+                         agents, names, start, fig)
+            self.attempt(f"status to {n} through serve", self.scale_status, n, endpoint, fig)
+            self.attempt(f"configure to {n} through serve", self.scale_configure, n, endpoint, fig, dirs)
+            self.attempt(f"SIGKILL {SCALE_KILLED} of {n}", self.scale_kill, n, client, agents, names, fig)
         finally:
             sub.close(0)
             client.close()
@@ -1596,10 +1601,11 @@ class Inner:
         finally:
             tmux("kill-server")
 
-    def scale_dashboard(self, n, bind, endpoint, proc, client, agents, names, dead, fig):
+    def scale_dashboard(self, n, bind, proc, client, agents, names, start, fig):
         """Headless chromium on serve's dashboard: page load until all n nodes are rows; serve's
-        and the browser's CPU with the page open; a watcher stopped and started on one node, and
-        the last agent SIGKILLed, until the page shows it."""
+        and the browser's CPU with the page open; until the page shows it: a watcher stopped and
+        started on one node, the last agent SIGKILLed, then started again (`start(i)`: all n
+        are alive again after)."""
         shot_dir = os.path.join(ROOT, "target", "dashboard-screenshots")
         os.makedirs(shot_dir, exist_ok=True)
         self.note_load(f"dashboard with {n} agents")
@@ -1634,6 +1640,12 @@ class Inner:
                 " document.querySelectorAll('#matrix tbody tr').length,"
                 " document.documentElement.scrollHeight];")
             shot = browser.screenshot(os.path.join(shot_dir, f"mesh-{n}.png"))
+            # Below both tables: where the charts and the events are drawn.
+            fig["page_charts_y"] = browser.execute(
+                "const c = document.querySelector('#charts'); c.scrollIntoView();"
+                "return c.getBoundingClientRect().top + window.scrollY;")
+            browser.screenshot(os.path.join(shot_dir, f"mesh-{n}-charts.png"))
+            browser.execute("window.scrollTo(0, 0); return true;")
             log(f"dashboard with {n}: all rows {fig['page_full_ms']:.0f} ms after navigation start (first rows "
                 f"{fig['page_first_ms']:.0f} ms, DOMContentLoaded {fig['page_dom_ms']:.0f} ms); serve "
                 f"{fig['dash_serve_cpu']:.1f} %, browser {fig['dash_browser_cpu']:.1f} %; long tasks "
@@ -1661,26 +1673,31 @@ class Inner:
             log(f"dashboard with {n}: stop/start svc on {node} -> shown in {fmt_s(shown, 0)} ms "
                 f"(serve replied after {fmt_s(replied, 0)} ms)")
 
-            # SIGKILL of one agent until its row reads down; serve's nodelist polled meanwhile.
+            # SIGKILL of one agent until its row reads down, then started again until alive;
+            # serve's nodelist polled meanwhile.
             victim = n - 1
             row = f'#members tbody tr[data-node="{names[victim]}"]'
-            browser.execute("window.__bench.watch = {css: arguments[0], key: 'state', value: 'down'};"
-                            "window.__bench.seen = null; return true;", row)
-            t0 = time.time() * 1000
-            agents[victim].kill()
-            agents[victim].wait(timeout=10)
-            dead.add(names[victim])
-            serve_down = None
-            deadline = time.monotonic() + 30
-            while serve_down is None and time.monotonic() < deadline:
-                if (self.states(client) or {}).get(names[victim]) == "down":
-                    serve_down = time.time() * 1000 - t0
-                time.sleep(0.05)
-            seen = self.page_seen(browser, 30, f"{names[victim]} down in the node table")
-            fig["dash_down_ms"] = seen - t0
-            fig["dash_down_serve_ms"] = serve_down
-            log(f"dashboard with {n}: SIGKILL {names[victim]} -> down on the page after {fig['dash_down_ms']:.0f} ms "
-                f"(serve's nodelist: {serve_down} ms)")
+            for key, state in (("down", "down"), ("back", "alive")):
+                browser.execute("window.__bench.watch = {css: arguments[0], key: 'state', value: arguments[1]};"
+                                "window.__bench.seen = null; return true;", row, state)
+                t0 = time.time() * 1000
+                if state == "down":
+                    agents[victim].kill()
+                    agents[victim].wait(timeout=10)
+                else:
+                    agents[victim] = start(victim)
+                at_serve = None
+                deadline = time.monotonic() + 60
+                while at_serve is None and time.monotonic() < deadline:
+                    if (self.states(client) or {}).get(names[victim]) == state:
+                        at_serve = time.time() * 1000 - t0
+                    time.sleep(0.05)
+                seen = self.page_seen(browser, 60, f"{names[victim]} {state} in the node table")
+                fig[f"dash_{key}_ms"] = seen - t0
+                fig[f"dash_{key}_serve_ms"] = at_serve
+                log(f"dashboard with {n}: {names[victim]} {'SIGKILLed' if state == 'down' else 'started again'} -> "
+                    f"{state} on the page after {fig[f'dash_{key}_ms']:.0f} ms (serve's nodelist: {at_serve} ms)")
+            self.wait_alive(client, names, 60, poll=0.2)
         finally:
             browser.close()
 
@@ -1695,13 +1712,10 @@ class Inner:
             time.sleep(0.02)
         raise Failure(f"the dashboard did not show {what} within {timeout} s")
 
-    def scale_status(self, total, endpoint, dead, fig):
-        """`dead`: agents killed before (the last ones: status_direct asks the first n)."""
-        n = total - len(dead)
+    def scale_status(self, n, endpoint, fig):
         self.note_load(f"troupe status to {n} agents through serve")
-        _, out, _, _ = self.troupe("status", "--controller", endpoint, "--timeout", "5s", "--json",
-                                   timeout=120, expect=(0, 1))
-        replies = {k: v for k, v in json.loads(out).items() if k not in dead}
+        _, out, _, _ = self.troupe("status", "--controller", endpoint, "--timeout", "5s", "--json", timeout=120)
+        replies = json.loads(out)
         ok = sum(1 for v in replies.values() if v.get("status") == "ok")
         if ok != n:
             raise Failure(f"$ troupe status --controller {endpoint} --json: {ok} ok replies of {len(replies)}")
@@ -1712,7 +1726,7 @@ class Inner:
                                         timeout=120, expect=(0, 1))
             times.append(dt * 1000)
             replies = json.loads(out or "{}")
-            bad = {k: v for k, v in replies.items() if v.get("status") != "ok" and k not in dead}
+            bad = {k: v for k, v in replies.items() if v.get("status") != "ok"}
             failed.append(len(bad))
             if bad:
                 name, reply = next(iter(bad.items()))
@@ -1803,8 +1817,8 @@ class Inner:
         fig["configure_ms"] = times
         log(f"configure to {n}: p50 {statistics.median(times):.0f} ms")
 
-    def scale_kill(self, n, client, agents, names, dead, fig):
-        victims = random.Random(15).sample([i for i in range(n) if names[i] not in dead], SCALE_KILLED)
+    def scale_kill(self, n, client, agents, names, fig):
+        victims = random.Random(15).sample(range(n), SCALE_KILLED)
         self.note_load(f"SIGKILL {SCALE_KILLED} of {n} agents")
         t_kill = time.perf_counter()
         for i in victims:
@@ -1823,7 +1837,7 @@ class Inner:
         else:
             left = sorted(name for name in want if st.get(name) != "down")
             raise Failure(f"{len(left)} of {SCALE_KILLED} killed agents not down within 30 s: {left[:5]}")
-        others = set(names) - want - dead
+        others = set(names) - want
         fig["others_alive_after_kill"] = sum(1 for name in others if st.get(name) == "alive")
         log(f"{SCALE_KILLED} of {n} killed: all down {fig['killed_down_s']:.2f} s later; "
             f"{fig['others_alive_after_kill']} of {len(others)} others alive")
