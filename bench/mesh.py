@@ -142,6 +142,25 @@ new MutationObserver(() => {
   }
 }).observe(document, {childList: true, subtree: true});
 """
+# The page's own functions, timed from then on: {name: [ms, calls]} (app.js is a classic
+# script: its top-level functions are globals, looked up at each call). renderMembers includes
+# renderMatrix.
+DASHBOARD_TIMERS_JS = """
+window.__bench.js = {};
+for (const name of ['renderMembers', 'renderMatrix', 'setBusy', 'fillLogChoices', 'mergeLines', 'renderCharts']) {
+  const original = window[name];
+  if (typeof original !== 'function') continue;
+  window.__bench.js[name] = [0, 0];
+  window[name] = function (...args) {
+    const t = performance.now();
+    try { return original.apply(this, args); } finally {
+      window.__bench.js[name][0] += performance.now() - t;
+      window.__bench.js[name][1] += 1;
+    }
+  };
+}
+return true;
+"""
 
 
 def log(msg):
@@ -370,6 +389,13 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
          lambda f: f"{f['dash_serve_cpu']:.1f} % / {f['dash_browser_cpu']:.1f} %"),
         ("  page's main thread in tasks over 50 ms; longest", None,
          lambda f: f"{f['page_longtasks'][1]:.0f} ms/s; {f['page_longtasks'][2]:.0f} ms"),
+        (f"  page's JS, ms per s (calls in {SERVE_WINDOW_S:g} s), by app.js function", None,
+         lambda f: "renderMembers {} of which renderMatrix {}; setBusy {}; fillLogChoices {}; "
+                   "mergeLines + renderCharts {}".format(*(
+                       f"{f['page_js_ms'][k][0]:.0f} ({f['page_js_ms'][k][1]})"
+                       for k in ("renderMembers", "renderMatrix", "setBusy", "fillLogChoices")),
+                       f"{f['page_js_ms']['mergeLines'][0] + f['page_js_ms']['renderCharts'][0]:.0f} "
+                       f"({f['page_js_ms']['renderCharts'][1]})")),
         (f"  stop/start a watcher through serve -> shown in the matrix, p50 / max ({2 * DASH_EVENT_RUNS})", None,
          lambda f: f"{statistics.median(f['dash_watcher_ms']):.0f} / {max(f['dash_watcher_ms']):.0f} ms"),
         ("    serve's reply to the action, p50", None,
@@ -1630,11 +1656,14 @@ class Inner:
             fig["page_dom_ms"] = nav[0]
             time.sleep(SCALE_SETTLE_S)
             browser.execute("window.__bench.longtasks = []; return true;")
+            browser.execute(DASHBOARD_TIMERS_JS)
             cpu = self.cpu_groups({"serve": [proc.pid], "browser": browser.pids()}, SERVE_WINDOW_S)
             fig["dash_serve_cpu"] = cpu["serve"]
             fig["dash_browser_cpu"] = cpu["browser"]
             tasks = browser.execute("return window.__bench.longtasks;")
             fig["page_longtasks"] = [len(tasks), sum(tasks) / SERVE_WINDOW_S, max(tasks, default=0)]
+            fig["page_js_ms"] = {name: [ms / SERVE_WINDOW_S, calls] for name, (ms, calls) in
+                                 browser.execute("return window.__bench.js;").items()}
             fig["page_rows"] = browser.execute(
                 "return [document.querySelectorAll('#members tbody tr').length,"
                 " document.querySelectorAll('#matrix tbody tr').length,"
