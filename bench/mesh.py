@@ -19,8 +19,11 @@ probes only the loopback addresses of its own agents (127.0.x.y inside <tag>-m) 
 that exists only in <tag>-m.
 
 `--agents N` runs one phase only, `scale` in <tag>-m: a serve probing 127.1.x.y, then FLEET
-agents there (a watcher running `sleep`, three not started), measured; then the same with N
-agents; printed side by side (report_scale()). The serve starts with a soft open-files limit of
+agents there (a watcher running `sleep`, three not started), measured; then svc raised to
+SCALE_PROCS processes on every agent: serve aggregating their stats, then with one `troupe top`
+(in a tmux terminal), then its web dashboard in headless chromium (bench/webdriver.py:
+chromedriver and chromium run in the namespace too); then the same with N agents; printed side
+by side (report_scale()). The serve starts with a soft open-files limit of
 at most 1024, as from a login shell, so what it raises itself is what is measured.
 
 Figures (see report() for the exact list):
@@ -43,6 +46,7 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
 import shlex
 import shutil
@@ -60,6 +64,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import mesh_swarm  # noqa: E402  (`--simulated N`: bench/mesh_swarm.py)
+import webdriver  # noqa: E402  (bench/webdriver.py: the dashboard in headless chromium)
 from compare import (  # noqa: E402  (bench/compare.py: same directory)
     CallError,
     Client,
@@ -74,7 +79,7 @@ from compare import (  # noqa: E402  (bench/compare.py: same directory)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PHASE_TIMEOUTS = {"mdns-lo": 90, "mdns-bridge": 90, "main": 560, "simulated": 600,
-                  "scale": 1500, "fanout": 900}
+                  "scale": 2400, "fanout": 900}
 
 # Targets from the issue.
 TARGET_DOWN_S = 3.0
@@ -111,6 +116,51 @@ SCALE_KILLED = 50
 SCALE_SETTLE_S = 5.0
 SCALE_STATUS_RUNS = 10
 SCALE_CONFIGURE_RUNS = 3
+SCALE_PROCS = 10  # svc's processes per agent while stats, top and the dashboard are measured
+DASH_EVENT_RUNS = 3  # stop + start of one watcher, each until the page shows it
+
+# Runs in the dashboard page before its own scripts (bench/webdriver.py's on_new_document):
+# `first`/`full`: performance.now() (ms since navigation start) when the node table first has
+# rows / has WANT alive rows; `seen`: Date.now() when the element `watch.css` first has
+# `dataset[watch.key] === watch.value` (set by the bench before each action); `longtasks`: the
+# durations of the main thread's tasks over 50 ms.
+DASHBOARD_OBSERVER_JS = """
+window.__bench = {first: null, full: null, rows: 0, watch: null, seen: null, longtasks: []};
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) window.__bench.longtasks.push(e.duration);
+}).observe({type: 'longtask'});
+new MutationObserver(() => {
+  const b = window.__bench;
+  if (b.full === null) {
+    b.rows = document.querySelectorAll('#members tbody tr[data-state="alive"]').length;
+    if (b.rows > 0 && b.first === null) b.first = performance.now();
+    if (b.rows >= WANT) b.full = performance.now();
+  }
+  if (b.watch && b.seen === null) {
+    const el = document.querySelector(b.watch.css);
+    if (el && el.dataset[b.watch.key] === b.watch.value) b.seen = Date.now();
+  }
+}).observe(document, {childList: true, subtree: true});
+"""
+# The page's own functions, timed from then on: {name: [ms, calls]} (app.js is a classic
+# script: its top-level functions are globals, looked up at each call). renderMembers includes
+# renderMatrix.
+DASHBOARD_TIMERS_JS = """
+window.__bench.js = {};
+for (const name of ['renderMembers', 'renderMatrix', 'setBusy', 'fillLogChoices', 'mergeLines', 'renderCharts']) {
+  const original = window[name];
+  if (typeof original !== 'function') continue;
+  window.__bench.js[name] = [0, 0];
+  window[name] = function (...args) {
+    const t = performance.now();
+    try { return original.apply(this, args); } finally {
+      window.__bench.js[name][0] += performance.now() - t;
+      window.__bench.js[name][1] += 1;
+    }
+  };
+}
+return true;
+"""
 
 
 def log(msg):
@@ -321,6 +371,40 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
          lambda f: f"{f['killed_down_s']:.2f} s"),
         ("  others still alive then", None, lambda f: f"{f['others_alive_after_kill']}"),
         ("load average (1 5 15) when the steady CPU was measured", None, lambda f: f["load_steady"]),
+        (f"svc at {SCALE_PROCS} processes on every agent (incr through serve): all in serve's stats", None,
+         lambda f: f"{f['procs_sampled_s']:.1f} s ({f['procs_total']} processes, the agents' own included)"),
+        (f"serve CPU aggregating stats at 1 Hz, {SCALE_PROCS} processes per agent, no client", None,
+         lambda f: f"{f['stats_serve_cpu']:.1f} % ({f['stats_serve_cpu'] - f['serve_cpu']:+.1f} vs 1 process)"),
+        ("  the agents' CPU together (sampling their processes, answering heartbeats)", None,
+         lambda f: f"{f['stats_agents_cpu']:.1f} % ({f['stats_agents_cpu'] / f['started'] * 1000:.1f} % per 1000)"),
+        ("  serve RSS then", None, lambda f: f"{f['stats_serve_rss_mb']:.1f} MiB"),
+        ("with one `troupe top --controller` open: serve CPU", None,
+         lambda f: f"{f['top_serve_cpu']:.1f} % ({f['top_serve_cpu'] - f['stats_serve_cpu']:+.1f})"),
+        ("  troupe top's own CPU / RSS", None, lambda f: f"{f['top_cpu']:.1f} % / {f['top_rss_mb']:.1f} MiB"),
+        ("  top's header: nodes (stale), processes; full after its start", None,
+         lambda f: f"{f['top_shown'][0]} ({f['top_shown'][1]}), {f['top_shown'][2]}; {f['top_full_s']:.1f} s"),
+        ("dashboard in headless chromium: navigation start -> all nodes listed", None,
+         lambda f: f"{f['page_full_ms']:.0f} ms (DOMContentLoaded {f['page_dom_ms']:.0f} ms)"),
+        ("  with the page open: serve CPU / chromium CPU", None,
+         lambda f: f"{f['dash_serve_cpu']:.1f} % / {f['dash_browser_cpu']:.1f} %"),
+        ("  page's main thread in tasks over 50 ms; longest", None,
+         lambda f: f"{f['page_longtasks'][1]:.0f} ms/s; {f['page_longtasks'][2]:.0f} ms"),
+        (f"  page's JS, ms per s (calls in {SERVE_WINDOW_S:g} s), by app.js function", None,
+         lambda f: "renderMembers {} of which renderMatrix {}; setBusy {}; fillLogChoices {}; "
+                   "mergeLines + renderCharts {}".format(*(
+                       f"{f['page_js_ms'][k][0]:.0f} ({f['page_js_ms'][k][1]})"
+                       for k in ("renderMembers", "renderMatrix", "setBusy", "fillLogChoices")),
+                       f"{f['page_js_ms']['mergeLines'][0] + f['page_js_ms']['renderCharts'][0]:.0f} "
+                       f"({f['page_js_ms']['renderCharts'][1]})")),
+        (f"  stop/start a watcher through serve -> shown in the matrix, p50 / max ({2 * DASH_EVENT_RUNS})", None,
+         lambda f: f"{statistics.median(f['dash_watcher_ms']):.0f} / {max(f['dash_watcher_ms']):.0f} ms"),
+        ("    serve's reply to the action, p50", None,
+         lambda f: f"{statistics.median(f['dash_watcher_reply_ms']):.0f} ms"),
+        ("  SIGKILL one agent -> `down` on the page (serve's nodelist)", None,
+         lambda f: f"{f['dash_down_ms'] / 1000:.2f} s ({f['dash_down_serve_ms'] / 1000:.2f} s)"),
+        ("  that agent started again -> `alive` on the page (serve's nodelist)", None,
+         lambda f: f"{f['dash_back_ms'] / 1000:.2f} s ({f['dash_back_serve_ms'] / 1000:.2f} s)"),
+        ("load average (1 5 15) when the stats CPU was measured", None, lambda f: f["load_stats"]),
     ]
     table = [("", "target", *[f"{n} agents" for n in sizes])]
     for label, target, fn in rows:
@@ -331,7 +415,10 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
           f"load average at start {load_start}, at end {load_end}; {elapsed:.0f} s)")
     print(f"troupe and troupe-agent built from {source_state()}")
     print("One network namespace; agents on 127.1.x.y (mDNS off), one watcher running each; one serve "
-          "probing their ranges (probe_interval 5 s, the default).")
+          "probing their ranges (probe_interval 5 s, the default), its dashboard on.")
+    print(f"Measured in this order: alive, steady CPU and RSS (one process per agent); the stats, top and "
+          f"dashboard rows (that watcher at {SCALE_PROCS} processes; the agent the dashboard rows SIGKILL is "
+          "started again, with 1); status; configure; SIGKILL 50.")
     print()
     for row in table:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -347,6 +434,11 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
         print(f"at {largest} agents: " + "; ".join(
             f"{what} {'n/a' if v is None else ('PASS' if v <= t else 'FAIL')}" for what, v, t in checks))
     for n in sizes:
+        if "page_rows" in runs[n]:
+            rows_shown = runs[n]["page_rows"]
+            print(f"\n{n} agents: the dashboard drew {rows_shown[0]} node rows and {rows_shown[1]} matrix rows "
+                  f"({rows_shown[2]} px tall, the charts start {runs[n].get('page_charts_y', 0):.0f} px down); "
+                  f"screenshots target/dashboard-screenshots/mesh-{n}.png and mesh-{n}-charts.png")
         for key in ("status_failure_example", "configure_failure_example"):
             if runs[n].get(key):
                 print(f"\n{n} agents, {key.replace('_', ' ')}:\n  " + runs[n][key].replace("\n", "\n  "))
@@ -779,8 +871,15 @@ class Inner:
 
     @staticmethod
     def cpu_groups(groups, seconds, during=None):
-        """CPU (% of one core) of each group of pids {key: [pid]} over the same `seconds`."""
-        t0 = {k: sum(cpu_ticks(p) for p in pids) for k, pids in groups.items()}
+        """CPU (% of one core) of each group of pids {key: [pid]} over the same `seconds`; a
+        pid that exits meanwhile is left out of its group."""
+        def ticks(pid):
+            try:
+                return cpu_ticks(pid)
+            except (OSError, ValueError, IndexError):
+                return None
+
+        start = {k: {p: ticks(p) for p in pids} for k, pids in groups.items()}
         w0 = time.monotonic()
         deadline = w0 + seconds
         if during:
@@ -788,9 +887,11 @@ class Inner:
         left = deadline - time.monotonic()
         if left > 0:
             time.sleep(left)
-        t1 = {k: sum(cpu_ticks(p) for p in pids) for k, pids in groups.items()}
+        end = {k: {p: ticks(p) for p in pids} for k, pids in groups.items()}
         w1 = time.monotonic()
-        return {k: (t1[k] - t0[k]) / CLK_TCK / (w1 - w0) * 100 for k in groups}
+        return {k: sum(end[k][p] - start[k][p] for p in groups[k]
+                       if start[k][p] is not None and end[k][p] is not None) / CLK_TCK / (w1 - w0) * 100
+                for k in groups}
 
     # ---- mDNS phases -----------------------------------------------------------------------
 
@@ -1339,8 +1440,10 @@ class Inner:
             f.write("{% for p in peers %}{{ p.index }}={{ p.name }}@{{ p.address }}\n{% endfor %}")
         bind = "127.0.0.30"
         endpoint = f"tcp://{bind}:5558"
+        # The dashboard listens from the start (no page open until scale_dashboard).
         proc, client, _ = self.start_serve(f"serve-scale-{n}", bind, "--no-mdns", "--cluster", "bm-scale",
-                                           "--probe", self.scale_ranges(n), nofile=self.nofile_soft)
+                                           "--probe", self.scale_ranges(n), "--http", f"{bind}:5580",
+                                           nofile=self.nofile_soft)
         sub = self.zmq.Context.instance().socket(self.zmq.SUB)
         sub.setsockopt(self.zmq.LINGER, 0)
         sub.setsockopt(self.zmq.RCVHWM, 0)
@@ -1350,18 +1453,21 @@ class Inner:
         try:
             self.note_load(f"starting {n} agents (scale)")
             t0 = time.perf_counter()
-            for i in range(n):
-                name = f"s{n}-{i + 1:04d}"
-                d = os.path.join(self.workdir, name)
+            def start(i):
+                """Agent i (again, as the dashboard figures do)."""
+                d = os.path.join(self.workdir, f"s{n}-{i + 1:04d}")
                 watchers = (
                     f'[watcher.svc]\ncmd = "sleep 100000"\ngraceful_timeout = 1\n'
                     f'[[watcher.svc.template]]\nsource = "{template}"\ndest = "{d}/peers.txt"\n\n'
                     + "".join(f'[watcher.spare{k}]\ncmd = "sleep 100000"\nautostart = false\n'
                               f'graceful_timeout = 1\n' for k in range(1, 4))
                 )
-                agents.append(self.start_agent(name, self.scale_address(i), "bm-scale", watchers=watchers))
-                dirs.append(d)
-                names.append(name)
+                return self.start_agent(os.path.basename(d), self.scale_address(i), "bm-scale", watchers=watchers)
+
+            for i in range(n):
+                agents.append(start(i))
+                dirs.append(os.path.join(self.workdir, f"s{n}-{i + 1:04d}"))
+                names.append(f"s{n}-{i + 1:04d}")
             t_last = time.perf_counter()
             fig["started"] = n
             fig["spawn_s"] = t_last - t0
@@ -1399,6 +1505,12 @@ class Inner:
                 f"{downs} down events, {fig['alive_end']} alive; agents {fig['agents_cpu']:.1f} %")
             self.save()
 
+            stats = self.attempt(f"{SCALE_PROCS} processes per agent, {n} agents", self.scale_stats,
+                                 n, endpoint, proc, agents, fig)
+            if stats:
+                self.attempt(f"troupe top with {n} agents", self.scale_top, n, endpoint, proc, agents, fig)
+            self.attempt(f"dashboard with {n} agents", self.scale_dashboard, n, bind, proc, client,
+                         agents, names, start, fig)
             self.attempt(f"status to {n} through serve", self.scale_status, n, endpoint, fig)
             self.attempt(f"configure to {n} through serve", self.scale_configure, n, endpoint, fig, dirs)
             self.attempt(f"SIGKILL {SCALE_KILLED} of {n}", self.scale_kill, n, client, agents, names, fig)
@@ -1409,6 +1521,225 @@ class Inner:
             log(f"stopping the {n} agents")
             self.stop(agents, timeout=60)
             self.save()
+
+    def stats_counts(self, client):
+        """From serve's stats snapshot: (nodes, nodes stale, processes of svc, all processes)."""
+        reply = client.call("stats_snapshot", timeout=20)
+        nodes = (reply.get("snapshot") or {}).get("nodes") or {}
+        svc = sum(len(((node.get("watchers") or {}).get("svc") or {}).get("total", {}).get("pid") or [])
+                  for node in nodes.values())
+        every = sum(len((node.get("total") or {}).get("pid") or []) for node in nodes.values())
+        return len(nodes), sum(1 for node in nodes.values() if node.get("stale")), svc, every
+
+    def scale_stats(self, n, endpoint, proc, agents, fig):
+        """Every agent's svc from 1 to SCALE_PROCS processes (`incr` through serve); once serve's
+        stats snapshot has them all, serve's and the agents' CPU with serve aggregating them."""
+        client = Client(self.zmq, endpoint)
+        try:
+            self.note_load(f"incr svc to {SCALE_PROCS} processes on {n} agents")
+            msg, reply, _ = client.raw("incr", {"name": "svc", "nb": SCALE_PROCS - 1, "node": "*",
+                                                "node_timeout": 30.0}, timeout=120)
+            nodes = reply.get("nodes") or {}
+            ok = sum(1 for r in nodes.values() if r.get("status") == "ok")
+            if reply.get("status") != "ok" or ok != n:
+                raise Failure(f"request {msg}\n-> reply status {reply.get('status')}, {ok} ok of {len(nodes)}: "
+                              f"{json.dumps(reply)[:600]}")
+            t0 = time.perf_counter()
+            deadline = time.monotonic() + 120
+            counts = None
+            while time.monotonic() < deadline:
+                counts = self.stats_counts(client)
+                if counts[0] == n and counts[1] == 0 and counts[2] == SCALE_PROCS * n:
+                    break
+                time.sleep(1)
+            else:
+                raise Failure(f"serve's stats snapshot after `incr svc {SCALE_PROCS - 1}` on all: {counts[0]} "
+                              f"nodes, {counts[1]} stale, {counts[2]} svc processes (want {n}, 0, "
+                              f"{SCALE_PROCS * n}) after 120 s")
+            fig["procs_sampled_s"] = time.perf_counter() - t0
+            fig["procs_total"] = counts[3]
+        finally:
+            client.close()
+        time.sleep(SCALE_SETTLE_S)
+        self.note_load(f"serve aggregating {SCALE_PROCS} processes x {n} agents")
+        fig["load_stats"] = loadavg()
+        cpu = self.cpu_groups({"serve": [proc.pid], "agents": [p.pid for p in agents]}, SERVE_WINDOW_S)
+        fig["stats_serve_cpu"] = cpu["serve"]
+        fig["stats_agents_cpu"] = cpu["agents"]
+        fig["stats_serve_rss_mb"] = (rss_kb(proc.pid) or 0) / 1024
+        log(f"{SCALE_PROCS} processes x {n} agents: all in serve's snapshot {fig['procs_sampled_s']:.1f} s after "
+            f"incr ({counts[3]} processes with the agents); serve {fig['stats_serve_cpu']:.1f} % "
+            f"(with 1 a watcher: {fig['serve_cpu']:.1f} %), agents {fig['stats_agents_cpu']:.1f} %")
+        return True
+
+    def scale_top(self, n, endpoint, proc, agents, fig):
+        """One `troupe top --controller` in a tmux terminal of its own (200x50): until its header
+        shows all n nodes and their processes, then serve's and top's CPU over a window."""
+        sock = f"troupe-mesh-{os.getpid()}"
+        screen_path = os.path.join(self.workdir, f"top-{n}.txt")
+        command = (f"exec {shlex.quote(self.args.troupe)} top --controller {endpoint} "
+                   f"2>{shlex.quote(os.path.join(self.workdir, f'top-{n}.err'))}")
+        env = dict(self.env, LANG="C.UTF-8", TERM="xterm-256color")
+
+        def tmux(*argv, timeout=10):
+            return subprocess.run(["tmux", "-L", sock, *argv], capture_output=True, text=True,
+                                  env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+        header = re.compile(r"(\d+) nodes \((\d+) stale\)\s+(\d+) processes")
+        self.note_load(f"troupe top with {n} agents")
+        t0 = time.perf_counter()
+        r = tmux("new-session", "-d", "-x", "200", "-y", "50", command)
+        if r.returncode != 0:
+            raise Failure(f"$ tmux new-session ... {command}\nexit {r.returncode}: {r.stderr}")
+        try:
+            top_pid = int(tmux("list-panes", "-F", "#{pane_pid}").stdout.split()[0])
+            deadline = time.monotonic() + 60
+            shown = None
+            screen = ""
+            while time.monotonic() < deadline:
+                screen = tmux("capture-pane", "-p").stdout
+                m = header.search(screen)
+                if m:
+                    shown = tuple(int(g) for g in m.groups())
+                    if shown[0] == n and shown[1] == 0 and shown[2] >= fig["procs_total"]:
+                        break
+                time.sleep(0.2)
+            else:
+                with open(screen_path, "w") as f:
+                    f.write(screen)
+                raise Failure(f"$ {command} (in tmux, 200x50): its header did not show {n} nodes, 0 stale, "
+                              f"{fig['procs_total']} processes within 60 s; last shown {shown}; screen in "
+                              f"{screen_path}:\n" + "\n".join(screen.splitlines()[:6]))
+            fig["top_full_s"] = time.perf_counter() - t0
+            cpu = self.cpu_groups({"serve": [proc.pid], "top": [top_pid], "agents": [p.pid for p in agents]},
+                                  SERVE_WINDOW_S)
+            fig["top_serve_cpu"] = cpu["serve"]
+            fig["top_cpu"] = cpu["top"]
+            fig["top_rss_mb"] = (rss_kb(top_pid) or 0) / 1024
+            screen = tmux("capture-pane", "-p").stdout
+            m = header.search(screen)
+            fig["top_shown"] = [int(g) for g in m.groups()] if m else None
+            with open(screen_path, "w") as f:
+                f.write(screen)
+            log(f"troupe top with {n}: full view {fig['top_full_s']:.1f} s after its start; shows "
+                f"{fig['top_shown']} (nodes, stale, processes; serve's snapshot {fig['procs_total']} processes); "
+                f"serve {fig['top_serve_cpu']:.1f} %, top {fig['top_cpu']:.1f} %, {fig['top_rss_mb']:.1f} MiB")
+        finally:
+            tmux("kill-server")
+
+    def scale_dashboard(self, n, bind, proc, client, agents, names, start, fig):
+        """Headless chromium on serve's dashboard: page load until all n nodes are rows; serve's
+        and the browser's CPU with the page open; until the page shows it: a watcher stopped and
+        started on one node, the last agent SIGKILLed, then started again (`start(i)`: all n
+        are alive again after)."""
+        shot_dir = os.path.join(ROOT, "target", "dashboard-screenshots")
+        os.makedirs(shot_dir, exist_ok=True)
+        self.note_load(f"dashboard with {n} agents")
+        browser = webdriver.Browser(os.path.join(self.workdir, f"chromedriver-{n}.log"), env=self.env)
+        try:
+            browser.on_new_document(DASHBOARD_OBSERVER_JS.replace("WANT", str(n)))
+            browser.goto(f"http://{bind}:5580/")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                b = browser.execute("return window.__bench;")
+                if b and b.get("full") is not None:
+                    break
+                time.sleep(0.1)
+            else:
+                text = browser.execute("return document.body.innerText.slice(0, 1500);")
+                raise Failure(f"the dashboard at http://{bind}:5580/ did not list {n} alive nodes within 120 s; "
+                              f"counted {b and b.get('rows')}; the page reads:\n{text}")
+            nav = browser.execute("const e = performance.getEntriesByType('navigation')[0];"
+                                  "return [e.domContentLoadedEventEnd, e.loadEventEnd];")
+            fig["page_full_ms"] = b["full"]
+            fig["page_first_ms"] = b["first"]
+            fig["page_dom_ms"] = nav[0]
+            time.sleep(SCALE_SETTLE_S)
+            browser.execute("window.__bench.longtasks = []; return true;")
+            browser.execute(DASHBOARD_TIMERS_JS)
+            cpu = self.cpu_groups({"serve": [proc.pid], "browser": browser.pids()}, SERVE_WINDOW_S)
+            fig["dash_serve_cpu"] = cpu["serve"]
+            fig["dash_browser_cpu"] = cpu["browser"]
+            tasks = browser.execute("return window.__bench.longtasks;")
+            fig["page_longtasks"] = [len(tasks), sum(tasks) / SERVE_WINDOW_S, max(tasks, default=0)]
+            fig["page_js_ms"] = {name: [ms / SERVE_WINDOW_S, calls] for name, (ms, calls) in
+                                 browser.execute("return window.__bench.js;").items()}
+            fig["page_rows"] = browser.execute(
+                "return [document.querySelectorAll('#members tbody tr').length,"
+                " document.querySelectorAll('#matrix tbody tr').length,"
+                " document.documentElement.scrollHeight];")
+            shot = browser.screenshot(os.path.join(shot_dir, f"mesh-{n}.png"))
+            # Below both tables: where the charts and the events are drawn.
+            fig["page_charts_y"] = browser.execute(
+                "const c = document.querySelector('#charts'); c.scrollIntoView();"
+                "return c.getBoundingClientRect().top + window.scrollY;")
+            browser.screenshot(os.path.join(shot_dir, f"mesh-{n}-charts.png"))
+            browser.execute("window.scrollTo(0, 0); return true;")
+            log(f"dashboard with {n}: all rows {fig['page_full_ms']:.0f} ms after navigation start (first rows "
+                f"{fig['page_first_ms']:.0f} ms, DOMContentLoaded {fig['page_dom_ms']:.0f} ms); serve "
+                f"{fig['dash_serve_cpu']:.1f} %, browser {fig['dash_browser_cpu']:.1f} %; long tasks "
+                f"{fig['page_longtasks']}; rows {fig['page_rows']}; screenshot {shot}")
+            self.save()
+
+            # A watcher action on one node, sent through serve, until the page's matrix shows it.
+            node = names[n // 2]
+            cell = f'#matrix td[data-node="{node}"][data-watcher="svc"]'
+            shown, replied = [], []
+            for _ in range(DASH_EVENT_RUNS):
+                for action, status in (("stop", "stopped"), ("start", "active")):
+                    browser.execute("window.__bench.watch = {css: arguments[0], key: arguments[1], "
+                                    "value: arguments[2]}; window.__bench.seen = null; return true;",
+                                    cell, "status", status)
+                    t0 = time.time() * 1000
+                    msg, reply, dt = client.raw(action, {"name": "svc", "node": node}, timeout=30)
+                    if reply.get("status") != "ok":
+                        raise Failure(f"request {msg}\n-> {json.dumps(reply)[:600]}")
+                    replied.append(dt * 1000)
+                    seen = self.page_seen(browser, 20, f"{node}'s svc {status} in the matrix")
+                    shown.append(seen - t0)
+            fig["dash_watcher_ms"] = shown
+            fig["dash_watcher_reply_ms"] = replied
+            log(f"dashboard with {n}: stop/start svc on {node} -> shown in {fmt_s(shown, 0)} ms "
+                f"(serve replied after {fmt_s(replied, 0)} ms)")
+
+            # SIGKILL of one agent until its row reads down, then started again until alive;
+            # serve's nodelist polled meanwhile.
+            victim = n - 1
+            row = f'#members tbody tr[data-node="{names[victim]}"]'
+            for key, state in (("down", "down"), ("back", "alive")):
+                browser.execute("window.__bench.watch = {css: arguments[0], key: 'state', value: arguments[1]};"
+                                "window.__bench.seen = null; return true;", row, state)
+                t0 = time.time() * 1000
+                if state == "down":
+                    agents[victim].kill()
+                    agents[victim].wait(timeout=10)
+                else:
+                    agents[victim] = start(victim)
+                at_serve = None
+                deadline = time.monotonic() + 60
+                while at_serve is None and time.monotonic() < deadline:
+                    if (self.states(client) or {}).get(names[victim]) == state:
+                        at_serve = time.time() * 1000 - t0
+                    time.sleep(0.05)
+                seen = self.page_seen(browser, 60, f"{names[victim]} {state} in the node table")
+                fig[f"dash_{key}_ms"] = seen - t0
+                fig[f"dash_{key}_serve_ms"] = at_serve
+                log(f"dashboard with {n}: {names[victim]} {'SIGKILLed' if state == 'down' else 'started again'} -> "
+                    f"{state} on the page after {fig[f'dash_{key}_ms']:.0f} ms (serve's nodelist: {at_serve} ms)")
+            self.wait_alive(client, names, 60, poll=0.2)
+        finally:
+            browser.close()
+
+    @staticmethod
+    def page_seen(browser, timeout, what):
+        """Date.now() in the page when its observer saw the condition set in __bench.watch."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = browser.execute("return window.__bench.seen;")
+            if seen is not None:
+                return seen
+            time.sleep(0.02)
+        raise Failure(f"the dashboard did not show {what} within {timeout} s")
 
     def scale_status(self, n, endpoint, fig):
         self.note_load(f"troupe status to {n} agents through serve")
