@@ -117,6 +117,11 @@ SCALE_SETTLE_S = 5.0
 SCALE_STATUS_RUNS = 10
 SCALE_CONFIGURE_RUNS = 3
 SCALE_PROCS = 10  # svc's processes per agent while stats, top and the dashboard are measured
+# The libzmq memory floor: connections opened from a separate pyzmq process, and round trips on each.
+ZMQ_FLOOR_CONNECTIONS = 200
+ZMQ_FLOOR_ROUND_TRIPS = 600
+# Connections serve holds per member: heartbeat (control), stats and events subscriptions.
+SERVE_CONNECTIONS_PER_MEMBER = 3
 DASH_EVENT_RUNS = 3  # stop + start of one watcher, each until the page shows it
 
 # Runs in the dashboard page before its own scripts (bench/webdriver.py's on_new_document):
@@ -354,6 +359,13 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
         ("serve RSS (VmRSS / VmHWM)", f"<= {TARGET_SCALE_SERVE_RSS_MB:g} MiB",
          lambda f: f"{f['serve_rss_mb']:.1f} / {f['serve_hwm_mb']:.1f} MiB"),
         ("  per member", None, lambda f: f"{f['serve_rss_mb'] * 1024 / f['started']:.0f} KiB"),
+        ("  floor: libzmq's own memory a connection (pyzmq; connected / after "
+         f"{ZMQ_FLOOR_ROUND_TRIPS} round trips), x {SERVE_CONNECTIONS_PER_MEMBER} a member", None,
+         lambda f: "{:.0f} / {:.0f} KiB: {:.0f} / {:.0f} MiB".format(
+             *f["zmq_kib_per_connection"],
+             *(k * SERVE_CONNECTIONS_PER_MEMBER * f["started"] / 1024 for k in f["zmq_kib_per_connection"]))),
+        ("  serve RSS at the end of the run (s after its start)", None,
+         lambda f: f"{f['serve_rss_end_mb']:.1f} MiB ({f['serve_age_end_s']:.0f} s)"),
         ("serve fds / threads", None, lambda f: f"{f['serve_fds']} / {f['serve_threads']}"),
         (f"troupe status --controller to all, p50 / p99 ({SCALE_STATUS_RUNS} runs)",
          f"p50 <= {TARGET_SCALE_STATUS_P50_MS:g} ms", lambda f: ms_p50_p99(f["status_ms"])),
@@ -1441,6 +1453,7 @@ class Inner:
         bind = "127.0.0.30"
         endpoint = f"tcp://{bind}:5558"
         # The dashboard listens from the start (no page open until scale_dashboard).
+        serve_started = time.perf_counter()
         proc, client, _ = self.start_serve(f"serve-scale-{n}", bind, "--no-mdns", "--cluster", "bm-scale",
                                            "--probe", self.scale_ranges(n), "--http", f"{bind}:5580",
                                            nofile=self.nofile_soft)
@@ -1505,6 +1518,7 @@ class Inner:
                 f"{downs} down events, {fig['alive_end']} alive; agents {fig['agents_cpu']:.1f} %")
             self.save()
 
+            self.attempt("libzmq's memory per connection", self.zmq_memory_floor, n, fig)
             stats = self.attempt(f"{SCALE_PROCS} processes per agent, {n} agents", self.scale_stats,
                                  n, endpoint, proc, agents, fig)
             if stats:
@@ -1514,6 +1528,9 @@ class Inner:
             self.attempt(f"status to {n} through serve", self.scale_status, n, endpoint, fig)
             self.attempt(f"configure to {n} through serve", self.scale_configure, n, endpoint, fig, dirs)
             self.attempt(f"SIGKILL {SCALE_KILLED} of {n}", self.scale_kill, n, client, agents, names, fig)
+            # Connections' queues and the stats history fill for minutes: RSS at the end too.
+            fig["serve_rss_end_mb"] = (rss_kb(proc.pid) or 0) / 1024
+            fig["serve_age_end_s"] = time.perf_counter() - serve_started
         finally:
             sub.close(0)
             client.close()
@@ -1521,6 +1538,41 @@ class Inner:
             log(f"stopping the {n} agents")
             self.stop(agents, timeout=60)
             self.save()
+
+    def zmq_memory_floor(self, n, fig):
+        """What libzmq itself keeps per TCP connection, outside troupe: a separate pyzmq process
+        opens ZMQ_FLOOR_CONNECTIONS DEALERs to agents and makes ZMQ_FLOOR_ROUND_TRIPS `status`
+        round trips on each; its RSS growth per connection when connected and after the round
+        trips (each pipe's queue takes a new 256-message chunk as messages pass, until two
+        chunks per direction are in use)."""
+        count = min(ZMQ_FLOOR_CONNECTIONS, n)
+        script = (
+            "import json, sys, zmq\n"
+            "def rss():\n"
+            "    return int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])\n"
+            "ctx = zmq.Context(); ctx.set(zmq.MAX_SOCKETS, 4096)\n"
+            "endpoints = json.loads(sys.argv[1]); rounds = int(sys.argv[2])\n"
+            "base = rss(); socks = []\n"
+            "for e in endpoints:\n"
+            "    s = ctx.socket(zmq.DEALER); s.setsockopt(zmq.LINGER, 0); s.connect(e); socks.append(s)\n"
+            "req = json.dumps({'command': 'status', 'properties': {}, 'id': 'floor'}).encode()\n"
+            "for s in socks: s.send(req)\n"
+            "for s in socks: s.recv()\n"
+            "connected = rss()\n"
+            "for _ in range(rounds):\n"
+            "    for s in socks: s.send(req)\n"
+            "    for s in socks: s.recv()\n"
+            "print(json.dumps([(connected - base) / len(socks), (rss() - base) / len(socks)]))\n"
+        )
+        endpoints = [f"tcp://{self.scale_address(i)}:5555" for i in range(count)]
+        out = subprocess.run([sys.executable, "-c", script, json.dumps(endpoints), str(ZMQ_FLOOR_ROUND_TRIPS)],
+                             capture_output=True, text=True, timeout=600)
+        if out.returncode != 0:
+            raise Failure(f"the pyzmq memory probe failed: {out.stderr[-500:]}")
+        fig["zmq_kib_per_connection"] = json.loads(out.stdout)
+        connected, used = fig["zmq_kib_per_connection"]
+        log(f"libzmq (pyzmq): {connected:.0f} KiB a connection connected, {used:.0f} KiB after "
+            f"{ZMQ_FLOOR_ROUND_TRIPS} round trips")
 
     def stats_counts(self, client):
         """From serve's stats snapshot: (nodes, nodes stale, processes of svc, all processes)."""

@@ -158,6 +158,7 @@ pub fn start(settings: Settings) -> anyhow::Result<Serving> {
     let (stats, stats_actor) = crate::stats::spawn(
         crate::stats::Feed::Members(membership.clone()),
         Some(stats_socket),
+        true,
     );
     let (links, links_actor) =
         crate::links::Links::spawn(zmq.context().clone(), Some(membership.clone()));

@@ -50,7 +50,8 @@ pub async fn run(flags: NodeFlags) -> anyhow::Result<ExitCode> {
             ),
         ),
     };
-    let (stats, _actor) = crate::stats::spawn(feed, None);
+    // top shows the latest figures only: no history to keep.
+    let (stats, _actor) = crate::stats::spawn(feed, None, false);
     let mut terminal = TerminalGuard::start()?;
     let result = ui_loop(&mut terminal.0, &stats, &source).await;
     drop(terminal);

@@ -66,13 +66,22 @@ impl StatsHandle {
 
 /// Starts the actor. With `publisher`, every sample is re-published there with the node
 /// prefixed to the watcher, plus node totals (`stat.<node>`).
-pub fn spawn(feed: Feed, publisher: Option<GuardedPublisher>) -> (StatsHandle, JoinHandle<()>) {
+/// With `keep_history`, the actor keeps the history `StatsHandle::history` answers from.
+pub fn spawn(
+    feed: Feed,
+    publisher: Option<GuardedPublisher>,
+    keep_history: bool,
+) -> (StatsHandle, JoinHandle<()>) {
     // Bounded: a slow actor makes readers wait, and ZeroMQ drops at the SUB's high-water mark
     // instead of this process growing without limit.
     let (tx, rx) = mpsc::channel(4096);
     let zmq = troupe::sockets::member_context();
     let mut actor = Actor {
-        stats: ClusterStats::default(),
+        stats: if keep_history {
+            ClusterStats::keeping_history()
+        } else {
+            ClusterStats::default()
+        },
         subscriptions: BTreeMap::new(),
         publisher,
         zmq,

@@ -56,7 +56,9 @@ struct ProcessStats {
 #[derive(Debug, Default)]
 pub struct ClusterStats {
     nodes: BTreeMap<String, NodeStats>,
-    history: History,
+    /// None where nothing asks for it (`troupe top`: at 300 nodes of 10 processes, a full
+    /// window was most of its memory).
+    history: Option<History>,
     /// Per node, the samples not kept because a bound was met (its own processes and
     /// watchers, or history series).
     refused: BTreeMap<String, u64>,
@@ -144,6 +146,15 @@ impl WatcherStats {
 }
 
 impl ClusterStats {
+    /// The latest figures and a history of the last [`super::history::WINDOW`] (what
+    /// `troupe serve` answers `stats_history` from); `default()` keeps the latest only.
+    pub fn keeping_history() -> Self {
+        ClusterStats {
+            history: Some(History::default()),
+            ..ClusterStats::default()
+        }
+    }
+
     /// A node to show even before it sends anything (a new subscription).
     pub fn add_node(&mut self, node: &str, now: Instant) {
         self.nodes
@@ -201,7 +212,11 @@ impl ClusterStats {
                     watcher: Some(topic.watcher.clone()),
                     pid: Some(pid),
                 };
-                if !self.history.record(key, figures, now) {
+                let kept = self
+                    .history
+                    .as_mut()
+                    .is_none_or(|h| h.record(key, figures, now));
+                if !kept {
                     *self.refused.entry(node.to_string()).or_default() += 1;
                 }
             }
@@ -246,7 +261,11 @@ impl ClusterStats {
             .into_iter()
             .filter_map(|name| {
                 let totals = self.node_totals(&name)?;
-                if !self.history.record_total(&name, &totals, now) {
+                let kept = self
+                    .history
+                    .as_mut()
+                    .is_none_or(|h| h.record_total(&name, &totals, now));
+                if !kept {
                     *self.refused.entry(name.clone()).or_default() += 1;
                 }
                 Some((name, totals))
@@ -279,7 +298,9 @@ impl ClusterStats {
                 }
             }
         }
-        self.history.prune(now);
+        if let Some(history) = &mut self.history {
+            history.prune(now);
+        }
     }
 
     /// The cluster now; times in epoch seconds (`now_epoch` is the wall clock at `now`).
@@ -324,11 +345,13 @@ impl ClusterStats {
     }
 
     pub fn history(&self, query: &HistoryQuery, now: Instant, now_epoch: f64) -> Vec<Series> {
-        self.history.query(query, now, now_epoch)
+        self.history
+            .as_ref()
+            .map_or_else(Vec::new, |h| h.query(query, now, now_epoch))
     }
 
     pub fn history_size(&self) -> (usize, usize) {
-        self.history.size()
+        self.history.as_ref().map_or((0, 0), History::size)
     }
 }
 

@@ -159,7 +159,7 @@ async fn a_live_node_drops_a_watcher_it_stopped_reporting() {
 
 #[tokio::test(start_paused = true)]
 async fn fresh_totals_are_taken_once_per_new_round_and_never_for_stale_nodes() {
-    let mut stats = ClusterStats::default();
+    let mut stats = ClusterStats::keeping_history();
     let start = Instant::now();
     round(&mut stats, "a", "w", &[(1, 10.0), (2, 20.0)], start);
     round(&mut stats, "b", "w", &[(3, 5.0)], start);
@@ -203,7 +203,7 @@ async fn fresh_totals_are_taken_once_per_new_round_and_never_for_stale_nodes() {
 
 #[tokio::test(start_paused = true)]
 async fn nodes_silent_for_the_forget_time_are_dropped_with_their_history() {
-    let mut stats = ClusterStats::default();
+    let mut stats = ClusterStats::keeping_history();
     let start = Instant::now();
     round(&mut stats, "gone", "w", &[(1, 1.0)], start);
     stats.prune(start + Duration::from_secs(599));
@@ -275,4 +275,19 @@ async fn a_node_with_too_many_processes_is_held_to_its_bound_and_others_are_not(
         .contains_key("100000"));
     stats.forget("greedy");
     assert!(stats.refused(&everyone).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_history_only_the_latest_figures_are_kept() {
+    let mut stats = ClusterStats::default();
+    let start = Instant::now();
+    for s in 0..3 {
+        let at = start + Duration::from_secs(s);
+        round(&mut stats, "a", "w", &[(1, 1.0)], at);
+        stats.take_fresh_totals(at);
+    }
+    assert_eq!(stats.history_size(), (0, 0));
+    let snapshot = stats.snapshot(start + Duration::from_secs(2), 0.0);
+    assert_eq!(snapshot.nodes["a"].total.pid, [1]);
+    assert!(stats.refused(&NameFilter::default()).is_empty());
 }
