@@ -430,7 +430,7 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
           "probing their ranges (probe_interval 5 s, the default), its dashboard on.")
     print(f"Measured in this order: alive, steady CPU and RSS (one process per agent); the stats, top and "
           f"dashboard rows (that watcher at {SCALE_PROCS} processes; the agent the dashboard rows SIGKILL is "
-          "started again, with 1); status; configure; SIGKILL 50.")
+          "started again, with 1); svc back to 1 process; status; configure; SIGKILL 50.")
     print()
     for row in table:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -1525,6 +1525,11 @@ class Inner:
                 self.attempt(f"troupe top with {n} agents", self.scale_top, n, endpoint, proc, agents, fig)
             self.attempt(f"dashboard with {n} agents", self.scale_dashboard, n, bind, proc, client,
                          agents, names, start, fig)
+            if stats:
+                # status, configure and SIGKILL as before the stats rows: one process each (a
+                # configure push restarts svc; 10 000 processes restarting at once loaded the
+                # machine past 100).
+                self.attempt(f"svc back to 1 process on {n} agents", self.scale_one_process, n, endpoint)
             self.attempt(f"status to {n} through serve", self.scale_status, n, endpoint, fig)
             self.attempt(f"configure to {n} through serve", self.scale_configure, n, endpoint, fig, dirs)
             self.attempt(f"SIGKILL {SCALE_KILLED} of {n}", self.scale_kill, n, client, agents, names, fig)
@@ -1582,6 +1587,27 @@ class Inner:
                   for node in nodes.values())
         every = sum(len((node.get("total") or {}).get("pid") or []) for node in nodes.values())
         return len(nodes), sum(1 for node in nodes.values() if node.get("stale")), svc, every
+
+    def scale_one_process(self, n, endpoint):
+        """svc back to one process on every agent (`set`: the agent the dashboard rows restarted
+        has one already), until serve's snapshot says so."""
+        client = Client(self.zmq, endpoint)
+        try:
+            msg, reply, _ = client.raw("set", {"name": "svc", "options": {"numprocesses": 1}, "node": "*",
+                                               "node_timeout": 30.0}, timeout=120)
+            if reply.get("status") != "ok":
+                raise Failure(f"request {msg}\n-> {json.dumps(reply)[:600]}")
+            deadline = time.monotonic() + 120
+            counts = None
+            while time.monotonic() < deadline:
+                counts = self.stats_counts(client)
+                if counts[0] == n and counts[2] == n:
+                    return
+                time.sleep(1)
+            raise Failure(f"serve's stats snapshot after `set svc numprocesses 1` on all: {counts[2]} svc "
+                          f"processes, want {n}, after 120 s")
+        finally:
+            client.close()
 
     def scale_stats(self, n, endpoint, proc, agents, fig):
         """Every agent's svc from 1 to SCALE_PROCS processes (`incr` through serve); once serve's

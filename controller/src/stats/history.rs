@@ -133,6 +133,11 @@ impl History {
         if ring.len() >= MAX_POINTS {
             ring.pop_front();
         }
+        if ring.len() == ring.capacity() {
+            // A quarter more, not double: a ring stops growing once its window is full (601
+            // points at 1 Hz), and doubling would leave it 1024 points long.
+            ring.reserve_exact((ring.len() / 4).max(8));
+        }
         ring.push_back(Point::new(now_ms, figures));
         true
     }
@@ -258,6 +263,12 @@ mod tests {
         }
         let now = start + Duration::from_secs(899);
         assert_eq!(history.size(), (1, 601));
+        let ring = &history.series[&key("a", "w", 1)];
+        assert!(
+            ring.capacity() <= 601 * 5 / 4,
+            "{} points' room",
+            ring.capacity()
+        );
         let query = HistoryQuery {
             since: Duration::from_secs(3600),
             ..HistoryQuery::default()
