@@ -122,17 +122,19 @@ pub async fn fan_out(
     // One context for the whole fan-out, never one per node: each context starts an I/O
     // thread and a reaper thread (a context per node made `configure` to 500 agents take 10 s).
     let zmq = zmq::Context::new();
-    gather(targets, progress, |target| {
+    gather(targets, progress, targets.len(), |target| {
         call_async(&zmq, &target.endpoint, request.clone(), timeout)
     })
     .await
 }
 
-/// Runs `call` for every target at once and collects each result, a failure as
-/// [`failure_reply`], keyed by node name.
+/// Runs `call` for every target, at most `at_once` at a time (a call starts, and builds what
+/// it sends, only when it runs), and collects each result, a failure as [`failure_reply`],
+/// keyed by node name.
 pub async fn gather<'a, F, C>(
     targets: &'a [Target],
     progress: bool,
+    at_once: usize,
     call: F,
 ) -> BTreeMap<String, Value>
 where
@@ -155,11 +157,15 @@ where
             }
         });
     }
+    let slots = tokio::sync::Semaphore::new(at_once.max(1));
     let calls = targets.iter().map(|target| {
         let bar = &bar;
-        let call = call(target);
+        let call = &call;
+        let slots = &slots;
         async move {
-            let reply = match call.await {
+            // Never closed: Err only if it were.
+            let _slot = slots.acquire().await;
+            let reply = match call(target).await {
                 Ok(reply) => reply,
                 Err(e) => failure_reply(&target.name, &e),
             };

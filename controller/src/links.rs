@@ -110,7 +110,7 @@ impl Links {
         request: &Request,
         timeout: Duration,
     ) -> BTreeMap<String, Value> {
-        gather(targets, false, |target| {
+        gather(targets, false, targets.len(), |target| {
             self.call(&target.endpoint, request.clone(), timeout)
         })
         .await

@@ -298,10 +298,16 @@ function svg(tag, attrs, ...children) {
   return node;
 }
 
+// Lines drawn per chart: those with the highest last value. A thousand lines and legend
+// entries (a cluster of a thousand nodes) made no chart, and took the page's main thread.
+const CHART_LINES = 8;
+
 function chart(title, lines, value, format) {
   const width = 600; const height = 170; const left = 52; const bottom = 18; const top = 8;
   const now = Date.now() / 1000;
-  const keys = Object.keys(lines).sort();
+  const latest = (key) => value(lines[key][lines[key].length - 1]) ?? 0;
+  const all = Object.keys(lines);
+  const keys = all.sort((a, b) => latest(b) - latest(a) || a.localeCompare(b)).slice(0, CHART_LINES);
   let max = 0;
   for (const key of keys) for (const p of lines[key]) max = Math.max(max, value(p));
   max = max > 0 ? max * 1.1 : 1;
@@ -326,7 +332,8 @@ function chart(title, lines, value, format) {
     }));
   const legend = el('div', { class: 'legend' }, keys.map((key, i) => el('span', {},
     el('span', { class: `swatch c${i % 8}` }), key)));
-  return el('div', { class: 'chart', dataset: { chart: title } }, el('h3', {}, title), plot,
+  const heading = all.length > keys.length ? `${title}: the ${keys.length} highest of ${all.length}` : title;
+  return el('div', { class: 'chart', dataset: { chart: title } }, el('h3', {}, heading), plot,
     keys.length ? legend : el('div', { class: 'legend' }, 'no samples yet'));
 }
 
