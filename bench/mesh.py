@@ -323,6 +323,22 @@ def fmt_s(values, digits=2):
     return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
+def report_failures(failures, outdir):
+    """Prints each failure with its exact command and output and keeps `outdir`; without
+    failures, removes it. The exit status of the run."""
+    if failures:
+        print()
+        print("failures and oddities (exact command and output):")
+        for f in failures:
+            print(f"  [{f.get('phase')}] {f.get('what')}:")
+            for line in str(f.get("detail", "")).splitlines():
+                print(f"      {line}")
+        print(f"\nper-phase results and logs kept in {outdir} (and the workdirs named there)")
+        return 1
+    shutil.rmtree(outdir, ignore_errors=True)
+    return 0
+
+
 def report_scale(results, load_start, load_end, elapsed, outdir):
     """`--agents N`: the FLEET-agent and N-agent runs side by side."""
     r = results.get("scale", {})
@@ -458,17 +474,7 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
         for key in ("status_failure_example", "configure_failure_example"):
             if runs[n].get(key):
                 print(f"\n{n} agents, {key.replace('_', ' ')}:\n  " + runs[n][key].replace("\n", "\n  "))
-    if failures:
-        print()
-        print("failures and oddities (exact command and output):")
-        for f in failures:
-            print(f"  [{f.get('phase')}] {f.get('what')}:")
-            for line in str(f.get("detail", "")).splitlines():
-                print(f"      {line}")
-        print(f"\nper-phase results and logs kept in {outdir} (and the workdirs named there)")
-    else:
-        shutil.rmtree(outdir, ignore_errors=True)
-    return 1 if failures else 0
+    return report_failures(failures, outdir)
 
 
 def report(results, load_start, load_end, elapsed, outdir):
@@ -668,17 +674,7 @@ def report(results, load_start, load_end, elapsed, outdir):
         print("load average (1 5 15 min) when each measurement started:")
         for what, load in loads:
             print(f"  {load}  {what}")
-    if failures:
-        print()
-        print("failures and oddities (exact command and output):")
-        for f in failures:
-            print(f"  [{f.get('phase')}] {f.get('what')}:")
-            for line in str(f.get("detail", "")).splitlines():
-                print(f"      {line}")
-        print(f"\nper-phase results and logs kept in {outdir} (and the workdirs named there)")
-    else:
-        shutil.rmtree(outdir, ignore_errors=True)
-    return 1 if failures else 0
+    return report_failures(failures, outdir)
 
 
 # --------------------------------------------------------------------------------------------

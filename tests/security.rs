@@ -433,8 +433,15 @@ impl FakeFleet {
         let _ = router.send_multipart(out, zmq::DONTWAIT);
     }
 
-    /// One round of a node's stats stream: every process, then the watcher's aggregate.
+    /// One round of a node's stats stream: every process, then the watcher's aggregate; and
+    /// before them, bodies no process info may be (see [`HOSTILE_STATS_BODIES`]).
     fn publish_round(&self, publisher: &zmq::Socket) {
+        for (pid, body) in (HOSTILE_STATS_PIDS..).zip(HOSTILE_STATS_BODIES) {
+            let _ = publisher.send_multipart(
+                [format!("stat.w.{pid}").into_bytes(), body.to_vec()],
+                zmq::DONTWAIT,
+            );
+        }
         for pid in 1..=self.stats_pids {
             let sample = serde_json::json!({"pid": pid, "cpu": 0.0, "mem": 0.0, "age": 1.0});
             let _ = publisher.send_multipart(
@@ -453,6 +460,17 @@ impl FakeFleet {
         );
     }
 }
+
+/// What a fake node publishes as process stats besides its real ones, each on a pid of its
+/// own from [`HOSTILE_STATS_PIDS`]: an array (serde reads a struct from one), an object with a
+/// duplicate key, truncated JSON, bytes that are no UTF-8. None may be kept.
+pub const HOSTILE_STATS_BODIES: [&[u8]; 4] = [
+    b"[1.5, 0.5, 1.0]",
+    b"{\"pid\": 900001, \"cpu\": 1.0, \"cpu\": 2.0}",
+    b"{\"pid\": 900002, \"cpu\": 1.",
+    b"{\"cpu\": \"\xff\xfe\"}",
+];
+pub const HOSTILE_STATS_PIDS: u32 = 900_000;
 
 /// Runs `f` on a new thread inside `host`'s network namespace (a server that outlives one
 /// call, where [`crate::support::netns::Netns::run`] returns when its closure does).

@@ -2,9 +2,7 @@
 //! the CLI (one command table), plus help and exit.
 
 use crate::support::terminal::{troupe_in_terminal, Tmux};
-use crate::support::{bin, Agent};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use crate::support::Agent;
 use std::time::Duration;
 
 #[test]
@@ -13,30 +11,23 @@ fn the_shell_runs_commands_line_by_line_and_remembers_a_cluster_range() {
     let first = Agent::start_named("shell-a", &crate::support::unique_loopback(), watchers, "");
     let second = Agent::start_named("shell-b", &crate::support::unique_loopback(), watchers, "");
     let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin("troupe"))
-        .args(["shell", "--no-mdns", "--controller", "tcp://127.0.0.1:1"])
-        .args(["--probe", &first.address])
-        .arg("--state-dir")
-        .arg(state.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let state_dir = state.path().display().to_string();
+    let args = [
+        "--no-mdns",
+        "--controller",
+        "tcp://127.0.0.1:1",
+        "--probe",
+        &first.address,
+        "--state-dir",
+        &state_dir,
+    ];
     let script = format!(
         "# a comment line is skipped\nnodes\nstatus\nincr sleeper 2 --waiting --node shell-a\nbogus\ncluster {} 2\nnodes\nstop --waiting\nhelp\nexit\n",
         second.address
     );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let run = crate::support::shell(state.path(), &args, &script);
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
+    assert_eq!(run.code, Some(0), "{stdout}\n{stderr}");
     // `nodes` before `cluster` knows only the probed agent; after it, both.
     let tables: Vec<&str> = stdout.split("NAME ").collect();
     assert_eq!(tables.len(), 3, "two node tables:\n{stdout}");

@@ -194,3 +194,35 @@ async fn resolve(target: &ProbeTarget) -> Option<std::net::SocketAddr> {
 pub fn endpoint_of(address: std::net::SocketAddr) -> String {
     format!("tcp://{address}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweep does not even connect to an endpoint it is told heartbeats already ask; the
+    /// same sweep without it does (and reports the mute port).
+    #[tokio::test]
+    async fn a_sweep_skips_known_endpoints_without_connecting() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let targets = troupe::discovery::parse_targets(&address.to_string()).unwrap();
+        let zmq = zmq::Context::new();
+        let limits = ProbeLimits {
+            reply_timeout: Duration::from_millis(200),
+            ..ProbeLimits::default()
+        };
+        let known = HashSet::from([endpoint_of(address)]);
+        let found = sweep(&zmq, &targets, limits, &Admission::Open, &known).await;
+        assert!(found.is_empty(), "{found:?}");
+        let connected = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(
+            connected.is_err(),
+            "the sweep connected to a known endpoint"
+        );
+
+        let found = sweep(&zmq, &targets, limits, &Admission::Open, &HashSet::new()).await;
+        assert_eq!(found, [(endpoint_of(address), Probed::Silent)]);
+        let connected = tokio::time::timeout(Duration::from_secs(2), listener.accept()).await;
+        assert!(connected.is_ok(), "the sweep did not connect");
+    }
+}

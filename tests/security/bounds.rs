@@ -2,7 +2,7 @@
 //! from the attacker's host: each gets an error naming the bound, and the daemon still answers
 //! a normal request afterwards.
 
-use super::{call_from, is_ok, FakeNodes, HostAgent, HostServe, Lab};
+use super::{call_from, is_ok, FakeNodes, HostAgent, HostServe, Lab, HOSTILE_STATS_PIDS};
 use crate::support::netns::Host;
 use crate::support::wait_for;
 use serde_json::{json, Value};
@@ -592,6 +592,48 @@ fn serve_stats_of_a_node_past_its_series_bound_are_not_kept() {
         (1..SERVE_STATS_SERIES_PER_NODE).contains(&processes),
         "{processes} processes kept"
     );
+}
+
+/// A member's stats bodies that are no JSON object (an array, a duplicate key, truncated
+/// JSON, no UTF-8) are dropped on arrival: never a series, never a process; its good ones are.
+#[test]
+#[ignore = "needs root"]
+fn serve_drops_stats_bodies_that_are_no_json_object() {
+    let lab = Lab::new("sb-garbage");
+    let (serve, _fake) = serve_with_a_fake_member(&lab, 2);
+    let node = FakeNodes::name(0);
+    // (pid, points) of each process series.
+    let series = || {
+        let query = json!({"node": node, "since_seconds": 60});
+        let history = serve
+            .call(lab.victim(), "stats_history", query)
+            .expect("stats_history answers");
+        let mut series: Vec<(u64, usize)> = history["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Some((s["pid"].as_u64()?, s["points"].as_array()?.len())))
+            .collect();
+        series.sort_unstable();
+        series
+    };
+    // Rounds come every 500 ms, the hostile bodies first in each: five rounds of them.
+    wait_for(
+        "five rounds of the good processes",
+        Duration::from_secs(20),
+        || series().first().is_some_and(|(_, points)| *points >= 5),
+    );
+    let pids: Vec<u64> = series().into_iter().map(|(pid, _)| pid).collect();
+    assert_eq!(
+        pids,
+        [1, 2],
+        "pids from {HOSTILE_STATS_PIDS} on must not be kept"
+    );
+    let snapshot = serve.call(lab.victim(), "stats_snapshot", json!({"node": node}));
+    let processes = &snapshot.expect("stats_snapshot answers")["snapshot"]["nodes"][&node]
+        ["watchers"]["w"]["processes"];
+    let kept: Vec<&String> = processes.as_object().map(|p| p.keys().collect()).unwrap();
+    assert_eq!(kept, ["1", "2"]);
 }
 
 #[test]

@@ -901,6 +901,46 @@ mod heartbeat_tests {
         assert_eq!(version(&membership.members()).as_deref(), Some("9.9.9"));
     }
 
+    /// The roster moves with member events, not with answers that change nothing but facts
+    /// (those republish the view); sweeps skip only the endpoints of their own source.
+    #[tokio::test(start_paused = true)]
+    async fn the_roster_follows_member_events_and_sweeps_skip_heartbeated_endpoints() {
+        let membership = MembershipHandle::spawn(CLUSTER, None, Admission::Open);
+        let endpoint = "tcp://127.0.0.1:1";
+        let mut roster = membership.roster();
+        adopt(&membership, endpoint, ID_A).await;
+        assert!(roster.has_changed().unwrap(), "a join moves the roster");
+        roster.mark_unchanged();
+        assert_eq!(
+            membership.heartbeated_endpoints(Source::Seed),
+            HashSet::from([endpoint.to_string()])
+        );
+        assert!(membership.heartbeated_endpoints(Source::Probe).is_empty());
+
+        let mut view = membership.view.clone();
+        view.mark_unchanged();
+        let mut upgraded = node_info(ID_A);
+        upgraded.version = "9.9.9".into();
+        membership
+            .send(MembershipMsg::Answered {
+                endpoint: endpoint.to_string(),
+                source: Source::Seed,
+                facts: NodeFacts::Troupe(Box::new(upgraded)),
+            })
+            .await;
+        tokio::time::sleep(TICK_EVERY + Duration::from_millis(10)).await;
+        assert!(view.has_changed().unwrap(), "the view takes the new facts");
+        assert!(!roster.has_changed().unwrap(), "no event, no roster change");
+
+        membership
+            .send(MembershipMsg::Goodbye {
+                id_or_endpoint: ID_A.to_string(),
+            })
+            .await;
+        membership.sync().await;
+        assert!(roster.has_changed().unwrap(), "a leave moves the roster");
+    }
+
     /// A sighting (mDNS record, Circus UDP reply, registration) of an endpoint on this host
     /// is not even probed by `troupe serve` unless its operator named it; then it is adopted.
     #[tokio::test]
