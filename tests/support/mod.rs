@@ -598,12 +598,15 @@ pub fn zombie_children(pid: u32) -> Vec<u32> {
 
 /// `command` (a `troupe` invocation, possibly behind `ip netns exec`) isolated from the
 /// caller's environment: no TROUPE_* variables, no troupe.toml in the working dir, no user
-/// config.
+/// config, and its state (the roster of nodes seen, remembered ranges) in `dir/state`: as
+/// root it was /var/lib/troupe, shared by every test and every run, and a node another test
+/// left there on the same address was listed `down`.
 pub fn isolated(mut command: Command, dir: &Path) -> Command {
     command
         .current_dir(dir)
         .env("HOME", dir)
-        .env("XDG_CONFIG_HOME", dir);
+        .env("XDG_CONFIG_HOME", dir)
+        .env("TROUPE_STATE_DIR", dir.join("state"));
     for var in [
         "TROUPE_CONTROLLER",
         "TROUPE_PROBE",
