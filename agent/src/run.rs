@@ -97,6 +97,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         ))
     });
+    // Announce once the sockets answer, and say ready once the announcer's sockets (the
+    // Circus UDP responder) are bound too; say goodbye before stopping the watchers, so
+    // controllers stop sending commands early.
+    let announcer =
+        crate::announce::Announcer::start(&settings, &ctx.node_id, ctx.server_keys.updates())?;
     tracing::info!(
         name = %settings.name,
         id = %ctx.node_id,
@@ -106,10 +111,6 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         allow_remote_exec = settings.allow_remote_exec,
         "troupe-agent ready"
     );
-    // Announce once the sockets answer; say goodbye before stopping the watchers, so
-    // controllers stop sending commands early.
-    let announcer =
-        crate::announce::Announcer::start(&settings, &ctx.node_id, ctx.server_keys.updates())?;
     let watchdog = crate::systemd::spawn_watchdog(&ctx);
     // READY=1 only once apply_config has started every autostart watcher (it waits for each
     // start), so units ordered After=troupe-agent find them running.
