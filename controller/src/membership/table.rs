@@ -34,8 +34,9 @@ pub const SUSPECT_AFTER_MISSES: u32 = 2;
 /// No successful heartbeat for this long makes a member down.
 pub const DOWN_AFTER: Duration = Duration::from_millis(2500);
 /// Answers in a row, without a miss, that bring a down member back to alive, when the same
-/// process answers again (a healed partition, a thawed process). A restarted agent (another
-/// process) is back at its first answer.
+/// process answers again (a healed partition, a thawed process); doubled each time a run of
+/// answers breaks while it is down (a lossy link). A restarted agent (another process) is back
+/// at its first answer.
 pub const RECOVER_AFTER_ANSWERS: u32 = 3;
 /// A member that came back from down is trusted again once it has answered this many
 /// heartbeats in a row (a minute); one that goes down before relapsed: it then needs twice as
@@ -608,6 +609,11 @@ impl MemberTable {
         let mut events = Vec::new();
         if let Some(m) = self.members.get_mut(key) {
             m.misses += 1;
+            // A down member whose answers come and go is on a lossy link, not a healed one:
+            // each broken run doubles the run it must give, as a relapse does.
+            if m.state == MemberState::Down && m.answers > 0 {
+                m.recover_after = (m.recover_after * 2).min(MAX_RECOVER_ANSWERS);
+            }
             m.answers = 0;
             if m.misses >= SUSPECT_AFTER_MISSES && m.state == MemberState::Alive {
                 let detail = format!("{} heartbeats missed", m.misses);
