@@ -11,7 +11,7 @@ use crate::support::netns::{Host, Netns, Segment};
 use crate::support::{
     bin, circus_venv, isolated, run_command, troupe, unique_loopback, wait_for, Agent, Daemon, Run,
 };
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -137,6 +137,18 @@ impl LoopbackServe {
             .unwrap_or_else(|| panic!("nodelist: {reply}"))
     }
 
+    /// `nodelist` with a `state` filter: the raw reply, whatever its status.
+    fn nodelist_in(&self, state: &str) -> Value {
+        let mut filter = Map::new();
+        filter.insert("state".into(), json!(state));
+        troupe::client::call(
+            &self.control,
+            Request::new("nodelist", filter),
+            Duration::from_secs(2),
+        )
+        .unwrap_or_else(|e| panic!("nodelist state={state}: {e}"))
+    }
+
     /// `troupe nodes --controller <this serve> --json`, as a user asks a running serve. No
     /// probe range and no multicast: whatever it lists came from the serve. A short --wait,
     /// so that if the serve ever failed to answer, the empty fallback comes back quickly.
@@ -157,6 +169,13 @@ impl LoopbackServe {
         );
         nodes_of(&run)
     }
+}
+
+fn nodes_in(reply: &Value) -> Vec<Value> {
+    reply["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no nodes in {reply}"))
 }
 
 fn call(endpoint: &str, command: &str) -> Option<Value> {
@@ -709,6 +728,20 @@ fn serve_marks_a_killed_agent_down_and_its_restart_alive() {
         took.as_secs_f64()
     );
     assert!(took <= DOWN_BOUND, "SIGKILL -> down took {took:?}");
+    // `nodelist` filtered by state: the down member alone, or none; an unknown state is named.
+    let down_only = serve.nodelist_in("down");
+    assert_eq!(
+        state_of(&nodes_in(&down_only), "lb-crash").as_deref(),
+        Some("down")
+    );
+    assert_eq!(nodes_in(&serve.nodelist_in("alive")), Vec::<Value>::new());
+    let refused = serve.nodelist_in("dead");
+    assert_eq!(refused["status"], "error", "{refused}");
+    let reason = refused["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("'state' must be one of") && reason.contains("\"locked\""),
+        "{refused}"
+    );
     // Two missed heartbeats (the second asked at once) make it suspect before it is down.
     let suspect = events.wait("node.lb-crash.suspect", Duration::from_secs(5));
     assert_eq!(suspect["state"], "suspect", "{suspect}");

@@ -141,12 +141,8 @@ impl ClusterLink {
     pub async fn census(&self) -> (Vec<Value>, Search) {
         match self {
             ClusterLink::Controller(endpoint) => {
-                let zmq = zmq::Context::new();
-                let request = Request::new("nodelist", Default::default());
-                let reply = troupe::client::call_async(&zmq, endpoint, request, NODELIST_TIMEOUT)
-                    .await
-                    .unwrap_or_default();
-                let nodes = reply["nodes"].as_array().cloned().unwrap_or_default();
+                let mut reply = controller_nodelist(endpoint, None).await;
+                let nodes = take_nodes(&mut reply);
                 // An older serve says nothing of its search: then only "not found" is known.
                 let search = serde_json::from_value(reply["search"].clone()).unwrap_or(Search {
                     sources: vec![format!("the controller at {endpoint}")],
@@ -177,6 +173,22 @@ impl ClusterLink {
                 (membership.members_json(), search)
             }
         }
+    }
+
+    /// The locked rows of [`Self::nodes`], all [`crate::command::report_locked`] reads: a
+    /// controller is asked for those alone, so a fan-out's closing line does not fetch and
+    /// parse every member.
+    pub async fn locked(&self) -> Vec<Value> {
+        let nodes = match self {
+            ClusterLink::Controller(endpoint) => {
+                take_nodes(&mut controller_nodelist(endpoint, Some("locked")).await)
+            }
+            _ => self.nodes().await,
+        };
+        nodes
+            .into_iter()
+            .filter(|n| n["state"] == "locked")
+            .collect()
     }
 
     /// Why a command with this `--node` selection reached nobody.
@@ -247,6 +259,24 @@ pub async fn controller_answers(endpoint: &str) -> bool {
         tokio::time::timeout(Duration::from_millis(300), connect).await,
         Ok(Ok(_))
     )
+}
+
+/// The controller's `nodelist` reply (empty when it does not answer), only the members in
+/// `state` when given (a controller older than the filter sends every member).
+async fn controller_nodelist(endpoint: &str, state: Option<&str>) -> Value {
+    let zmq = zmq::Context::new();
+    let filter = state.map(|state| ("state".to_string(), json!(state)));
+    let request = Request::new("nodelist", filter.into_iter().collect());
+    troupe::client::call_async(&zmq, endpoint, request, NODELIST_TIMEOUT)
+        .await
+        .unwrap_or_default()
+}
+
+fn take_nodes(reply: &mut Value) -> Vec<Value> {
+    match reply["nodes"].take() {
+        Value::Array(nodes) => nodes,
+        _ => Vec::new(),
+    }
 }
 
 /// Sends through a running controller.

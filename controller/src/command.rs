@@ -241,10 +241,13 @@ pub async fn dispatch(
     if let (false, Some(longest)) = (options.timeout_given, graceful.values().max()) {
         options.timeout += *longest;
     }
-    let mut replies = link
-        .send(request, options.node.as_deref(), options.timeout)
-        .await?;
-    report_locked(&link.nodes().await, &options);
+    // The locked nodes are asked for while the fan-out runs: the line on them follows it.
+    let (replies, locked) = tokio::join!(
+        link.send(request, options.node.as_deref(), options.timeout),
+        link.locked()
+    );
+    let mut replies = replies?;
+    report_locked(&locked, &options);
     if replies.is_empty() {
         return Ok(crate::nobody::report(
             &link.nobody(options.node.as_deref()).await,

@@ -74,7 +74,7 @@ pub async fn reconfigure_on(
     reset: bool,
 ) -> anyhow::Result<u8> {
     let code = run_reconfigure(link, cluster, options, reset).await?;
-    report_locked(&link.nodes().await, options);
+    report_locked(&link.locked().await, options);
     Ok(code)
 }
 

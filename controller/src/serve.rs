@@ -558,7 +558,13 @@ async fn handle(
             Ok(Map::new())
         }
         "nodelist" => {
-            let nodes = context.membership.members_json();
+            let state = nodelist_state(&props)?;
+            let nodes: Vec<Value> = context
+                .membership
+                .members_json()
+                .into_iter()
+                .filter(|node| state.is_none_or(|state| node["state"] == state))
+                .collect();
             let others = context.membership.other_clusters();
             let search = crate::nobody::Search::of(&context.settings, others);
             Ok(fields([("nodes", json!(nodes)), ("search", json!(search))]))
@@ -838,6 +844,31 @@ fn table_full(refused: u64) -> CommandError {
         "{refused} node(s) not adopted: the member table is full of alive and suspect members \
          (troupe::bounds::MAX_MEMBERS = {MAX_MEMBERS})"
     ))
+}
+
+/// `nodelist`'s optional `state` filter (a member state, or the silent endpoints' "no
+/// reply"): a client that only reports locked nodes asks for those, and a thousand-member
+/// reply stays out of its path.
+fn nodelist_state(props: &Value) -> Result<Option<&'static str>, CommandError> {
+    let Some(state) = props.get("state") else {
+        return Ok(None);
+    };
+    use MemberState::{Alive, Down, Left, Locked, Suspect};
+    let states = [Alive, Suspect, Down, Left, Locked]
+        .map(MemberState::as_str)
+        .into_iter()
+        .chain([crate::membership::NO_REPLY]);
+    states
+        .clone()
+        .find(|known| state == known)
+        .map(Some)
+        .ok_or_else(|| {
+            let names: Vec<String> = states.map(|s| format!("\"{s}\"")).collect();
+            CommandError::message(format!(
+                "message invalid 'state' must be one of {}",
+                names.join(", ")
+            ))
+        })
 }
 
 fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {

@@ -8,10 +8,11 @@
 //! broadcast said nothing of them ("no node matched" when they were all it found).
 
 use super::impostor::{key_file, nodes, peer_names, troupe_on, LabAgent, CLUSTER};
+use crate::security::HostServe;
 use crate::support::garbage::GarbageServer;
 use crate::support::netns::{Host, Segment};
-use crate::support::{bin, isolated, run_command};
-use serde_json::Value;
+use crate::support::{bin, isolated, run_command, wait_for};
+use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
 use troupe::cluster_key::ClusterKey;
@@ -143,6 +144,43 @@ fn probed_agents_refusing_our_key_are_locked_and_fan_outs_say_so() {
     assert!(
         stderr.contains("troupe: 1 node locked, not sent to (")
             && stderr.contains("copy the cluster key file to them or use --key-file"),
+        "{stderr}"
+    );
+
+    // Through a keyless serve probing the same range (the holder and the other key are both
+    // locked to it): its `nodelist` filtered by state lists those two alone, and a fan-out
+    // through it says the same line as one without serve.
+    let serve = HostServe::start(observer, false, &["--cluster", CLUSTER, "--probe", &probe]);
+    let rows_in = |state: &str| -> Vec<Value> {
+        serve
+            .call(observer, "nodelist", json!({ "state": state }))
+            .ok()
+            .and_then(|reply| reply["nodes"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    wait_for(
+        "serve to list 2 locked nodes and 1 alive",
+        Duration::from_secs(15),
+        || rows_in("locked").len() == 2 && rows_in("alive").len() == 1,
+    );
+    assert!(
+        rows_in("locked").iter().all(|n| n["state"] == "locked"),
+        "{:#?}",
+        rows_in("locked")
+    );
+    let (code, stdout, stderr) = troupe_run(
+        observer,
+        scratch.path(),
+        None,
+        &["status", "--controller", &serve.endpoint],
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}\n{}", serve.log());
+    assert!(stdout.contains("keyless"), "{stdout}");
+    let locked_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("locked")).collect();
+    assert_eq!(locked_lines.len(), 1, "{stderr}");
+    assert!(
+        locked_lines[0].starts_with("troupe: 2 nodes locked, not sent to (")
+            && locked_lines[0].contains("they hold a cluster key and this command has none"),
         "{stderr}"
     );
 }
