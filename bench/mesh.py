@@ -117,7 +117,8 @@ SCALE_SETTLE_S = 5.0
 SCALE_STATUS_RUNS = 10
 SCALE_CONFIGURE_RUNS = 3
 SCALE_PROCS = 10  # svc's processes per agent while stats, top and the dashboard are measured
-# The libzmq memory floor: connections opened from a separate pyzmq process, and round trips on each.
+# Stock libzmq's memory per connection (troupe's has smaller buffers, vendor/zeromq-src): connections
+# opened from a separate pyzmq process, and round trips on each.
 ZMQ_FLOOR_CONNECTIONS = 200
 ZMQ_FLOOR_ROUND_TRIPS = 600
 # Connections serve holds per member: heartbeat (control), stats and events subscriptions.
@@ -375,7 +376,7 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
         ("serve RSS (VmRSS / VmHWM)", f"<= {TARGET_SCALE_SERVE_RSS_MB:g} MiB",
          lambda f: f"{f['serve_rss_mb']:.1f} / {f['serve_hwm_mb']:.1f} MiB"),
         ("  per member", None, lambda f: f"{f['serve_rss_mb'] * 1024 / f['started']:.0f} KiB"),
-        ("  floor: libzmq's own memory a connection (pyzmq; connected / after "
+        ("  for comparison: stock libzmq's memory a connection (pyzmq; connected / after "
          f"{ZMQ_FLOOR_ROUND_TRIPS} round trips), x {SERVE_CONNECTIONS_PER_MEMBER} a member", None,
          lambda f: "{:.0f} / {:.0f} KiB: {:.0f} / {:.0f} MiB".format(
              *f["zmq_kib_per_connection"],
@@ -1546,7 +1547,8 @@ class Inner:
             self.save()
 
     def zmq_memory_floor(self, n, fig):
-        """What libzmq itself keeps per TCP connection, outside troupe: a separate pyzmq process
+        """What stock libzmq keeps per TCP connection, for comparison with serve's (troupe builds
+        libzmq with smaller queue chunks and buffers: vendor/zeromq-src): a separate pyzmq process
         opens ZMQ_FLOOR_CONNECTIONS DEALERs to agents and makes ZMQ_FLOOR_ROUND_TRIPS `status`
         round trips on each; its RSS growth per connection when connected and after the round
         trips (each pipe's queue takes a new 256-message chunk as messages pass, until two
