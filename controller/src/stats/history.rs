@@ -19,6 +19,8 @@ pub const WINDOW: Duration = Duration::from_secs(600);
 /// Most points one series keeps: the window at the fastest interval we expect (100 ms).
 pub const MAX_POINTS: usize = 6000;
 const WINDOW_MS: u64 = WINDOW.as_millis() as u64;
+/// Points in a full window of 1 Hz samples, the agents' default interval.
+const POINTS_AT_1HZ: usize = WINDOW.as_secs() as usize + 1;
 
 /// Which series: a process of a watcher, or (watcher and pid None) a node's total.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,15 +30,16 @@ pub struct SeriesKey {
     pub pid: Option<u32>,
 }
 
-/// One point as kept: 24 bytes, where an `Instant` and four options took 80 (a full window
-/// of 1 Hz samples is 14 KiB a series instead of 47: at 1000 members with three series each,
-/// 42 MiB instead of 140). The figures are `f32`, NaN for none: their sources print at most
+/// One point as kept: 20 bytes, where an `Instant` and four options took 80 (a full window
+/// of 1 Hz samples is 12 KiB a series instead of 47: at 1000 members with three series each,
+/// 35 MiB instead of 140). The figures are `f32`, NaN for none: their sources print at most
 /// four significant digits (cpu, mem, psutil's sizes), and an age is kept within 8 ms at a
 /// day, a quarter of a second at a month.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Point {
-    /// Milliseconds since the history's origin.
-    at_ms: u64,
+    /// Milliseconds since the history's origin, modulo 2^32 (49.7 days): only read as an age
+    /// ([`age_ms`]), and no point is kept past the window.
+    at_ms: u32,
     cpu: f32,
     mem: f32,
     age: f32,
@@ -44,7 +47,7 @@ struct Point {
 }
 
 impl Point {
-    fn new(at_ms: u64, figures: Figures) -> Point {
+    fn new(at_ms: u32, figures: Figures) -> Point {
         let narrow = |x: Option<f64>| x.map_or(f32::NAN, |x| x as f32);
         Point {
             at_ms,
@@ -53,6 +56,18 @@ impl Point {
             age: narrow(figures.age),
             rss: narrow(figures.rss.map(|rss| rss as f64)),
         }
+    }
+}
+
+/// How long before `now_ms` a point was taken, both times modulo 2^32 ms: exact for ages up
+/// to 24 days, and the window keeps them within 10 minutes; a point stamped after `now_ms` (a
+/// `now` read before it) is of age 0.
+fn age_ms(now_ms: u32, at_ms: u32) -> u64 {
+    let age = now_ms.wrapping_sub(at_ms);
+    if age > u32::MAX / 2 {
+        0
+    } else {
+        u64::from(age)
     }
 }
 
@@ -126,7 +141,7 @@ impl History {
         let ring = self.series.entry(key).or_default();
         while ring
             .front()
-            .is_some_and(|p| now_ms.saturating_sub(p.at_ms) > WINDOW_MS)
+            .is_some_and(|p| age_ms(now_ms, p.at_ms) > WINDOW_MS)
         {
             ring.pop_front();
         }
@@ -134,17 +149,23 @@ impl History {
             ring.pop_front();
         }
         if ring.len() == ring.capacity() {
-            // A quarter more, not double: a ring stops growing once its window is full (601
-            // points at 1 Hz), and doubling would leave it 1024 points long.
-            ring.reserve_exact((ring.len() / 4).max(8));
+            // A quarter more, not double, and a ring of 1 Hz samples stops at its full window
+            // exactly: doubling would leave it 1024 points long, quarters alone 713.
+            let grown = ring.len() + (ring.len() / 4).max(8);
+            let room = if ring.len() < POINTS_AT_1HZ {
+                grown.min(POINTS_AT_1HZ)
+            } else {
+                grown
+            };
+            ring.reserve_exact(room - ring.len());
         }
         ring.push_back(Point::new(now_ms, figures));
         true
     }
 
-    /// `at` in milliseconds since the origin (0 for an instant before it).
-    fn ms(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.origin).as_millis() as u64
+    /// `at` in milliseconds since the origin, modulo 2^32 (0 for an instant before it).
+    fn ms(&self, at: Instant) -> u32 {
+        at.saturating_duration_since(self.origin).as_millis() as u32
     }
 
     /// Whether one more series fits, for `node` and in all.
@@ -183,7 +204,7 @@ impl History {
         let now_ms = self.ms(now);
         self.series.retain(|_, ring| {
             ring.back()
-                .is_some_and(|p| now_ms.saturating_sub(p.at_ms) <= WINDOW_MS)
+                .is_some_and(|p| age_ms(now_ms, p.at_ms) <= WINDOW_MS)
         });
     }
 
@@ -201,9 +222,9 @@ impl History {
             .filter_map(|(key, ring)| {
                 let points: Vec<HistoryPoint> = ring
                     .iter()
-                    .filter(|p| now_ms.saturating_sub(p.at_ms) <= since_ms)
+                    .filter(|p| age_ms(now_ms, p.at_ms) <= since_ms)
                     .map(|p| HistoryPoint {
-                        time: now_epoch - now_ms.saturating_sub(p.at_ms) as f64 / 1000.0,
+                        time: now_epoch - age_ms(now_ms, p.at_ms) as f64 / 1000.0,
                         cpu: widen(p.cpu),
                         mem: widen(p.mem),
                         rss: widen(p.rss).map(|rss| rss as u64),
@@ -264,11 +285,7 @@ mod tests {
         let now = start + Duration::from_secs(899);
         assert_eq!(history.size(), (1, 601));
         let ring = &history.series[&key("a", "w", 1)];
-        assert!(
-            ring.capacity() <= 601 * 5 / 4,
-            "{} points' room",
-            ring.capacity()
-        );
+        assert_eq!(ring.capacity(), 601, "a full window's room, no more");
         let query = HistoryQuery {
             since: Duration::from_secs(3600),
             ..HistoryQuery::default()
@@ -308,7 +325,33 @@ mod tests {
             (None, None, None, None)
         );
         assert_eq!(point.time, 50.0);
-        assert_eq!(std::mem::size_of::<Point>(), 24);
+        assert_eq!(std::mem::size_of::<Point>(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn points_across_the_49_day_wrap_of_their_times_keep_their_ages() {
+        let mut history = History::default();
+        let wrap = history.origin + Duration::from_millis(1 << 32);
+        // 20 s of 1 Hz samples around the wrap, and one after the window.
+        for i in 0..20u64 {
+            let at = wrap - Duration::from_secs(10) + Duration::from_secs(i);
+            history.record(key("a", "w", 1), cpu(i as f64), at);
+        }
+        let now = wrap + Duration::from_secs(9);
+        let all = HistoryQuery {
+            since: WINDOW,
+            ..HistoryQuery::default()
+        };
+        let series = history.query(&all, now, 1000.0);
+        let times: Vec<f64> = series[0].points.iter().map(|p| p.time).collect();
+        let expected: Vec<f64> = (0..20).map(|i| 981.0 + i as f64).collect();
+        assert_eq!(times, expected);
+        history.record(
+            key("a", "w", 1),
+            cpu(0.0),
+            now + WINDOW + Duration::from_secs(1),
+        );
+        assert_eq!(history.size(), (1, 1), "the points past the window dropped");
     }
 
     #[tokio::test(start_paused = true)]
