@@ -300,15 +300,15 @@ async fn via_controller(
     // The controller applies the per-node timeout itself, after its first discovery at most;
     // allow it that plus a margin.
     let margin = timeout + troupe::bounds::SERVE_FIRST_DISCOVERY_WAIT + Duration::from_secs(2);
-    let reply = troupe::client::call_async(&zmq, endpoint, forwarded, margin).await?;
+    let mut reply = troupe::client::call_async(&zmq, endpoint, forwarded, margin).await?;
     if reply["status"] != "ok" {
         anyhow::bail!(
             "the controller at {endpoint} refused: {}",
             reply["reason"].as_str().unwrap_or("error")
         );
     }
-    Ok(reply["nodes"]
-        .as_object()
-        .map(|nodes| nodes.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default())
+    Ok(match reply["nodes"].take() {
+        Value::Object(nodes) => nodes.into_iter().collect(),
+        _ => BTreeMap::new(),
+    })
 }

@@ -254,7 +254,7 @@ pub async fn dispatch(
         ));
     }
     crate::broadcast::explain_timeouts(&mut replies, options.timeout, &graceful);
-    print_replies(request, &replies, &options)
+    print_replies(request, replies, &options)
 }
 
 /// Prints replies as a table (or JSON) and returns the exit code they call for; a caller
@@ -262,10 +262,9 @@ pub async fn dispatch(
 /// nodes that did not answer are left out, and a line on stderr says which.
 pub fn print_replies(
     request: &Request,
-    replies: &BTreeMap<String, Value>,
+    mut replies: BTreeMap<String, Value>,
     options: &BroadcastOptions,
 ) -> anyhow::Result<u8> {
-    let mut replies = replies.clone();
     crate::absent::apply_alive_only(&mut replies, options.alive_only);
     let replies = &replies;
     if options.json {
