@@ -21,6 +21,7 @@ import threading
 import time
 
 SERVE_BIND = "127.0.0.1"
+MAX_MEMBERS = 1024  # troupe::bounds::MAX_MEMBERS: serve's default member bound
 CONVERGE_TIMEOUT_S = 180.0
 STEADY_SETTLE_S = 5.0
 STEADY_WINDOW_S = 20.0
@@ -192,7 +193,7 @@ def pct(values, p):
     return values[k]
 
 
-def start_serve(inner, config, probe, Failure):
+def start_serve(inner, config, probe, Failure, extra=()):
     """mesh.py's start_serve, waiting longer for the first answer: a `nodelist` waits for the
     first sweep (up to 5 s, troupe::bounds::SERVE_FIRST_DISCOVERY_WAIT), which thousands of
     members make slow."""
@@ -201,7 +202,7 @@ def start_serve(inner, config, probe, Failure):
     state = os.path.join(inner.workdir, "serve-sim-state")
     argv = [inner.args.troupe, "serve", "--bind", SERVE_BIND, "--port", "5558", "--stats-port", "5559",
             "--events-port", "5560", "--state-dir", state, "--log-level", "info", "--no-mdns",
-            "--config", config, "--probe", probe]
+            "--config", config, "--probe", probe, *extra]
     t0 = time.perf_counter()
     proc = inner.spawn("troupe serve sim", argv, "serve-sim.log")
     deadline = time.monotonic() + 60
@@ -246,7 +247,10 @@ def run(inner, n, Failure, log, status_kb):
     with open(config, "w") as f:
         f.write('cluster = "default"\nprobe_interval = "1s"\nmdns = false\n')
     inner.note_load(f"serve start -> {n} simulated members alive")
-    proc, client, t0 = start_serve(inner, config, probe, Failure)
+    # Past troupe::bounds::MAX_MEMBERS, serve is told to hold them all (and checks at start
+    # that it may open the descriptors they take).
+    extra = ["--max-members", str(n)] if n > MAX_MEMBERS else []
+    proc, client, t0 = start_serve(inner, config, probe, Failure, extra)
     # start_serve logs at info: one line per member event is fine at this scale.
     events = MemberEvents(inner.zmq, f"tcp://{SERVE_BIND}:5560")
     endpoint = f"tcp://{SERVE_BIND}:5558"

@@ -65,16 +65,54 @@ pub const SERVE_REQUESTS_IN_FLIGHT: usize = 256;
 pub const SERVE_REQUESTS_IN_FLIGHT_PER_PEER: usize = 32;
 
 /// Rows in a controller's member table (alive, suspect, down, left and locked, until
-/// forgotten).
+/// forgotten), unless `troupe serve` was started with another `max_members`
+/// ([`set_max_members`]).
 /// Each alive member costs a heartbeat a second, a kept connection, a stats and an events
-/// subscription: about 9 file descriptors, 4 ZeroMQ sockets
-/// ([`crate::sockets::MEMBER_CONTEXT_SOCKETS`] sizes serve's contexts from this bound) and, at
-/// 1000 members on a loaded 2-core VM (`bench/run mesh --agents 1000`), about 0.035 % of a core
-/// and 250 KiB of serve: the thousand serve is measured with, and headroom. Past that, one
-/// serve per cluster. When the table is full, a new member takes the place of the member down
-/// (left, locked) the longest; with none, it is not adopted and `register_node` or `cluster`
-/// says so.
+/// subscription: up to [`SERVE_FILES_PER_MEMBER`] file descriptors, 4 ZeroMQ sockets
+/// ([`crate::sockets::member_context`] sizes serve's contexts from this bound) and, at 1000
+/// members on a 2-core VM (`bench/run mesh --agents 1000`), about 0.017 % of a core and
+/// 100 KiB of serve: the thousand serve is measured with, and headroom. When the table is
+/// full, a new member takes the place of the member down (left, locked) the longest; with
+/// none, it is not adopted and `register_node` or `cluster` says so.
 pub const MAX_MEMBERS: usize = 1024;
+
+/// The largest `max_members` serve accepts: past it one serve would need more than a
+/// machine's cores for heartbeats alone (README, "Scale").
+pub const MAX_MEMBERS_SETTING: usize = 20_000;
+
+/// File descriptors serve holds per member: three connections, each with its socket's eventfd
+/// mailbox, and a kept control connection once it forwarded a command.
+pub const SERVE_FILES_PER_MEMBER: u64 = 8;
+
+/// File descriptors serve holds besides its members' (its own sockets, clients, the
+/// dashboard, probes under way).
+pub const SERVE_FILES_BESIDES_MEMBERS: u64 = 1024;
+
+/// The member bound in force, when `troupe serve` set one at start.
+static MEMBER_BOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// The member bound in force: [`MAX_MEMBERS`], or what [`set_max_members`] set.
+pub fn max_members() -> usize {
+    MEMBER_BOUND.get().copied().unwrap_or(MAX_MEMBERS)
+}
+
+/// Sets the member bound for this process, once, before any member table or member context
+/// is made (`troupe serve` at start, from its `max_members`).
+pub fn set_max_members(bound: usize) -> Result<(), String> {
+    if !(1..=MAX_MEMBERS_SETTING).contains(&bound) {
+        return Err(format!(
+            "max_members must be between 1 and {MAX_MEMBERS_SETTING}, got {bound}"
+        ));
+    }
+    MEMBER_BOUND
+        .set(bound)
+        .map_err(|_| "max_members is set once, at start".to_string())
+}
+
+/// File descriptors a serve of `members` members needs.
+pub fn serve_files_for(members: usize) -> u64 {
+    members as u64 * SERVE_FILES_PER_MEMBER + SERVE_FILES_BESIDES_MEMBERS
+}
 
 /// Claims of an id already held by an alive member (a copied id file) that a controller
 /// remembers having logged, so each (id, endpoint) is logged once, not at every sighting;

@@ -19,6 +19,13 @@ pub fn raise_open_files() -> Option<(u64, u64)> {
     Some((soft, hard))
 }
 
+/// The soft `RLIMIT_NOFILE`: how many files this process may open now.
+pub fn open_files_limit() -> Option<u64> {
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
+
 /// Raises `RLIMIT_NOFILE` to at least `wanted` descriptors, the hard limit too when it is lower
 /// (root may), and returns the soft limit now. A process that knows how many sockets it will
 /// hold (the swarm simulator: about eleven per simulated agent) asks for them up front rather

@@ -29,15 +29,18 @@ pub use zmq::Context;
 /// Sockets a context that keeps one per member may hold: a connection and, with a keyring,
 /// its handshake monitor per member, and as many again for the probes, retries and
 /// broadcasts under way meanwhile. libzmq's default, 1023, ran out at a thousand members.
-pub const MEMBER_CONTEXT_SOCKETS: i32 = 4 * crate::bounds::MAX_MEMBERS as i32;
+pub fn member_context_sockets() -> i32 {
+    i32::try_from(4 * crate::bounds::max_members()).unwrap_or(i32::MAX)
+}
 
 /// A context for sockets that grow with the members (serve's heartbeats, kept connections,
-/// stats and event subscriptions): [`MEMBER_CONTEXT_SOCKETS`], or libzmq's own limit if lower.
+/// stats and event subscriptions): [`member_context_sockets`], or libzmq's own limit if lower.
 pub fn member_context() -> Context {
     let context = Context::new();
+    let sockets = member_context_sockets();
     let wanted = match context.get_socket_limit() {
-        Ok(limit) => MEMBER_CONTEXT_SOCKETS.min(limit),
-        Err(_) => MEMBER_CONTEXT_SOCKETS,
+        Ok(limit) => sockets.min(limit),
+        Err(_) => sockets,
     };
     if let Err(e) = context.set_max_sockets(wanted) {
         tracing::warn!("cannot let a ZeroMQ context hold {wanted} sockets (1023 then): {e}");

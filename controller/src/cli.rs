@@ -217,6 +217,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR:PORT",
           value_parser = troupe::config::controller::parse_http_address)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Most members the member table holds (default 1024); each takes up to 8 file
+    /// descriptors, which serve checks it may open at start.
+    #[arg(long, value_name = "N")]
+    pub max_members: Option<usize>,
 }
 
 impl ServeArgs {
@@ -245,6 +249,9 @@ impl ServeArgs {
         }
         if self.metrics.is_some() {
             serve.metrics = self.metrics;
+        }
+        if self.max_members.is_some() {
+            serve.max_members = self.max_members;
         }
         Ok(settings)
     }

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use troupe::bounds::{MAX_MEMBERS, SERVE_FIRST_DISCOVERY_WAIT, SERVE_REMOTE_SWEEP_ADDRESSES};
+use troupe::bounds::{SERVE_FIRST_DISCOVERY_WAIT, SERVE_REMOTE_SWEEP_ADDRESSES};
 use troupe::discovery::parse_targets;
 use troupe::protocol::{
     error_reply, ok_reply, CommandError, Errno, Request, NODE_COMMANDS, NODE_TIMEOUT,
@@ -42,6 +42,7 @@ use troupe::subscribers::GuardedPublisher;
 /// Runs until SIGINT/SIGTERM, reading the key file again on each SIGHUP.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     return_large_buffers();
+    apply_member_bound(settings.config.serve.max_members)?;
     let banner = banner(&settings);
     let serving = start(settings)?;
     println!("{banner}");
@@ -128,6 +129,35 @@ impl Drop for Serving {
             task.abort();
         }
     }
+}
+
+/// Sets the member bound (`max_members`, before any member table or context is made) and
+/// makes sure serve may open the descriptors its members take: set explicitly, a bound the
+/// open-files limit cannot reach is an error naming both; the default one only warns.
+fn apply_member_bound(max_members: Option<usize>) -> anyhow::Result<()> {
+    let files_per_member = troupe::bounds::SERVE_FILES_PER_MEMBER;
+    let Some(bound) = max_members else {
+        let bound = troupe::bounds::MAX_MEMBERS;
+        let wanted = troupe::bounds::serve_files_for(bound);
+        if let Some(limit) = troupe::limits::open_files_limit().filter(|l| *l < wanted) {
+            let fit = limit.saturating_sub(troupe::bounds::SERVE_FILES_BESIDES_MEMBERS)
+                / files_per_member;
+            tracing::warn!(
+                "this process may open {limit} files: about {fit} members fit, not the \
+                 {bound} of max_members ({files_per_member} files a member); raise its limit \
+                 (LimitNOFILE= in its unit, ulimit -n) or set a lower --max-members"
+            );
+        }
+        return Ok(());
+    };
+    troupe::bounds::set_max_members(bound).map_err(anyhow::Error::msg)?;
+    troupe::limits::raise_open_files_to(troupe::bounds::serve_files_for(bound)).map_err(|e| {
+        anyhow::anyhow!(
+            "max_members = {bound} ({files_per_member} files a member) {e}; or set a lower \
+             --max-members"
+        )
+    })?;
+    Ok(())
 }
 
 /// Binds the controller's sockets and starts discovery, membership and the control loop.
@@ -841,8 +871,8 @@ fn remembered_by_operator(settings: &Settings, range: &str) -> bool {
 /// The error for members not adopted because the table is full.
 fn table_full(refused: u64) -> CommandError {
     CommandError::command(format!(
-        "{refused} node(s) not adopted: the member table is full of alive and suspect members \
-         (troupe::bounds::MAX_MEMBERS = {MAX_MEMBERS})"
+        "{refused} node(s) not adopted: {}",
+        table::full_reason()
     ))
 }
 

@@ -32,6 +32,9 @@ pub struct ServeSettings {
     /// Where `/metrics` (Prometheus) is served on its own (`metrics = "127.0.0.1:9580"`),
     /// for a serve without the dashboard; the dashboard's port serves it too.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `max_members`: the member table's bound ([`crate::bounds::MAX_MEMBERS`] when None),
+    /// for which serve makes sure at start that it may open the descriptors.
+    pub max_members: Option<usize>,
 }
 
 impl Default for ServeSettings {
@@ -45,6 +48,7 @@ impl Default for ServeSettings {
             quiet_period: Duration::from_secs(2),
             http: None,
             metrics: None,
+            max_members: None,
         }
     }
 }
@@ -149,7 +153,7 @@ const TOP_KEYS: [&str; 9] = [
     "serve",
 ];
 /// The keys of `[serve]`.
-const SERVE_KEYS: [&str; 8] = [
+const SERVE_KEYS: [&str; 9] = [
     "bind",
     "http",
     "metrics",
@@ -158,6 +162,7 @@ const SERVE_KEYS: [&str; 8] = [
     "events_port",
     "auto_configure",
     "quiet_period",
+    "max_members",
 ];
 
 fn read_top(config: &mut ControllerConfig, key: &str, value: &Value) -> Result<(), String> {
@@ -193,6 +198,10 @@ fn read_serve(serve: &mut ServeSettings, key: &str, value: &Value) -> Result<(),
         "quiet_period" => serve.quiet_period = read_duration(value).map_err(err)?,
         "http" => serve.http = read_http(value)?,
         "metrics" => serve.metrics = Some(parse_http_address(&read_string(value).map_err(err)?)?),
+        "max_members" => {
+            let bound = crate::bounds::MAX_MEMBERS_SETTING as i64;
+            serve.max_members = Some(read_int(value, 1, bound).map_err(err)? as usize);
+        }
         _ => return Err(super::suggest::unknown_key(key, SERVE_KEYS)),
     }
     Ok(())
@@ -248,7 +257,7 @@ mod tests {
         let config = ControllerConfig::parse("", "troupe.toml").unwrap();
         assert_eq!(config.serve.control_port, 5558);
         assert!(config.mdns);
-        let text = "cluster = \"lab\"\nprobe = [\"10.0.0.1-32\"]\nseeds = [\"tcp://10.0.0.7:5555\"]\nmdns = false\ntimeout = \"2s\"\nroster_ttl = \"2d\"\n[serve]\nbind = \"127.0.0.1\"\nauto_configure = true\nquiet_period = 3\nhttp = true\n";
+        let text = "cluster = \"lab\"\nprobe = [\"10.0.0.1-32\"]\nseeds = [\"tcp://10.0.0.7:5555\"]\nmdns = false\ntimeout = \"2s\"\nroster_ttl = \"2d\"\n[serve]\nbind = \"127.0.0.1\"\nauto_configure = true\nquiet_period = 3\nhttp = true\nmax_members = 3000\n";
         let config = ControllerConfig::parse(text, "troupe.toml").unwrap();
         assert_eq!(config.cluster, "lab");
         assert_eq!(config.probe, ["10.0.0.1-32"]);
@@ -257,6 +266,7 @@ mod tests {
         assert_eq!(config.roster_ttl, Duration::from_secs(2 * 24 * 3600));
         assert_eq!(config.serve.bind, "127.0.0.1");
         assert_eq!(config.serve.quiet_period, Duration::from_secs(3));
+        assert_eq!(config.serve.max_members, Some(3000));
         assert_eq!(config.serve.http, Some(default_dashboard_address()));
         let config =
             ControllerConfig::parse("[serve]\nhttp = \"10.0.0.1:80\"\n", "troupe.toml").unwrap();

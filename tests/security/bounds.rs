@@ -4,7 +4,7 @@
 
 use super::{call_from, is_ok, FakeNodes, HostAgent, HostServe, Lab, HOSTILE_STATS_PIDS};
 use crate::support::netns::Host;
-use crate::support::wait_for;
+use crate::support::{bin, run_command, wait_for};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -527,7 +527,7 @@ fn serve_cluster_past_the_member_bound_is_refused_and_the_table_holds() {
     let reply = reply.expect("serve answers the sweep");
     assert_eq!(reply["status"], "error", "{reply}");
     assert!(
-        serve_reason(&reply).contains("MAX_MEMBERS")
+        serve_reason(&reply).contains(&format!("max_members = {MAX_MEMBERS}"))
             && serve_reason(&reply).starts_with(&format!("{extra} node(s) not adopted")),
         "{reply}"
     );
@@ -536,6 +536,85 @@ fn serve_cluster_past_the_member_bound_is_refused_and_the_table_holds() {
     let snapshot = serve.call(lab.victim(), "stats_snapshot", json!({}));
     assert!(is_ok(&snapshot), "{snapshot:?}");
     serve.assert_running();
+}
+
+/// `--max-members` sets the bound: past it, the same refusal naming the bound set and how to
+/// raise it; below the open-files limit it needs, serve refuses to start and says why.
+#[test]
+#[ignore = "needs root"]
+fn serve_max_members_sets_the_bound_and_is_checked_against_the_open_files_limit() {
+    let lab = Lab::new("sb-maxmem");
+    let mut serve = HostServe::start(lab.victim(), false, &["--max-members", "20"]);
+    let extra = 5;
+    let fakes = FakeNodes::start(lab.attacker(), SERVE_FAKE_PORT, 20 + extra, 0);
+    let range: Vec<String> = (0..fakes.count)
+        .map(|i| format!("{}:{}", fakes.address, fakes.first_port as usize + i))
+        .collect();
+    let (filling, past) = range.split_at(20);
+    let reply = call_from(
+        lab.attacker(),
+        &serve.endpoint,
+        "cluster",
+        json!({"range": filling.join(",")}),
+        Duration::from_secs(60),
+    )
+    .expect("serve answers the sweep");
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let reply = call_from(
+        lab.attacker(),
+        &serve.endpoint,
+        "cluster",
+        json!({"range": past.join(",")}),
+        Duration::from_secs(60),
+    )
+    .expect("serve answers the sweep");
+    let reason = serve_reason(&reply);
+    assert!(
+        reason.starts_with(&format!("{extra} node(s) not adopted"))
+            && reason.contains("max_members = 20")
+            && reason.contains("--max-members"),
+        "{reply}"
+    );
+    assert_eq!(serve.nodes(lab.victim()).len(), 20);
+    serve.assert_running();
+
+    // 5000 members need 41 024 files: under a hard limit of 4096 that no one may raise, serve
+    // does not start, and says what it needs and what to do.
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = crate::support::isolated(lab.victim().command("prlimit"), dir.path());
+    command
+        .args([
+            "--nofile=4096:4096",
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(bin("troupe"))
+        .args([
+            "serve",
+            "--no-mdns",
+            "--port",
+            "5658",
+            "--events-port",
+            "5660",
+        ])
+        .args([
+            "--stats-port",
+            "5659",
+            "--max-members",
+            "5000",
+            "--state-dir",
+        ])
+        .arg(dir.path().join("state"));
+    let run = run_command(command, Duration::from_secs(20));
+    assert_ne!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("max_members = 5000 (8 files a member) needs 41024 open files")
+            && run.stderr.contains("or set a lower --max-members"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

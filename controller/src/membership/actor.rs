@@ -214,7 +214,7 @@ impl MembershipHandle {
     }
 
     /// How many new members were not adopted because the table was full
-    /// ([`troupe::bounds::MAX_MEMBERS`]), up to the last published view.
+    /// ([`troupe::bounds::max_members`]), up to the last published view.
     pub fn refused(&self) -> u64 {
         *self.refused.borrow()
     }
@@ -568,9 +568,8 @@ impl Actor {
         let refused = self.table.refused();
         if refused != *self.refused.borrow() {
             tracing::warn!(
-                "{refused} new members not adopted so far: the member table is full of alive \
-                 and suspect members (troupe::bounds::MAX_MEMBERS = {})",
-                troupe::bounds::MAX_MEMBERS
+                "{refused} new members not adopted so far: {}",
+                super::table::full_reason()
             );
             self.refused.send_replace(refused);
         }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use troupe::bounds::{
-    MAX_MEMBERS, MAX_OTHER_CLUSTER_NODES, MAX_REFUSED_CLAIMS, MAX_SILENT_ENDPOINTS,
+    max_members, MAX_OTHER_CLUSTER_NODES, MAX_REFUSED_CLAIMS, MAX_SILENT_ENDPOINTS,
 };
 use troupe::cluster_key::Fingerprint;
 use troupe::protocol::NodeInfo;
@@ -192,7 +192,7 @@ impl EventKind {
 }
 
 /// The table. `cluster` is the only cluster whose agents are adopted; it holds at most
-/// [`MAX_MEMBERS`] rows.
+/// [`max_members`] rows.
 #[derive(Debug, Clone)]
 pub struct MemberTable {
     cluster: String,
@@ -375,7 +375,7 @@ impl MemberTable {
     /// Room for one new row: there is some, or the member down or left the longest gives
     /// its place. False (and the refusal counted) when alive and suspect members fill it.
     fn make_room(&mut self) -> bool {
-        if self.members.len() < MAX_MEMBERS {
+        if self.members.len() < max_members() {
             return true;
         }
         let gone = self
@@ -691,10 +691,21 @@ impl MemberTable {
     }
 }
 
-/// Whether a new member would be refused: [`MAX_MEMBERS`] rows, none down or left (one of
+/// Why new members are not adopted when the table is full, and what to do.
+pub fn full_reason() -> String {
+    format!(
+        "the member table is full of alive and suspect members (max_members = {}: raise it \
+         with `troupe serve --max-members N` or max_members in troupe.toml's [serve], each \
+         member taking up to {} file descriptors)",
+        max_members(),
+        troupe::bounds::SERVE_FILES_PER_MEMBER
+    )
+}
+
+/// Whether a new member would be refused: [`max_members`] rows, none down or left (one of
 /// those would give its place).
 pub fn is_full(members: &[Member]) -> bool {
-    members.len() >= MAX_MEMBERS && members.iter().all(|m| !m.state.is_gone())
+    members.len() >= max_members() && members.iter().all(|m| !m.state.is_gone())
 }
 
 fn new_member(

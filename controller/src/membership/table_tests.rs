@@ -1,5 +1,6 @@
 use super::*;
 use std::collections::BTreeMap;
+use troupe::bounds::MAX_MEMBERS;
 use troupe::cluster_key::Fingerprint;
 use troupe::protocol::Endpoints;
 
