@@ -21,16 +21,19 @@ use troupe::protocol::{now_epoch, Errno};
 /// A silent address is reported only when the operator's ranges or seeds named it.
 const ABSENT_STATES: [&str; 3] = ["suspect", "down", crate::membership::NO_REPLY];
 
+/// Whether a member in `state` gets an error row when it has no reply.
+pub fn is_absent_state(state: &str) -> bool {
+    ABSENT_STATES.contains(&state)
+}
+
 /// Adds to `replies` an error row for every node of `known` (member JSON objects, see
 /// [`crate::membership::member_json`]) that `selection` selects, is in an absent state, and
 /// has no reply already.
 pub fn add(replies: &mut BTreeMap<String, Value>, known: &[Value], selection: Option<&str>) {
     let now = now_epoch();
-    let absent = known.iter().filter(|n| {
-        n["state"]
-            .as_str()
-            .is_some_and(|state| ABSENT_STATES.contains(&state))
-    });
+    let absent = known
+        .iter()
+        .filter(|n| n["state"].as_str().is_some_and(is_absent_state));
     let targets = absent.clone().map(|n| Target {
         name: n["name"].as_str().unwrap_or_default().to_string(),
         endpoint: n["endpoint"].as_str().unwrap_or_default().to_string(),

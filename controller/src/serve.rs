@@ -17,7 +17,7 @@ mod registration;
 use crate::admission::Admission;
 use crate::broadcast::{reply_ok, select};
 use crate::discovery::{Discovery, Ranges, Sources};
-use crate::membership::{table, MemberState, MembershipHandle, MembershipMsg, Source};
+use crate::membership::{table, MemberRow, MemberState, MembershipHandle, MembershipMsg, Source};
 use crate::settings::Settings;
 use crate::state::ControllerState;
 use anyhow::Context;
@@ -672,7 +672,12 @@ async fn push_configure(
     )
     .await
     .map_err(|e| CommandError::message(e.to_string()))?;
-    Ok(fields([("nodes", json!(replies))]))
+    Ok(fields([("nodes", nodes_object(replies))]))
+}
+
+/// Per-node replies as the `nodes` object of serve's reply, moved, not copied.
+fn nodes_object(replies: std::collections::BTreeMap<String, Value>) -> Value {
+    Value::Object(replies.into_iter().collect())
 }
 
 /// Buffers of 128 KiB and more (a `configure` frame carries the whole peer list: 250 KB at
@@ -731,9 +736,16 @@ async fn forward(
     inner.properties.remove(NODE_TIMEOUT);
     inner.id = Value::Null;
     let mut replies = context.links.fan_out(&targets, &inner, timeout).await;
-    let known = context.membership.members_json();
-    crate::absent::add(&mut replies, &known, selection);
-    Ok(fields([("nodes", json!(replies))]))
+    // Only the absent rows matter here: not a thousand alive members made JSON per request.
+    let absent: Vec<Value> = context
+        .membership
+        .rows()
+        .iter()
+        .filter(|row| crate::absent::is_absent_state(&row.state))
+        .map(MemberRow::to_json)
+        .collect();
+    crate::absent::add(&mut replies, &absent, selection);
+    Ok(fields([("nodes", nodes_object(replies))]))
 }
 
 /// Read commands without `node` answer for the whole cluster in Circus's shapes, with the
