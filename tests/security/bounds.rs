@@ -551,23 +551,19 @@ fn serve_max_members_sets_the_bound_and_is_checked_against_the_open_files_limit(
         .map(|i| format!("{}:{}", fakes.address, fakes.first_port as usize + i))
         .collect();
     let (filling, past) = range.split_at(20);
-    let reply = call_from(
-        lab.attacker(),
-        &serve.endpoint,
-        "cluster",
-        json!({"range": filling.join(",")}),
-        Duration::from_secs(60),
-    )
-    .expect("serve answers the sweep");
+    let sweep = |addresses: &[String]| {
+        call_from(
+            lab.attacker(),
+            &serve.endpoint,
+            "cluster",
+            json!({"range": addresses.join(",")}),
+            Duration::from_secs(60),
+        )
+        .expect("serve answers the sweep")
+    };
+    let reply = sweep(filling);
     assert_eq!(reply["status"], "ok", "{reply}");
-    let reply = call_from(
-        lab.attacker(),
-        &serve.endpoint,
-        "cluster",
-        json!({"range": past.join(",")}),
-        Duration::from_secs(60),
-    )
-    .expect("serve answers the sweep");
+    let reply = sweep(past);
     let reason = serve_reason(&reply);
     assert!(
         reason.starts_with(&format!("{extra} node(s) not adopted"))
