@@ -591,13 +591,14 @@ async fn handle(
             let state = nodelist_state(&props)?;
             let nodes: Vec<Value> = context
                 .membership
-                .members_json()
-                .into_iter()
-                .filter(|node| state.is_none_or(|state| node["state"] == state))
+                .rows()
+                .iter()
+                .filter(|row| state.is_none_or(|state| row.state == state))
+                .map(MemberRow::to_json)
                 .collect();
             let others = context.membership.other_clusters();
             let search = crate::nobody::Search::of(&context.settings, others);
-            Ok(fields([("nodes", json!(nodes)), ("search", json!(search))]))
+            Ok(fields([("nodes", Value::Array(nodes)), ("search", json!(search))]))
         }
         "cluster" => {
             let range = props["range"]
