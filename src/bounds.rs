@@ -239,3 +239,22 @@ pub const LOG_FILE_CHUNK_BYTES: u64 = 256 * 1024;
 /// Log lines queued for the events socket while someone follows `log.`; past it lines are
 /// dropped from the socket (never from the ring), and a follower sees the gap in `seq`.
 pub const LOG_PUBLISH_QUEUE: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bound out of range is refused naming the range, and sets nothing.
+    #[test]
+    fn max_members_out_of_range_is_refused_and_the_default_stays() {
+        for bound in [0, MAX_MEMBERS_SETTING + 1] {
+            let refused = set_max_members(bound).unwrap_err();
+            assert_eq!(
+                refused,
+                format!("max_members must be between 1 and {MAX_MEMBERS_SETTING}, got {bound}")
+            );
+        }
+        assert_eq!(max_members(), MAX_MEMBERS);
+        assert_eq!(serve_files_for(1000), 9024);
+    }
+}

@@ -896,8 +896,7 @@ fn nodelist_state(props: &Value) -> Result<Option<&'static str>, CommandError> {
     let Some(state) = props.get("state") else {
         return Ok(None);
     };
-    use MemberState::{Alive, Down, Left, Locked, Suspect};
-    let states = [Alive, Suspect, Down, Left, Locked]
+    let states = MemberState::ALL
         .map(MemberState::as_str)
         .into_iter()
         .chain([crate::membership::NO_REPLY]);

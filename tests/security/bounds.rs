@@ -572,43 +572,70 @@ fn serve_max_members_sets_the_bound_and_is_checked_against_the_open_files_limit(
         "{reply}"
     );
     assert_eq!(serve.nodes(lab.victim()).len(), 20);
+    // nodelist's state filter, from the attacker: anything but a known state is refused, and
+    // what was sent is not echoed back.
+    for hostile in [json!("dead"), json!({"$ne": 1}), json!("x".repeat(100_000))] {
+        let reply = call_from(
+            lab.attacker(),
+            &serve.endpoint,
+            "nodelist",
+            json!({ "state": hostile }),
+            Duration::from_secs(5),
+        )
+        .expect("serve answers");
+        let reason = serve_reason(&reply);
+        assert!(
+            reason.starts_with("message invalid 'state' must be one of \"alive\"")
+                && !reason.contains("dead")
+                && !reason.contains("xxxx"),
+            "{reply}"
+        );
+    }
     serve.assert_running();
 
-    // 5000 members need 41 024 files: under a hard limit of 4096 that no one may raise, serve
-    // does not start, and says what it needs and what to do.
+    // serve on the victim under a hard limit of 4096 files that no capability may raise,
+    // stopped after `seconds` if it runs.
     let dir = tempfile::tempdir().unwrap();
-    let mut command = crate::support::isolated(lab.victim().command("prlimit"), dir.path());
-    command
-        .args([
-            "--nofile=4096:4096",
-            "setpriv",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(bin("troupe"))
-        .args([
-            "serve",
-            "--no-mdns",
-            "--port",
-            "5658",
-            "--events-port",
-            "5660",
-        ])
-        .args([
-            "--stats-port",
-            "5659",
-            "--max-members",
-            "5000",
-            "--state-dir",
-        ])
-        .arg(dir.path().join("state"));
-    let run = run_command(command, Duration::from_secs(20));
+    let limited_serve = |seconds: &str, extra: &[&str]| {
+        let mut command = crate::support::isolated(lab.victim().command("timeout"), dir.path());
+        command
+            .args([seconds, "prlimit", "--nofile=4096:4096", "setpriv"])
+            .args(["--inh-caps=-all", "--bounding-set=-all"])
+            .arg(bin("troupe"))
+            .args([
+                "serve",
+                "--no-mdns",
+                "--port",
+                "5658",
+                "--events-port",
+                "5660",
+            ])
+            .args(["--stats-port", "5659", "--state-dir"])
+            .arg(dir.path().join("state"))
+            .args(extra);
+        run_command(command, Duration::from_secs(20))
+    };
+    // 5000 members need 41 024 files: serve does not start, and says what it needs and what
+    // to do.
+    let run = limited_serve("15", &["--max-members", "5000"]);
     assert_ne!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stderr
             .contains("max_members = 5000 (8 files a member) needs 41024 open files")
             && run.stderr.contains("or set a lower --max-members"),
         "{}",
+        run.stderr
+    );
+
+    // The default bound under that limit: serve starts, and warns how many members fit.
+    let run = limited_serve("3", &[]);
+    assert!(
+        run.stderr.contains(
+            "this process may open 4096 files: about 384 members fit, not the 1024 of \
+             max_members"
+        ) && run.stdout.contains("troupe serve: cluster"),
+        "{}\n{}",
+        run.stdout,
         run.stderr
     );
 }

@@ -853,6 +853,25 @@ mod heartbeat_tests {
             .map(|m| m.state)
     }
 
+    /// An answer from the member `id` at `endpoint` that changes only its version: a fact,
+    /// no member event.
+    async fn answer_as_version(
+        membership: &MembershipHandle,
+        endpoint: &str,
+        id: &str,
+        version: &str,
+    ) {
+        let mut upgraded = node_info(id);
+        upgraded.version = version.into();
+        membership
+            .send(MembershipMsg::Answered {
+                endpoint: endpoint.to_string(),
+                source: Source::Seed,
+                facts: NodeFacts::Troupe(Box::new(upgraded)),
+            })
+            .await;
+    }
+
     async fn adopt(membership: &MembershipHandle, endpoint: &str, id: &str) {
         membership
             .send(MembershipMsg::Answered {
@@ -873,15 +892,7 @@ mod heartbeat_tests {
         adopt(&membership, endpoint, ID_A).await;
         let mut view = membership.view.clone();
         view.mark_unchanged();
-        let mut upgraded = node_info(ID_A);
-        upgraded.version = "9.9.9".into();
-        membership
-            .send(MembershipMsg::Answered {
-                endpoint: endpoint.to_string(),
-                source: Source::Seed,
-                facts: NodeFacts::Troupe(Box::new(upgraded)),
-            })
-            .await;
+        answer_as_version(&membership, endpoint, ID_A, "9.9.9").await;
         // One thread, time paused: the actor handles the answer while this task yields.
         for _ in 0..10 {
             tokio::task::yield_now().await;
@@ -918,15 +929,7 @@ mod heartbeat_tests {
 
         let mut view = membership.view.clone();
         view.mark_unchanged();
-        let mut upgraded = node_info(ID_A);
-        upgraded.version = "9.9.9".into();
-        membership
-            .send(MembershipMsg::Answered {
-                endpoint: endpoint.to_string(),
-                source: Source::Seed,
-                facts: NodeFacts::Troupe(Box::new(upgraded)),
-            })
-            .await;
+        answer_as_version(&membership, endpoint, ID_A, "9.9.9").await;
         tokio::time::sleep(TICK_EVERY + Duration::from_millis(10)).await;
         assert!(view.has_changed().unwrap(), "the view takes the new facts");
         assert!(!roster.has_changed().unwrap(), "no event, no roster change");

@@ -92,6 +92,15 @@ pub enum MemberState {
 }
 
 impl MemberState {
+    /// Every state, in the order a member goes through them.
+    pub const ALL: [MemberState; 5] = [
+        MemberState::Alive,
+        MemberState::Suspect,
+        MemberState::Down,
+        MemberState::Left,
+        MemberState::Locked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MemberState::Alive => "alive",
