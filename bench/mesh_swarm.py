@@ -58,6 +58,7 @@ class SwarmOutput:
         self.leaves = []  # (name, epoch)
         self.joins = []
         self.tallies = []
+        self.addresses = {}  # name -> address of its last join
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.read, daemon=True)
         self.thread.start()
@@ -76,6 +77,7 @@ class SwarmOutput:
                     self.leaves.append((event["name"], event["time"]))
                 elif kind == "join":
                     self.joins.append((event["name"], event["time"]))
+                    self.addresses[event["name"]] = event["address"]
                 elif kind == "tally":
                     self.tallies.append(event)
 
@@ -129,15 +131,18 @@ class MemberEvents:
         self.sub.close(0)
 
 
-def delays(changes, events, wanted):
+def delays(changes, events, wanted, until=None):
     """For each (name, epoch) change, the delay to the first event after it that `wanted`
-    accepts; returns (delays, names never seen)."""
+    accepts, and before `until(name, epoch)` if given (the node's next change); returns
+    (delays, names never seen)."""
     by_name = {}
     for name, kind, state, at in events:
         by_name.setdefault(name, []).append((at, kind, state))
     found, missing = [], []
     for name, t in changes:
-        hit = next((at for at, kind, state in by_name.get(name, []) if at >= t and wanted(kind, state)), None)
+        end = until(name, t) if until else float("inf")
+        hit = next((at for at, kind, state in by_name.get(name, [])
+                    if t <= at < end and wanted(kind, state)), None)
         if hit is None:
             missing.append(name)
         else:
@@ -191,6 +196,34 @@ def pct(values, p):
         return None
     k = max(0, min(len(values) - 1, int(round(p / 100.0 * len(values) + 0.5)) - 1))
     return values[k]
+
+
+def ask_directly(inner, out, names):
+    """`nodeinfo` straight to nodes serve does not see alive, and which of their ports listen:
+    a swarm node that did not come back (serve rightly has it down) is told from one that
+    answers and that serve does not hear. Returns ({name: finding}, names that answer)."""
+    from compare import CallError, Client
+
+    listening = set()
+    for line in subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            listening.add(fields[3])
+    findings, answering = {}, []
+    for name in names:
+        with out.lock:
+            address = out.addresses.get(name)
+        ports = [p for p in (5555, 5556, 5557) if f"{address}:{p}" in listening]
+        client = Client(inner.zmq, f"tcp://{address}:5555")
+        try:
+            client.call("nodeinfo", timeout=2)
+            findings[name] = "answers nodeinfo"
+            answering.append(name)
+        except CallError:
+            findings[name] = f"no nodeinfo reply within 2 s; of its ports 5555-5557 listening: {ports or 'none'}"
+        finally:
+            client.close()
+    return findings, answering
 
 
 def start_serve(inner, config, probe, Failure, extra=()):
@@ -344,31 +377,50 @@ def run(inner, n, Failure, log, status_kb):
                           if not any(t < j < t + 3.0 for j in next_join.get(a, []))]
         down, down_missing = delays(leaves_checked, events.events,
                                     lambda kind, state: kind == "down" or state == "down")
-        back, back_missing = delays(joins, events.events,
-                                    lambda kind, state: state == "alive" and kind != "suspect")
+        # Delays only for the figures, each up to the node's next leave: a join followed by a
+        # leave before the next heartbeat is never seen alive, rightly.
+        with out.lock:
+            all_leaves = sorted(out.leaves, key=lambda x: x[1])
+
+        def next_leave(name, t):
+            return next((l for a, l in all_leaves if a == name and l > t), float("inf"))
+
+        back, _ = delays(joins, events.events,
+                         lambda kind, state: state == "alive" and kind != "suspect", next_leave)
         final = inner.states(client) or {}
-        # A node that restarted before serve saw it gone is never reported back (no event):
-        # it counts as reflected when it is alive at the end and did not leave again.
-        last_leave = {}
-        for name, t in out.leaves:
-            last_leave[name] = max(t, last_leave.get(name, 0))
-        last_join = {}
-        for name, t in joins:
-            last_join[name] = max(t, last_join.get(name, 0))
-        back_missing = [a for a in back_missing
-                        if not (final.get(a) == "alive" and last_leave.get(a, 0) < last_join[a])]
+        # After the grace, serve must show every node as it is: up (its last line a join, or
+        # never churned) `alive`, gone (its last line a leave) not `alive`. A node that
+        # restarted before serve saw it gone has no event of its own: the end state judges it.
+        last_leave, last_join = {}, {}
+        with out.lock:
+            for name, t in out.leaves:
+                last_leave[name] = max(t, last_leave.get(name, 0))
+            for name, t in out.joins:
+                last_join[name] = max(t, last_join.get(name, 0))
+        back_missing = sorted(a for a, t in last_join.items()
+                              if t > last_leave.get(a, 0) and final.get(a) != "alive")
+        gone_alive = sorted(a for a, t in last_leave.items()
+                            if t >= last_join.get(a, 0) and final.get(a) == "alive")
         fig["sim_churn"] = {"rate": churn_rate(n), "seconds": CHURN_S, "leaves": len(leaves),
                             "joins": len(joins), "leaves_checked": len(leaves_checked),
                             "down": down, "down_missing": down_missing[:20],
                             "down_missing_n": len(down_missing),
                             "back": back, "back_missing": back_missing[:20],
-                            "back_missing_n": len(back_missing)}
+                            "back_missing_n": len(back_missing), "gone_alive": gone_alive[:20],
+                            "gone_alive_n": len(gone_alive)}
         fig["sim_states_end"] = {s: sum(1 for v in final.values() if v == s) for s in set(final.values())}
-        if back_missing or down_missing:
+        findings, answering = ask_directly(inner, out, back_missing)
+        fig["sim_churn"]["back_missing_direct"] = dict(list(findings.items())[:20])
+        fig["sim_churn"]["back_missing_answering_n"] = len(answering)
+        if back_missing or down_missing or gone_alive:
             inner.fail("churn not reflected",
                        f"{len(down_missing)} leaves never seen down (e.g. {down_missing[:5]}), "
+                       f"{len(gone_alive)} nodes gone at the end and still alive (e.g. {gone_alive[:5]}), "
                        f"{len(back_missing)} nodes up again since their last join and not alive 15 s "
                        f"after churn stopped (e.g. {[(a, final.get(a)) for a in back_missing[:5]]}); "
+                       f"of these, asked directly, {len(answering)} answer (serve's fault) and "
+                       f"{len(back_missing) - len(answering)} do not (the swarm's: serve rightly has "
+                       f"them down): {dict(list(findings.items())[:5])}; "
                        f"serve's log and the swarm's lines are kept")
         log(f"churn: {len(leaves)} leaves ({len(down)} seen down), {len(joins)} joins "
             f"({len(back)} seen alive again)")
@@ -425,6 +477,8 @@ def report(fig, row):
             + (f"; never: {c['down_missing_n']} e.g. {c['down_missing'][:3]}" if c["down_missing_n"] else ""))
         row(S, "  join (the node restarted) -> alive again",
             f"{c['joins']} joins: {len(c['back'])} seen alive again by an event ({spread(c['back'])}), "
-            f"the others alive at the end (restarted before serve saw them gone)"
-            + (f"; never: {c['back_missing_n']} e.g. {c['back_missing'][:3]}" if c["back_missing_n"] else ""))
+            f"the others restarted before serve saw them gone, or gone again before serve asked; "
+            f"at the end every node up alive, every node gone not"
+            + (f"; up and not alive: {c['back_missing_n']} e.g. {c['back_missing'][:3]}" if c["back_missing_n"] else "")
+            + (f"; gone and alive: {c['gone_alive_n']} e.g. {c['gone_alive'][:3]}" if c.get("gone_alive_n") else ""))
         row(S, "  states at the end", json.dumps(fig.get("sim_states_end")))
