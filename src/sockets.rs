@@ -714,13 +714,39 @@ fn new_client_socket(
     keys: Option<(&ClientKeys, usize)>,
     configure: &impl Fn(&zmq::Socket) -> zmq::Result<()>,
 ) -> zmq::Result<zmq::Socket> {
-    let socket = context.socket(kind)?;
+    let socket = context.socket(kind).inspect_err(out_of_sockets)?;
     socket.set_linger(0)?;
     configure(&socket)?;
     if let Some((keys, index)) = keys {
         keys.apply(&socket, index)?;
     }
     Ok(socket)
+}
+
+/// Says, at most once a minute, that this process could not open a socket: its peers are
+/// not at fault (a member would otherwise stay `down` with nothing in the log but debug).
+fn out_of_sockets(error: &zmq::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    if *error != zmq::Error::EMFILE {
+        return;
+    }
+    let now = crate::protocol::now_epoch() as u64;
+    let last = LAST_WARNED.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < 60
+        || LAST_WARNED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let limit = crate::limits::open_files_limit().map_or("?".into(), |l| l.to_string());
+    let open = std::fs::read_dir("/proc/self/fd").map_or("?".into(), |d| d.count().to_string());
+    tracing::warn!(
+        "cannot open a socket: {error} ({open} files open of {limit} allowed, or a ZeroMQ \
+         context full): connections to nodes fail until some close; raise `ulimit -n` or \
+         lower max_members (README, \"Scale\")"
+    );
 }
 
 /// Starts a monitor of `socket`'s handshakes and returns its receiving end. libzmq's monitor

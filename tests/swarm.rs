@@ -40,27 +40,7 @@ fn a_thousand_simulated_members_converge_to_alive_and_those_that_leave_go_down()
     );
     let ns = Netns::new("swarm");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut command = ns.command(bin("troupe-swarm"));
-    command.args(["--agents", &MEMBERS.to_string(), "--leave-rate", LEAVE_RATE]);
-    command.args(["--churn-after", "signal", "--report-every", "1h"]);
-    let mut swarm = Daemon::spawn("troupe-swarm", command, &dir.path().join("swarm.log"));
-    wait_for("the swarm's ready line", Duration::from_secs(60), || {
-        swarm.assert_running();
-        swarm.log().contains(r#""event":"ready""#)
-    });
-    let ready: Value = swarm
-        .log()
-        .lines()
-        .find_map(|line| {
-            serde_json::from_str(line)
-                .ok()
-                .filter(|e: &Value| e["event"] == "ready")
-        })
-        .expect("a ready line");
-    let range = ready["probe"]
-        .as_str()
-        .expect("the range to probe")
-        .to_string();
+    let (mut swarm, range) = start_swarm(&ns, dir.path(), MEMBERS, &["--leave-rate", LEAVE_RATE]);
 
     let endpoint = "tcp://127.0.0.1:5558";
     let mut serve = isolated(ns.command(bin("troupe")), dir.path());
@@ -140,6 +120,73 @@ fn a_thousand_simulated_members_converge_to_alive_and_those_that_leave_go_down()
     assert_eq!(count(&ns.serve_states(endpoint), "down"), left.len());
     serve.assert_running();
     swarm.assert_running();
+}
+
+/// Starts `agents` simulated agents in `ns` (churn waits for SIGUSR1) and returns the swarm
+/// and the range its ready line says to probe.
+fn start_swarm(ns: &Netns, dir: &std::path::Path, agents: u32, extra: &[&str]) -> (Daemon, String) {
+    let mut command = ns.command(bin("troupe-swarm"));
+    command.args(["--agents", &agents.to_string()]).args(extra);
+    command.args(["--churn-after", "signal", "--report-every", "1h"]);
+    let mut swarm = Daemon::spawn("troupe-swarm", command, &dir.join("swarm.log"));
+    wait_for("the swarm's ready line", Duration::from_secs(60), || {
+        swarm.assert_running();
+        swarm.log().contains(r#""event":"ready""#)
+    });
+    let range = swarm
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["event"] == "ready")
+        .and_then(|ready| Some(ready["probe"].as_str()?.to_string()))
+        .expect("a ready line with the range to probe");
+    (swarm, range)
+}
+
+/// A serve that runs out of file descriptors (a hard limit of 300 that it may not raise, 150
+/// members to hold) says so, once a minute rather than at every failed connection, naming
+/// the limit and what to do; and it keeps running and answering its clients.
+#[test]
+#[ignore = "needs root"]
+fn a_serve_out_of_files_says_so_once_and_keeps_answering() {
+    let ns = Netns::new("swarm-nofile");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (swarm, range) = start_swarm(&ns, dir.path(), 150, &[]);
+    let mut serve = isolated(ns.command("prlimit"), dir.path());
+    serve.args([
+        "--nofile=300:300",
+        "setpriv",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ]);
+    serve.arg(bin("troupe")).arg("serve").arg("--state-dir");
+    serve.arg(dir.path().join("state"));
+    serve.args(["--bind", "127.0.0.1", "--no-mdns", "--probe", &range]);
+    let mut serve = Daemon::spawn("troupe serve", serve, &dir.path().join("serve.log"));
+    let warning = "cannot open a socket: Too many open files";
+    wait_for(
+        "serve's warning that it ran out of files",
+        Duration::from_secs(60),
+        || {
+            serve.assert_running();
+            serve.log().contains(warning)
+        },
+    );
+    let log = serve.log();
+    assert!(
+        log.contains("files open of 300 allowed") && log.contains("raise `ulimit -n`"),
+        "{log}"
+    );
+    // Members come and go as descriptors free up; serve answers all the while.
+    std::thread::sleep(Duration::from_secs(5));
+    let states = ns.serve_states("tcp://127.0.0.1:5558");
+    assert!(
+        !states.is_empty() && count(&states, "alive") < 150,
+        "serve's nodelist under 300 files: {states:?}"
+    );
+    assert_eq!(serve.log().matches(warning).count(), 1, "{}", serve.log());
+    serve.assert_running();
+    drop(swarm);
 }
 
 /// Polls `check` every 200 ms until it is Ok, panicking after `timeout` with what it said last.
