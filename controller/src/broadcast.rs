@@ -122,8 +122,10 @@ pub async fn fan_out(
     // One context for the whole fan-out, never one per node: each context starts an I/O
     // thread and a reaper thread (a context per node made `configure` to 500 agents take 10 s).
     let zmq = zmq::Context::new();
+    // Encoded once, one id for all: each reply is matched on its own node's connection.
+    let outgoing = troupe::client::Outgoing::from(request.clone());
     gather(targets, progress, targets.len(), |target| {
-        call_async(&zmq, &target.endpoint, request.clone(), timeout)
+        call_async(&zmq, &target.endpoint, outgoing.clone(), timeout)
     })
     .await
 }

@@ -103,15 +103,17 @@ impl Links {
         reply
     }
 
-    /// [`crate::broadcast::fan_out`] on kept connections.
+    /// [`crate::broadcast::fan_out`] on kept connections. The request is encoded once, with
+    /// one id for every node: each node's reply is matched on its own connection.
     pub async fn fan_out(
         &self,
         targets: &[Target],
         request: &Request,
         timeout: Duration,
     ) -> BTreeMap<String, Value> {
+        let outgoing = Outgoing::from(request.clone());
         gather(targets, false, targets.len(), |target| {
-            self.call(&target.endpoint, request.clone(), timeout)
+            self.call(&target.endpoint, outgoing.clone(), timeout)
         })
         .await
     }

@@ -591,9 +591,8 @@ async fn handle(
             let state = nodelist_state(&props)?;
             let nodes: Vec<Value> = context
                 .membership
-                .rows()
+                .rows_where(|row_state| state.is_none_or(|state| row_state == state))
                 .iter()
-                .filter(|row| state.is_none_or(|state| row.state == state))
                 .map(MemberRow::to_json)
                 .collect();
             let others = context.membership.other_clusters();
@@ -740,9 +739,8 @@ async fn forward(
     // Only the absent rows matter here: not a thousand alive members made JSON per request.
     let absent: Vec<Value> = context
         .membership
-        .rows()
+        .rows_where(crate::absent::is_absent_state)
         .iter()
-        .filter(|row| crate::absent::is_absent_state(&row.state))
         .map(MemberRow::to_json)
         .collect();
     crate::absent::add(&mut replies, &absent, selection);

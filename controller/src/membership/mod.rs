@@ -24,12 +24,12 @@ pub struct Target {
 impl MembershipHandle {
     /// The alive members, as targets of a fan-out.
     pub fn alive_targets(&self) -> Vec<Target> {
-        self.members()
-            .into_iter()
+        self.shared_members()
+            .iter()
             .filter(|m| m.state == MemberState::Alive)
             .map(|m| Target {
-                name: m.name,
-                endpoint: m.endpoint,
+                name: m.name.clone(),
+                endpoint: m.endpoint.clone(),
             })
             .collect()
     }
