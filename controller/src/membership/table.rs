@@ -220,6 +220,9 @@ pub struct MemberTable {
     /// first and last found, at most [`MAX_SILENT_ENDPOINTS`]. Never members: a fan-out
     /// reports them as `no reply`, so a node frozen before it was ever seen is not hidden.
     silent: BTreeMap<String, Silent>,
+    /// Whether an answer changed a member's facts (its `nodeinfo`, watcher count, sources)
+    /// since [`Self::take_facts_changed`] last said.
+    facts_changed: bool,
 }
 
 /// An endpoint found silent: first and last time.
@@ -240,6 +243,7 @@ impl MemberTable {
             refused_claims: BTreeSet::new(),
             others: BTreeSet::new(),
             silent: BTreeMap::new(),
+            facts_changed: false,
         }
     }
 
@@ -459,7 +463,9 @@ impl MemberTable {
                 now,
             )
         });
+        let sources = member.sources.len();
         member.sources.extend(source);
+        self.facts_changed |= member.watchers != watchers || member.sources.len() != sources;
         member.watchers = watchers;
         if known {
             // A circusd tells nothing of its process: a down one serves its probation.
@@ -555,7 +561,7 @@ impl MemberTable {
                 push(&mut events, m, EventKind::Update, detail);
             }
             let restarted = m.info.as_ref().is_some_and(|old| !same_process(old, &info));
-            update_facts(m, source, info);
+            self.facts_changed |= update_facts(m, source, info);
             revive(m, now, restarted, &mut events);
             return events;
         }
@@ -588,7 +594,7 @@ impl MemberTable {
                 let moved = m.endpoint != endpoint;
                 m.endpoint = endpoint.to_string();
                 m.name = info.name.clone();
-                update_facts(m, source, info);
+                self.facts_changed |= update_facts(m, source, info);
                 let was_alive = m.state == MemberState::Alive;
                 // Not the same process (`same` above found none): moved or restarted.
                 revive(m, now, true, &mut events);
@@ -672,6 +678,11 @@ impl MemberTable {
         }
     }
 
+    /// Whether an answer changed a member's facts since this was last asked (then cleared).
+    pub fn take_facts_changed(&mut self) -> bool {
+        std::mem::take(&mut self.facts_changed)
+    }
+
     /// Time-driven transitions: down after [`DOWN_AFTER`] without an answer, forgetting
     /// after [`FORGET_AFTER`] (a locked row: that long after it was last seen, unless mDNS,
     /// whose goodbye or expiry removes it, still announces it).
@@ -742,11 +753,18 @@ fn new_member(
     }
 }
 
-fn update_facts(m: &mut Member, source: Option<Source>, info: NodeInfo) {
+/// Takes an answer's facts; whether any differ from those held. The same `nodeinfo` as last
+/// time (nearly every heartbeat) keeps the one already shared.
+fn update_facts(m: &mut Member, source: Option<Source>, info: NodeInfo) -> bool {
+    let sources = m.sources.len();
     m.sources.extend(source);
-    m.watchers = info.watchers.len();
-    m.fingerprint = info.fingerprint.clone();
-    m.info = Some(Arc::new(info));
+    let same_info = m.info.as_deref() == Some(&info);
+    if !same_info {
+        m.watchers = info.watchers.len();
+        m.fingerprint = info.fingerprint.clone();
+        m.info = Some(Arc::new(info));
+    }
+    !same_info || m.sources.len() != sources
 }
 
 /// Marks an answer: back to alive, with a join event when it had been away. A down member
