@@ -78,14 +78,14 @@ pub async fn probe(context: &zmq::Context, endpoint: &str, timeout: Duration) ->
 /// still hold a request or owe a reply: close it.
 pub async fn probe_on(socket: &mut Dealer, endpoint: &str, timeout: Duration) -> Probed {
     let request = |command: &str| Request::new(command, Map::new());
-    let reply = match exchange(socket, request("nodeinfo"), timeout).await {
+    let mut reply = match exchange(socket, request("nodeinfo"), timeout).await {
         Ok(reply) => reply,
         Err(ClientError::Refused { .. }) => return Probed::Refused,
         Err(ClientError::Timeout { .. }) => return Probed::Silent,
         Err(_) => return Probed::Nothing,
     };
     if reply["status"] == "ok" {
-        return match serde_json::from_value::<NodeInfo>(reply["node"].clone()) {
+        return match serde_json::from_value::<NodeInfo>(reply["node"].take()) {
             Ok(info) => match check_node_info(&info) {
                 Ok(()) => Probed::Node(NodeFacts::Troupe(Box::new(info))),
                 Err(e) => {
