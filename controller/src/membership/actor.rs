@@ -1053,6 +1053,78 @@ mod heartbeat_tests {
         assert_eq!(state_of(&membership, ID_A), Some(MemberState::Alive));
     }
 
+    /// Heartbeat answers that change nothing but their time publish the view at most once a
+    /// second (each tick had one with ten members, and copied every member); an answer that
+    /// changes a fact still reaches the view.
+    #[tokio::test]
+    async fn routine_answers_publish_the_view_once_a_second_and_new_facts_at_the_next_tick() {
+        const MEMBERS: usize = 10;
+        let zmq = crate::fake_agent::context();
+        let membership = MembershipHandle::spawn(CLUSTER, None, Admission::Open);
+        let mut agents = Vec::new();
+        for n in 0..MEMBERS {
+            let (agent, endpoint) = bind(&zmq, "tcp://127.0.0.1:*").await;
+            let id = format!("00000000-0000-4000-8000-0000000001{n:02}");
+            adopt(&membership, &endpoint, &id).await;
+            agents.push((agent, id));
+        }
+        // Ten members land in several of the ten heartbeat slots: answers every 100-500 ms.
+        let mut view = membership.view.clone();
+        view.borrow_and_update();
+        let watched = Duration::from_secs(4);
+        let count_views = async {
+            let mut views = 0;
+            let _ = tokio::time::timeout(watched, async {
+                while view.changed().await.is_ok() {
+                    views += 1;
+                }
+            })
+            .await;
+            views
+        };
+        let answer_all = futures::future::join_all(
+            agents
+                .iter_mut()
+                .map(|(agent, id)| answer_until(agent, id, tokio::time::sleep(watched))),
+        );
+        let (views, answered) = tokio::join!(count_views, answer_all);
+        let answers: usize = answered.iter().map(Vec::len).sum();
+        assert!(
+            answers >= 3 * MEMBERS,
+            "{answers} heartbeats answered in {watched:?}"
+        );
+        // Once a second: 4-5 views (slack for a slow machine's missed answer); one a tick
+        // would be 16.
+        assert!(
+            views <= 8,
+            "{views} views published for {answers} routine answers"
+        );
+
+        // A new version in the next heartbeat's answer reaches the view (at the next tick).
+        let (agent, id) = &mut agents[0];
+        let message = agent.next().await.expect("open").expect("a heartbeat");
+        let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
+        let body: Value = serde_json::from_slice(frames.last().unwrap()).unwrap();
+        let mut upgraded = node_info(id);
+        upgraded.version = "9.9.9".into();
+        let answer = json!({"status": "ok", "id": body["id"], "node": upgraded});
+        reply(agent, &frames[0], &answer).await;
+        let seen = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                let upgraded = membership.shared_members().iter().any(|m| {
+                    m.id.as_deref() == Some(id.as_str())
+                        && m.info.as_ref().is_some_and(|i| i.version == "9.9.9")
+                });
+                if upgraded {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(seen.is_ok(), "the new version never reached the view");
+    }
+
     /// An agent restarted on the same endpoint comes back alive: at once (the kept connection
     /// reconnects), or after it was down long enough to be declared so, with another id.
     #[tokio::test]
