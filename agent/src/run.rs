@@ -76,6 +76,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         disk_changes: Arc::new(tokio::sync::Mutex::new(())),
         owner_endpoint,
         server_keys: zmq.keys(),
+        addresses: crate::commands::watch_addresses(),
     };
     let control = tokio::spawn(crate::control::serve(
         control_socket,

@@ -190,7 +190,7 @@ pub async fn nodeinfo(ctx: &AgentContext) -> Fields {
         cluster: s.cluster.clone(),
         version: troupe::VERSION.to_string(),
         hostname,
-        addresses: addresses(),
+        addresses: ctx.addresses.borrow().clone(),
         endpoints: Endpoints {
             control: s.endpoint(s.control_port),
             pubsub: s.endpoint(s.pubsub_port),
@@ -204,20 +204,71 @@ pub async fn nodeinfo(ctx: &AgentContext) -> Fields {
     Ok(fields([("node", json!(node))]))
 }
 
+/// How often the host's addresses are read again for `nodeinfo`: reading them (a netlink
+/// dump) at every request was four fifths of the agent's work on a heartbeat.
+const ADDRESSES_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The host's addresses as `nodeinfo` reports them, read now and every [`ADDRESSES_EVERY`] by
+/// a task of their own until the agent ends.
+pub fn watch_addresses() -> tokio::sync::watch::Receiver<Vec<String>> {
+    let (tx, rx) = tokio::sync::watch::channel(addresses());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(ADDRESSES_EVERY);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let now = addresses();
+                    tx.send_if_modified(|held| {
+                        let changed = *held != now;
+                        *held = now;
+                        changed
+                    });
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}
+
 /// The host's IPv4 and IPv6 addresses, loopback last.
 fn addresses() -> Vec<String> {
-    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+    let Ok(interfaces) = crate::announce::interfaces::system_interfaces() else {
         return Vec::new();
     };
-    let mut found: Vec<std::net::IpAddr> = interfaces
-        .filter_map(|i| i.address)
-        .filter_map(|a| {
-            a.as_sockaddr_in()
-                .map(|v4| std::net::IpAddr::V4(v4.ip()))
-                .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
-        })
-        .collect();
+    let mut found: Vec<std::net::IpAddr> = interfaces.iter().map(|i| i.ip).collect();
     found.sort_by_key(|ip| (ip.is_loopback(), ip.is_ipv6(), *ip));
     found.dedup();
     found.iter().map(ToString::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `nodeinfo` reports is read once at start and kept: the host's addresses, loopback
+    /// last, each once.
+    #[tokio::test]
+    async fn the_addresses_nodeinfo_reports_are_the_hosts_loopback_last() {
+        let watched = watch_addresses();
+        let reported = watched.borrow().clone();
+        assert_eq!(reported, addresses());
+        assert!(reported.iter().any(|a| a == "127.0.0.1"), "{reported:?}");
+        let loopback_from = reported.iter().position(|a| {
+            a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+        });
+        assert!(
+            reported[loopback_from.unwrap_or(reported.len())..]
+                .iter()
+                .all(|a| a
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())),
+            "{reported:?}"
+        );
+        let mut unique = reported.clone();
+        unique.dedup();
+        assert_eq!(unique, reported);
+    }
 }

@@ -14,6 +14,7 @@ mod reset;
 mod signals;
 
 pub use access::Caller;
+pub use inspect::watch_addresses;
 pub use manage::{apply_config, reload_key_file, stop_everything};
 
 use crate::arbiter::ArbiterHandle;
@@ -51,6 +52,8 @@ pub struct AgentContext {
     /// The keyring of the agent's listeners and connections, replaced when `reloadconfig`
     /// or SIGHUP finds a new one in the key file (rotation).
     pub server_keys: troupe::sockets::ServerKeys,
+    /// The host's addresses for `nodeinfo`, kept fresh by a task ([`watch_addresses`]).
+    pub addresses: watch::Receiver<Vec<String>>,
 }
 
 impl AgentContext {
