@@ -741,7 +741,12 @@ fn out_of_sockets(error: &zmq::Error) {
         return;
     }
     let limit = crate::limits::open_files_limit().map_or("?".into(), |l| l.to_string());
-    let open = std::fs::read_dir("/proc/self/fd").map_or("?".into(), |d| d.count().to_string());
+    // Counting takes a descriptor too: none left means every one allowed is open.
+    let open = match std::fs::read_dir("/proc/self/fd") {
+        Ok(open) => open.count().to_string(),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EMFILE as i32) => limit.clone(),
+        Err(_) => "?".into(),
+    };
     tracing::warn!(
         "cannot open a socket: {error} ({open} files open of {limit} allowed, or a ZeroMQ \
          context full): connections to nodes fail until some close; raise `ulimit -n` or \

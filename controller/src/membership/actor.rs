@@ -462,23 +462,18 @@ impl Actor {
                 let events = self
                     .table
                     .answered(&result.endpoint, result.source, facts, now);
+                let live = key
+                    .as_deref()
+                    .is_some_and(|k| self.is_live_at(k, &result.endpoint));
                 // An alive member's heartbeat that changed nothing but its answer time (nearly
                 // every one) does not call for a copy of the view at the next tick.
-                let routine = key.is_some()
-                    && events.is_empty()
-                    && !self.table.take_facts_changed()
-                    && key
-                        .as_deref()
-                        .is_some_and(|k| self.is_live_at(k, &result.endpoint));
-                if routine {
+                if live && events.is_empty() && !self.table.take_facts_changed() {
                     self.answers_stale = true;
                 } else {
                     self.view_stale = true;
                 }
-                if let (Some(socket), Some(key)) = (result.socket, key) {
-                    if self.is_live_at(&key, &result.endpoint) {
-                        self.kept.insert(result.endpoint, socket);
-                    }
+                if let Some(socket) = result.socket.filter(|_| live) {
+                    self.kept.insert(result.endpoint, socket);
                 }
                 events
             }
@@ -1057,7 +1052,7 @@ mod heartbeat_tests {
     /// second (each tick had one with ten members, and copied every member); an answer that
     /// changes a fact still reaches the view.
     #[tokio::test]
-    async fn routine_answers_publish_the_view_once_a_second_and_new_facts_at_the_next_tick() {
+    async fn routine_answers_publish_the_view_once_a_second_and_new_facts_still_reach_it() {
         const MEMBERS: usize = 10;
         let zmq = crate::fake_agent::context();
         let membership = MembershipHandle::spawn(CLUSTER, None, Admission::Open);
@@ -1100,7 +1095,7 @@ mod heartbeat_tests {
             "{views} views published for {answers} routine answers"
         );
 
-        // A new version in the next heartbeat's answer reaches the view (at the next tick).
+        // A new version in the next heartbeat's answer reaches the view.
         let (agent, id) = &mut agents[0];
         let message = agent.next().await.expect("open").expect("a heartbeat");
         let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
