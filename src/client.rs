@@ -3,7 +3,7 @@
 //! pooled links of `troupe serve`, membership's heartbeats).
 
 use crate::protocol::Request;
-use crate::sockets::{connect_control, poll_timeout_ms, Context};
+use crate::sockets::Context;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -43,46 +43,27 @@ pub enum ClientError {
     BadReply { endpoint: String, detail: String },
 }
 
-/// Sends `request` to `endpoint` and waits up to `timeout` for the reply with the same id.
-pub fn call(endpoint: &str, mut request: Request, timeout: Duration) -> Result<Value, ClientError> {
-    let context = Context::new();
-    let socket = connect_control(&context, endpoint).map_err(|source| ClientError::Connect {
-        endpoint: endpoint.to_string(),
-        source,
-    })?;
-    let transport = |source| ClientError::Transport {
-        endpoint: endpoint.to_string(),
-        source,
-    };
-    if request.id.is_null() {
-        request.id = Value::String(random_id());
-    }
-    socket.send(request.encode(), 0).map_err(transport)?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero()
-            || socket
-                .poll(zmq::POLLIN, poll_timeout_ms(left))
-                .map_err(transport)?
-                == 0
-        {
-            return Err(ClientError::Timeout {
+/// Sends `request` to `endpoint` and waits up to `timeout` for the reply with the same id:
+/// [`call_async`] on a runtime of its own, so a blocking caller (`troupe ctl`) follows a key
+/// rotation as every other client does ([`exchange`]). The runtime runs on a thread of its
+/// own: a caller may itself run on one (a runtime cannot be started inside another).
+pub fn call(endpoint: &str, request: Request, timeout: Duration) -> Result<Value, ClientError> {
+    let on_own_runtime = || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Transport {
                 endpoint: endpoint.to_string(),
-                timeout,
-                keyless: crate::sockets::client_keys().is_none(),
-            });
-        }
-        let frame = socket.recv_bytes(0).map_err(transport)?;
-        let reply: Value = serde_json::from_slice(&frame).map_err(|e| ClientError::BadReply {
-            endpoint: endpoint.to_string(),
-            detail: e.to_string(),
-        })?;
-        // Replies to earlier, timed-out requests on a reused identity are skipped, as circusctl does.
-        if reply.get("id") == Some(&request.id) || reply.get("id") == Some(&Value::Null) {
-            return Ok(reply);
-        }
-    }
+                source: if e.raw_os_error() == Some(nix::errno::Errno::EMFILE as i32) {
+                    zmq::Error::EMFILE
+                } else {
+                    zmq::Error::EFAULT
+                },
+            })?;
+        runtime.block_on(call_async(&Context::new(), endpoint, request, timeout))
+    };
+    std::thread::scope(|scope| scope.spawn(on_own_runtime).join())
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The async twin of [`call`], sharing one ZeroMQ context across many concurrent calls: a

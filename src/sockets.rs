@@ -534,18 +534,15 @@ pub(crate) async fn open_subscriber(
 }
 
 /// A blocking DEALER connected to a control endpoint, as circusctl uses, presenting this
-/// process's keyring.
+/// process's keyring (tests talk to nodes with it as a stock client would).
 pub fn connect_control(context: &Context, endpoint: &str) -> zmq::Result<zmq::Socket> {
-    connect_control_with(context, endpoint, client_keys().as_deref())
-}
-
-/// [`connect_control`] presenting `keys` (or no key) rather than the process's keyring.
-pub fn connect_control_with(
-    context: &Context,
-    endpoint: &str,
-    keys: Option<&ClientKeys>,
-) -> zmq::Result<zmq::Socket> {
-    open_blocking(context, zmq::DEALER, endpoint, keys, |_| Ok(()))
+    open_blocking(
+        context,
+        zmq::DEALER,
+        endpoint,
+        client_keys().as_deref(),
+        |_| Ok(()),
+    )
 }
 
 /// An async DEALER connected to a control endpoint (probes, heartbeats, forwarding),
@@ -660,6 +657,13 @@ impl ClientKeys {
             .into_iter()
             .chain((0..self.keys.len()).filter(|i| Some(*i) != remembered))
             .collect()
+    }
+
+    /// Notes that `endpoint` refused key `index`: the next connection tries the key after it
+    /// first. Noted at once, so a caller that gives up before the next key's handshake (a
+    /// heartbeat's deadline) still makes progress.
+    fn refused(&self, endpoint: &str, index: usize) {
+        self.remember(endpoint, (index + 1) % self.keys.len());
     }
 
     fn remember(&self, endpoint: &str, index: usize) {
@@ -830,7 +834,10 @@ fn open_blocking(
         };
         stop_watching(&mut socket);
         match verdict.unwrap_or(Handshake::Unknown) {
-            Handshake::Refused => continue,
+            Handshake::Refused => {
+                keys.refused(endpoint, index);
+                continue;
+            }
             Handshake::Succeeded => keys.remember(endpoint, index),
             Handshake::Unknown | Handshake::Disconnected => {}
         }
@@ -877,25 +884,22 @@ async fn open_async(
     }
     for &index in &order {
         let socket = new_client_socket(context, kind, Some((keys, index)), &configure)?;
-        let mut events: tmq::pair::Pair = wrap(watch_handshake(context, &socket)?)?;
-        socket.connect(endpoint)?;
-        match next_handshake(&mut events, HANDSHAKE_WAIT).await {
-            Handshake::Refused => continue,
+        let events = wrap(watch_handshake(context, &socket)?)?;
+        let mut attempt = Attempt {
+            socket: Some(socket),
+            events: Some(events),
+        };
+        attempt.connect(endpoint)?;
+        match attempt.verdict().await {
+            Handshake::Refused => {
+                keys.refused(endpoint, index);
+                continue;
+            }
             Handshake::Succeeded => {
                 keys.remember(endpoint, index);
-                return Ok(Opened {
-                    socket,
-                    events: Some(events),
-                    up: true,
-                });
+                return Ok(attempt.keep(true));
             }
-            Handshake::Unknown | Handshake::Disconnected => {
-                return Ok(Opened {
-                    socket,
-                    events: Some(events),
-                    up: false,
-                })
-            }
+            Handshake::Unknown | Handshake::Disconnected => return Ok(attempt.keep(false)),
         }
     }
     // Still watched: a kept socket tries again when the endpoint or our keyring changes.
@@ -908,6 +912,48 @@ async fn open_async(
         events: Some(wrap(events)?),
         up: false,
     })
+}
+
+/// A socket whose first handshake [`open_async`] awaits, with its monitor's receiving end.
+/// Dropped without being kept (refused, or its caller's deadline passed), it stops the monitor
+/// before closing the receiving end: libzmq sends monitor events blocking, from its I/O thread,
+/// and one sent to a receiving end already closed would stop that thread.
+struct Attempt {
+    socket: Option<zmq::Socket>,
+    events: Option<tmq::pair::Pair>,
+}
+
+impl Attempt {
+    fn connect(&self, endpoint: &str) -> zmq::Result<()> {
+        match &self.socket {
+            Some(socket) => socket.connect(endpoint),
+            None => Err(zmq::Error::ENOTSOCK),
+        }
+    }
+
+    async fn verdict(&mut self) -> Handshake {
+        match &mut self.events {
+            Some(events) => next_handshake(events, HANDSHAKE_WAIT).await,
+            None => Handshake::Unknown,
+        }
+    }
+
+    /// The socket, still watched, for the caller to keep.
+    fn keep(mut self, up: bool) -> Opened {
+        Opened {
+            socket: self.socket.take().expect("an attempt is kept once"),
+            events: self.events.take(),
+            up,
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if let Some(socket) = &mut self.socket {
+            stop_watching(socket);
+        }
+    }
 }
 
 /// The next handshake verdict from `events` within `wait` (disconnections skipped).
@@ -955,6 +1001,24 @@ mod tests {
     #[test]
     fn libzmq_has_curve() {
         assert_eq!(zmq::has("curve"), Some(true));
+    }
+
+    /// A refusal is noted at once: the next connection starts with the key after the refused
+    /// one, even if the connection that saw the refusal was given up before trying it.
+    #[test]
+    fn a_refused_key_makes_the_next_key_first() {
+        use crate::cluster_key::{ClusterKey, Keyring};
+        let keys: Vec<ClusterKey> = (0..3).map(|_| ClusterKey::generate().unwrap()).collect();
+        let keys = super::ClientKeys::new(&Keyring::new(keys).unwrap());
+        let endpoint = "tcp://10.0.0.1:5555";
+        assert_eq!(keys.order(endpoint), [0, 1, 2]);
+        keys.refused(endpoint, 0);
+        assert_eq!(keys.order(endpoint), [1, 0, 2]);
+        keys.refused(endpoint, 1);
+        assert_eq!(keys.order(endpoint), [2, 0, 1]);
+        keys.refused(endpoint, 2);
+        assert_eq!(keys.order(endpoint), [0, 1, 2]);
+        assert_eq!(keys.order("tcp://10.0.0.2:5555"), [0, 1, 2]);
     }
 
     /// A monitor message's first frame: event (u16 LE), value (u32 LE).

@@ -540,10 +540,18 @@ impl Actor {
         let results = results.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let (probed, socket) = match kept {
-                None => (probe(&zmq, &endpoint, HEARTBEAT_TIMEOUT).await, None),
-                Some(kept) => heartbeat(&zmq, kept, &endpoint).await,
+            let asked = async {
+                match kept {
+                    None => (probe(&zmq, &endpoint, HEARTBEAT_TIMEOUT).await, None),
+                    Some(kept) => heartbeat(&zmq, kept, &endpoint).await,
+                }
             };
+            // Connecting included: with several keys a new connection awaits its handshakes
+            // (2 s each at most), and a member in flight that long is asked no more before
+            // it is declared down.
+            let (probed, socket) = tokio::time::timeout(HEARTBEAT_TIMEOUT, asked)
+                .await
+                .unwrap_or((Probed::Silent, None));
             let answered_heartbeat = key.is_some() && matches!(probed, Probed::Node(_));
             let _ = results.send(ProbeResult {
                 key,
