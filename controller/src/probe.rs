@@ -149,6 +149,12 @@ pub async fn sweep(
             match probe(context, &endpoint, limits.reply_timeout).await {
                 Probed::Nothing => None,
                 Probed::Silent if !mute(&stream) => None,
+                Probed::Silent
+                    if troupe::sockets::client_keys().is_none()
+                        && asks_for_a_key(address, limits.reply_timeout).await =>
+                {
+                    Some((endpoint, Probed::Refused))
+                }
                 found => Some((endpoint, found)),
             }
         })
@@ -171,6 +177,39 @@ fn mute(stream: &tokio::net::TcpStream) -> bool {
         Ok(_) => first[0] == ZMTP_SIGNATURE,
         Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
     }
+}
+
+/// Whether the ZeroMQ server at `address` asks for a security mechanism other than NULL (it
+/// holds a cluster key), read from its greeting. A keyless probe's own handshake tells it only
+/// when it reads the server's greeting before the server hangs up on its NULL one: on a loaded
+/// host it often writes first, and libzmq then reports a bare hang-up, as for any port that
+/// closes. Asked only of a port that gave a keyless probe no answer.
+async fn asks_for_a_key(address: std::net::SocketAddr, timeout: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// A ZMTP 3.0 greeting up to its mechanism: the signature (0xff, padding, 0x7f) and the
+    /// version, after which a server sends the rest of its own greeting.
+    const SIGNATURE_AND_VERSION: [u8; 12] = [0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0];
+    let greeting = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream.write_all(&SIGNATURE_AND_VERSION).await.ok()?;
+        // Signature (10), version (2), mechanism (20, padded with zeros).
+        let mut greeting = [0u8; 32];
+        stream.read_exact(&mut greeting).await.ok()?;
+        Some(greeting)
+    };
+    let Ok(Some(greeting)) = tokio::time::timeout(timeout, greeting).await else {
+        return false;
+    };
+    let mechanism = &greeting[12..];
+    let named = &mechanism[..mechanism
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(mechanism.len())];
+    greeting[0] == 0xff
+        && greeting[9] == 0x7f
+        && greeting[10] >= 3
+        && !named.is_empty()
+        && named != b"NULL"
 }
 
 async fn resolve(target: &ProbeTarget) -> Option<std::net::SocketAddr> {
@@ -224,5 +263,47 @@ mod tests {
         assert_eq!(found, [(endpoint_of(address), Probed::Silent)]);
         let connected = tokio::time::timeout(Duration::from_secs(2), listener.accept()).await;
         assert!(connected.is_ok(), "the sweep did not connect");
+    }
+
+    /// A ZeroMQ server's greeting names its mechanism: CURVE (a keyed agent) asks for a key,
+    /// NULL (a keyless one) does not, and a port that answers anything else is no server that
+    /// asks. Read the same on a loaded host: nothing here races the server's hang-up.
+    #[tokio::test]
+    async fn a_greeting_tells_a_keyed_server_from_a_keyless_one_and_garbage() {
+        use tokio::io::AsyncWriteExt;
+        let zmq = zmq::Context::new();
+        let server = |curve: Option<&troupe::cluster_key::CurvePair>| {
+            let socket = zmq.socket(zmq::ROUTER).unwrap();
+            if let Some(pair) = curve {
+                socket.set_curve_server(true).unwrap();
+                socket.set_curve_secretkey(pair.secret()).unwrap();
+            }
+            socket.bind("tcp://127.0.0.1:0").unwrap();
+            let bound = socket.get_last_endpoint().unwrap().unwrap();
+            let address: std::net::SocketAddr = bound.trim_start_matches("tcp://").parse().unwrap();
+            (socket, address)
+        };
+        let key = troupe::cluster_key::ClusterKey::generate().unwrap();
+        let (_keyed, keyed) = server(Some(&key.curve().server));
+        let (_keyless, keyless) = server(None);
+        let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let garbage_address = garbage.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = garbage.accept().await {
+                let _ = stream
+                    .write_all(
+                        &[0xff; 10]
+                            .iter()
+                            .chain(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                            .copied()
+                            .collect::<Vec<u8>>(),
+                    )
+                    .await;
+            }
+        });
+        let timeout = Duration::from_secs(2);
+        assert!(asks_for_a_key(keyed, timeout).await, "CURVE");
+        assert!(!asks_for_a_key(keyless, timeout).await, "NULL");
+        assert!(!asks_for_a_key(garbage_address, timeout).await, "garbage");
     }
 }
