@@ -68,8 +68,9 @@ pub const SERVE_REQUESTS_IN_FLIGHT_PER_PEER: usize = 32;
 /// forgotten), unless `troupe serve` was started with another `max_members`
 /// ([`set_max_members`]).
 /// Each alive member costs a heartbeat a second, a kept connection, a stats and an events
-/// subscription: up to [`SERVE_FILES_PER_MEMBER`] file descriptors, 4 ZeroMQ sockets
-/// ([`crate::sockets::member_context`] sizes serve's contexts from this bound) and, at 1000
+/// subscription: up to [`serve_files_per_member`] file descriptors, 4 ZeroMQ sockets (12 with
+/// a cluster key, their handshake monitors; one context per kind of connection:
+/// [`crate::sockets::member_context`] sizes them from this bound) and, at 1000
 /// members on a 2-core VM (`bench/run mesh --agents 1000`), about 0.017 % of a core and
 /// 100 KiB of serve: the thousand serve is measured with, and headroom. When the table is
 /// full, a new member takes the place of the member down (left, locked) the longest; with
@@ -80,9 +81,27 @@ pub const MAX_MEMBERS: usize = 1024;
 /// machine's cores for heartbeats alone (README, "Scale").
 pub const MAX_MEMBERS_SETTING: usize = 20_000;
 
-/// File descriptors serve holds per member: three connections, each with its socket's eventfd
-/// mailbox, and a kept control connection once it forwarded a command.
+/// File descriptors serve holds per member without a cluster key: three connections
+/// (heartbeats, stats, events) and a kept control connection once it forwarded a command,
+/// each its TCP socket and its ZeroMQ socket's eventfd mailbox (6 at steady state, 8 after a
+/// command, counted in /proc at 10 and 20 members).
 pub const SERVE_FILES_PER_MEMBER: u64 = 8;
+
+/// [`SERVE_FILES_PER_MEMBER`] with a cluster key: each connection's handshakes are watched
+/// (a key rotation), which takes two eventfds more, libzmq's monitor socket and the one that
+/// reads it (12 at steady state, 16 after a command, counted the same way).
+pub const SERVE_FILES_PER_KEYED_MEMBER: u64 = 16;
+
+/// The file descriptors a member takes in this process: [`SERVE_FILES_PER_KEYED_MEMBER`] once
+/// it holds a cluster key (its outgoing connections present it), else
+/// [`SERVE_FILES_PER_MEMBER`].
+pub fn serve_files_per_member() -> u64 {
+    if crate::sockets::client_keys().is_some() {
+        SERVE_FILES_PER_KEYED_MEMBER
+    } else {
+        SERVE_FILES_PER_MEMBER
+    }
+}
 
 /// File descriptors serve holds besides its members' (its own sockets, clients, the
 /// dashboard, probes under way).
@@ -111,7 +130,7 @@ pub fn set_max_members(bound: usize) -> Result<(), String> {
 
 /// File descriptors a serve of `members` members needs.
 pub fn serve_files_for(members: usize) -> u64 {
-    members as u64 * SERVE_FILES_PER_MEMBER + SERVE_FILES_BESIDES_MEMBERS
+    members as u64 * serve_files_per_member() + SERVE_FILES_BESIDES_MEMBERS
 }
 
 /// Claims of an id already held by an alive member (a copied id file) that a controller

@@ -135,7 +135,7 @@ impl Drop for Serving {
 /// makes sure serve may open the descriptors its members take: set explicitly, a bound the
 /// open-files limit cannot reach is an error naming both; the default one only warns.
 fn apply_member_bound(max_members: Option<usize>) -> anyhow::Result<()> {
-    let files_per_member = troupe::bounds::SERVE_FILES_PER_MEMBER;
+    let files_per_member = troupe::bounds::serve_files_per_member();
     let Some(bound) = max_members else {
         let bound = troupe::bounds::MAX_MEMBERS;
         let wanted = troupe::bounds::serve_files_for(bound);

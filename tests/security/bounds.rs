@@ -627,6 +627,23 @@ fn serve_max_members_sets_the_bound_and_is_checked_against_the_open_files_limit(
         run.stderr
     );
 
+    // With a cluster key every connection's handshakes are watched: 16 files a member.
+    let key = super::impostor::key_file(
+        dir.path(),
+        &troupe::cluster_key::ClusterKey::generate().unwrap(),
+    );
+    let run = limited_serve(
+        "15",
+        &["--max-members", "5000", "--key-file", key.to_str().unwrap()],
+    );
+    assert_ne!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("max_members = 5000 (16 files a member) needs 81024 open files"),
+        "{}",
+        run.stderr
+    );
+
     // The default bound under that limit: serve starts, and warns how many members fit.
     let run = limited_serve("3", &[]);
     assert!(

@@ -718,7 +718,7 @@ pub fn full_reason() -> String {
          with `troupe serve --max-members N` or max_members in troupe.toml's [serve], each \
          member taking up to {} file descriptors)",
         max_members(),
-        troupe::bounds::SERVE_FILES_PER_MEMBER
+        troupe::bounds::serve_files_per_member()
     )
 }
 
