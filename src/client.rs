@@ -48,22 +48,28 @@ pub enum ClientError {
 /// rotation as every other client does ([`exchange`]). The runtime runs on a thread of its
 /// own: a caller may itself run on one (a runtime cannot be started inside another).
 pub fn call(endpoint: &str, request: Request, timeout: Duration) -> Result<Value, ClientError> {
+    // No thread or runtime for it: the process is out of descriptors or threads.
+    let exhausted = |e: std::io::Error| ClientError::Transport {
+        endpoint: endpoint.to_string(),
+        source: match e.raw_os_error() {
+            Some(code) if code == nix::errno::Errno::EMFILE as i32 => zmq::Error::EMFILE,
+            _ => zmq::Error::EFAULT,
+        },
+    };
     let on_own_runtime = || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| ClientError::Transport {
-                endpoint: endpoint.to_string(),
-                source: if e.raw_os_error() == Some(nix::errno::Errno::EMFILE as i32) {
-                    zmq::Error::EMFILE
-                } else {
-                    zmq::Error::EFAULT
-                },
-            })?;
+            .map_err(exhausted)?;
         runtime.block_on(call_async(&Context::new(), endpoint, request, timeout))
     };
-    std::thread::scope(|scope| scope.spawn(on_own_runtime).join())
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .spawn_scoped(scope, on_own_runtime)
+            .map_err(exhausted)?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// The async twin of [`call`], sharing one ZeroMQ context across many concurrent calls: a
