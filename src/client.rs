@@ -98,7 +98,8 @@ pub async fn call_async(
 /// sent again on a new socket, made with the key the endpoint takes now
 /// ([`crate::sockets::ClientKeys`]), within the request's own timeout.
 pub struct Connection {
-    /// Dropped first: closing it stops its monitor before the handshakes' end is closed.
+    /// Its monitor is stopped when the connection is dropped, before the handshakes' end is
+    /// closed ([`crate::sockets::stop_watching`]).
     dealer: tmq::dealer::Dealer,
     handshakes: Handshakes,
     endpoint: String,
@@ -169,6 +170,22 @@ impl Handshakes {
                 self.note(handshake);
                 return handshake;
             }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.handshakes.events.is_some() {
+            crate::sockets::stop_watching(tmq::AsZmqSocket::get_socket(&self.dealer));
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.handshakes.events.is_some() {
+            crate::sockets::stop_watching(tmq::AsZmqSocket::get_socket(&self.subscriber));
         }
     }
 }
@@ -249,7 +266,8 @@ impl Connection {
 /// the socket is made again with the key the endpoint takes now ([`crate::sockets::ClientKeys`])
 /// and subscribes again. Samples published meanwhile are missed, as across any reconnection.
 pub struct Subscription {
-    /// Dropped first: closing it stops its monitor before the handshakes' end is closed.
+    /// Its monitor is stopped when the subscription is dropped, before the handshakes' end is
+    /// closed ([`crate::sockets::stop_watching`]).
     subscriber: tmq::subscribe::Subscribe,
     handshakes: Handshakes,
     endpoint: String,

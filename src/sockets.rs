@@ -775,10 +775,17 @@ fn watch_handshake(context: &Context, socket: &zmq::Socket) -> zmq::Result<zmq::
     Ok(monitor)
 }
 
-/// Stops the monitor of `socket` (before its receiving end is closed).
-fn stop_watching(socket: &mut zmq::Socket) {
-    // SAFETY: a live socket of this thread; a null endpoint stops its monitor (zmq_socket_monitor(3)).
-    unsafe { zmq_sys::zmq_socket_monitor(socket.as_mut_ptr(), std::ptr::null(), 0) };
+/// Stops the monitor of `socket`, whose receiving end is about to close. Closing the socket
+/// alone does not: libzmq stops a monitor when it destroys the socket, later, on its reaper
+/// thread. A new monitor that reports no event replaces it instead (libzmq stops the old one at
+/// once, under the socket's monitor lock; the inert one goes with the socket).
+pub(crate) fn stop_watching(socket: &zmq::Socket) {
+    static INERT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = INERT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = socket.monitor(&format!("inproc://troupe-unwatched-{n}"), 0) {
+        // The old monitor was stopped before the new one failed to bind.
+        tracing::debug!("no inert monitor in place of a stopped one: {e}");
+    }
 }
 
 /// The verdict in one monitor message (`[event u16 LE, value u32 LE]`, endpoint) of a
@@ -824,7 +831,7 @@ fn open_blocking(
         return Ok(socket);
     };
     for &index in &order {
-        let mut socket = new_client_socket(context, kind, Some((keys, index)), &configure)?;
+        let socket = new_client_socket(context, kind, Some((keys, index)), &configure)?;
         let monitor = watch_handshake(context, &socket)?;
         socket.connect(endpoint)?;
         let verdict = if monitor.poll(zmq::POLLIN, poll_timeout_ms(HANDSHAKE_WAIT))? > 0 {
@@ -832,7 +839,7 @@ fn open_blocking(
         } else {
             None
         };
-        stop_watching(&mut socket);
+        stop_watching(&socket);
         match verdict.unwrap_or(Handshake::Unknown) {
             Handshake::Refused => {
                 keys.refused(endpoint, index);
@@ -950,7 +957,7 @@ impl Attempt {
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        if let Some(socket) = &mut self.socket {
+        if let Some(socket) = &self.socket {
             stop_watching(socket);
         }
     }
@@ -1019,6 +1026,34 @@ mod tests {
         keys.refused(endpoint, 2);
         assert_eq!(keys.order(endpoint), [0, 1, 2]);
         assert_eq!(keys.order("tcp://10.0.0.2:5555"), [0, 1, 2]);
+    }
+
+    /// A stopped monitor reports nothing more: the connection made after it is stopped is not
+    /// reported, where the same connection on a watched socket is.
+    #[test]
+    fn a_stopped_monitor_reports_nothing_more() {
+        let context = zmq::Context::new();
+        let server = context.socket(zmq::ROUTER).unwrap();
+        server.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = server.get_last_endpoint().unwrap().unwrap();
+        let events_of = |stop: bool| {
+            let socket = context.socket(zmq::DEALER).unwrap();
+            socket.set_linger(0).unwrap();
+            let events = super::watch_handshake(&context, &socket).unwrap();
+            if stop {
+                super::stop_watching(&socket);
+            }
+            socket.connect(&endpoint).unwrap();
+            let seen = events.poll(zmq::POLLIN, 500).unwrap();
+            super::stop_watching(&socket);
+            seen
+        };
+        assert_eq!(
+            events_of(false),
+            1,
+            "a watched socket reports its handshake"
+        );
+        assert_eq!(events_of(true), 0, "a stopped monitor reported an event");
     }
 
     /// A monitor message's first frame: event (u16 LE), value (u32 LE).
