@@ -891,23 +891,25 @@ async fn open_async(
     }
     for &index in &order {
         let socket = new_client_socket(context, kind, Some((keys, index)), &configure)?;
-        let events = wrap(watch_handshake(context, &socket)?)?;
-        let mut attempt = Attempt {
-            socket: Some(socket),
-            events: Some(events),
-        };
-        attempt.connect(endpoint)?;
-        match attempt.verdict().await {
-            Handshake::Refused => {
-                keys.refused(endpoint, index);
-                continue;
-            }
-            Handshake::Succeeded => {
-                keys.remember(endpoint, index);
-                return Ok(attempt.keep(true));
-            }
-            Handshake::Unknown | Handshake::Disconnected => return Ok(attempt.keep(false)),
+        let mut events: tmq::pair::Pair = wrap(watch_handshake(context, &socket)?)?;
+        socket.connect(endpoint)?;
+        // Declared after `events`, dropped before it: an attempt given up while it awaits its
+        // verdict (refused, or its caller's deadline) stops its monitor first.
+        let socket = Watched(Some(socket));
+        let verdict = next_handshake(&mut events, HANDSHAKE_WAIT).await;
+        if verdict == Handshake::Refused {
+            keys.refused(endpoint, index);
+            continue;
         }
+        let up = verdict == Handshake::Succeeded;
+        if up {
+            keys.remember(endpoint, index);
+        }
+        return Ok(Opened {
+            socket: socket.keep(),
+            events: Some(events),
+            up,
+        });
     }
     // Still watched: a kept socket tries again when the endpoint or our keyring changes.
     tracing::debug!(endpoint, "refused with every key of the keyring");
@@ -921,43 +923,21 @@ async fn open_async(
     })
 }
 
-/// A socket whose first handshake [`open_async`] awaits, with its monitor's receiving end.
-/// Dropped without being kept (refused, or its caller's deadline passed), it stops the monitor
-/// before closing the receiving end: libzmq sends monitor events blocking, from its I/O thread,
-/// and one sent to a receiving end already closed would stop that thread.
-struct Attempt {
-    socket: Option<zmq::Socket>,
-    events: Option<tmq::pair::Pair>,
-}
+/// A socket whose monitor is stopped if it is dropped before it is kept ([`stop_watching`]):
+/// libzmq sends monitor events blocking, from its I/O thread, and one sent to a reading end
+/// already closed would stop that thread.
+struct Watched(Option<zmq::Socket>);
 
-impl Attempt {
-    fn connect(&self, endpoint: &str) -> zmq::Result<()> {
-        match &self.socket {
-            Some(socket) => socket.connect(endpoint),
-            None => Err(zmq::Error::ENOTSOCK),
-        }
-    }
-
-    async fn verdict(&mut self) -> Handshake {
-        match &mut self.events {
-            Some(events) => next_handshake(events, HANDSHAKE_WAIT).await,
-            None => Handshake::Unknown,
-        }
-    }
-
+impl Watched {
     /// The socket, still watched, for the caller to keep.
-    fn keep(mut self, up: bool) -> Opened {
-        Opened {
-            socket: self.socket.take().expect("an attempt is kept once"),
-            events: self.events.take(),
-            up,
-        }
+    fn keep(mut self) -> zmq::Socket {
+        self.0.take().expect("a socket is kept once")
     }
 }
 
-impl Drop for Attempt {
+impl Drop for Watched {
     fn drop(&mut self) {
-        if let Some(socket) = &self.socket {
+        if let Some(socket) = &self.0 {
             stop_watching(socket);
         }
     }

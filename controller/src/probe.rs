@@ -266,8 +266,8 @@ mod tests {
     }
 
     /// A ZeroMQ server's greeting names its mechanism: CURVE (a keyed agent) asks for a key,
-    /// NULL (a keyless one) does not, and a port that answers anything else is no server that
-    /// asks. Read the same on a loaded host: nothing here races the server's hang-up.
+    /// NULL (a keyless one) does not, and a port that answers anything else, or nothing, is no
+    /// server that asks. Read the same on a loaded host: nothing here races the server's hang-up.
     #[tokio::test]
     async fn a_greeting_tells_a_keyed_server_from_a_keyless_one_and_garbage() {
         use tokio::io::AsyncWriteExt;
@@ -301,9 +301,27 @@ mod tests {
                     .await;
             }
         });
+        // A port that accepts and never says a word: no answer within the timeout.
+        let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mute_address = mute.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = mute.accept().await {
+                held.push(stream);
+            }
+        });
         let timeout = Duration::from_secs(2);
         assert!(asks_for_a_key(keyed, timeout).await, "CURVE");
         assert!(!asks_for_a_key(keyless, timeout).await, "NULL");
         assert!(!asks_for_a_key(garbage_address, timeout).await, "garbage");
+        let started = std::time::Instant::now();
+        assert!(
+            !asks_for_a_key(mute_address, Duration::from_millis(200)).await,
+            "mute"
+        );
+        assert!(
+            started.elapsed() < timeout,
+            "a mute port held the probe past its timeout"
+        );
     }
 }
