@@ -107,6 +107,12 @@ pub fn serve_files_per_member() -> u64 {
 /// dashboard, probes under way).
 pub const SERVE_FILES_BESIDES_MEMBERS: u64 = 1024;
 
+/// File descriptors `troupe serve` keeps free for its clients (`troupe` commands,
+/// `circusctl`, `troupe top`, the dashboard's browsers): out of descriptors, the connections it
+/// opens to members stop short of these ([`crate::limits::keep_files_free`]), so it still
+/// answers the operator its warning sends to look. Part of [`SERVE_FILES_BESIDES_MEMBERS`].
+pub const SERVE_FILES_KEPT_FOR_CLIENTS: u64 = 64;
+
 /// The member bound in force, when `troupe serve` set one at start.
 static MEMBER_BOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 

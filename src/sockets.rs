@@ -718,6 +718,12 @@ fn new_client_socket(
     keys: Option<(&ClientKeys, usize)>,
     configure: &impl Fn(&zmq::Socket) -> zmq::Result<()>,
 ) -> zmq::Result<zmq::Socket> {
+    // Its eventfd and TCP socket, and a monitor's two eventfds with a key.
+    let files = if keys.is_some() { 4 } else { 2 };
+    if !crate::limits::room_for(files) {
+        out_of_sockets(&zmq::Error::EMFILE);
+        return Err(zmq::Error::EMFILE);
+    }
     let socket = context.socket(kind).inspect_err(out_of_sockets)?;
     socket.set_linger(0)?;
     configure(&socket)?;
@@ -745,16 +751,15 @@ fn out_of_sockets(error: &zmq::Error) {
         return;
     }
     let limit = crate::limits::open_files_limit().map_or("?".into(), |l| l.to_string());
-    // Counting takes a descriptor too: none left means every one allowed is open.
-    let open = match std::fs::read_dir("/proc/self/fd") {
-        Ok(open) => open.count().to_string(),
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EMFILE as i32) => limit.clone(),
-        Err(_) => "?".into(),
+    let open = crate::limits::open_files().map_or("?".into(), |n| n.to_string());
+    let kept = match crate::limits::files_kept_free() {
+        0 => String::new(),
+        kept => format!(", the last {kept} kept for clients"),
     };
     tracing::warn!(
-        "cannot open a socket: {error} ({open} files open of {limit} allowed, or a ZeroMQ \
-         context full): connections to nodes fail until some close; raise `ulimit -n` or \
-         lower max_members (README, \"Scale\")"
+        "cannot open a socket: {error} ({open} files open of {limit} allowed{kept}, or a \
+         ZeroMQ context full): connections to nodes fail until some close; raise `ulimit -n` \
+         or lower max_members (README, \"Scale\")"
     );
 }
 

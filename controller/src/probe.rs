@@ -141,6 +141,9 @@ pub async fn sweep(
             if known.contains(&endpoint) {
                 return None;
             }
+            if !troupe::limits::room_for(1) {
+                return None;
+            }
             let connect = tokio::net::TcpStream::connect(address);
             let stream = match tokio::time::timeout(limits.connect_timeout, connect).await {
                 Ok(Ok(stream)) => stream,

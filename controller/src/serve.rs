@@ -43,6 +43,7 @@ use troupe::subscribers::GuardedPublisher;
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     return_large_buffers();
     apply_member_bound(settings.config.serve.max_members)?;
+    troupe::limits::keep_files_free(troupe::bounds::SERVE_FILES_KEPT_FOR_CLIENTS);
     let banner = banner(&settings);
     let serving = start(settings)?;
     println!("{banner}");
