@@ -116,21 +116,35 @@ pub(crate) struct Handshakes {
     /// Whether, as far as the events read say, a handshake succeeded and the connection has
     /// not ended since.
     up: bool,
-    /// Whether the socket presents a key: without one, only a server that names another
-    /// mechanism refuses it (see [`crate::sockets::handshake_event`]), and no other key of
-    /// ours could open it.
-    keyed: bool,
+    /// The key the socket presents. Without one, only a server that names another mechanism
+    /// refuses it (see [`crate::sockets::handshake_event`]), and no other key of ours could
+    /// open it.
+    key: Option<PresentedKey>,
 }
 
 impl Handshakes {
-    pub(crate) fn new(events: Option<tmq::pair::Pair>, up: bool, keyed: bool) -> Handshakes {
-        Handshakes { events, up, keyed }
+    pub(crate) fn new(
+        events: Option<tmq::pair::Pair>,
+        up: bool,
+        key: Option<PresentedKey>,
+    ) -> Handshakes {
+        Handshakes { events, up, key }
+    }
+
+    fn keyed(&self) -> bool {
+        self.key.is_some()
     }
 
     fn note(&mut self, handshake: Handshake) {
         match handshake {
             Handshake::Succeeded => self.up = true,
-            Handshake::Disconnected | Handshake::Refused => self.up = false,
+            Handshake::Disconnected => self.up = false,
+            Handshake::Refused => {
+                self.up = false;
+                if let Some(key) = &self.key {
+                    key.refused();
+                }
+            }
             Handshake::Unknown => {}
         }
     }
@@ -139,6 +153,7 @@ impl Handshakes {
     fn drain(&mut self) -> bool {
         use tmq::AsZmqSocket;
         let mut refused = false;
+        let keyed = self.keyed();
         let Some(events) = &mut self.events else {
             return false;
         };
@@ -146,7 +161,7 @@ impl Handshakes {
         // fired says "pending" with events queued.
         let mut seen = Vec::new();
         while let Ok(frames) = events.get_socket().recv_multipart(zmq::DONTWAIT) {
-            seen.extend(crate::sockets::handshake_event(&frames, self.keyed));
+            seen.extend(crate::sockets::handshake_event(&frames, keyed));
         }
         for handshake in seen {
             refused |= handshake == Handshake::Refused;
@@ -166,7 +181,7 @@ impl Handshakes {
                 return std::future::pending().await;
             };
             let frames: Vec<Vec<u8>> = message.iter().map(|f| f.to_vec()).collect();
-            if let Some(handshake) = crate::sockets::handshake_event(&frames, self.keyed) {
+            if let Some(handshake) = crate::sockets::handshake_event(&frames, self.keyed()) {
                 self.note(handshake);
                 return handshake;
             }
@@ -205,12 +220,12 @@ impl Connection {
         dealer: tmq::dealer::Dealer,
         events: Option<tmq::pair::Pair>,
         up: bool,
-        keyed: bool,
+        key: Option<PresentedKey>,
         endpoint: &str,
     ) -> Connection {
         Connection {
             dealer,
-            handshakes: Handshakes::new(events, up, keyed),
+            handshakes: Handshakes::new(events, up, key),
             endpoint: endpoint.to_string(),
             context: context.clone(),
         }
@@ -329,7 +344,7 @@ impl Subscription {
     }
 }
 
-use crate::sockets::Handshake;
+use crate::sockets::{Handshake, PresentedKey};
 
 fn transport(endpoint: &str, e: tmq::TmqError) -> ClientError {
     ClientError::Transport {
@@ -390,7 +405,7 @@ pub async fn exchange(
         let mut reopened = 0;
         loop {
             if connection.drain() && !connection.handshakes.up {
-                if !connection.handshakes.keyed {
+                if !connection.handshakes.keyed() {
                     return Err(ClientError::Refused {
                         endpoint: endpoint.clone(),
                     });
@@ -408,7 +423,7 @@ pub async fn exchange(
                 Outcome::Reply(reply) => return Ok(reply),
                 Outcome::Refused { maybe_delivered } => {
                     tracing::debug!(endpoint, maybe_delivered, "the endpoint refused the key");
-                    if !connection.handshakes.keyed {
+                    if !connection.handshakes.keyed() {
                         // It holds a key and we have none: no other socket would be heard.
                         return Err(ClientError::Refused {
                             endpoint: endpoint.clone(),

@@ -525,11 +525,12 @@ pub(crate) async fn open_subscriber(
         move |socket| socket.set_maxmsgsize(max),
     )
     .await?;
+    let key = opened.presented(keys, endpoint);
     let wrap = <tmq::subscribe::SubscribeWithoutTopic as tmq::FromZmqSocket<_>>::from_zmq_socket;
     let subscriber = wrap(opened.socket)?.subscribe(prefix)?;
     Ok((
         subscriber,
-        crate::client::Handshakes::new(opened.events, opened.up, keys.is_some()),
+        crate::client::Handshakes::new(opened.events, opened.up, key),
     ))
 }
 
@@ -555,13 +556,14 @@ pub async fn connect_control_async(
 ) -> tmq::Result<crate::client::Connection> {
     let keys = client_keys();
     let opened = open_async(context, zmq::DEALER, endpoint, keys.as_deref(), |_| Ok(())).await?;
+    let key = opened.presented(keys, endpoint);
     let dealer = <tmq::dealer::Dealer as tmq::FromZmqSocket<_>>::from_zmq_socket(opened.socket)?;
     Ok(crate::client::Connection::new(
         context,
         dealer,
         opened.events,
         opened.up,
-        keys.is_some(),
+        key,
         endpoint,
     ))
 }
@@ -585,7 +587,7 @@ pub async fn connect_probe_async(
         dealer,
         Some(events),
         false,
-        false,
+        None,
         endpoint,
     ))
 }
@@ -659,11 +661,14 @@ impl ClientKeys {
             .collect()
     }
 
-    /// Notes that `endpoint` refused key `index`: the next connection tries the key after it
-    /// first. Noted at once, so a caller that gives up before the next key's handshake (a
-    /// heartbeat's deadline) still makes progress.
+    /// Notes that `endpoint` refused key `index`: when it was the key tried first, the next
+    /// connection tries the key after it first. Noted at once, so a caller that gives up
+    /// before the next key's handshake (a heartbeat's deadline) still makes progress; the
+    /// refusal of a key no longer tried first (an older socket's) changes nothing.
     fn refused(&self, endpoint: &str, index: usize) {
-        self.remember(endpoint, (index + 1) % self.keys.len());
+        if self.order(endpoint).first() == Some(&index) {
+            self.remember(endpoint, (index + 1) % self.keys.len());
+        }
     }
 
     fn remember(&self, endpoint: &str, index: usize) {
@@ -690,6 +695,21 @@ impl ClientKeys {
         socket.set_curve_serverkey(&keys.server.public)?;
         socket.set_curve_publickey(&keys.client.public)?;
         socket.set_curve_secretkey(keys.client.secret())
+    }
+}
+
+/// The key a client socket presents, so that its endpoint's refusal of it, seen at any time
+/// by the socket's monitor, is noted ([`ClientKeys::refused`]): the socket made in its place
+/// then starts with the next key instead of the refused one.
+pub(crate) struct PresentedKey {
+    keys: std::sync::Arc<ClientKeys>,
+    index: usize,
+    endpoint: String,
+}
+
+impl PresentedKey {
+    pub(crate) fn refused(&self) {
+        self.keys.refused(&self.endpoint, self.index);
     }
 }
 
@@ -864,6 +884,23 @@ struct Opened {
     socket: zmq::Socket,
     events: Option<tmq::pair::Pair>,
     up: bool,
+    /// The index of the key it presents (0 without a key).
+    index: usize,
+}
+
+impl Opened {
+    /// The key it presents, of `keys` (those it was made with).
+    fn presented(
+        &self,
+        keys: Option<std::sync::Arc<ClientKeys>>,
+        endpoint: &str,
+    ) -> Option<PresentedKey> {
+        keys.map(|keys| PresentedKey {
+            keys,
+            index: self.index,
+            endpoint: endpoint.to_string(),
+        })
+    }
 }
 
 /// The async twin of [`open_blocking`]; with a key, the monitor is kept for the caller.
@@ -881,6 +918,7 @@ async fn open_async(
             socket,
             events: None,
             up: false,
+            index: 0,
         });
     };
     let order = keys.order(endpoint);
@@ -892,6 +930,7 @@ async fn open_async(
             socket,
             events: Some(wrap(events)?),
             up: false,
+            index: 0,
         });
     }
     for &index in &order {
@@ -914,6 +953,7 @@ async fn open_async(
             socket: socket.keep(),
             events: Some(events),
             up,
+            index,
         });
     }
     // Still watched: a kept socket tries again when the endpoint or our keyring changes.
@@ -925,6 +965,7 @@ async fn open_async(
         socket,
         events: Some(wrap(events)?),
         up: false,
+        index: order[0],
     })
 }
 
@@ -1004,6 +1045,9 @@ mod tests {
         let keys = super::ClientKeys::new(&Keyring::new(keys).unwrap());
         let endpoint = "tcp://10.0.0.1:5555";
         assert_eq!(keys.order(endpoint), [0, 1, 2]);
+        keys.refused(endpoint, 0);
+        assert_eq!(keys.order(endpoint), [1, 0, 2]);
+        // An older socket's refusal of the key no longer tried first changes nothing.
         keys.refused(endpoint, 0);
         assert_eq!(keys.order(endpoint), [1, 0, 2]);
         keys.refused(endpoint, 1);

@@ -192,7 +192,12 @@ fn rotation_on_three_agents_under_serve_fails_no_request() {
                 };
                 if !ok {
                     let stderr = String::from_utf8_lossy(&output.stderr);
-                    failures.push(format!("{command}: {reply:?} {stderr}"));
+                    // When it ended (Unix time), to place it in serve's log.
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs_f64();
+                    failures.push(format!("{command} ended at {at:.3}: {reply:?} {stderr}"));
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
