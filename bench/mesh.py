@@ -391,6 +391,9 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
          lambda f: ms_p50_p99(f["status_serve_ms"])),
         ("  floor: status to every agent at once, straight from pyzmq (no serve), p50 / p99", None,
          lambda f: ms_p50_p99(f["status_direct_ms"])),
+        ("the same after the 10-process, top and dashboard phases: CLI / serve alone / floor, p50", None,
+         lambda f: " / ".join(f"{statistics.median(f[k]):.0f}" for k in
+                              ("status_after_ms", "status_after_serve_ms", "status_after_direct_ms")) + " ms"),
         (f"troupe configure --controller to all, p50 ({SCALE_CONFIGURE_RUNS} runs)",
          f"<= {TARGET_SCALE_CONFIGURE_S:g} s",
          lambda f: f"{statistics.median(f['configure_ms']):.0f} ms (first {f['configure_first_ms']:.0f})"),
@@ -449,9 +452,9 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
     print(f"troupe and troupe-agent built from {source_state()}")
     print("One network namespace; agents on 127.1.x.y (mDNS off), one watcher running each; one serve "
           "probing their ranges (probe_interval 5 s, the default), its dashboard on.")
-    print(f"Measured in this order: alive, steady CPU and RSS (one process per agent); the stats, top and "
-          f"dashboard rows (that watcher at {SCALE_PROCS} processes; the agent the dashboard rows SIGKILL is "
-          "started again, with 1); svc back to 1 process; status; configure; SIGKILL 50.")
+    print(f"Measured in this order: alive, steady CPU and RSS (one process per agent), status; the stats, "
+          f"top and dashboard rows (that watcher at {SCALE_PROCS} processes; the agent the dashboard rows "
+          "SIGKILL is started again, with 1); svc back to 1 process; status again; configure; SIGKILL 50.")
     print()
     for row in table:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -472,7 +475,7 @@ def report_scale(results, load_start, load_end, elapsed, outdir):
             print(f"\n{n} agents: the dashboard drew {rows_shown[0]} node rows and {rows_shown[1]} matrix rows "
                   f"({rows_shown[2]} px tall, the charts start {runs[n].get('page_charts_y', 0):.0f} px down); "
                   f"screenshots target/dashboard-screenshots/mesh-{n}.png and mesh-{n}-charts.png")
-        for key in ("status_failure_example", "configure_failure_example"):
+        for key in ("status_failure_example", "status_after_failure_example", "configure_failure_example"):
             if runs[n].get(key):
                 print(f"\n{n} agents, {key.replace('_', ' ')}:\n  " + runs[n][key].replace("\n", "\n  "))
     return report_failures(failures, outdir)
@@ -1519,6 +1522,8 @@ class Inner:
                 f"{downs} down events, {fig['alive_end']} alive; agents {fig['agents_cpu']:.1f} %")
             self.save()
 
+            # status at steady state, as the CPU and memory above; again after the heavy phases.
+            self.attempt(f"status to {n} through serve", self.scale_status, n, endpoint, fig)
             self.attempt("libzmq's memory per connection", self.zmq_memory_floor, n, fig)
             stats = self.attempt(f"{SCALE_PROCS} processes per agent, {n} agents", self.scale_stats,
                                  n, endpoint, proc, agents, fig)
@@ -1531,7 +1536,8 @@ class Inner:
                 # configure push restarts svc; 10 000 processes restarting at once loaded the
                 # machine past 100).
                 self.attempt(f"svc back to 1 process on {n} agents", self.scale_one_process, n, endpoint)
-            self.attempt(f"status to {n} through serve", self.scale_status, n, endpoint, fig)
+            self.attempt(f"status to {n} through serve, after", self.scale_status, n, endpoint, fig,
+                         "status_after")
             self.attempt(f"configure to {n} through serve", self.scale_configure, n, endpoint, fig, dirs,
                          client, names, agents)
             self.attempt(f"SIGKILL {SCALE_KILLED} of {n}", self.scale_kill, n, client, agents, names, fig)
@@ -1822,8 +1828,11 @@ class Inner:
             time.sleep(0.02)
         raise Failure(f"the dashboard did not show {what} within {timeout} s")
 
-    def scale_status(self, n, endpoint, fig):
-        self.note_load(f"troupe status to {n} agents through serve")
+    def scale_status(self, n, endpoint, fig, key="status"):
+        """`status` to all n through serve, by the CLI and by pyzmq, and the pyzmq floor straight to
+        the agents; figures under `key` (`status` at steady state, `status_after` after the
+        10-process phase)."""
+        self.note_load(f"troupe status to {n} agents through serve ({key})")
         _, out, _, _ = self.troupe("status", "--controller", endpoint, "--timeout", "5s", "--json", timeout=120)
         replies = json.loads(out)
         ok = sum(1 for v in replies.values() if v.get("status") == "ok")
@@ -1840,9 +1849,9 @@ class Inner:
             failed.append(len(bad))
             if bad:
                 name, reply = next(iter(bad.items()))
-                fig["status_failure_example"] = f"{name}: {json.dumps(reply)[:300]}"
-        fig["status_ms"] = times
-        fig["status_failed"] = failed
+                fig[f"{key}_failure_example"] = f"{name}: {json.dumps(reply)[:300]}"
+        fig[f"{key}_ms"] = times
+        fig[f"{key}_failed"] = failed
         client = Client(self.zmq, endpoint)
         try:
             rts = []
@@ -1853,13 +1862,13 @@ class Inner:
                 if reply.get("status") != "ok" or got != n:
                     raise Failure(f"request {msg}\n-> reply status {reply.get('status')}, {got} ok of {len(nodes)}")
                 rts.append(dt * 1000)
-            fig["status_serve_ms"] = rts
+            fig[f"{key}_serve_ms"] = rts
         finally:
             client.close()
-        fig["status_direct_ms"] = self.status_direct(n)
-        log(f"status to {n}: p50 {statistics.median(times):.0f} ms (serve alone "
+        fig[f"{key}_direct_ms"] = self.status_direct(n)
+        log(f"{key} to {n}: p50 {statistics.median(times):.0f} ms (serve alone "
             f"{statistics.median(rts):.0f} ms, straight to the agents "
-            f"{statistics.median(fig['status_direct_ms']):.0f} ms)")
+            f"{statistics.median(fig[f'{key}_direct_ms']):.0f} ms)")
 
     def status_direct(self, n):
         """The floor under a fan-out: `status` sent to all n agents at once from kept pyzmq
