@@ -70,9 +70,48 @@ pub fn room_for(files: u64) -> bool {
     if kept == 0 {
         return true;
     }
-    match (open_files_limit(), open_files()) {
+    let open = match counted_by_kernel() {
+        Some(open) => Some(open),
+        None => {
+            let mut last = LAST_COUNT
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            open_lately(&mut last, std::time::Instant::now(), files, counted_entries)
+        }
+    };
+    match (open_files_limit(), open) {
         (Some(limit), Some(open)) => open + files + kept <= limit,
         _ => true,
+    }
+}
+
+/// How often [`room_for`] counts `/proc/self/fd`'s entries, at most, on a kernel that gives
+/// no count: serve asks at every socket it opens, thousands at its start.
+const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// When [`room_for`] last counted the entries, and that count plus what it allowed since.
+static LAST_COUNT: std::sync::Mutex<Option<(std::time::Instant, u64)>> =
+    std::sync::Mutex::new(None);
+
+/// The open files as of `now` for a question about `files` more: `last`'s count while it is
+/// recent (then counting `files` in it, as if opened), else `count()`'s.
+fn open_lately(
+    last: &mut Option<(std::time::Instant, u64)>,
+    now: std::time::Instant,
+    files: u64,
+    count: impl FnOnce() -> Option<u64>,
+) -> Option<u64> {
+    match last {
+        Some((at, open)) if now.duration_since(*at) < RECOUNT_EVERY => {
+            let before = *open;
+            *open += files;
+            Some(before)
+        }
+        _ => {
+            let open = count()?;
+            *last = Some((now, open + files));
+            Some(open)
+        }
     }
 }
 
@@ -81,13 +120,22 @@ pub fn room_for(files: u64) -> bool {
 /// there, and the entries are counted instead (about a millisecond at 6000, and a descriptor
 /// of its own: none left means every one allowed is open).
 pub fn open_files() -> Option<u64> {
-    const OPEN: &str = "/proc/self/fd";
-    match std::fs::metadata(OPEN) {
-        Ok(table) if table.len() > 0 => return Some(table.len()),
-        Ok(_) => {}
-        Err(_) => return None,
-    }
-    match std::fs::read_dir(OPEN) {
+    counted_by_kernel().or_else(counted_entries)
+}
+
+const OPEN_FILES: &str = "/proc/self/fd";
+
+/// The kernel's count of this process's open files (Linux 6.2 on).
+fn counted_by_kernel() -> Option<u64> {
+    std::fs::metadata(OPEN_FILES)
+        .ok()
+        .map(|table| table.len())
+        .filter(|open| *open > 0)
+}
+
+/// This process's open files, counted from `/proc/self/fd`'s entries.
+fn counted_entries() -> Option<u64> {
+    match std::fs::read_dir(OPEN_FILES) {
         // The directory's own descriptor is one of the entries.
         Ok(entries) => Some(entries.count().saturating_sub(1) as u64),
         Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EMFILE as i32) => open_files_limit(),
@@ -112,5 +160,36 @@ mod tests {
             "{before} open, then {after} after 200 more"
         );
         drop(opened);
+    }
+
+    /// Both ways of counting agree (the kernel's, where it gives one, and the entries).
+    #[test]
+    fn the_entries_counted_are_the_kernels_count() {
+        let Some(kernel) = counted_by_kernel() else {
+            return;
+        };
+        let entries = counted_entries().expect("a count of entries");
+        // Other tests of this process open and close files meanwhile.
+        assert!(kernel.abs_diff(entries) <= 20, "{kernel} against {entries}");
+    }
+
+    /// Without the kernel's count, the entries are counted at most every RECOUNT_EVERY; in
+    /// between, what was asked for is taken as opened.
+    #[test]
+    fn entries_are_counted_again_only_after_a_while() {
+        let start = std::time::Instant::now();
+        let mut last = None;
+        let mut counts = 0;
+        let mut count = |open| {
+            counts += 1;
+            Some(open)
+        };
+        assert_eq!(open_lately(&mut last, start, 4, || count(100)), Some(100));
+        let soon = start + RECOUNT_EVERY / 2;
+        assert_eq!(open_lately(&mut last, soon, 4, || count(0)), Some(104));
+        assert_eq!(open_lately(&mut last, soon, 2, || count(0)), Some(108));
+        let later = start + RECOUNT_EVERY;
+        assert_eq!(open_lately(&mut last, later, 2, || count(90)), Some(90));
+        assert_eq!(counts, 2);
     }
 }
