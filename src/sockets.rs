@@ -762,6 +762,7 @@ fn out_of_sockets(error: &zmq::Error) {
         return;
     }
     let now = crate::protocol::now_epoch() as u64;
+    OUT_OF_FILES_AT.store(now, Ordering::Relaxed);
     let last = LAST_WARNED.load(Ordering::Relaxed);
     if now.saturating_sub(last) < 60
         || LAST_WARNED
@@ -770,17 +771,40 @@ fn out_of_sockets(error: &zmq::Error) {
     {
         return;
     }
+    tracing::warn!(
+        "cannot open a socket: {error} ({}, or a ZeroMQ context full): connections to nodes \
+         fail until some close; raise `ulimit -n` or lower max_members (README, \"Scale\")",
+        files_in_use()
+    );
+}
+
+/// When (Unix seconds) this process last could not open a socket for lack of descriptors.
+static OUT_OF_FILES_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// "N files open of M allowed", and the descriptors kept for clients.
+fn files_in_use() -> String {
     let limit = crate::limits::open_files_limit().map_or("?".into(), |l| l.to_string());
     let open = crate::limits::open_files().map_or("?".into(), |n| n.to_string());
-    let kept = match crate::limits::files_kept_free() {
-        0 => String::new(),
-        kept => format!(", the last {kept} kept for clients"),
-    };
-    tracing::warn!(
-        "cannot open a socket: {error} ({open} files open of {limit} allowed{kept}, or a \
-         ZeroMQ context full): connections to nodes fail until some close; raise `ulimit -n` \
-         or lower max_members (README, \"Scale\")"
-    );
+    match crate::limits::files_kept_free() {
+        0 => format!("{open} files open of {limit} allowed"),
+        kept => format!("{open} files open of {limit} allowed, the last {kept} kept for clients"),
+    }
+}
+
+/// What to tell this process's clients when, in the last minute, it could not open a socket
+/// for lack of descriptors (`troupe serve`'s `nodelist` carries it: members it cannot reach
+/// show `down` although nothing is wrong with them).
+pub fn short_of_files() -> Option<String> {
+    let at = OUT_OF_FILES_AT.load(std::sync::atomic::Ordering::Relaxed);
+    let now = crate::protocol::now_epoch() as u64;
+    (at > 0 && now.saturating_sub(at) < 60).then(|| {
+        format!(
+            "out of file descriptors in the last minute ({}): members it could not connect \
+             to show down although they may be fine; raise its open-files limit (LimitNOFILE= \
+             in its unit, ulimit -n) or lower max_members",
+            files_in_use()
+        )
+    })
 }
 
 /// Starts a monitor of `socket`'s handshakes and returns its receiving end. libzmq's monitor

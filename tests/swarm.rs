@@ -196,7 +196,23 @@ fn a_serve_out_of_files_says_so_once_and_keeps_answering() {
         let nodes = states["nodes"].as_array().cloned().unwrap_or_default();
         let alive = nodes.iter().filter(|node| node["state"] == "alive").count();
         assert!(!nodes.is_empty() && alive < 150, "{states}");
+        // Its members' `down` is its own doing, and the reply says so.
+        let warning = states["warning"].as_str().unwrap_or_default();
+        assert!(
+            warning.starts_with("out of file descriptors") && warning.contains("of 300 allowed"),
+            "{states}"
+        );
     }
+    // And the CLI tells its user, once, on stderr.
+    let mut nodes = isolated(ns.command(bin("troupe")), dir.path());
+    let nodes = nodes
+        .args(["nodes", "--controller", "tcp://127.0.0.1:5558"])
+        .output()
+        .expect("troupe nodes");
+    let stderr = String::from_utf8_lossy(&nodes.stderr);
+    let said = "troupe: the controller at tcp://127.0.0.1:5558 was out of file descriptors";
+    assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+    assert!(stderr.contains("raise its open-files limit"), "{stderr}");
     assert_eq!(serve.log().matches(warning).count(), 1, "{}", serve.log());
     serve.assert_running();
     drop(swarm);

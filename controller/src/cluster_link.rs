@@ -267,9 +267,23 @@ async fn controller_nodelist(endpoint: &str, state: Option<&str>) -> Value {
     let zmq = zmq::Context::new();
     let filter = state.map(|state| ("state".to_string(), json!(state)));
     let request = Request::new("nodelist", filter.into_iter().collect());
-    troupe::client::call_async(&zmq, endpoint, request, NODELIST_TIMEOUT)
+    let reply = troupe::client::call_async(&zmq, endpoint, request, NODELIST_TIMEOUT)
         .await
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if let Some(warning) = reply["warning"].as_str() {
+        say_once(&format!(
+            "troupe: the controller at {endpoint} was {warning}"
+        ));
+    }
+    reply
+}
+
+/// Prints `line` on stderr, once a process: a command may ask the controller twice.
+fn say_once(line: &str) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{line}");
+    }
 }
 
 fn take_nodes(reply: &mut Value) -> Vec<Value> {

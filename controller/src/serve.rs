@@ -598,7 +598,11 @@ async fn handle(
                 .collect();
             let others = context.membership.other_clusters();
             let search = crate::nobody::Search::of(&context.settings, others);
-            Ok(fields([("nodes", Value::Array(nodes)), ("search", json!(search))]))
+            let mut reply = fields([("nodes", Value::Array(nodes)), ("search", json!(search))]);
+            if let Some(warning) = troupe::sockets::short_of_files() {
+                reply.insert("warning".into(), json!(warning));
+            }
+            Ok(reply)
         }
         "cluster" => {
             let range = props["range"]
