@@ -799,9 +799,9 @@ pub fn short_of_files() -> Option<String> {
     let now = crate::protocol::now_epoch() as u64;
     (at > 0 && now.saturating_sub(at) < 60).then(|| {
         format!(
-            "out of file descriptors in the last minute ({}): members it could not connect \
-             to show down although they may be fine; raise its open-files limit (LimitNOFILE= \
-             in its unit, ulimit -n) or lower max_members",
+            "out of file descriptors (or ZeroMQ sockets) in the last minute ({}): members it \
+             could not connect to show down although they may be fine; raise its open-files \
+             limit (LimitNOFILE= in its unit, ulimit -n) or lower max_members",
             files_in_use()
         )
     })
