@@ -270,18 +270,32 @@ async fn controller_nodelist(endpoint: &str, state: Option<&str>) -> Value {
     let reply = troupe::client::call_async(&zmq, endpoint, request, NODELIST_TIMEOUT)
         .await
         .unwrap_or_default();
-    if let Some(warning) = reply["warning"].as_str() {
-        say_once(&format!(
-            "troupe: the controller at {endpoint} was {warning}"
-        ));
+    if let Some(line) = warning_line(endpoint, &reply) {
+        say_now_and_then(&line);
     }
     reply
 }
 
-/// Prints `line` on stderr, once a process: a command may ask the controller twice.
-fn say_once(line: &str) {
-    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+/// What the user is told of a controller's `warning` (it ran short of descriptors), if its
+/// reply has one: the controller's words, whose control characters cannot drive the terminal.
+fn warning_line(endpoint: &str, reply: &Value) -> Option<String> {
+    let warning = reply["warning"].as_str()?;
+    let said = format!("the controller at {endpoint} was {warning}");
+    Some(format!("troupe: {}", crate::logs::printable(&said)))
+}
+
+/// Prints `line` on stderr, at most once a minute, as serve's warning itself goes: one command
+/// may ask the controller twice, and the shell asks for as long as it runs.
+fn say_now_and_then(line: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SAID_AT: AtomicU64 = AtomicU64::new(0);
+    let now = troupe::protocol::now_epoch() as u64;
+    let said = SAID_AT.load(Ordering::Relaxed);
+    if (said == 0 || now.saturating_sub(said) >= 60)
+        && SAID_AT
+            .compare_exchange(said, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
         eprintln!("{line}");
     }
 }
@@ -325,4 +339,25 @@ async fn via_controller(
         Value::Object(nodes) => nodes.into_iter().collect(),
         _ => BTreeMap::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A controller's warning reaches the user's terminal as text: an escape sequence in it
+    /// (a hostile or broken controller) is defused; a reply without one says nothing.
+    #[test]
+    fn a_controllers_warning_is_printed_without_its_control_characters() {
+        let reply = json!({"nodes": [], "warning": "out of file descriptors\x1b[2J\n(1 of 2)"});
+        let line = warning_line("tcp://10.0.0.1:5558", &reply).unwrap();
+        assert_eq!(
+            line,
+            "troupe: the controller at tcp://10.0.0.1:5558 was out of file descriptors\u{FFFD}[2J\u{FFFD}(1 of 2)"
+        );
+        assert_eq!(
+            warning_line("tcp://10.0.0.1:5558", &json!({"nodes": []})),
+            None
+        );
+    }
 }
