@@ -281,7 +281,7 @@ async fn controller_nodelist(endpoint: &str, state: Option<&str>) -> Value {
 fn warning_line(endpoint: &str, reply: &Value) -> Option<String> {
     let warning = reply["warning"].as_str()?;
     let said = format!("the controller at {endpoint} was {warning}");
-    Some(format!("troupe: {}", crate::logs::printable(&said)))
+    Some(format!("troupe: {}", crate::terminal::printable(&said)))
 }
 
 /// Prints `line` on stderr, at most once a minute, as serve's warning itself goes: one command

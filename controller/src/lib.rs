@@ -34,6 +34,7 @@
 //!   [`logs`], [`top`] (the terminal view), [`shell`] (the console), [`ctl`] (one raw
 //!   request), [`demo`], [`import`] (a Circus ini as a troupe-agent.toml), [`keygen`] (a new
 //!   cluster key), [`docs`] (completions and man pages).
+//! - [`terminal`]: text from the network made safe for the user's terminal.
 //! - [`fuzz_targets`]: the bodies of this crate's cargo-fuzz targets (stats topics), replayed
 //!   on their corpora by `cargo test`; `fake_agent`: a scripted agent for unit tests.
 
@@ -78,5 +79,6 @@ pub mod shell;
 pub mod state;
 pub mod stats;
 pub mod stats_command;
+pub mod terminal;
 pub mod top;
 pub mod watchers;

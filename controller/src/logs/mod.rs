@@ -14,6 +14,7 @@ use crate::broadcast::BroadcastOptions;
 use crate::cluster_link::ClusterLink;
 use crate::exit_code::{EXIT_NODE_FAILED, EXIT_NOTHING_MATCHED};
 use crate::settings::{parse_duration, NodeFlags};
+use crate::terminal::printable;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -257,20 +258,6 @@ pub struct Printer {
     colours: BTreeMap<String, usize>,
 }
 
-/// `text` with control characters (but tabs) replaced: what nodes send is their processes'
-/// output, whose escape sequences would otherwise drive the reader's terminal.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                '\u{FFFD}'
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
 /// ANSI foreground colours a node's prefix cycles through.
 const PALETTE: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
 
@@ -357,10 +344,5 @@ mod tests {
         );
         assert_eq!(tail.failed["c"], "program w not found");
         assert!(tail.failed["d"].contains("not a logs reply"));
-    }
-
-    #[test]
-    fn printable_defuses_terminal_escapes() {
-        assert_eq!(printable("a\x1b[2Jb\tc\r"), "a\u{FFFD}[2Jb\tc\u{FFFD}");
     }
 }
