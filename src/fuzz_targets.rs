@@ -14,25 +14,50 @@ use std::path::{Path, PathBuf};
 const MAX_FRAME: usize = crate::config::DEFAULT_MAX_MESSAGE_SIZE as usize;
 
 /// A control frame as the agent's ROUTER socket hands it over: a decoded request re-encodes
-/// to a frame that decodes to the same request; a refused one says why. A `configure`
-/// request's properties read back the same once written.
+/// to a frame that decodes to the same request; a refused one says why. Decoded as a node
+/// does, it is the same request or the same refusal, a `configure` read into the same request
+/// (or refused the same way) as through the JSON tree. A `configure` request's properties read
+/// back the same once written.
 pub fn control_request(frame: &[u8]) {
-    let request = match Request::decode(frame, MAX_FRAME) {
-        Ok(request) => request,
-        Err(refused) => {
+    let (request, mut at_node) = match (
+        Request::decode(frame, MAX_FRAME),
+        Request::decode_at_node(frame, MAX_FRAME),
+    ) {
+        (Ok(request), Ok(at_node)) => (request, at_node),
+        (Err(refused), Err(refused_at_node)) => {
             assert!(
                 !refused.error.reason.is_empty(),
                 "a refusal without a reason"
             );
+            assert_eq!(refused, refused_at_node, "refused otherwise at a node");
             return;
         }
+        (request, at_node) => panic!("decoded {request:?} but at a node {at_node:?}"),
     };
-    let again = Request::decode(&request.encode(), usize::MAX)
-        .unwrap_or_else(|e| panic!("{request:?} re-encoded does not decode: {e:?}"));
-    assert_eq!(again, request, "a request changed through encode/decode");
+    type Decoder = fn(&[u8], usize) -> Result<Request, crate::protocol::RequestError>;
+    let decoders: [(&Request, Decoder); 2] = [
+        (&request, Request::decode),
+        (&at_node, Request::decode_at_node),
+    ];
+    for (decoded, decode) in decoders {
+        let again = decode(&decoded.encode(), usize::MAX)
+            .unwrap_or_else(|e| panic!("{decoded:?} re-encoded does not decode: {e:?}"));
+        assert_eq!(&again, decoded, "a request changed through encode/decode");
+    }
+    assert_eq!(
+        (&at_node.command, &at_node.id, at_node.cast),
+        (&request.command, &request.id, request.cast),
+        "decoded otherwise at a node"
+    );
     let _ = (request.brings_code(), request.changes_nothing());
     if request.command == "configure" {
-        if let Ok(configure) = ConfigureRequest::from_properties(&request.properties) {
+        let from_tree = ConfigureRequest::from_properties(&request.properties);
+        assert_eq!(
+            ConfigureRequest::from_request(&mut at_node),
+            from_tree,
+            "a configure read otherwise at a node"
+        );
+        if let Ok(configure) = from_tree {
             let back = ConfigureRequest::from_properties(&configure.to_properties())
                 .unwrap_or_else(|e| panic!("{configure:?} written back is refused: {e:?}"));
             assert_eq!(

@@ -130,7 +130,7 @@ fn route(
         return Some(with_envelope(&envelope, &error_reply(&error, &Value::Null)));
     }
     let body_index = envelope.len();
-    let request = match Request::decode(&frames[body_index], max_bytes) {
+    let request = match Request::decode_at_node(&frames[body_index], max_bytes) {
         Ok(request) => request,
         Err(bad) => return Some(with_envelope(&envelope, &error_reply(&bad.error, &bad.id))),
     };
@@ -181,8 +181,8 @@ fn start(
 }
 
 /// Runs one request; returns its reply frames unless it was a cast.
-async fn run_job(job: Job, ctx: &AgentContext) -> Option<Vec<Vec<u8>>> {
-    let reply = match dispatch(ctx, &job.request, job.caller).await {
+async fn run_job(mut job: Job, ctx: &AgentContext) -> Option<Vec<Vec<u8>>> {
+    let reply = match dispatch(ctx, &mut job.request, job.caller).await {
         Ok(fields) => ok_reply(fields, &job.request.id),
         Err(error) => error_reply(&error, &job.request.id),
     };

@@ -17,10 +17,10 @@ pub const MAX_HOST_LEN: usize = 253;
 pub fn check_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.as_bytes()[0].is_ascii_alphanumeric()
         && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if valid {
         Ok(())
     } else {
@@ -65,14 +65,16 @@ fn is_host_name(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
 /// `tcp://HOST:PORT`: HOST as [`check_host`] wants it (an IPv6 literal in brackets), PORT from
 /// 1 to 65535 ([`crate::endpoint::Endpoint::parse`]).
 pub fn check_tcp_endpoint(endpoint: &str) -> Result<(), String> {
-    crate::endpoint::Endpoint::parse(endpoint).map(|_| ())
+    crate::endpoint::Endpoint::split(endpoint).map(|_| ())
 }
 
 #[cfg(test)]

@@ -25,10 +25,28 @@ fn props() -> Map<String, Value> {
     }
 }
 
+/// The properties read as a node reads them: sent in a frame, decoded at the node in one
+/// typed pass when they read that way (`typed`), else through the tree.
+fn at_node(props: &Map<String, Value>, typed: bool) -> Result<ConfigureRequest, FieldError> {
+    let mut request =
+        crate::protocol::Request::decode_at_node(&frame_of(props), usize::MAX).unwrap();
+    assert_eq!(request.configure.is_some(), typed, "read in one pass");
+    assert_eq!(request.properties.is_empty(), typed);
+    ConfigureRequest::from_request(&mut request)
+}
+
+fn frame_of(props: &Map<String, Value>) -> Vec<u8> {
+    crate::protocol::Request::new("configure", props.clone()).encode()
+}
+
+/// The error of `edit`ed properties, the same from their text at a node as from the tree.
 fn field_error(edit: impl FnOnce(&mut Map<String, Value>)) -> FieldError {
     let mut p = props();
     edit(&mut p);
-    ConfigureRequest::from_properties(&p).unwrap_err()
+    let error = ConfigureRequest::from_properties(&p).unwrap_err();
+    let typed = decode_frame(&String::from_utf8(frame_of(&p)).unwrap()).is_some();
+    assert_eq!(at_node(&p, typed), Err(error.clone()), "read at a node");
+    error
 }
 
 #[test]
@@ -43,6 +61,31 @@ fn a_good_request_parses_and_round_trips() {
     assert!(!request.dry_run);
     let again = ConfigureRequest::from_properties(&request.to_properties()).unwrap();
     assert_eq!(again, request);
+    assert_eq!(at_node(&props(), true), Ok(request));
+}
+
+#[test]
+fn null_flags_read_as_false_from_the_text_as_from_the_tree() {
+    let mut p = props();
+    p.insert("restart".into(), Value::Null);
+    p.insert("dry_run".into(), Value::Null);
+    let request = at_node(&p, false).unwrap();
+    assert!(!request.restart && !request.dry_run);
+    assert_eq!(Ok(request), ConfigureRequest::from_properties(&p));
+}
+
+#[test]
+fn a_configure_without_properties_is_refused_at_a_node_as_anywhere() {
+    for frame in [
+        &br#"{"command":"configure","id":1}"#[..],
+        br#"{"command":"configure","properties":null}"#,
+    ] {
+        let mut request = crate::protocol::Request::decode(frame, 1024).unwrap();
+        let mut at_node = crate::protocol::Request::decode_at_node(frame, 1024).unwrap();
+        let error = ConfigureRequest::from_request(&mut request).unwrap_err();
+        assert_eq!(error.field, "cluster");
+        assert_eq!(ConfigureRequest::from_request(&mut at_node), Err(error));
+    }
 }
 
 #[test]

@@ -136,6 +136,42 @@ fn bad_frames_are_named() {
 }
 
 #[test]
+fn only_a_configure_at_a_node_is_read_into_its_type() {
+    let frame = br#"{"command":"Configure","id":3,"properties": {"cluster" : {"name":"x","size":1},
+        "self":{"id":"0b0e5a1c-5f3e-4d8a-9c1b-2f6e7d8a9b0c","name":"a","address":"10.0.0.1","index":1},
+        "peers":[]}}"#;
+    let at_node = Request::decode_at_node(frame, 1024).unwrap();
+    assert_eq!(
+        (at_node.command.as_str(), &at_node.id),
+        ("configure", &json!(3))
+    );
+    assert!(at_node.properties.is_empty());
+    let typed = at_node.configure.as_ref().unwrap();
+    assert_eq!(typed.peers.cluster.name, "x");
+    assert_eq!(
+        Request::decode_at_node(&at_node.encode(), 1024).unwrap(),
+        at_node
+    );
+
+    let elsewhere = Request::decode(frame, 1024).unwrap();
+    assert!(elsewhere.configure.is_none());
+    assert_eq!(elsewhere.properties["cluster"]["name"], "x");
+    let list = Request::decode_at_node(br#"{"command":"list","properties":{"name":"x"}}"#, 1024);
+    assert_eq!(list.unwrap().properties["name"], "x");
+    // Not of the types (a null flag): decoded as anywhere, read from the tree later.
+    let null_flag = br#"{"command":"configure","properties":{"restart":null},"id":"c"}"#;
+    let at_node = Request::decode_at_node(null_flag, 1024).unwrap();
+    assert_eq!(at_node, Request::decode(null_flag, 1024).unwrap());
+    let bad = br#"{"command":"configure","properties":[1],"id":"c"}"#;
+    let refused = Request::decode_at_node(bad, 1024).unwrap_err();
+    assert!(refused
+        .error
+        .reason
+        .contains("'properties' must be an object, got a list"));
+    assert_eq!(refused, Request::decode(bad, 1024).unwrap_err());
+}
+
+#[test]
 fn request_round_trips() {
     let mut request = Request::new("Status", Map::new());
     request.id = json!("x");

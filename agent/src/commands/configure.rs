@@ -1,19 +1,20 @@
 //! configure: renders every watcher's profile and templates from the controller's peer list,
 //! writes them atomically, and restarts the running watchers whose files changed.
 
-use super::{AgentContext, Fields, Props};
+use super::{AgentContext, Fields};
 use crate::configure::write::{preview, write_all, Outcome};
 use crate::configure::{render_all, RenderInputs, RenderedFile};
 use crate::watcher::{WatcherHandle, WatcherMsg, WatcherState};
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use troupe::config::WatcherConfig;
 use troupe::protocol::{
-    CommandError, ConfigureReply, ConfigureRequest, ConfiguredFile, RenderedText,
+    CommandError, ConfigureReply, ConfigureRequest, ConfiguredFile, RenderedText, Request,
 };
 
-pub async fn configure(ctx: &AgentContext, props: Props<'_>) -> Fields {
-    let request = ConfigureRequest::from_properties(props.0)
+pub async fn configure(ctx: &AgentContext, request: &mut Request) -> Fields {
+    let request = ConfigureRequest::from_request(request)
         .map_err(|e| CommandError::message(format!("configure: {e}")))?;
     let _turn = ctx.disk_turn("configure").await;
     let mut handles = ctx.arbiter.all().await?;
@@ -21,11 +22,14 @@ pub async fn configure(ctx: &AgentContext, props: Props<'_>) -> Fields {
     let configs: Vec<WatcherConfig> = handles.iter().map(|h| h.view().config).collect();
     let inputs = render_inputs(ctx);
     let state_dir = inputs.state_dir.clone();
-    let dry_run = request.dry_run;
-    let peers = request.peers.clone();
+    let ConfigureRequest {
+        peers,
+        restart,
+        dry_run,
+    } = request;
     // Rendering reads template files and writing fsyncs: off the async workers.
     let (files, outcomes) = tokio::task::spawn_blocking(move || {
-        let files = render_all(&configs, &peers, &inputs)?;
+        let files = render_all(&configs, &Arc::new(peers), &inputs)?;
         let outcomes = if dry_run {
             preview(&files)?
         } else {
@@ -37,7 +41,7 @@ pub async fn configure(ctx: &AgentContext, props: Props<'_>) -> Fields {
     .map_err(|e| CommandError::command(format!("configure: rendering task failed: {e}")))?
     .map_err(|e: crate::configure::TemplateError| CommandError::command(e.to_string()))?;
 
-    let restarted = if request.restart && !dry_run {
+    let restarted = if restart && !dry_run {
         restart_changed(&handles, &files, &outcomes).await?
     } else {
         Vec::new()

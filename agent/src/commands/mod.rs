@@ -71,7 +71,7 @@ impl AgentContext {
 type Fields = Result<Map<String, Value>, CommandError>;
 
 /// Runs one request and returns the reply fields.
-pub async fn dispatch(ctx: &AgentContext, request: &Request, caller: Caller) -> Fields {
+pub async fn dispatch(ctx: &AgentContext, request: &mut Request, caller: Caller) -> Fields {
     let access = access::Access {
         allow_remote_exec: ctx.settings.allow_remote_exec,
         owner_endpoint: &ctx.owner_endpoint,
@@ -99,7 +99,7 @@ pub async fn dispatch(ctx: &AgentContext, request: &Request, caller: Caller) -> 
         "dstats" => inspect::dstats(ctx).await,
         "listsockets" => inspect::listsockets(),
         "nodeinfo" => inspect::nodeinfo(ctx).await,
-        "configure" => configure::configure(ctx, props).await,
+        "configure" => configure::configure(ctx, request).await,
         "reset" => reset::reset(ctx, props).await,
         troupe::protocol::LOGS_COMMAND => logs::logs(ctx, request).await,
         troupe::protocol::LOG_FILES_COMMAND => logs::log_files(ctx, request).await,

@@ -64,7 +64,7 @@ fn hostile_peer_strings_never_change_the_lines_of_a_profile() {
         for value in HOSTILE {
             let rendered = render_all(
                 &[profile_watcher(profile)],
-                &peer_list_with(value),
+                &peer_list_with(value).into(),
                 &inputs(Path::new("/var/lib/troupe")),
             );
             let files = match rendered {

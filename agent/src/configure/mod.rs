@@ -16,6 +16,7 @@ pub mod write;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use troupe::config::WatcherConfig;
 use troupe::protocol::PeerList;
 
@@ -79,7 +80,7 @@ pub fn profile_env_file(watcher: &WatcherConfig, state_dir: &Path) -> Option<Pat
 /// order. Fails on the first error, having written nothing.
 pub fn render_all(
     watchers: &[WatcherConfig],
-    peers: &PeerList,
+    peers: &Arc<PeerList>,
     inputs: &RenderInputs,
 ) -> Result<Vec<RenderedFile>, TemplateError> {
     let env = environment();
@@ -140,7 +141,7 @@ fn environment() -> Environment<'static> {
 fn render_watcher(
     env: &Environment<'static>,
     watcher: &WatcherConfig,
-    peers: &PeerList,
+    peers: &Arc<PeerList>,
     inputs: &RenderInputs,
 ) -> Result<Vec<RenderedFile>, TemplateError> {
     let dir = profile_dir(watcher, &inputs.state_dir);

@@ -66,7 +66,11 @@ fn template_watcher(dir: &Path, name: &str, source: &str, dest: &str) -> Watcher
 }
 
 fn render_one(w: WatcherConfig) -> Result<Vec<RenderedFile>, TemplateError> {
-    render_all(&[w], &peer_list(), &inputs(Path::new("/var/lib/troupe")))
+    render_all(
+        &[w],
+        &peer_list().into(),
+        &inputs(Path::new("/var/lib/troupe")),
+    )
 }
 
 /// Compares a rendered file with `golden/<profile>/<variant>/<file name>` (`variant` "" for
@@ -260,7 +264,7 @@ fn etcd_serves_clients_on_loopback_unless_the_node_is_on_loopback_or_says_no() {
         w.apply("profile_options", &options).unwrap();
         let mut peers = peer_list();
         peers.me.address = address.into();
-        let files = render_all(&[w], &peers, &inputs(Path::new("/var/lib/troupe"))).unwrap();
+        let files = render_all(&[w], &peers.into(), &inputs(Path::new("/var/lib/troupe"))).unwrap();
         let text = files[0].text.clone();
         text.lines()
             .find_map(|l| l.strip_prefix("ETCD_LISTEN_CLIENT_URLS="))
@@ -361,7 +365,7 @@ fn a_relative_source_is_read_from_the_config_dir() {
         .unwrap();
     let mut inputs = inputs(dir.path());
     inputs.config_dir = Some(dir.path().to_path_buf());
-    let files = render_all(&[w], &peer_list(), &inputs).unwrap();
+    let files = render_all(&[w], &peer_list().into(), &inputs).unwrap();
     assert_eq!(files[0].text, "2\n");
     assert_eq!(files[0].path, dir.path().join("web/web.conf"));
 }
@@ -371,7 +375,7 @@ fn one_failing_template_of_any_watcher_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let good = template_watcher(dir.path(), "a-good", "{{ self.name }}\n", "good.conf");
     let bad = template_watcher(dir.path(), "b-bad", "{{ missing }}\n", "bad.conf");
-    let result = render_all(&[good, bad], &peer_list(), &inputs(dir.path()))
+    let result = render_all(&[good, bad], &peer_list().into(), &inputs(dir.path()))
         .and_then(|files| write_all(&files, dir.path()));
     let e = result.unwrap_err();
     assert_eq!(e.watcher, "b-bad");
@@ -386,7 +390,7 @@ fn an_unwritable_dest_fails_and_nothing_is_written() {
     let good = template_watcher(dir.path(), "a-good", "good\n", "new-dir/sub/good.conf");
     // The parent of this dest is a regular file: no one, not even root, can write there.
     let bad = template_watcher(dir.path(), "b-bad", "bad\n", "a-file/bad.conf");
-    let files = render_all(&[good, bad], &peer_list(), &inputs(dir.path())).unwrap();
+    let files = render_all(&[good, bad], &peer_list().into(), &inputs(dir.path())).unwrap();
     let e = write_all(&files, dir.path()).unwrap_err();
     assert_eq!(e.watcher, "b-bad");
     assert!(e.template.ends_with("b-bad.j2"), "{e}");
@@ -408,7 +412,7 @@ fn two_templates_writing_one_dest_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let a = template_watcher(dir.path(), "a", "a\n", "same.conf");
     let b = template_watcher(dir.path(), "b", "b\n", "same.conf");
-    let e = render_all(&[a, b], &peer_list(), &inputs(dir.path())).unwrap_err();
+    let e = render_all(&[a, b], &peer_list().into(), &inputs(dir.path())).unwrap_err();
     assert!(e.cause.contains("also written by"), "{e}");
 }
 
