@@ -291,6 +291,20 @@ struct ConfigureText {
     dry_run: bool,
 }
 
+impl From<ConfigureText> for ConfigureRequest {
+    fn from(text: ConfigureText) -> Self {
+        ConfigureRequest {
+            peers: PeerList {
+                cluster: text.cluster,
+                me: text.me,
+                peers: text.peers,
+            },
+            restart: text.restart,
+            dry_run: text.dry_run,
+        }
+    }
+}
+
 /// The unchecked request, id and cast flag of a `configure` frame's text, when it reads as one
 /// in a single typed pass; None sends it through the generic decoding, which names what is
 /// wrong. What this accepts, the generic decoding and
@@ -298,18 +312,15 @@ struct ConfigureText {
 /// `control_request` holds them to it).
 pub(super) fn decode_frame(text: &str) -> Option<(ConfigureRequest, Value, bool)> {
     let frame: ConfigureFrame = serde_json::from_str(text).ok()?;
-    let properties = frame.properties;
-    let request = ConfigureRequest {
-        peers: PeerList {
-            cluster: properties.cluster,
-            me: properties.me,
-            peers: properties.peers,
-        },
-        restart: properties.restart,
-        dry_run: properties.dry_run,
-    };
     let cast = matches!(frame.msg_type, Some(Value::String(t)) if t == "cast");
-    Some((request, frame.id, cast))
+    Some((frame.properties.into(), frame.id, cast))
+}
+
+/// The same types read from properties already in a tree: a frame [`decode_frame`] could not
+/// read whole (a duplicate key) whose properties are still of the types, so that a node decodes
+/// the same request into the same form however it was written.
+pub(super) fn typed_from_tree(properties: &Map<String, Value>) -> Option<ConfigureRequest> {
+    ConfigureText::deserialize(properties).ok().map(Into::into)
 }
 
 fn field<T: DeserializeOwned>(props: &Map<String, Value>, key: &str) -> Result<T, FieldError> {

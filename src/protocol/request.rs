@@ -45,8 +45,10 @@ impl Request {
     /// Decodes a frame as the node that runs it: like [`Request::decode`], but a `configure`
     /// is read in one pass straight into its type ([`Request::configure`]). A thousand peers
     /// through a JSON tree first were a third of an agent's CPU for a push. A frame that does
-    /// not read that way (fields of other types, `null` flags, a duplicate key) is decoded as
-    /// [`Request::decode`] does, and [`ConfigureRequest::from_request`] reads it from the tree.
+    /// not read that way is decoded as [`Request::decode`] does; its properties are then read
+    /// into the type from the tree if they are of it (a frame with a duplicate key), else left
+    /// there (`null` flags, fields of other types) for [`ConfigureRequest::from_request`] to
+    /// read or name what is wrong.
     pub fn decode_at_node(frame: &[u8], max_bytes: usize) -> Result<Self, RequestError> {
         Self::decode_keeping(frame, max_bytes, true)
     }
@@ -140,12 +142,19 @@ impl Request {
             }
         };
         let cast = matches!(object.get("msg_type"), Some(Value::String(t)) if t == "cast");
+        let configure = match typed_configure && command == "configure" {
+            true => super::configure::typed_from_tree(&properties).map(Box::new),
+            false => None,
+        };
         Ok(Self {
             command,
-            properties,
+            properties: match configure {
+                Some(_) => Map::new(),
+                None => properties,
+            },
             id,
             cast,
-            configure: None,
+            configure,
         })
     }
 
