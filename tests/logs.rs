@@ -89,6 +89,14 @@ fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The JSON lines of a follower's log file so far: the file is read while `troupe logs -f`
+/// writes it, so its last line may be half written; only lines ended by a newline count.
+fn written_json_lines(log: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let written = text.rfind('\n').map_or("", |end| &text[..=end]);
+    json_lines(written)
+}
+
 #[track_caller]
 fn assert_ordered_by_time(lines: &[Value], what: &str) {
     let times: Vec<f64> = lines.iter().map(|l| l["time"].as_f64().unwrap()).collect();
@@ -143,7 +151,7 @@ fn tail_merges_three_nodes_by_time_and_follow_goes_on_across_restarts() {
 
     let log = cluster.dir.path().join("follow.log");
     let mut follower = cluster.spawn(&["logs", "talker", "-f", "-n", "3", "--json"], &log);
-    let read = || json_lines(&std::fs::read_to_string(&log).unwrap_or_default());
+    let read = || written_json_lines(&log);
     let seen_from = |lines: &[Value], node: &str, pid: u32, after: f64| {
         lines
             .iter()
@@ -197,8 +205,9 @@ fn tail_merges_three_nodes_by_time_and_follow_goes_on_across_restarts() {
     );
 
     // Every node's lines in the order its ring numbered them, none twice and none missed
-    // while each agent ran (the gaps were filled from the ring).
-    let lines = read();
+    // while each agent ran (the gaps were filled from the ring). The follower has ended: every
+    // line it wrote must be whole.
+    let lines = json_lines(&std::fs::read_to_string(&log).unwrap());
     for node in names {
         let mut runs: Vec<Vec<u64>> = vec![Vec::new()];
         for line in lines.iter().filter(|l| l["node"] == node) {
@@ -592,7 +601,7 @@ fn tail_and_follow_go_through_a_running_serve() {
         "followed lines of both nodes",
         Duration::from_secs(20),
         || {
-            let lines = json_lines(&std::fs::read_to_string(&log).unwrap_or_default());
+            let lines = written_json_lines(&log);
             names.iter().all(|n| {
                 lines
                     .iter()
