@@ -5,8 +5,44 @@
 //! fallback to the default, and without EnvFilter's span and field filters (and the regex
 //! engine they pull into every binary).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
+
+/// A warning said while its cause lasts (a process short of descriptors, a controller that
+/// says it was), at most once a minute: the log or the terminal is told, not flooded.
+pub struct OnceAMinute {
+    /// Unix seconds of the last time it was due; 0 before the first.
+    said_at: AtomicU64,
+}
+
+impl OnceAMinute {
+    pub const fn new() -> Self {
+        OnceAMinute {
+            said_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether to say it now: the first time, and once a minute has passed since the last.
+    pub fn due(&self) -> bool {
+        self.due_at(crate::protocol::now_epoch() as u64)
+    }
+
+    fn due_at(&self, now: u64) -> bool {
+        let said = self.said_at.load(Ordering::Relaxed);
+        (said == 0 || now.saturating_sub(said) >= 60)
+            && self
+                .said_at
+                .compare_exchange(said, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+impl Default for OnceAMinute {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Parses a log filter such as `info`, `debug` or `warn,troupe_agent=trace`, for clap.
 pub fn parse_filter(text: &str) -> Result<Targets, String> {
@@ -114,5 +150,15 @@ mod tests {
             error_chain(&error),
             "binding tcp://127.0.0.1:5555: Zmq error: Address already in use"
         );
+    }
+
+    #[test]
+    fn a_warning_is_due_the_first_time_and_then_once_a_minute() {
+        let warning = OnceAMinute::new();
+        assert!(warning.due_at(1000));
+        assert!(!warning.due_at(1000));
+        assert!(!warning.due_at(1059));
+        assert!(warning.due_at(1060));
+        assert!(!warning.due_at(1061));
     }
 }

@@ -756,19 +756,13 @@ fn new_client_socket(
 /// Says, at most once a minute, that this process could not open a socket: its peers are
 /// not at fault (a member would otherwise stay `down` with nothing in the log but debug).
 fn out_of_sockets(error: &zmq::Error) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    static WARNING: crate::logging::OnceAMinute = crate::logging::OnceAMinute::new();
     if *error != zmq::Error::EMFILE {
         return;
     }
     let now = crate::protocol::now_epoch() as u64;
-    OUT_OF_FILES_AT.store(now, Ordering::Relaxed);
-    let last = LAST_WARNED.load(Ordering::Relaxed);
-    if now.saturating_sub(last) < 60
-        || LAST_WARNED
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
+    OUT_OF_FILES_AT.store(now, std::sync::atomic::Ordering::Relaxed);
+    if !WARNING.due() {
         return;
     }
     tracing::warn!(

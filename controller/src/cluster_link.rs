@@ -287,15 +287,8 @@ fn warning_line(endpoint: &str, reply: &Value) -> Option<String> {
 /// Prints `line` on stderr, at most once a minute, as serve's warning itself goes: one command
 /// may ask the controller twice, and the shell asks for as long as it runs.
 fn say_now_and_then(line: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SAID_AT: AtomicU64 = AtomicU64::new(0);
-    let now = troupe::protocol::now_epoch() as u64;
-    let said = SAID_AT.load(Ordering::Relaxed);
-    if (said == 0 || now.saturating_sub(said) >= 60)
-        && SAID_AT
-            .compare_exchange(said, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    static WARNING: troupe::logging::OnceAMinute = troupe::logging::OnceAMinute::new();
+    if WARNING.due() {
         eprintln!("{line}");
     }
 }

@@ -130,6 +130,34 @@ fn hostile_peer_strings_are_refused_naming_the_field_and_no_file_changes() {
         }
     }
 
+    // Fields of other types than a peer list's are read through the JSON tree at the node
+    // rather than in its one typed pass: they too are refused naming the field, with nothing
+    // written; a null flag there reads as false and the push goes through.
+    let wrong_types: [(&str, Edit); 5] = [
+        ("peers[1]", |p, _| p["peers"][1]["index"] = json!("2")),
+        ("restart", |p, _| p["restart"] = json!("yes")),
+        ("self", |p, _| p["self"] = json!(5)),
+        ("peers", |p, _| p["peers"] = json!("everyone")),
+        ("cluster", |p, _| p["cluster"]["size"] = json!(-3)),
+    ];
+    for (field, set) in wrong_types {
+        let mut props = good.clone();
+        set(&mut props, "");
+        let reply = lab.attack(&agent.endpoint, "configure", props);
+        let reply = reply.unwrap_or_else(|e| panic!("{field}: no reply: {e}"));
+        assert_eq!(reply["status"], "error", "{field}: {reply}");
+        let reason = reply["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(&format!("'{field}'")), "{field}: {reason}");
+        assert!(
+            snapshot(&agent.state_dir()) == before,
+            "{field}: a file changed"
+        );
+    }
+    let mut null_flag = good.clone();
+    null_flag["dry_run"] = Value::Null;
+    let reply = lab.attack(&agent.endpoint, "configure", null_flag);
+    assert!(super::is_ok(&reply), "{reply:?}");
+
     // The agent still runs and takes a good push.
     agent.daemon.assert_running();
     let reply = lab.attack(&agent.endpoint, "configure", good);
