@@ -163,14 +163,28 @@ mod tests {
     }
 
     /// Both ways of counting agree (the kernel's, where it gives one, and the entries).
+    /// Other tests of this process open and close files meanwhile (one opens 200 at once), so
+    /// a count is judged only when the kernel's is the same before and after the entries were
+    /// counted; a kernel that counts wrong disagrees every time.
     #[test]
     fn the_entries_counted_are_the_kernels_count() {
-        let Some(kernel) = counted_by_kernel() else {
+        if counted_by_kernel().is_none() {
             return;
-        };
-        let entries = counted_entries().expect("a count of entries");
-        // Other tests of this process open and close files meanwhile.
-        assert!(kernel.abs_diff(entries) <= 20, "{kernel} against {entries}");
+        }
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            let before = counted_by_kernel().expect("the kernel's count");
+            let entries = counted_entries().expect("a count of entries");
+            let after = counted_by_kernel().expect("the kernel's count");
+            if before == after {
+                if entries.abs_diff(before) <= 2 {
+                    return;
+                }
+                seen.push((before, entries));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the kernel's count and the entries never agreed (kernel, entries): {seen:?}");
     }
 
     /// Without the kernel's count, the entries are counted at most every RECOUNT_EVERY; in
