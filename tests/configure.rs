@@ -29,11 +29,11 @@ pub(crate) fn configure_props(
     let peers = nodes
         .iter()
         .map(|(name, address)| Peer {
-            id: node_id(name),
-            name: name.to_string(),
-            address: address.to_string(),
+            id: node_id(name).into(),
+            name: (*name).into(),
+            address: (*address).into(),
             index: 0,
-            endpoints: [("control".to_string(), format!("tcp://{address}:5555"))].into(),
+            endpoints: [("control".into(), format!("tcp://{address}:5555").into())].into(),
         })
         .collect();
     let request = ConfigureRequest {

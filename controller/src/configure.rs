@@ -27,16 +27,20 @@ pub fn peers(nodes: &[MemberRow]) -> (Vec<Peer>, Vec<RefusedMember>) {
     for n in nodes.iter().filter(|n| n.is_peer()) {
         let control = n.endpoint.clone();
         let peer = Peer {
-            id: n.id.clone().unwrap_or_default(),
-            name: n.name.clone(),
-            address: host_of(&control),
+            id: n.id.as_deref().unwrap_or_default().into(),
+            name: n.name.as_str().into(),
+            address: host_of(&control).into(),
             index: 0,
-            endpoints: n.endpoints.clone(),
+            endpoints: n
+                .endpoints
+                .iter()
+                .map(|(kind, endpoint)| (kind.into(), endpoint.into()))
+                .collect(),
         };
         match peer.check() {
             Ok(()) => peers.push(peer),
             Err(e) => refused.push(RefusedMember {
-                name: peer.name,
+                name: peer.name.into(),
                 endpoint: control,
                 reason: e.to_string(),
             }),

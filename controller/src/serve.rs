@@ -330,7 +330,7 @@ async fn auto_configure(context: Arc<ServeContext>) {
                     // Down members get a row of their own in the replies; only peers count.
                     let failed: Vec<&String> = replies
                         .iter()
-                        .filter(|(name, _)| peers.iter().any(|p| &p.name == *name))
+                        .filter(|(name, _)| peers.iter().any(|p| p.name == *name))
                         .filter(|(_, r)| !reply_ok(r))
                         .map(|(n, _)| n)
                         .collect();

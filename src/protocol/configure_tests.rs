@@ -91,9 +91,9 @@ fn a_configure_without_properties_is_refused_at_a_node_as_anywhere() {
 #[test]
 fn assign_sorts_by_name_and_numbers_from_one() {
     let peer = |name: &str| Peer {
-        id: id(usize::from(name.as_bytes()[0] - b'a') + 1),
+        id: id(usize::from(name.as_bytes()[0] - b'a') + 1).into(),
         name: name.into(),
-        address: format!("{name}.lan"),
+        address: format!("{name}.lan").into(),
         index: 0,
         endpoints: Default::default(),
     };
@@ -257,11 +257,11 @@ fn every_peer_string_with_metacharacters_is_refused_naming_field_and_value() {
 #[test]
 fn a_frame_made_once_for_all_decodes_to_what_assign_makes_for_each_node() {
     let peer = |i: usize, name: &str| Peer {
-        id: id(i),
+        id: id(i).into(),
         name: name.into(),
-        address: format!("10.0.0.{i}"),
+        address: format!("10.0.0.{i}").into(),
         index: 0,
-        endpoints: [("control".to_string(), format!("tcp://10.0.0.{i}:5555"))].into(),
+        endpoints: [("control".into(), format!("tcp://10.0.0.{i}:5555").into())].into(),
     };
     let peers = vec![peer(3, "c"), peer(1, "a"), peer(2, "b")];
     let frames = ConfigureFrames::new("lab", peers.clone(), true, false);

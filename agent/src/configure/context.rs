@@ -1,6 +1,7 @@
 //! The variables a template sees: `self`, `peers`, `cluster`, `options`, `env`, `profile_dir`
 //! and `watcher`, each node carrying its resolved `knobs`.
 
+use compact_str::CompactString;
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -67,7 +68,7 @@ struct NodeView {
 /// A node's fields, in the order templates enumerate them.
 const NODE_FIELDS: &[&str] = &["id", "name", "address", "index", "endpoints", "knobs"];
 
-static NO_ENDPOINTS: BTreeMap<String, String> = BTreeMap::new();
+static NO_ENDPOINTS: BTreeMap<CompactString, CompactString> = BTreeMap::new();
 
 impl Object for PeersView {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
@@ -182,11 +183,14 @@ mod tests {
     /// Peers listed out of index order, `self` with an address of its own.
     fn list() -> Arc<PeerList> {
         let peer = |i: usize, name: &str| Peer {
-            id: format!("00000000-0000-4000-8000-00000000000{i}"),
+            id: format!("00000000-0000-4000-8000-00000000000{i}").into(),
             name: name.into(),
-            address: format!("10.0.0.{i}"),
+            address: format!("10.0.0.{i}").into(),
             index: i,
-            endpoints: BTreeMap::from([("control".into(), format!("tcp://10.0.0.{i}:5555"))]),
+            endpoints: BTreeMap::from([(
+                "control".into(),
+                format!("tcp://10.0.0.{i}:5555").into(),
+            )]),
         };
         Arc::new(PeerList {
             cluster: ClusterInfo {
@@ -210,7 +214,7 @@ mod tests {
         name: &'a str,
         address: &'a str,
         index: usize,
-        endpoints: &'a BTreeMap<String, String>,
+        endpoints: &'a BTreeMap<CompactString, CompactString>,
         knobs: Map<String, Value>,
     }
 

@@ -38,12 +38,12 @@ pub(super) fn keys_read(profile: Profile, text: &str) -> Vec<(String, String)> {
 fn peer_list_with(value: &str) -> PeerList {
     let mut list = peer_list();
     list.cluster.name = value.to_string();
-    list.me.name = value.to_string();
-    list.me.address = value.to_string();
+    list.me.name = value.into();
+    list.me.address = value.into();
     for peer in &mut list.peers {
-        peer.address = value.to_string();
+        peer.address = value.into();
     }
-    list.peers[1].name = value.to_string();
+    list.peers[1].name = value.into();
     list
 }
 

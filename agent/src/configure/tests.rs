@@ -12,11 +12,11 @@ use troupe::protocol::{ClusterInfo, NodeRef, Peer};
 /// node-a, node-b, node-c on 10.0.0.11-13; this node is node-b (index 2).
 fn peer_list() -> PeerList {
     let peer = |i: usize, name: &str| Peer {
-        id: format!("00000000-0000-4000-8000-00000000000{i}"),
-        name: name.to_string(),
-        address: format!("10.0.0.1{i}"),
+        id: format!("00000000-0000-4000-8000-00000000000{i}").into(),
+        name: name.into(),
+        address: format!("10.0.0.1{i}").into(),
         index: i,
-        endpoints: BTreeMap::from([("control".to_string(), format!("tcp://10.0.0.1{i}:5555"))]),
+        endpoints: BTreeMap::from([("control".into(), format!("tcp://10.0.0.1{i}:5555").into())]),
     };
     PeerList {
         cluster: ClusterInfo {
