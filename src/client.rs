@@ -205,9 +205,29 @@ impl Drop for Subscription {
     }
 }
 
+/// A reply as [`exchange_as`] reads it: any shape that carries the request's `id`.
+pub trait Reply: serde::de::DeserializeOwned {
+    /// The reply's `id`: None when it has none, `Some(null)` when it is null.
+    fn id(&self) -> Option<&Value>;
+}
+
+impl Reply for Value {
+    fn id(&self) -> Option<&Value> {
+        self.get("id")
+    }
+}
+
+/// Reads a typed reply's `id` as [`Reply::id`] tells it: `#[serde(default, deserialize_with =
+/// "troupe::client::present_id")] id: Option<Value>` (serde alone reads null as None).
+pub fn present_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Value>, D::Error> {
+    serde::Deserialize::deserialize(deserializer).map(Some)
+}
+
 /// What one event of a connection's monitor means for the request in flight.
-enum Outcome {
-    Reply(Value),
+enum Outcome<R> {
+    Reply(R),
     /// The endpoint refused the socket's key; whether the request may have reached it.
     Refused {
         maybe_delivered: bool,
@@ -244,7 +264,11 @@ impl Connection {
 
     /// Waits for the reply to the request with `id` or a refusal of the key, whichever comes
     /// first.
-    async fn outcome(&mut self, id: &Value, sent_while_up: bool) -> Result<Outcome, ClientError> {
+    async fn outcome<R: Reply>(
+        &mut self,
+        id: &Value,
+        sent_while_up: bool,
+    ) -> Result<Outcome<R>, ClientError> {
         use futures::StreamExt;
         let mut maybe_delivered = sent_while_up;
         let endpoint = &self.endpoint;
@@ -258,11 +282,13 @@ impl Connection {
                     let Some(frame) = message.iter().last() else {
                         continue;
                     };
-                    let reply: Value = serde_json::from_slice(frame).map_err(|e| ClientError::BadReply {
+                    let reply: R = serde_json::from_slice(frame).map_err(|e| ClientError::BadReply {
                         endpoint: endpoint.to_string(),
                         detail: e.to_string(),
                     })?;
-                    if reply.get("id") == Some(id) || reply.get("id") == Some(&Value::Null) {
+                    // A null id is an answer to whichever request: a node that could not read
+                    // the request's id still says why.
+                    if matches!(reply.id(), Some(reply_id) if reply_id == id || reply_id.is_null()) {
                         return Ok(Outcome::Reply(reply));
                     }
                 }
@@ -390,6 +416,17 @@ pub async fn exchange(
     request: impl Into<Outgoing>,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
+    exchange_as(connection, request, timeout).await
+}
+
+/// [`exchange`], the reply read straight into `R` rather than into a JSON tree: membership
+/// asks every member each second, and a tree of each `nodeinfo` reply, read again into its
+/// type, was a tenth of serve's CPU. A reply that is not an `R` is [`ClientError::BadReply`].
+pub async fn exchange_as<R: Reply>(
+    connection: &mut Connection,
+    request: impl Into<Outgoing>,
+    timeout: Duration,
+) -> Result<R, ClientError> {
     use futures::SinkExt;
     let request: Outgoing = request.into();
     let endpoint = connection.endpoint.clone();

@@ -3,10 +3,11 @@
 
 use crate::admission::Admission;
 use futures::StreamExt;
-use serde_json::Map;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::time::Duration;
-use troupe::client::{exchange, ClientError};
+use troupe::client::{exchange, exchange_as, ClientError, Reply};
 use troupe::discovery::{ProbeTarget, ProbeTargets};
 use troupe::protocol::{NodeInfo, Request};
 use troupe::sockets::connect_probe_async;
@@ -72,34 +73,56 @@ pub async fn probe(context: &zmq::Context, endpoint: &str, timeout: Duration) ->
     }
 }
 
+/// A reply to `nodeinfo`, read in one pass: a troupe agent's `node`, or a stock circusd's
+/// error (`errno` 2: unknown command).
+#[derive(Deserialize)]
+struct NodeInfoReply {
+    #[serde(default, deserialize_with = "troupe::client::present_id")]
+    id: Option<Value>,
+    #[serde(default)]
+    status: Value,
+    #[serde(default)]
+    errno: Value,
+    node: Option<NodeInfo>,
+}
+
+impl Reply for NodeInfoReply {
+    fn id(&self) -> Option<&Value> {
+        self.id.as_ref()
+    }
+}
+
 /// [`probe`] on a DEALER connected to `endpoint` that the caller keeps (the heartbeats of
 /// membership), each request within `timeout`. Only after [`Probed::Node`] was every request
 /// answered, so the socket owes nothing and may be reused; after [`Probed::Nothing`] it may
 /// still hold a request or owe a reply: close it.
 pub async fn probe_on(socket: &mut Dealer, endpoint: &str, timeout: Duration) -> Probed {
     let request = |command: &str| Request::new(command, Map::new());
-    let mut reply = match exchange(socket, request("nodeinfo"), timeout).await {
+    let reply: NodeInfoReply = match exchange_as(socket, request("nodeinfo"), timeout).await {
         Ok(reply) => reply,
         Err(ClientError::Refused { .. }) => return Probed::Refused,
         Err(ClientError::Timeout { .. }) => return Probed::Silent,
-        Err(_) => return Probed::Nothing,
+        Err(e) => {
+            tracing::debug!(endpoint, "nodeinfo: {e}");
+            return Probed::Nothing;
+        }
     };
-    if reply["status"] == "ok" {
-        return match serde_json::from_value::<NodeInfo>(reply["node"].take()) {
-            Ok(info) => match check_node_info(&info) {
+    if reply.status == "ok" {
+        return match reply.node {
+            Some(info) => match check_node_info(&info) {
                 Ok(()) => Probed::Node(NodeFacts::Troupe(Box::new(info))),
                 Err(e) => {
                     tracing::debug!(endpoint, "nodeinfo refused: {e}");
                     Probed::Nothing
                 }
             },
-            Err(e) => {
-                tracing::debug!(endpoint, "nodeinfo reply not understood: {e}");
+            None => {
+                tracing::debug!(endpoint, "nodeinfo reply without its node");
                 Probed::Nothing
             }
         };
     }
-    if reply["errno"] != 2 {
+    if reply.errno != 2 {
         return Probed::Nothing;
     }
     match exchange(socket, request("list"), timeout).await {
@@ -240,6 +263,44 @@ pub fn endpoint_of(address: std::net::SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `nodeinfo` reply read in one pass says what the JSON tree said: the node of an
+    /// agent, circusd's errno, and an id that is absent apart from one that is null (only a
+    /// null one answers whichever request).
+    #[test]
+    fn nodeinfo_replies_read_in_one_pass() {
+        let agent = serde_json::json!({
+            "status": "ok", "id": "r1",
+            "node": {
+                "id": "00000000-0000-4000-8000-00000000000a", "name": "a", "cluster": "lab",
+                "version": "0.1.0", "hostname": "host-a", "addresses": ["10.0.0.1"],
+                "endpoints": {"control": "tcp://10.0.0.1:5555", "pubsub": "tcp://10.0.0.1:5556",
+                              "stats": "tcp://10.0.0.1:5557"},
+                "started": 1.0, "watchers": {}
+            }
+        });
+        let read =
+            |value: &Value| -> NodeInfoReply { serde_json::from_value(value.clone()).unwrap() };
+        let reply = read(&agent);
+        assert_eq!(reply.status, "ok");
+        assert_eq!(reply.id(), Some(&serde_json::json!("r1")));
+        let node = reply.node.expect("the node");
+        assert_eq!(
+            node,
+            serde_json::from_value::<NodeInfo>(agent["node"].clone()).unwrap()
+        );
+        let circusd =
+            serde_json::json!({"status": "error", "reason": "unknown", "errno": 2, "id": null});
+        let reply = read(&circusd);
+        assert_eq!(reply.errno, 2);
+        assert!(reply.node.is_none());
+        assert_eq!(reply.id(), Some(&Value::Null));
+        assert_eq!(read(&serde_json::json!({"status": "ok"})).id(), None);
+        // A node that is not one is refused whole, as the tree's reading refused it.
+        let mut bad = agent.clone();
+        bad["node"]["started"] = serde_json::json!("yesterday");
+        assert!(serde_json::from_value::<NodeInfoReply>(bad).is_err());
+    }
 
     /// A sweep does not even connect to an endpoint it is told heartbeats already ask; the
     /// same sweep without it does (and reports the mute port).
