@@ -420,8 +420,9 @@ pub async fn exchange(
 }
 
 /// [`exchange`], the reply read straight into `R` rather than into a JSON tree: membership
-/// asks every member each second, and a tree of each `nodeinfo` reply, read again into its
-/// type, was a tenth of serve's CPU. A reply that is not an `R` is [`ClientError::BadReply`].
+/// asks every member each second, and reading each `nodeinfo` reply into a tree, then the tree
+/// into its type, cost serve about 3.5 % more CPU (2000 members). A reply that is not an `R` is
+/// [`ClientError::BadReply`].
 pub async fn exchange_as<R: Reply>(
     connection: &mut Connection,
     request: impl Into<Outgoing>,
