@@ -260,8 +260,9 @@ pub fn call_from(
 
 /// Fake troupe nodes on a lab host (the attacker's), all on one thread inside its namespace:
 /// node `i` is a ROUTER on `first_port + i` that answers `nodeinfo` as a valid agent of
-/// cluster `default` and never answers anything else (it counts what it got). Node 0 can
-/// also publish stats for `stats_pids` processes on `first_port + count`. Stopped on drop.
+/// cluster `default` (or as [`FakeNodes::start_answering`] says) and never answers anything
+/// else (it counts what it got). Node 0 can also publish stats for `stats_pids` processes on
+/// `first_port + count`. Stopped on drop.
 pub struct FakeNodes {
     pub address: String,
     pub first_port: u16,
@@ -271,8 +272,33 @@ pub struct FakeNodes {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What fake node `i` sends for a `nodeinfo` request, given the reply a valid agent would send.
+pub type NodeinfoReply = fn(usize, Value) -> Vec<u8>;
+
 impl FakeNodes {
     pub fn start(host: &Host, first_port: u16, count: usize, stats_pids: u32) -> FakeNodes {
+        Self::start_with(host, first_port, count, stats_pids, |_, valid| {
+            valid.to_string().into_bytes()
+        })
+    }
+
+    /// Fake nodes whose `nodeinfo` replies `reply` makes, no stats.
+    pub fn start_answering(
+        host: &Host,
+        first_port: u16,
+        count: usize,
+        reply: NodeinfoReply,
+    ) -> FakeNodes {
+        Self::start_with(host, first_port, count, 0, reply)
+    }
+
+    fn start_with(
+        host: &Host,
+        first_port: u16,
+        count: usize,
+        stats_pids: u32,
+        reply: NodeinfoReply,
+    ) -> FakeNodes {
         use std::sync::atomic::AtomicBool;
         // A listening socket per node and a connection per node from serve.
         troupe::limits::raise_open_files();
@@ -285,6 +311,7 @@ impl FakeNodes {
             first_port,
             count,
             stats_pids,
+            reply,
             stop: stop.clone(),
             received: received.clone(),
         };
@@ -351,6 +378,7 @@ struct FakeFleet {
     first_port: u16,
     count: usize,
     stats_pids: u32,
+    reply: NodeinfoReply,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -429,7 +457,7 @@ impl FakeFleet {
         });
         let reply = serde_json::json!({"status": "ok", "id": request["id"], "node": node});
         let mut out = frames[..frames.len() - 1].to_vec();
-        out.push(reply.to_string().into_bytes());
+        out.push((self.reply)(i, reply));
         let _ = router.send_multipart(out, zmq::DONTWAIT);
     }
 

@@ -780,3 +780,54 @@ fn serve_connections_past_the_per_peer_bounds_are_closed_and_others_served() {
         || is_ok(&lab.attack(&serve.endpoint, "nodelist", json!({}))),
     );
 }
+
+/// What fake node `i` of [`serve_adopts_no_node_whose_nodeinfo_is_malformed_or_hostile`]
+/// answers: node 0 as a valid agent, each other one wrong in its own way.
+fn malformed_nodeinfo(i: usize, mut valid: Value) -> Vec<u8> {
+    match i {
+        1 => valid["node"]["name"] = json!("x;rm -rf /"),
+        2 => valid["node"]["started"] = json!("yesterday"),
+        3 => {
+            valid.as_object_mut().unwrap().remove("node");
+        }
+        4 => valid["id"] = json!("an-answer-to-another-request"),
+        5 => return b"\xff\xfe not json".to_vec(),
+        6 => valid["node"] = json!([1, 2]),
+        7 => valid["node"]["cluster"] = json!("../etc"),
+        _ => {}
+    }
+    valid.to_string().into_bytes()
+}
+
+/// Probed nodes whose `nodeinfo` replies break the rules (a hostile name or cluster, a field
+/// of another type, no node, an answer to another request, not JSON) are never members; the
+/// valid one beside them is, and serve goes on answering.
+#[test]
+#[ignore = "needs root"]
+fn serve_adopts_no_node_whose_nodeinfo_is_malformed_or_hostile() {
+    const NODES: usize = 8;
+    let lab = Lab::new("sb-nodeinfo");
+    let fakes =
+        FakeNodes::start_answering(lab.attacker(), SERVE_FAKE_PORT, NODES, malformed_nodeinfo);
+    let probe = (0..NODES)
+        .map(|i| format!("{}:{}", fakes.address, SERVE_FAKE_PORT as usize + i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut serve = HostServe::start(lab.victim(), false, &["--probe", &probe]);
+    wait_for(
+        "the valid fake node to be a member",
+        Duration::from_secs(15),
+        || serve.alive(lab.victim()) == [FakeNodes::name(0)],
+    );
+    // Another sweep (serve probes every 5 s) meets the same replies.
+    std::thread::sleep(Duration::from_secs(6));
+    serve.assert_running();
+    assert_eq!(serve.alive(lab.victim()), [FakeNodes::name(0)]);
+    for node in serve.nodes(lab.victim()) {
+        let name = node["name"].as_str().unwrap_or_default();
+        assert!(
+            name == FakeNodes::name(0) || node["state"] == "no reply",
+            "a node adopted from a malformed nodeinfo: {node}"
+        );
+    }
+}
