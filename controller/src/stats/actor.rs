@@ -21,6 +21,10 @@ use troupe::subscribers::GuardedPublisher;
 /// How often node totals are published and the state is pruned (subscriptions follow the
 /// roster: [`MembershipHandle::roster`]).
 const TICK: Duration = Duration::from_secs(1);
+/// Messages handled before the loop polls its other sources again. One turn per sample
+/// polled the publisher's sockets (a `getsockopt` and a `poll`) for each of them: 15 % of the
+/// actor's CPU at 2000 members.
+const MESSAGES_PER_TURN: usize = 256;
 
 /// What the actor is told.
 #[derive(Debug)]
@@ -141,7 +145,15 @@ impl Actor {
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.on_message(msg),
+                    Some(msg) => {
+                        // What arrived together is handled in one turn: every turn polls the
+                        // publisher's sockets as well (see the constant).
+                        self.on_message(msg);
+                        for _ in 1..MESSAGES_PER_TURN {
+                            let Ok(msg) = rx.try_recv() else { break };
+                            self.on_message(msg);
+                        }
+                    }
                     None => return,
                 },
                 changed = roster_change(&mut roster) => {
