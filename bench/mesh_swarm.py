@@ -29,6 +29,33 @@ STATUS_RUNS = 10
 CHURN_S = 30.0
 CHURN_GRACE_S = 15.0
 TARGET_SIMULATED_CPU = 60.0  # % of one core, serve with 5000 simulated members
+# serve's own check at start of the descriptors `--max-members N` takes (troupe::bounds):
+SERVE_FILES_PER_MEMBER = 8  # SERVE_FILES_PER_MEMBER (no cluster key)
+SERVE_FILES_BESIDES_MEMBERS = 1024  # SERVE_FILES_BESIDES_MEMBERS
+# Where N members cannot run here, serve's steady CPU is measured at these fractions of the
+# most that can, besides the whole phase at that most, and a line through them extrapolated.
+LADDER = (0.5, 0.75)
+
+
+def serve_files_for(n):
+    """The descriptors serve makes sure it may open for `--max-members n`."""
+    return n * SERVE_FILES_PER_MEMBER + SERVE_FILES_BESIDES_MEMBERS
+
+
+def members_that_fit(hard_limit):
+    """The most members serve holds under a hard descriptor limit (at least its default bound,
+    which it takes without the check)."""
+    return max(MAX_MEMBERS, (hard_limit - SERVE_FILES_BESIDES_MEMBERS) // SERVE_FILES_PER_MEMBER)
+
+
+def line_through(points):
+    """Least squares (slope, intercept) of [(x, y)]."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sxx
+    return slope, my - slope * mx
 
 
 def churn_rate(n):
@@ -226,18 +253,18 @@ def ask_directly(inner, out, names):
     return findings, answering
 
 
-def start_serve(inner, config, probe, Failure, extra=()):
+def start_serve(inner, config, probe, Failure, extra=(), tag="serve-sim"):
     """mesh.py's start_serve, waiting longer for the first answer: a `nodelist` waits for the
     first sweep (up to 5 s, troupe::bounds::SERVE_FIRST_DISCOVERY_WAIT), which thousands of
     members make slow."""
     from compare import CallError, Client
 
-    state = os.path.join(inner.workdir, "serve-sim-state")
+    state = os.path.join(inner.workdir, f"{tag}-state")
     argv = [inner.args.troupe, "serve", "--bind", SERVE_BIND, "--port", "5558", "--stats-port", "5559",
             "--events-port", "5560", "--state-dir", state, "--log-level", "info", "--no-mdns",
             "--config", config, "--probe", probe, *extra]
     t0 = time.perf_counter()
-    proc = inner.spawn("troupe serve sim", argv, "serve-sim.log")
+    proc = inner.spawn(f"troupe {tag}", argv, f"{tag}.log")
     deadline = time.monotonic() + 60
     last = None
     while time.monotonic() < deadline:
@@ -254,17 +281,13 @@ def start_serve(inner, config, probe, Failure, extra=()):
     raise Failure(f"$ {' '.join(argv)}\nno answer to nodelist within 60 s: {last}")
 
 
-def run(inner, n, Failure, log, status_kb):
-    """The phase: fills inner.figures with sim_* keys. `Failure`, `log` and `status_kb` are
-    mesh.py's (run as a script, it is not importable as `mesh` without a second copy)."""
-
-    fig = inner.figures
-    fig["sim_n"] = n
-    fig["sim_fd_limit"] = raise_fd_limit(max(65536, 16 * n + 4096))
+def start_swarm(inner, n, Failure, log, tag):
+    """N simulated agents (churn ready on SIGUSR1) and serve probing them; returns
+    (swarm, its output, its ready line, serve, a client of serve, serve's start time)."""
     swarm_argv = [inner.args.swarm, "--agents", str(n), "--churn", str(churn_rate(n)),
                   "--churn-after", "signal", "--report-every", "5s"]
     log(f"starting {n} simulated agents: {' '.join(swarm_argv)}")
-    logf = open(os.path.join(inner.workdir, "swarm.log"), "ab")
+    logf = open(os.path.join(inner.workdir, f"swarm-{tag}.log"), "ab")
     swarm = subprocess.Popen(swarm_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf,
                              text=True, start_new_session=True, cwd=inner.workdir, env=inner.env)
     logf.close()
@@ -273,9 +296,7 @@ def run(inner, n, Failure, log, status_kb):
     ready = out.wait_ready(120)
     if ready is None:
         raise Failure(f"$ {' '.join(swarm_argv)}\nno ready line within 120 s (exit {swarm.poll()}; "
-                      f"log in {inner.workdir}/swarm.log)")
-    fig["sim_bind_s"] = ready["bind_seconds"]
-    probe = ready["probe"]
+                      f"log in {inner.workdir}/swarm-{tag}.log)")
     config = os.path.join(inner.workdir, "serve-sim.toml")
     with open(config, "w") as f:
         f.write('cluster = "default"\nprobe_interval = "1s"\nmdns = false\n')
@@ -283,30 +304,89 @@ def run(inner, n, Failure, log, status_kb):
     # Past troupe::bounds::MAX_MEMBERS, serve is told to hold them all (and checks at start
     # that it may open the descriptors they take).
     extra = ["--max-members", str(n)] if n > MAX_MEMBERS else []
-    proc, client, t0 = start_serve(inner, config, probe, Failure, extra)
+    try:
+        proc, client, t0 = start_serve(inner, config, ready["probe"], Failure, extra, tag)
+    except Failure:
+        inner.stop([swarm], timeout=30)
+        raise
+    return swarm, out, ready, proc, client, t0
+
+
+def converge(inner, n, proc, swarm, client, Failure):
+    """Waits until all n are alive: (the most seen alive, perf_counter() then or None, the
+    states' counts at the end)."""
+    best, alive_at, counts = 0, None, {}
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        st = inner.states(client)
+        if st is not None:
+            counts = {}
+            for state in st.values():
+                counts[state] = counts.get(state, 0) + 1
+            alive = counts.get("alive", 0)
+            best = max(best, alive)
+            if alive >= n:
+                alive_at = time.perf_counter()
+                break
+        if proc.poll() is not None:
+            raise Failure(f"troupe serve exited with {proc.returncode} (log in {inner.workdir})")
+        if swarm.poll() is not None:
+            raise Failure(f"troupe-swarm exited with {swarm.returncode} (log in {inner.workdir})")
+        time.sleep(1.0)
+    return best, alive_at, counts
+
+
+def steady_cpu(inner, n, Failure, log, status_kb):
+    """One rung of the ladder: serve's steady CPU (and RSS) with n simulated members, nothing
+    else measured."""
+    swarm, _out, ready, proc, client, t0 = start_swarm(inner, n, Failure, log, f"serve-sim-{n}")
+    try:
+        best, alive_at, counts = converge(inner, n, proc, swarm, client, Failure)
+        if alive_at is None:
+            raise Failure(f"not all {n} alive within {CONVERGE_TIMEOUT_S:g} s: at most {best}; {counts}")
+        time.sleep(STEADY_SETTLE_S)
+        inner.note_load(f"steady state, {n} simulated members (a rung of the ladder)")
+        swarm_pids = [swarm.pid, *ready.get("shards", [])]
+        cpu = inner.cpu_groups({"serve": [proc.pid], "swarm": swarm_pids}, STEADY_WINDOW_S)
+        after = inner.states(client) or {}
+        rung = {"n": n, "serve_cpu": cpu["serve"], "swarm_cpu": cpu["swarm"],
+                "alive_s": alive_at - t0,
+                "alive_after": sum(1 for s in after.values() if s == "alive"),
+                "rss_mb": (status_kb(proc.pid, "VmRSS") or 0) / 1024}
+        log(f"rung {n}: serve {cpu['serve']:.1f} % of a core, alive after {rung['alive_after']}")
+        return rung
+    finally:
+        client.close()
+        inner.stop([proc, swarm], timeout=30)
+
+
+def run(inner, n, Failure, log, status_kb):
+    """The phase: fills inner.figures with sim_* keys. `Failure`, `log` and `status_kb` are
+    mesh.py's (run as a script, it is not importable as `mesh` without a second copy)."""
+    fig = inner.figures
+    fig["sim_fd_limit"] = raise_fd_limit(max(65536, 16 * n + 4096))
+    fit = members_that_fit(fig["sim_fd_limit"][1])
+    if n > fit:
+        # Not a failure of troupe's: the figure asked for cannot be had on this machine. What
+        # can is measured, and the line through it extended, said to be extrapolated.
+        rungs = [int(fit * f) for f in LADDER]
+        log(f"{n} simulated members cannot run here: serve takes {serve_files_for(n)} descriptors "
+            f"for them ({SERVE_FILES_PER_MEMBER} a member), and this process's hard limit is "
+            f"{fig['sim_fd_limit'][1]} (raising it takes CAP_SYS_RESOURCE); measuring serve's "
+            f"steady CPU at {rungs} and everything at {fit}, the most that fit")
+        fig["sim_wanted"] = n
+        fig["sim_ladder"] = [steady_cpu(inner, m, Failure, log, status_kb) for m in rungs]
+        inner.save()
+        n = fit
+    fig["sim_n"] = n
+    swarm, out, ready, proc, client, t0 = start_swarm(inner, n, Failure, log, "serve-sim")
+    fig["sim_bind_s"] = ready["bind_seconds"]
+    probe = ready["probe"]
     # start_serve logs at info: one line per member event is fine at this scale.
     events = MemberEvents(inner.zmq, f"tcp://{SERVE_BIND}:5560")
     endpoint = f"tcp://{SERVE_BIND}:5558"
     try:
-        best, alive_at = 0, None
-        deadline = time.monotonic() + CONVERGE_TIMEOUT_S
-        counts = {}
-        while time.monotonic() < deadline:
-            st = inner.states(client)
-            if st is not None:
-                counts = {}
-                for state in st.values():
-                    counts[state] = counts.get(state, 0) + 1
-                alive = counts.get("alive", 0)
-                best = max(best, alive)
-                if alive >= n:
-                    alive_at = time.perf_counter()
-                    break
-            if proc.poll() is not None:
-                raise Failure(f"troupe serve exited with {proc.returncode} (log in {inner.workdir})")
-            if swarm.poll() is not None:
-                raise Failure(f"troupe-swarm exited with {swarm.returncode} (log in {inner.workdir}/swarm.log)")
-            time.sleep(1.0)
+        best, alive_at, counts = converge(inner, n, proc, swarm, client, Failure)
         fig["sim_alive_best"] = best
         fig["sim_states_at_converge"] = counts
         if alive_at is not None:
@@ -455,6 +535,9 @@ def report(fig, row):
         row(S, "  the swarm itself: CPU, RSS",
             f"{fig['sim_swarm_cpu']:.1f} % of a core, {fig['sim_swarm_rss_mb']:.1f} MiB "
             f"({fig.get('sim_swarm_processes', 1)} processes; open files limit {fig.get('sim_fd_limit')})")
+    ladder = fig.get("sim_ladder")
+    if ladder is not None:
+        report_ladder(fig, n, ladder, row, S)
     r = fig.get("sim_swarm_rtt_ms")
     if r:
         row(S, "  the swarm's own nodeinfo round trip (20 agents asked directly), p50 / p99 / max",
@@ -482,3 +565,26 @@ def report(fig, row):
             + (f"; up and not alive: {c['back_missing_n']} e.g. {c['back_missing'][:3]}" if c["back_missing_n"] else "")
             + (f"; gone and alive: {c['gone_alive_n']} e.g. {c['gone_alive'][:3]}" if c.get("gone_alive_n") else ""))
         row(S, "  states at the end", json.dumps(fig.get("sim_states_end")))
+
+
+def report_ladder(fig, n, ladder, row, S):
+    """Rows for a run whose N members could not be held here: the rungs measured, and serve's
+    CPU at N on the line through them and the whole phase at n, labelled as extrapolated."""
+    wanted = fig["sim_wanted"]
+    row(S, f"{wanted} simulated members",
+        f"cannot run here: serve takes {serve_files_for(wanted)} descriptors for them, this "
+        f"machine's hard limit is {fig['sim_fd_limit'][1]}; measured at {n} (the most that fit) "
+        f"and below")
+    points = [(r["n"], r["serve_cpu"]) for r in ladder]
+    for r in ladder:
+        row(S, f"  serve steady CPU at {r['n']}",
+            f"{r['serve_cpu']:.1f} % of a core (all alive after {r['alive_s']:.1f} s, "
+            f"{r['alive_after']} alive at the window's end; RSS {r['rss_mb']:.1f} MiB)")
+    if "sim_serve_cpu" in fig and "sim_alive_s" in fig:
+        points.append((n, fig["sim_serve_cpu"]))
+    if len(points) >= 2:
+        slope, intercept = line_through(points)
+        row(S, f"serve CPU at {wanted}, extrapolated (not measured)",
+            f"{slope * wanted + intercept:.1f} % of a core: the line through the {len(points)} "
+            f"figures above, {slope * 1000:.2f} % a thousand members + {intercept:.1f} %",
+            f"<= {TARGET_SIMULATED_CPU:g} % at 5000")
