@@ -4,6 +4,7 @@
 use super::actor::StatsMsg;
 use super::topic::{parse_cluster_topic, parse_node_topic, PREFIX};
 use serde_json::Map;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use troupe::config::DEFAULT_MAX_MESSAGE_SIZE;
@@ -21,8 +22,9 @@ pub enum StatsSource {
 /// Whose stream a reader reads.
 #[derive(Debug, Clone)]
 pub enum Stream {
-    /// One node's stream; the node's name tags each sample.
-    Node { node: String, source: StatsSource },
+    /// One node's stream; the node's name tags each sample (shared: a sample is not worth an
+    /// allocation for it).
+    Node { node: Arc<str>, source: StatsSource },
     /// A controller's stream, the node in each topic (`troupe top` against `troupe serve`).
     Controller { endpoint: String },
 }
@@ -55,24 +57,25 @@ pub async fn read(zmq: zmq::Context, stream: Stream, actor: mpsc::Sender<StatsMs
     };
     tracing::debug!(%endpoint, "subscribed to stats");
     while let Some(message) = socket.next().await {
-        let Ok(message) = message else { continue };
-        let frames: Vec<&[u8]> = message.iter().map(|m| &m[..]).collect();
-        let [topic, body] = frames[..] else { continue };
-        let Ok(topic) = std::str::from_utf8(topic) else {
+        let Ok(mut message) = message else { continue };
+        let (Some(topic), Some(body), None) = (
+            message.pop_front(),
+            message.pop_front(),
+            message.pop_front(),
+        ) else {
+            continue;
+        };
+        let Ok(topic) = std::str::from_utf8(&topic) else {
             continue;
         };
         let sample = match &stream {
             Stream::Node { node, .. } => parse_node_topic(topic).map(|t| (node.clone(), t)),
-            Stream::Controller { .. } => parse_cluster_topic(topic),
+            Stream::Controller { .. } => parse_cluster_topic(topic).map(|(n, t)| (n.into(), t)),
         };
         let Some((node, topic)) = sample else {
             continue;
         };
-        let msg = StatsMsg::Sample {
-            node,
-            topic,
-            body: body.to_vec(),
-        };
+        let msg = StatsMsg::Sample { node, topic, body };
         if actor.send(msg).await.is_err() {
             return;
         }
