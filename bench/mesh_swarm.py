@@ -587,6 +587,6 @@ def report_ladder(fig, n, ladder, row, S):
         top_n, top_cpu = max(points)
         row(S, f"serve CPU at {wanted}, extrapolated (not measured)",
             f"{slope * wanted + intercept:.1f} % of a core on the line through the {len(points)} "
-            f"figures above ({slope * 1000:.2f} % a thousand members + {intercept:.1f} %); "
+            f"figures above ({slope * 1000:.2f} % a thousand members {intercept:+.1f} %); "
             f"{top_cpu * wanted / top_n:.1f} % in proportion to the {top_n}-member figure",
             f"<= {TARGET_SIMULATED_CPU:g} % at 5000")
