@@ -177,13 +177,15 @@ impl Request {
         }
     }
 
-    /// Whether running this request changes nothing on the node, so sending it twice is the
-    /// same as sending it once: the Circus read commands ([`CIRCUS_READ_COMMANDS`]) and
-    /// troupe's [`TROUPE_READ_COMMANDS`]. A client may resend such a request whose first copy
-    /// may have been lost with its connection.
+    /// Whether running this request changes nothing where it runs, so sending it twice is the
+    /// same as sending it once: the Circus read commands ([`CIRCUS_READ_COMMANDS`]), troupe's
+    /// [`TROUPE_READ_COMMANDS`] and `troupe serve`'s [`CONTROLLER_READ_COMMANDS`]. A client may
+    /// resend such a request whose first copy may have been lost with its connection.
     pub fn changes_nothing(&self) -> bool {
-        CIRCUS_READ_COMMANDS.contains(&self.command.as_str())
-            || TROUPE_READ_COMMANDS.contains(&self.command.as_str())
+        let command = self.command.as_str();
+        CIRCUS_READ_COMMANDS.contains(&command)
+            || TROUPE_READ_COMMANDS.contains(&command)
+            || CONTROLLER_READ_COMMANDS.contains(&command)
     }
 
     /// Encodes the request as a client sends it.
@@ -262,6 +264,11 @@ pub const TROUPE_READ_COMMANDS: &[&str] = &[
     super::logs::LOG_FILES_COMMAND,
     super::logs::LOG_FILE_COMMAND,
 ];
+
+/// `troupe serve`'s own commands that change nothing: its member list and its stats. A
+/// `troupe nodes` whose connection a rotation of serve's key ended is sent again with the new
+/// key, as a `status` is; before, it waited out its timeout and said the key was refused.
+pub const CONTROLLER_READ_COMMANDS: &[&str] = &["nodelist", "stats_snapshot", "stats_history"];
 
 /// Watcher options that make the agent run a different program or write elsewhere. The
 /// `configure`/`reset` keys count: they decide which files `configure` writes and which dirs

@@ -254,3 +254,32 @@ fn process_info_serialises_with_circus_field_names() {
                "age": 13.6, "cmdline": "sleep", "children": [], "started": 1795389274.28, "wid": 1})
     );
 }
+
+#[test]
+fn serve_read_commands_may_be_sent_again_and_its_other_commands_may_not() {
+    for command in [
+        "nodelist",
+        "stats_snapshot",
+        "stats_history",
+        "status",
+        "nodeinfo",
+    ] {
+        assert!(
+            Request::new(command, Map::new()).changes_nothing(),
+            "{command}"
+        );
+    }
+    for command in [
+        "cluster",
+        "register_node",
+        "unregister_node",
+        "configure",
+        "reset",
+        "stop",
+    ] {
+        assert!(
+            !Request::new(command, Map::new()).changes_nothing(),
+            "{command}"
+        );
+    }
+}
