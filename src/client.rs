@@ -467,11 +467,17 @@ pub async fn exchange_as<R: Reply>(
                             endpoint: endpoint.clone(),
                         });
                     }
-                    refused = true;
                     reopened += 1;
-                    if (maybe_delivered && !request.changes_nothing) || reopened > 3 {
+                    if maybe_delivered && !request.changes_nothing {
                         // A request that may have run is not sent twice: the reply, if
                         // any, is lost with the connection. One that changes nothing is.
+                        // The key opened the endpoint before, so the caller hears at the
+                        // deadline that no reply came, not that its key was refused.
+                        refused = false;
+                        std::future::pending::<()>().await;
+                    }
+                    refused = true;
+                    if reopened > 3 {
                         std::future::pending::<()>().await;
                     }
                     reopen(connection).await?;

@@ -342,3 +342,90 @@ fn a_heartbeat_whose_handshake_hangs_gives_up_at_its_timeout() {
     );
     assert_ne!(member_state().as_deref(), Some("alive"));
 }
+
+/// What a keyed control endpoint read before it bound again, within `wait`: the requester's
+/// routing id and the request.
+fn next_request(server: &zmq::Socket, wait: Duration) -> Option<(Vec<u8>, Value)> {
+    if server.poll(zmq::POLLIN, wait.as_millis() as i64).ok()? == 0 {
+        return None;
+    }
+    let frames = server.recv_multipart(0).ok()?;
+    let request = serde_json::from_slice(frames.last()?).ok()?;
+    Some((frames.first()?.clone(), request))
+}
+
+/// A request caught by its endpoint binding again with a new first key (as an agent or serve
+/// does at a rotation's second step), after it was delivered and before its reply: `troupe ctl`
+/// sends it again with the new key if it changes nothing (`status`, serve's `nodelist`), never
+/// if it may have run (`incr`), and then says no reply came, not that its key was refused: the
+/// key opened the endpoint. A fake endpoint on loopback (a CURVE ROUTER) takes the request and
+/// binds again with key B; the client holds A and B.
+///
+/// Fails on the code before the fix: there `nodelist` was not sent again, and an `incr` so
+/// caught reported "refused this client's cluster key" and told the user to copy key files.
+#[test]
+fn a_request_caught_by_a_rebind_is_sent_again_only_if_it_changes_nothing() {
+    let (a, b) = (
+        ClusterKey::generate().unwrap(),
+        ClusterKey::generate().unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let client_key = dir.path().join("client.key");
+    write_keys(&client_key, &[&a, &b]);
+    let zmq = zmq::Context::new();
+    for (command, sent_again) in [("status", true), ("nodelist", true), ("incr", false)] {
+        let server = zmq.socket(zmq::ROUTER).unwrap();
+        server.set_linger(0).unwrap();
+        server.set_curve_server(true).unwrap();
+        server
+            .set_curve_secretkey(a.curve().server.secret())
+            .unwrap();
+        server.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = server.get_last_endpoint().unwrap().unwrap();
+        let ctl = isolated(std::process::Command::new(bin("troupe")), dir.path())
+            .args(["ctl", "--timeout", "3", "--key-file"])
+            .arg(&client_key)
+            .args([endpoint.as_str(), command, r#"{"name": "w"}"#])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let first = next_request(&server, Duration::from_secs(5));
+        assert!(first.is_some(), "{command}: the request arrives with key A");
+        server
+            .set_curve_secretkey(b.curve().server.secret())
+            .unwrap();
+        server.unbind(&endpoint).unwrap();
+        let started = std::time::Instant::now();
+        while let Err(zmq::Error::EADDRINUSE) = server.bind(&endpoint) {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{endpoint} stays taken"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let again = next_request(&server, Duration::from_millis(2500));
+        if let Some((routing_id, request)) = &again {
+            let reply = json!({"status": "ok", "id": request["id"]}).to_string();
+            server
+                .send_multipart([routing_id.as_slice(), reply.as_bytes()], 0)
+                .unwrap();
+        }
+        let output = ctl.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if sent_again {
+            assert!(
+                again.is_some(),
+                "{command} was not sent again with key B: {stderr}"
+            );
+            assert!(output.status.success(), "{command}: {stderr}");
+        } else {
+            assert!(again.is_none(), "{command} was sent twice: {again:?}");
+            assert!(!output.status.success(), "{command} reported success");
+            assert!(
+                stderr.contains("no reply") && !stderr.contains("refused"),
+                "{command}: {stderr}"
+            );
+        }
+    }
+}
